@@ -1,0 +1,1 @@
+"""The device agent: supervisor, deployer, store, local IPC server."""

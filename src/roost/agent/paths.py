@@ -1,0 +1,84 @@
+"""The layout of an agent's root folder (``--root``, default ``~/.roost``).
+
+Everything an agent owns lives below this one folder, so a device can be wiped or backed up by
+copying it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from roost.errors import InvalidInputError
+
+DEFAULT_ROOT = Path(os.environ.get("ROOST_ROOT", "~/.roost")).expanduser()
+
+
+@dataclass(frozen=True)
+class AgentPaths:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str] | None) -> AgentPaths:
+        return cls(Path(root).expanduser().resolve() if root is not None else DEFAULT_ROOT.resolve())
+
+    @property
+    def state_db(self) -> Path:
+        return self.root / "state.db"
+
+    @property
+    def ipc_socket(self) -> Path:
+        return self.root / "ipc.socket"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "agent.pid"
+
+    @property
+    def cli_token(self) -> Path:
+        """Secret of the privileged local CLI principal; readable by the agent's user only."""
+        return self.root / "cli.token"
+
+    @property
+    def recipes(self) -> Path:
+        return self.root / "packages" / "recipes"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def agent_log(self) -> Path:
+        return self.logs / "agent.log"
+
+    def artifacts(self, name: str, version: str) -> Path:
+        return safe_join(self.root / "packages" / "artifacts", name, version)
+
+    def artifacts_unarchived(self, name: str, version: str) -> Path:
+        return safe_join(self.root / "packages" / "artifacts-unarchived", name, version)
+
+    def work(self, name: str) -> Path:
+        return safe_join(self.root / "work", name)
+
+    def log_file(self, name: str) -> Path:
+        return safe_join(self.logs, f"{name}.log")
+
+    def ensure(self) -> None:
+        for d in (self.root, self.recipes, self.logs, self.root / "work",
+                  self.root / "packages" / "artifacts", self.root / "packages" / "artifacts-unarchived"):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
+
+def safe_join(base: Path, *parts: str) -> Path:
+    """Join ``parts`` below ``base``; refuse anything that would escape it.
+
+    Names come from recipes and IPC requests, so ``..``, absolute paths and separators are
+    rejected instead of being resolved.
+    """
+    for part in parts:
+        if not part or part in (".", "..") or "/" in part or "\\" in part or "\x00" in part:
+            raise InvalidInputError(f"invalid path segment {part!r}: names may not contain '/', '..' or NUL",
+                                    code="INVALID_PATH")
+    return base.joinpath(*parts)
