@@ -1,0 +1,305 @@
+"""The agent process: supervisor + deployer + store + local IPC server, under one root folder.
+
+:class:`Agent` is also the :class:`~roost.agent.ipc_core.IpcCore` the IPC server calls into: the
+server parses and authorises frames, the agent does the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from roost.agent.configuration import get_path, merge_at
+from roost.agent.deployer import Deployer
+from roost.agent.errors import AgentError
+from roost.agent.ipc_server import IpcServer
+from roost.agent.packages import PackageStore
+from roost.agent.paths import AgentPaths
+from roost.agent.process import kill_process_group
+from roost.agent.specs import SpecContext, build_spec
+from roost.agent.states import ComponentState
+from roost.agent.store import ComponentRecord, Store
+from roost.agent.supervisor import ComponentSpec, Supervisor
+from roost.errors import InvalidInputError, NotFoundError, RoostError
+from roost.recipe import Recipe, current_platform, dependency_order
+
+log = logging.getLogger(__name__)
+
+CLI_PRINCIPAL = "aws.greengrass.Cli"
+CLI_OPERATIONS = frozenset({"ListComponents", "GetComponentDetails", "RestartComponent", "StopComponent",
+                            "CreateLocalDeployment", "GetLocalDeploymentStatus", "ListLocalDeployments",
+                            "CancelLocalDeployment"})
+
+ConfigCallback = Callable[[str, list[str]], None]
+
+
+class Agent:
+    def __init__(self, paths: AgentPaths, thing_name: str | None = None, *,
+                 restart_backoff: tuple[float, float] = (1.0, 60.0)) -> None:
+        self.paths = paths
+        paths.ensure()
+        self.store = Store(paths.state_db)
+        stored_name = self.store.get_meta("thing_name")
+        self.thing_name = thing_name or stored_name or os.uname().nodename
+        self.store.set_meta("thing_name", self.thing_name)
+        self.packages = PackageStore(paths)
+        self.supervisor = Supervisor(on_state=self._on_state)
+        self.spec_ctx = SpecContext(paths=paths, thing_name=self.thing_name, platform=current_platform(),
+                                    restart_backoff=restart_backoff)
+        self.deployer = Deployer(paths, self.store, self.packages, self.supervisor, self._build_specs,
+                                 self._on_applied)
+        self.server = IpcServer(paths.ipc_socket, self)
+        self._tokens: dict[str, str] = {}          # component -> SVCUID (fresh each agent start)
+        self._token_index: dict[bytes, str] = {}   # sha256(SVCUID) -> component
+        self._config_subs: dict[int, tuple[str, list[str], ConfigCallback]] = {}
+        self._next_sub = 0
+        self._stopping = asyncio.Event()
+        self._cli_token = ""
+
+    # -- start / stop ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._stop_leftovers()
+        self._cli_token = secrets.token_urlsafe(32)
+        self._register_token(CLI_PRINCIPAL, self._cli_token)
+        tmp = self.paths.cli_token.with_name("cli.token.part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self._cli_token)
+        os.replace(tmp, self.paths.cli_token)
+        await self._start_installed()
+        await self.server.start()
+        self.deployer.start()
+        log.info("agent started: root %s, thing %s, %d component(s)", self.paths.root, self.thing_name,
+                 len(self.deployer.current_specs))
+
+    async def run_until_stopped(self) -> None:
+        await self._stopping.wait()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        await self.deployer.close()
+        order = self._dependency_order(self.deployer.current_specs)
+        await self.supervisor.stop_all(list(reversed(order)))
+        await self.supervisor.close()
+        for name in self.deployer.current_specs:
+            with contextlib.suppress(RoostError):
+                self.store.set_process(name, None, None)
+        await self.server.stop()
+        self.paths.cli_token.unlink(missing_ok=True)
+        self.store.close()
+        log.info("agent stopped")
+
+    def _stop_leftovers(self) -> None:
+        """Stop component processes a killed agent left behind, before starting anything."""
+        for name, pgid, create_time in self.store.recorded_processes():
+            killed = kill_process_group(pgid, create_time)
+            if killed:
+                log.warning("stopped %d leftover process(es) of %s from a previous agent", killed, name)
+            self.store.set_process(name, None, None)
+
+    async def _start_installed(self) -> None:
+        records = self.store.components()
+        if not records:
+            return
+        recipes: dict[str, Recipe] = {}
+        for name, rec in records.items():
+            try:
+                recipes[name] = self.packages.get(name, rec.version)
+            except RoostError as err:
+                log.error("cannot restore %s@%s: %s", name, rec.version, err)
+        specs = self._build_specs(recipes, records)
+        for name in dependency_order(recipes):
+            spec = specs[name]
+            self.supervisor.add(spec)
+            self.deployer.current_specs[name] = spec
+            try:
+                await self.supervisor.install(name)
+                await self.supervisor.start(name)
+            except RoostError as err:
+                log.error("component %s did not start: %s", name, err)
+
+    # -- specs -----------------------------------------------------------------------------------
+    def _build_specs(self, recipes: Mapping[str, Recipe], records: Mapping[str, ComponentRecord]
+                     ) -> dict[str, ComponentSpec]:
+        specs: dict[str, ComponentSpec] = {}
+        for name, recipe in recipes.items():
+            deps = {d: (recipes[d], records[d].configuration) for d in recipe.dependencies if d in recipes}
+            specs[name] = build_spec(recipe, records[name].configuration, self._token_for(name),
+                                     self.spec_ctx, deps)
+        return specs
+
+    def _token_for(self, name: str) -> str:
+        token = self._tokens.get(name)
+        if token is None:
+            token = secrets.token_urlsafe(32)
+            self._register_token(name, token)
+        return token
+
+    def _register_token(self, name: str, token: str) -> None:
+        self._tokens[name] = token
+        self._token_index[hashlib.sha256(token.encode()).digest()] = name
+
+    async def _on_applied(self, records: Mapping[str, ComponentRecord]) -> None:
+        for name in list(self._tokens):
+            if name != CLI_PRINCIPAL and name not in records:
+                token = self._tokens.pop(name)
+                self._token_index.pop(hashlib.sha256(token.encode()).digest(), None)
+        for name in records:
+            self._notify_config(name, [])
+
+    def _on_state(self, name: str, old: ComponentState, new: ComponentState, reason: str | None) -> None:
+        with contextlib.suppress(RoostError):
+            self.store.set_state(name, new.value)
+            ids = self.supervisor.process_ids(name)
+            self.store.set_process(name, ids[0] if ids else None, ids[1] if ids else None)
+        self.deployer.on_state(name, old, new, reason)
+
+    def _dependency_order(self, specs: Mapping[str, ComponentSpec]) -> list[str]:
+        try:
+            return dependency_order({n: self.packages.get(n, s.version) for n, s in specs.items()})
+        except RoostError:
+            return sorted(specs)
+
+    # -- IpcCore -----------------------------------------------------------------------------------
+    def authenticate(self, token: str) -> str | None:
+        name = self._token_index.get(hashlib.sha256(token.encode()).digest())
+        if name is None:
+            return None
+        return name if hmac.compare_digest(self._tokens[name], token) else None
+
+    def access_control(self, principal: str) -> Mapping[str, Any]:
+        try:
+            conf = self.store.component(principal).configuration
+        except NotFoundError:
+            return {}
+        ac = conf.get("accessControl", {})
+        return ac if isinstance(ac, Mapping) else {}
+
+    def is_privileged(self, principal: str) -> bool:
+        return principal == CLI_PRINCIPAL
+
+    async def get_configuration(self, principal: str, component: str, key_path: list[str]) -> Any:
+        return get_path(self.store.component(component).configuration, key_path)
+
+    async def update_configuration(self, principal: str, key_path: list[str], value_to_merge: Any,
+                                   timestamp: float) -> None:
+        record = self.store.component(principal)
+        if not key_path and not isinstance(value_to_merge, Mapping):
+            raise InvalidInputError("valueToMerge must be an object when keyPath is empty",
+                                    code="INVALID_CONFIG_UPDATE")
+        self.store.set_configuration(principal, merge_at(record.configuration, key_path, value_to_merge))
+        self._notify_config(principal, key_path)
+
+    def subscribe_configuration(self, principal: str, component: str, key_path: list[str],
+                                callback: ConfigCallback) -> Callable[[], None]:
+        self.store.component(component)
+        self._next_sub += 1
+        sub_id = self._next_sub
+        self._config_subs[sub_id] = (component, list(key_path), callback)
+        return lambda: self._config_subs.pop(sub_id, None) and None
+
+    def _notify_config(self, component: str, key_path: list[str]) -> None:
+        for name, sub_path, callback in list(self._config_subs.values()):
+            n = min(len(sub_path), len(key_path))
+            if name == component and sub_path[:n] == key_path[:n]:
+                try:
+                    callback(component, key_path)
+                except Exception:
+                    log.exception("configuration update callback failed")
+
+    async def update_state(self, principal: str, state: str) -> None:
+        try:
+            wanted = ComponentState(state)
+        except ValueError as err:
+            raise InvalidInputError(f"invalid state {state!r}: expected RUNNING or ERRORED",
+                                    code="INVALID_STATE") from err
+        if wanted not in (ComponentState.RUNNING, ComponentState.ERRORED):
+            raise InvalidInputError(f"invalid state {state!r}: expected RUNNING or ERRORED", code="INVALID_STATE")
+        self.supervisor.report_state(principal, wanted)
+
+    async def cli_operation(self, principal: str, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        if operation not in CLI_OPERATIONS:
+            raise InvalidInputError(f"unknown CLI operation {operation}", code="UNKNOWN_OPERATION")
+        if operation == "ListComponents":
+            return {"components": [self._component_details(n) for n in sorted(self.deployer.current_specs)]}
+        if operation == "GetComponentDetails":
+            return {"componentDetails": self._component_details(_name(request))}
+        if operation == "RestartComponent":
+            name = _name(request)
+            self._require_component(name)
+            await self.supervisor.restart(name)
+            return {"restartStatus": "SUCCEEDED", "message": f"{name} restarted"}
+        if operation == "StopComponent":
+            name = _name(request)
+            self._require_component(name)
+            await self.supervisor.stop(name)
+            return {"stopStatus": "SUCCEEDED", "message": f"{name} stopped"}
+        if operation == "CreateLocalDeployment":
+            return {"deploymentId": self.deployer.submit(request).id}
+        if operation == "GetLocalDeploymentStatus":
+            deployment_id = request.get("deploymentId")
+            if not isinstance(deployment_id, str):
+                raise InvalidInputError("deploymentId is required", code="INVALID_REQUEST")
+            wait = request.get("waitSeconds")
+            if isinstance(wait, (int, float)) and wait > 0:
+                record = await self.deployer.wait(deployment_id, min(float(wait), 30.0))
+            else:
+                record = self.store.deployment(deployment_id)
+            return {"deployment": record.to_ipc()}
+        if operation == "CancelLocalDeployment":
+            deployment_id = request.get("deploymentId")
+            if not isinstance(deployment_id, str):
+                raise InvalidInputError("deploymentId is required", code="INVALID_REQUEST")
+            return {"deployment": self.deployer.cancel(deployment_id).to_ipc()}
+        return {"localDeployments": [d.to_ipc() for d in self.store.deployments()]}
+
+    def _require_component(self, name: str) -> None:
+        if name not in self.deployer.current_specs:
+            raise NotFoundError(f"component {name} is not deployed on this device", code="COMPONENT_NOT_FOUND")
+
+    def _component_details(self, name: str) -> dict[str, Any]:
+        self._require_component(name)
+        record = self.store.component(name)
+        return {"componentName": name, "version": record.version,
+                "state": self.supervisor.state(name).value, "configuration": record.configuration,
+                "isRoot": record.is_root}
+
+
+def _name(request: Mapping[str, Any]) -> str:
+    name = request.get("componentName")
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError("componentName is required", code="INVALID_REQUEST")
+    return name
+
+
+async def run_agent(paths: AgentPaths, thing_name: str | None) -> None:
+    """Run an agent in the foreground until SIGTERM/SIGINT; then stop everything cleanly."""
+    import signal
+
+    from roost.agent.daemon import PidLock
+
+    with PidLock(paths.pid_file):
+        agent = Agent(paths, thing_name)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.request_stop)
+        t0 = time.monotonic()
+        try:
+            await agent.start()
+            log.info("agent ready in %.3f s", time.monotonic() - t0)
+            await agent.run_until_stopped()
+        finally:
+            await agent.close()
+
+
+__all__ = ["CLI_PRINCIPAL", "Agent", "AgentError", "run_agent"]

@@ -1,0 +1,118 @@
+"""Authorisation of IPC operations against a component's ``accessControl`` configuration.
+
+The document has the Greengrass shape::
+
+    accessControl:
+      aws.greengrass.ipc.pubsub:
+        "com.example.Sensor:pubsub:1":
+          policyDescription: Allows publishing sensor data
+          operations: ["aws.greengrass#PublishToTopic"]
+          resources: ["sensors/+/temperature", "local/*"]
+
+Semantics (deny by default):
+
+* A request ``(service, operation, resource)`` is allowed when some policy under ``service``
+  lists the operation and covers the resource.
+* Operations: ``"*"`` or a glob where ``*`` matches any run of characters
+  (``aws.greengrass#*``). Resources: the same glob; ``"*"`` alone covers everything.
+* For ``aws.greengrass.ipc.pubsub`` a resource may also be an MQTT filter: ``sensors/#``
+  covers the topic ``sensors/a/b``, and covers the subscription filter ``sensors/+`` too. A
+  policy filter covers a requested filter only when every topic the request can match is
+  matched by the policy (``a/+`` does not cover ``a/#``).
+* ``resource=None`` means the operation has no resource: any policy listing it allows it.
+
+What needs a policy in Roost (see :mod:`roost.agent.ipc_server`):
+
+* ``aws.greengrass.ipc.pubsub``: PublishToTopic / SubscribeToTopic, resource = topic.
+* ``aws.greengrass.ipc.config``: GetConfiguration / SubscribeToConfigurationUpdate of *another*
+  component, resource = that component's name. A component's own configuration is always
+  readable and writable without a policy, and UpdateConfiguration only ever writes the
+  caller's own configuration (as in Greengrass). This is stricter than Greengrass, which lets
+  any component read any component's configuration.
+* ``aws.greengrass.Cli``: the CLI operations, resource = the target component name (or the
+  deployment id for GetLocalDeploymentStatus; ``*`` for ListComponents, ListLocalDeployments
+  and CreateLocalDeployment). The privileged CLI principal is allowed everything.
+* UpdateState on oneself is always allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any, Final
+
+PUBSUB_SERVICE: Final = "aws.greengrass.ipc.pubsub"
+CONFIG_SERVICE: Final = "aws.greengrass.ipc.config"
+CLI_SERVICE: Final = "aws.greengrass.Cli"
+
+
+@lru_cache(maxsize=4096)
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+def glob_matches(pattern: str, value: str) -> bool:
+    """``*`` matches any run of characters (including ``/``); everything else is literal."""
+    if pattern == "*" or pattern == value:
+        return True
+    if "*" not in pattern:
+        return False
+    return _glob(pattern).fullmatch(value) is not None
+
+
+def filter_covers(policy_filter: str, requested: str) -> bool:
+    """True if every topic matched by ``requested`` is matched by ``policy_filter`` (MQTT)."""
+    if policy_filter == requested:
+        return True
+    plevels = policy_filter.split("/")
+    rlevels = requested.split("/")
+    nr = len(rlevels)
+    for i, p in enumerate(plevels):
+        if p == "#":
+            return True
+        if i >= nr:
+            return False
+        r = rlevels[i]
+        if r == "#":
+            return False
+        if p == "+":
+            continue
+        if p != r:
+            return False
+    return len(plevels) == nr
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def _resource_allowed(patterns: list[str], resource: str, mqtt: bool) -> bool:
+    for pattern in patterns:
+        if glob_matches(pattern, resource):
+            return True
+        if mqtt and ("+" in pattern or "#" in pattern) and filter_covers(pattern, resource):
+            return True
+    return False
+
+
+def authorize(access_control: Mapping[str, Any], service: str, operation: str, resource: str | None) -> bool:
+    """Whether ``access_control`` allows ``operation`` on ``resource`` of ``service``."""
+    policies = access_control.get(service) if isinstance(access_control, Mapping) else None
+    if not isinstance(policies, Mapping):
+        return False
+    mqtt = service == PUBSUB_SERVICE
+    for policy in policies.values():
+        if not isinstance(policy, Mapping):
+            continue
+        if not any(glob_matches(op, operation) for op in _strings(policy.get("operations"))):
+            continue
+        if resource is None:
+            return True
+        if _resource_allowed(_strings(policy.get("resources")), resource, mqtt):
+            return True
+    return False

@@ -1,0 +1,368 @@
+"""Local deployments: one transaction each, one at a time, never IN_PROGRESS forever.
+
+A deployment goes QUEUED → IN_PROGRESS → SUCCEEDED | FAILED | CANCELED. It is applied in two
+phases:
+
+1. *prepare* (no running component is touched): store the new recipes, resolve the whole
+   component set, copy and verify artifacts, compute each component's configuration and
+   supervisor spec. Any error here ends the deployment as ``FAILED_NO_STATE_CHANGE``.
+2. *apply*: stop what is removed or changed (reverse dependency order), install and start what
+   is new or changed (dependency order), and wait until each is RUNNING or FINISHED and stays
+   so for a short settle window, all within the deployment's timeout. On failure with the
+   ``ROLLBACK`` policy the previous component set, versions and configuration come back exactly
+   (``FAILED_ROLLBACK_COMPLETE``); with ``DO_NOTHING`` things are left as they are.
+
+Cancelling an IN_PROGRESS deployment rolls it back the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from roost.agent.artifacts import install_artifacts
+from roost.agent.configuration import apply_update, deep_merge
+from roost.agent.errors import DeploymentError
+from roost.agent.packages import PackageStore
+from roost.agent.paths import AgentPaths
+from roost.agent.states import ComponentState
+from roost.agent.store import ComponentRecord, DeploymentRecord, Store
+from roost.agent.supervisor import ComponentSpec, Supervisor
+from roost.errors import ConflictError, InvalidInputError, RoostError
+from roost.recipe import Recipe, dependency_order, load_recipe_dir, resolve
+
+log = logging.getLogger(__name__)
+
+QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, CANCELED = "QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "CANCELED"
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
+DONE_STATES = frozenset({ComponentState.RUNNING, ComponentState.FINISHED})
+BAD_STATES = frozenset({ComponentState.ERRORED, ComponentState.BROKEN})
+
+
+class DeploymentRequest(BaseModel):
+    """Greengrass' ``CreateLocalDeploymentRequest`` (camelCase), plus Roost's timeouts."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    recipeDirectoryPath: str | None = None
+    artifactsDirectoryPath: str | None = None
+    rootComponentVersionsToAdd: dict[str, str] = Field(default_factory=dict)
+    rootComponentsToRemove: list[str] = Field(default_factory=list)
+    componentToConfiguration: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    componentToRunWithInfo: dict[str, Any] = Field(default_factory=dict)
+    groupName: str | None = None
+    failureHandlingPolicy: Literal["ROLLBACK", "DO_NOTHING"] = "ROLLBACK"
+    timeoutSeconds: float = Field(default=300.0, gt=0, le=86400)
+    settleSeconds: float = Field(default=1.0, ge=0, le=60)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> DeploymentRequest:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "request"
+            raise InvalidInputError(f"invalid deployment request: {where}: {first['msg']}",
+                                    code="INVALID_DEPLOYMENT") from err
+
+
+@dataclass
+class Target:
+    """The component set a deployment wants, fully prepared."""
+
+    recipes: dict[str, Recipe]
+    records: dict[str, ComponentRecord]
+    specs: dict[str, ComponentSpec]
+    order: list[str]
+
+
+@dataclass
+class _Watch:
+    names: set[str]
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+
+SpecBuilder = Callable[[Mapping[str, Recipe], Mapping[str, ComponentRecord]], dict[str, ComponentSpec]]
+
+
+class Deployer:
+    def __init__(self, paths: AgentPaths, store: Store, packages: PackageStore, supervisor: Supervisor,
+                 build_specs: SpecBuilder, on_applied: Callable[[Mapping[str, ComponentRecord]], Awaitable[None]]
+                 ) -> None:
+        self.paths = paths
+        self.store = store
+        self.packages = packages
+        self.supervisor = supervisor
+        self.build_specs = build_specs
+        self.on_applied = on_applied
+        self.current_specs: dict[str, ComponentSpec] = {}
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._running: tuple[str, asyncio.Task[None]] | None = None
+        self._watch: _Watch | None = None
+        self._changed = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        for rec in self.store.deployments(IN_PROGRESS):
+            self.store.update_deployment(rec.id, FAILED, "FAILED_UNABLE_TO_ROLLBACK",
+                                         ["the agent stopped while this deployment was in progress; the "
+                                          "last successful component set was restored at start"],
+                                         "agent restarted")
+        for rec in self.store.deployments(QUEUED):
+            self._queue.put_nowait(rec.id)
+        self._worker = asyncio.create_task(self._work(), name="deployer")
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    # -- API -------------------------------------------------------------------------------------
+    def submit(self, raw: Mapping[str, Any]) -> DeploymentRecord:
+        request = DeploymentRequest.parse(raw)
+        for path in (request.recipeDirectoryPath, request.artifactsDirectoryPath):
+            if path is not None and not Path(path).is_dir():
+                raise InvalidInputError(f"deployment directory {path} does not exist or is not a folder",
+                                        code="INVALID_DEPLOYMENT")
+        record = self.store.add_deployment(str(uuid.uuid4()), request.model_dump(exclude_defaults=True))
+        self._queue.put_nowait(record.id)
+        log.info("deployment %s queued", record.id)
+        return record
+
+    def cancel(self, deployment_id: str) -> DeploymentRecord:
+        record = self.store.deployment(deployment_id)
+        if record.status == QUEUED:
+            self.store.update_deployment(deployment_id, CANCELED, "CANCELED", ["canceled before it started"],
+                                         "canceled")
+        elif record.status == IN_PROGRESS and self._running and self._running[0] == deployment_id:
+            self._running[1].cancel()
+        elif record.status in TERMINAL:
+            raise ConflictError(f"deployment {deployment_id} already ended with status {record.status}",
+                                code="DEPLOYMENT_ENDED")
+        return self.store.deployment(deployment_id)
+
+    async def wait(self, deployment_id: str, timeout: float) -> DeploymentRecord:
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.store.deployment(deployment_id)
+            if record.status in TERMINAL or time.monotonic() >= deadline:
+                return record
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(1.0, deadline - time.monotonic()))
+
+    def on_state(self, name: str, old: ComponentState, new: ComponentState, reason: str | None) -> None:
+        watch = self._watch
+        if watch is not None and name in watch.names and new in BAD_STATES:
+            watch.errors.setdefault(name, []).append(f"{name} went {new.value}" + (f": {reason}" if reason else ""))
+
+    # -- worker ----------------------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            deployment_id = await self._queue.get()
+            record = self.store.deployment(deployment_id)
+            if record.status != QUEUED:
+                continue
+            task = asyncio.create_task(self._run(record), name=f"deployment-{deployment_id}")
+            self._running = (deployment_id, task)
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():  # the worker itself is being closed
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    raise
+            finally:
+                self._running = None
+                self._changed.set()
+
+    async def _run(self, record: DeploymentRecord) -> None:
+        request = DeploymentRequest.parse(record.request)
+        self.store.update_deployment(record.id, IN_PROGRESS)
+        self._changed.set()
+        log.info("deployment %s in progress", record.id)
+        try:
+            target = self._prepare(request)
+        except RoostError as err:
+            log.warning("deployment %s failed before any change: %s", record.id, err)
+            self.store.update_deployment(record.id, FAILED, "FAILED_NO_STATE_CHANGE", [str(err)], err.code)
+            return
+        except asyncio.CancelledError:
+            self.store.update_deployment(record.id, CANCELED, "CANCELED", ["canceled"], "canceled")
+            return
+        previous = self.store.components()
+        previous_specs = dict(self.current_specs)
+        try:
+            async with asyncio.timeout(request.timeoutSeconds):
+                await self._apply(target, previous_specs, request.settleSeconds)
+        except (RoostError, TimeoutError, asyncio.CancelledError) as err:
+            canceled = isinstance(err, asyncio.CancelledError)
+            reason = ("canceled by request" if canceled else
+                      f"timed out after {request.timeoutSeconds:g} s" if isinstance(err, TimeoutError) else str(err))
+            errors = [reason]
+            log.warning("deployment %s failed: %s", record.id, reason)
+            if request.failureHandlingPolicy == "DO_NOTHING" and not canceled:
+                self.store.update_deployment(record.id, FAILED, "FAILED_ROLLBACK_NOT_REQUESTED", errors,
+                                             _code(err))
+                return
+            try:
+                await asyncio.wait_for(self._rollback(target, previous, previous_specs), request.timeoutSeconds)
+            except (RoostError, TimeoutError) as rb_err:
+                log.error("deployment %s: rollback failed: %s", record.id, rb_err)
+                self.store.update_deployment(record.id, CANCELED if canceled else FAILED,
+                                             "FAILED_UNABLE_TO_ROLLBACK", [*errors, f"rollback: {rb_err}"],
+                                             _code(err))
+                return
+            self.store.update_deployment(record.id, CANCELED if canceled else FAILED, "FAILED_ROLLBACK_COMPLETE",
+                                         errors, _code(err))
+            return
+        self.store.update_deployment(record.id, SUCCEEDED, "SUCCESSFUL")
+        log.info("deployment %s succeeded", record.id)
+
+    # -- phase 1 -------------------------------------------------------------------------------
+    def _prepare(self, request: DeploymentRequest) -> Target:
+        if request.recipeDirectoryPath:
+            self.packages.put(load_recipe_dir(Path(request.recipeDirectoryPath)))
+        current = self.store.components()
+        roots = {name: rec.version for name, rec in current.items() if rec.is_root}
+        for name in request.rootComponentsToRemove:
+            if name not in roots:
+                raise DeploymentError(f"cannot remove {name}: it is not a root component on this device "
+                                      f"(root components: {', '.join(sorted(roots)) or 'none'})",
+                                      code="COMPONENT_NOT_DEPLOYED")
+            del roots[name]
+        roots.update(request.rootComponentVersionsToAdd)
+        unknown_conf = set(request.componentToConfiguration) - set(roots) - set(current)
+        recipes = resolve(roots, self.packages.available())
+        unknown_conf -= set(recipes)
+        if unknown_conf:
+            raise DeploymentError(f"configuration given for component(s) not in the deployment: "
+                                  f"{', '.join(sorted(unknown_conf))}", code="INVALID_DEPLOYMENT")
+        artifact_root = Path(request.artifactsDirectoryPath) if request.artifactsDirectoryPath else None
+        records: dict[str, ComponentRecord] = {}
+        for name, recipe in recipes.items():
+            selected = recipe.select(self._platform())
+            old = current.get(name)
+            same_version = old is not None and old.version == recipe.version
+            src = None
+            if artifact_root is not None and (artifact_root / name / recipe.version).is_dir():
+                src = artifact_root / name / recipe.version
+            elif not same_version and selected.artifacts and artifact_root is not None:
+                src = artifact_root / name / recipe.version  # reported as missing by install_artifacts
+            install_artifacts(name, recipe.version, selected.artifacts, src,
+                              self.paths.artifacts(name, recipe.version),
+                              self.paths.artifacts_unarchived(name, recipe.version))
+            conf = deep_merge(recipe.default_configuration, old.configuration if old else {})
+            update = request.componentToConfiguration.get(name)
+            if update is not None:
+                if not set(update) <= {"MERGE", "RESET"}:
+                    update = {"MERGE": update}
+                conf = apply_update(conf, recipe.default_configuration, update, name)
+            records[name] = ComponentRecord(name, recipe.version, name in roots, conf)
+        specs = self.build_specs(recipes, records)
+        return Target(recipes, records, specs, dependency_order(recipes))
+
+    def _platform(self) -> Mapping[str, str]:
+        from roost.recipe import current_platform
+
+        return current_platform()
+
+    # -- phase 2 -------------------------------------------------------------------------------
+    async def _apply(self, target: Target, previous_specs: Mapping[str, ComponentSpec], settle: float) -> None:
+        changed = [n for n in target.order if previous_specs.get(n) != target.specs[n]
+                   or self.supervisor_state(n) in BAD_STATES]
+        removed = [n for n in previous_specs if n not in target.specs]
+        old_order = self._order_of(previous_specs)
+        to_stop = [n for n in reversed(old_order) if n in removed or n in changed]
+        for name in to_stop:
+            await self.supervisor.stop(name)
+        for name in removed:
+            self.supervisor.remove(name)
+            self.current_specs.pop(name, None)
+        self._watch = _Watch(set(changed))
+        try:
+            for name in changed:
+                self.supervisor.add(target.specs[name])
+                self.current_specs[name] = target.specs[name]
+                await self.supervisor.install(name)
+                await self.supervisor.start(name)
+                self._raise_if_failed()
+            await self._wait_done(changed, settle)
+        finally:
+            self._watch = None
+        self.store.replace_components(target.records)
+        await self.on_applied(target.records)
+
+    def supervisor_state(self, name: str) -> ComponentState | None:
+        try:
+            return self.supervisor.state(name)
+        except RoostError:
+            return None
+
+    def _raise_if_failed(self) -> None:
+        watch = self._watch
+        if watch is not None and watch.errors:
+            msgs = [m for ms in watch.errors.values() for m in ms]
+            raise DeploymentError("; ".join(msgs), code="COMPONENT_FAILED")
+
+    async def _wait_done(self, names: list[str], settle: float) -> None:
+        while True:
+            self._raise_if_failed()
+            states = {n: self.supervisor.state(n) for n in names}
+            if all(s in DONE_STATES for s in states.values()):
+                break
+            await asyncio.sleep(0.02)
+        if settle > 0:
+            await asyncio.sleep(settle)
+            self._raise_if_failed()
+
+    def _order_of(self, specs: Mapping[str, ComponentSpec]) -> list[str]:
+        try:
+            return dependency_order({n: self.packages.get(n, s.version) for n, s in specs.items()})
+        except RoostError:
+            return sorted(specs)
+
+    async def _rollback(self, target: Target, previous: Mapping[str, ComponentRecord],
+                        previous_specs: Mapping[str, ComponentSpec]) -> None:
+        log.info("rolling back to the previous component set: %s",
+                 ", ".join(f"{n}@{r.version}" for n, r in previous.items()) or "(empty)")
+        touched = [n for n in reversed(target.order) if n in self.current_specs
+                   and self.current_specs.get(n) != previous_specs.get(n)]
+        for name in touched:
+            with contextlib.suppress(RoostError):
+                await self.supervisor.stop(name)
+        for name in touched:
+            if name not in previous_specs:
+                self.supervisor.remove(name)
+                self.current_specs.pop(name, None)
+        restore = [n for n in self._order_of(previous_specs)
+                   if self.current_specs.get(n) != previous_specs[n]
+                   or self.supervisor_state(n) not in DONE_STATES]
+        for name in restore:
+            spec = previous_specs[name]
+            self.supervisor.add(spec)
+            self.current_specs[name] = spec
+            await self.supervisor.install(name)
+            await self.supervisor.start(name)
+        self.store.replace_components(dict(previous))
+        await self.on_applied(previous)
+
+
+def _code(err: BaseException) -> str:
+    if isinstance(err, RoostError):
+        return err.code
+    if isinstance(err, asyncio.CancelledError):
+        return "CANCELED"
+    return "TIMEOUT"

@@ -1,0 +1,69 @@
+"""`roost agent start|stop|status`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import typer
+
+from roost.agent.daemon import running_pid, start_detached, stop_agent
+from roost.agent.paths import AgentPaths
+from roost.cli.output import console, emit_json, handle_errors
+
+app = typer.Typer(help="Run the device agent: supervisor, deployer and local IPC server.", no_args_is_help=True)
+
+RootOpt = Annotated[str | None, typer.Option("--root", help="Agent root folder (default ~/.roost or $ROOST_ROOT).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.command("start")
+@handle_errors
+def start(root: RootOpt = None,
+          thing_name: Annotated[str | None, typer.Option("--thing-name", help="Device name (default: hostname).")]
+          = None,
+          detach: Annotated[bool, typer.Option("--detach", help="Run in the background; return once the IPC "
+                                                             "socket accepts connections.")] = False,
+          log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+          as_json: JsonOpt = False) -> None:
+    """Start the agent on ROOT (foreground unless --detach)."""
+    paths = AgentPaths.at(root)
+    if detach:
+        pid = start_detached(paths, thing_name, extra_args=["--log-level", log_level])
+        if as_json:
+            emit_json({"pid": pid, "root": str(paths.root), "socket": str(paths.ipc_socket)})
+        else:
+            console.print(f"agent started (pid {pid}) on {paths.root}")
+        return
+    from roost.agent.agent import run_agent
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_agent(paths, thing_name))
+
+
+@app.command("stop")
+@handle_errors
+def stop(root: RootOpt = None, timeout: Annotated[float, typer.Option("--timeout")] = 120.0,
+         as_json: JsonOpt = False) -> None:
+    """Stop the components in reverse dependency order, then the agent."""
+    paths = AgentPaths.at(root)
+    pid = stop_agent(paths, timeout)
+    if as_json:
+        emit_json({"stopped": pid is not None, "pid": pid})
+    else:
+        console.print(f"agent (pid {pid}) stopped" if pid else f"no agent running on {paths.root}")
+
+
+@app.command("status")
+@handle_errors
+def status(root: RootOpt = None, as_json: JsonOpt = False) -> None:
+    """Whether an agent runs on ROOT."""
+    paths = AgentPaths.at(root)
+    pid = running_pid(paths)
+    if as_json:
+        emit_json({"running": pid is not None, "pid": pid, "root": str(paths.root)})
+    else:
+        console.print(f"agent running (pid {pid})" if pid else f"no agent running on {paths.root}")
+    if pid is None:
+        raise typer.Exit(5)

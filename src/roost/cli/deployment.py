@@ -1,0 +1,131 @@
+"""`roost deployment create|status|list|cancel` (local deployments)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from roost.cli import local
+from roost.cli.agent import JsonOpt, RootOpt
+from roost.cli.output import EXIT_FAILED, EXIT_TIMEOUT, console, emit_json, handle_errors, styled, table
+from roost.errors import InvalidInputError
+
+app = typer.Typer(help="Deploy components on this device, one transaction at a time.", no_args_is_help=True)
+
+
+def _parse_merge(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, version = item.partition("=")
+        if not sep or not name or not version:
+            raise InvalidInputError(f"--merge {item!r}: expected NAME=VERSION", code="INVALID_ARGUMENT")
+        out[name] = version
+    return out
+
+
+def _parse_config(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
+    except (json.JSONDecodeError, OSError) as err:
+        raise InvalidInputError(f"--update-config is not valid JSON: {err}", code="INVALID_ARGUMENT") from err
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise InvalidInputError('--update-config must be {"NAME": {"MERGE": {...}, "RESET": ["/ptr"]}}',
+                                code="INVALID_ARGUMENT")
+    return value
+
+
+@app.command("create")
+@handle_errors
+def create(root: RootOpt = None,
+           recipe_dir: Annotated[Path | None, typer.Option("--recipe-dir", help="Folder of recipes.")] = None,
+           artifact_dir: Annotated[Path | None, typer.Option("--artifact-dir",
+                                                             help="Artifacts as A/<name>/<version>/...")] = None,
+           merge: Annotated[list[str] | None, typer.Option("--merge", help="NAME=VERSION to add or update.")] = None,
+           remove: Annotated[list[str] | None, typer.Option("--remove", help="Root component to remove.")] = None,
+           update_config: Annotated[str | None, typer.Option("--update-config",
+                                                             help='JSON (or @file): {"NAME": {"MERGE": {}, '
+                                                                  '"RESET": []}}')] = None,
+           failure_policy: Annotated[str, typer.Option("--failure-policy", help="ROLLBACK or DO_NOTHING")]
+           = "ROLLBACK",
+           wait: Annotated[bool, typer.Option("--wait", help="Wait for the end; exit 0 only if SUCCEEDED.")]
+           = False,
+           timeout: Annotated[float, typer.Option("--timeout", help="Deployment timeout, seconds.")] = 300.0,
+           as_json: JsonOpt = False) -> None:
+    """Create a local deployment."""
+    request: dict[str, Any] = {
+        "rootComponentVersionsToAdd": _parse_merge(merge or []),
+        "rootComponentsToRemove": list(remove or []),
+        "componentToConfiguration": _parse_config(update_config),
+        "failureHandlingPolicy": failure_policy.upper(),
+        "timeoutSeconds": timeout,
+    }
+    if recipe_dir is not None:
+        request["recipeDirectoryPath"] = str(recipe_dir.resolve())
+    if artifact_dir is not None:
+        request["artifactsDirectoryPath"] = str(artifact_dir.resolve())
+    deployment_id = local.call(root, "CreateLocalDeployment", request)["deploymentId"]
+    if not wait:
+        emit_json({"deploymentId": deployment_id}) if as_json else console.print(
+            f"deployment {deployment_id} queued")
+        return
+    _wait_and_report(root, deployment_id, timeout + 30, as_json)
+
+
+def _wait_and_report(root: str | None, deployment_id: str, timeout: float, as_json: bool) -> None:
+    deadline = time.monotonic() + timeout
+    dep: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        wait_s = max(0.1, min(20.0, deadline - time.monotonic()))
+        dep = local.call(root, "GetLocalDeploymentStatus", {"deploymentId": deployment_id, "waitSeconds": wait_s},
+                         timeout=wait_s + 10)["deployment"]
+        if dep["status"] in ("SUCCEEDED", "FAILED", "CANCELED"):
+            break
+    _print_deployment(dep, as_json)
+    if dep.get("status") != "SUCCEEDED":
+        raise typer.Exit(EXIT_TIMEOUT if dep.get("status") in ("QUEUED", "IN_PROGRESS") else EXIT_FAILED)
+
+
+def _print_deployment(dep: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(dep)
+        return
+    details = dep.get("deploymentStatusDetails", {})
+    console.print(f"deployment {dep['deploymentId']}: {styled(dep['status'])}"
+                  + (f" ({details['detailedDeploymentStatus']})" if "detailedDeploymentStatus" in details else ""))
+    for line in details.get("deploymentErrorStack", []):
+        console.print(f"  [red]{line}[/]", highlight=False)
+
+
+@app.command("status")
+@handle_errors
+def status(deployment_id: str, root: RootOpt = None, as_json: JsonOpt = False) -> None:
+    """Status of one deployment."""
+    _print_deployment(local.call(root, "GetLocalDeploymentStatus", {"deploymentId": deployment_id})["deployment"],
+                      as_json)
+
+
+@app.command("list")
+@handle_errors
+def list_(root: RootOpt = None, as_json: JsonOpt = False) -> None:
+    """All local deployments, oldest first."""
+    deps = local.call(root, "ListLocalDeployments", {})["localDeployments"]
+    if as_json:
+        emit_json(deps)
+        return
+    table("Deployments", ["id", "status", "detail"],
+          [(d["deploymentId"], styled(d["status"]),
+            d.get("deploymentStatusDetails", {}).get("detailedDeploymentStatus", "")) for d in deps])
+
+
+@app.command("cancel")
+@handle_errors
+def cancel(deployment_id: str, root: RootOpt = None, as_json: JsonOpt = False) -> None:
+    """Cancel a queued deployment, or roll back one in progress."""
+    _print_deployment(local.call(root, "CancelLocalDeployment", {"deploymentId": deployment_id})["deployment"],
+                      as_json)

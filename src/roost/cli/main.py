@@ -1,0 +1,32 @@
+"""The `roost` command: `roost <group> <verb>`."""
+
+from __future__ import annotations
+
+import typer
+
+from roost import __version__
+from roost.cli import agent, component, demo, deployment, logs
+
+app = typer.Typer(name="roost", help="Roost: machine learning on edge devices, self-hosted.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(agent.app, name="agent")
+app.add_typer(deployment.app, name="deployment")
+app.add_typer(component.app, name="component")
+app.command("logs")(logs.logs)
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"roost {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version.")) -> None:
+    """Roost: machine learning on edge devices, self-hosted."""
+
+
+def main() -> None:
+    app()
