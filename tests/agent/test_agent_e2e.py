@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from roost.samples import ARTIFACTS, RECIPES
 from tests.agent.helpers import Workspace, procs_with, wait_until
 from tests.conftest import Cli
+
+from roost.samples import ARTIFACTS, RECIPES
 
 pytestmark = pytest.mark.slow
 

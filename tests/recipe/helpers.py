@@ -120,7 +120,9 @@ def parse_doc(doc: dict[str, Any], source: str = "recipe.json") -> Recipe:
     return parse_recipe(json.dumps(doc), source=source)
 
 
-def make_recipe(name: str, version: str, deps: dict[str, str | tuple[str, DependencyType]] | None = None) -> Recipe:
+def make_recipe(
+    name: str, version: str, deps: dict[str, str | tuple[str, DependencyType]] | None = None
+) -> Recipe:
     """A bare recipe with dependencies ``{name: range}`` or ``{name: (range, "SOFT")}``."""
     dependencies: dict[str, Dependency] = {}
     for dep, spec in (deps or {}).items():

@@ -61,7 +61,8 @@ def test_hello_world_yaml() -> None:
     assert artifact.permission == ArtifactPermission(read="ALL", execute="OWNER")
 
     windows = recipe.manifests[1]
-    assert windows.lifecycle is not None and windows.lifecycle.run is not None  # lower-case "run"
+    assert windows.lifecycle is not None
+    assert windows.lifecycle.run is not None
     assert windows.artifacts[0].permission == ArtifactPermission(read="OWNER", execute="NONE")
 
 
@@ -77,7 +78,8 @@ def test_inference_json() -> None:
     assert manifest.artifacts[0].unarchive == "ZIP"
     assert manifest.lifecycle is not None
     startup = manifest.lifecycle.startup
-    assert startup is not None and startup.requires_privilege
+    assert startup is not None
+    assert startup.requires_privilege
     recover = manifest.lifecycle.recover
     assert recover is not None
     assert recover.timeout == 5.5
@@ -92,10 +94,13 @@ def test_default_timeouts() -> None:
     recipe = parse_recipe(INFERENCE_JSON)
     lifecycle = recipe.manifests[0].lifecycle
     assert lifecycle is not None
-    assert lifecycle.startup is not None and lifecycle.startup.timeout is None
+    assert lifecycle.startup is not None
+    assert lifecycle.startup.timeout is None
     assert lifecycle.startup.effective_timeout("startup") == 120.0
-    assert lifecycle.shutdown is not None and lifecycle.shutdown.effective_timeout("shutdown") == 15.0
-    assert lifecycle.recover is not None and lifecycle.recover.effective_timeout("recover") == 5.5
+    assert lifecycle.shutdown is not None
+    assert lifecycle.shutdown.effective_timeout("shutdown") == 15.0
+    assert lifecycle.recover is not None
+    assert lifecycle.recover.effective_timeout("recover") == 5.5
     step = LifecycleStep(script="x")
     assert step.effective_timeout("install") == 120.0
     assert step.effective_timeout("run") is None
@@ -137,7 +142,8 @@ def test_invalid_yaml_names_line_and_column() -> None:
     err = info.value
     assert err.code == "RECIPE_INVALID"
     assert err.source == "bad.yaml"
-    assert err.line is not None and err.column is not None
+    assert err.line is not None
+    assert err.column is not None
     assert str(err).startswith(f"bad.yaml: line {err.line}, column {err.column}: invalid YAML")
 
 
@@ -170,12 +176,8 @@ def test_oversized_text_refused() -> None:
 
 
 def test_alias_bomb_refused() -> None:
-    lines = ['a0: ["x","x","x","x","x","x","x","x","x"]']
-    for i in range(1, 9):
-        prev = f"*a{i - 1}"
-        lines[0:0] = []
-        lines.append(f"a{i}: &a{i} [{', '.join([prev] * 9)}]")
-    lines[0] = 'a0: &a0 ["x","x","x","x","x","x","x","x","x"]'
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
     with pytest.raises(RecipeError, match="too large"):
         parse_recipe("\n".join(lines), source="bomb.yaml")
 

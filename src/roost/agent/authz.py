@@ -29,9 +29,11 @@ What needs a policy in Roost (see :mod:`roost.agent.ipc_server`):
   readable and writable without a policy, and UpdateConfiguration only ever writes the
   caller's own configuration (as in Greengrass). This is stricter than Greengrass, which lets
   any component read any component's configuration.
-* ``aws.greengrass.Cli``: the CLI operations, resource = the target component name (or the
-  deployment id for GetLocalDeploymentStatus; ``*`` for ListComponents, ListLocalDeployments
-  and CreateLocalDeployment). The privileged CLI principal is allowed everything.
+* ``aws.greengrass.Cli``: the CLI operations, resource = the target component name
+  (GetComponentDetails, RestartComponent, StopComponent) or the deployment id
+  (GetLocalDeploymentStatus); ListComponents, ListLocalDeployments and CreateLocalDeployment
+  have no resource, so listing the operation is enough. The privileged CLI principal is
+  allowed everything.
 * UpdateState on oneself is always allowed.
 """
 

@@ -99,3 +99,15 @@ class ComponentBusyError(ConflictError, AgentError):
     def __init__(self, name: str, detail: str) -> None:
         self.component = name
         super().__init__(f"{name}: {detail}")
+
+
+class ArtifactError(AgentError):
+    """An artifact is missing, fails its digest, is an unsafe archive, or cannot run here (docker:)."""
+
+    code = "ARTIFACT_ERROR"
+
+
+class DeploymentError(AgentError):
+    """A deployment cannot be applied (component not deployed, a component failed to start, ...)."""
+
+    code = "DEPLOYMENT_FAILED"

@@ -36,7 +36,12 @@ class IpcCore(Protocol):
         ...
 
     def access_control(self, principal: str) -> Mapping[str, Any]:
-        """That component's ``accessControl`` configuration; ``{}`` if it has none."""
+        """That component's ``accessControl`` configuration; ``{}`` if it has none.
+
+        Return the same object for as long as it is unchanged: the server caches authorisation
+        decisions per connection while ``access_control`` keeps returning the identical object,
+        and starts afresh when it gets a different one.
+        """
         ...
 
     def is_privileged(self, principal: str) -> bool:

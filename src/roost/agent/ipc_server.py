@@ -106,7 +106,8 @@ def _key_path(request: dict[str, Any]) -> list[str]:
     return value
 
 
-Handler = Callable[["_Connection", int, str, dict[str, Any]], "dict[str, Any] | None | Awaitable[dict[str, Any]]"]
+_Result = dict[str, Any] | Awaitable[dict[str, Any]] | None
+Handler = Callable[["_Connection", int, str, dict[str, Any]], _Result]
 
 
 class IpcServer:
@@ -194,8 +195,13 @@ class IpcServer:
     @staticmethod
     def _binary_event(topic: str, b64: str) -> bytes:
         return b"".join(
-            (b'{"binaryMessage":{"message":"', b64.encode("ascii"), b'","context":{"topic":',
-             rpc.dumps(topic), b"}}}")
+            (
+                b'{"binaryMessage":{"message":"',
+                b64.encode("ascii"),
+                b'","context":{"topic":',
+                rpc.dumps(topic),
+                b"}}}",
+            )
         )
 
     def event_payload(self, topic: str, message: Any) -> bytes:
@@ -208,8 +214,13 @@ class IpcServer:
             payload = self._binary_event(topic, base64.b64encode(message).decode("ascii"))
         else:
             payload = b"".join(
-                (b'{"jsonMessage":{"message":', rpc.dumps(message), b',"context":{"topic":',
-                 rpc.dumps(topic), b"}}}")
+                (
+                    b'{"jsonMessage":{"message":',
+                    rpc.dumps(message),
+                    b',"context":{"topic":',
+                    rpc.dumps(topic),
+                    b"}}}",
+                )
             )
         if message is self._cache_msg and topic == self._cache_topic:
             self._cache_payload = payload
@@ -232,6 +243,8 @@ class _Connection(asyncio.Protocol):
         self.streams: dict[int, Callable[[], None]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self._connect_timer: asyncio.TimerHandle | None = None
+        self._acl: Any = None
+        self._acl_cache: dict[tuple[str, str, str | None], bool] = {}
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -264,7 +277,8 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         logger.warning(
             "dropping IPC connection of %s: more than %d bytes waiting to be sent (consumer too slow)",
-            self._who(), self.server.write_buffer_cap,
+            self._who(),
+            self.server.write_buffer_cap,
         )
         transport = self.transport
         if transport is not None:
@@ -437,11 +451,22 @@ class _Connection(asyncio.Protocol):
             return
         principal = self.principal
         assert principal is not None
-        if not authz.authorize(self.core.access_control(principal), service, operation, resource):
+        acl = self.core.access_control(principal)
+        # Decisions are cached while the core hands back the very same accessControl object;
+        # a new object (the configuration changed) starts a fresh cache.
+        if acl is not self._acl:
+            self._acl = acl
+            self._acl_cache.clear()
+        key = (service, operation, resource)
+        allowed = self._acl_cache.get(key)
+        if allowed is None:
+            allowed = authz.authorize(acl, service, operation, resource)
+            if len(self._acl_cache) >= 1024:
+                self._acl_cache.clear()
+            self._acl_cache[key] = allowed
+        if not allowed:
             target = f" on resource {resource}" if resource is not None else ""
-            raise UnauthorizedError(
-                f"principal {principal} is not authorized to perform {service}:{operation}{target}"
-            )
+            raise UnauthorizedError(f"principal {principal} is not authorized to perform {service}:{operation}{target}")
 
     def check_stream_capacity(self) -> None:
         if len(self.streams) >= self.server.max_streams_per_connection:
@@ -525,9 +550,7 @@ def _subscribe_to_topic(conn: _Connection, sid: int, operation: str, request: di
     return None
 
 
-async def _get_configuration(
-    conn: _Connection, sid: int, operation: str, request: dict[str, Any]
-) -> dict[str, Any]:
+async def _get_configuration(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
     principal = conn.principal
     assert principal is not None
     component = _string_field(request, "componentName", required=False) or principal
@@ -540,9 +563,7 @@ async def _get_configuration(
     return {"componentName": component, "value": value}
 
 
-async def _update_configuration(
-    conn: _Connection, sid: int, operation: str, request: dict[str, Any]
-) -> dict[str, Any]:
+async def _update_configuration(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
     principal = conn.principal
     assert principal is not None
     key_path = _key_path(request)
@@ -559,9 +580,7 @@ async def _update_configuration(
     return {}
 
 
-def _subscribe_to_configuration_update(
-    conn: _Connection, sid: int, operation: str, request: dict[str, Any]
-) -> None:
+def _subscribe_to_configuration_update(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> None:
     principal = conn.principal
     assert principal is not None
     component = _string_field(request, "componentName", required=False) or principal

@@ -37,7 +37,8 @@ def _timestamp(now: float) -> bytes:
 class RotatingLog:
     """Append timestamped, tagged lines to ``path``, rotating at ``max_bytes``."""
 
-    def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS) -> None:
+    def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES,
+                 backups: int = DEFAULT_BACKUPS) -> None:
         if max_bytes < 64:
             raise ValueError("max_bytes must be at least 64")
         if backups < 0:

@@ -30,7 +30,7 @@ import subprocess
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,18 +159,18 @@ async def _wait_gone(procs: Iterable[psutil.Process], timeout: float) -> list[ps
     return pending
 
 
-def kill_process_group(pgid: int, create_time: float | None, *, sig: int = signal.SIGKILL) -> list[int]:
+def kill_process_group(pgid: int, create_time: float | None, *, sig: int = signal.SIGKILL) -> int:
     """Signal every process of group ``pgid`` — left over from an agent that was killed.
 
     ``create_time`` is the group leader's create time as recorded when it was spawned
     (:attr:`ManagedProcess.create_time`). If a process with pid ``pgid`` still exists but was
     created at another time, the pid has been reused and nothing is signalled. Group members
     created before the recorded leader cannot belong to it and are spared as well. The agent's
-    own group is never signalled. Returns the pids signalled (empty when refused or none left).
+    own group is never signalled. Returns how many processes were signalled (0 when refused).
     """
     if pgid <= 1 or pgid == os.getpgrp():
         logger.warning("refusing to signal process group %d (the agent's own or a system group)", pgid)
-        return []
+        return 0
     if create_time is not None:
         try:
             leader = psutil.Process(pgid)
@@ -179,9 +179,9 @@ def kill_process_group(pgid: int, create_time: float | None, *, sig: int = signa
             pass
         else:
             if abs(leader_time - create_time) > CREATE_TIME_TOLERANCE:
-                logger.warning("not killing process group %d: pid %d was reused (created %.2f, expected %.2f)",
-                               pgid, pgid, leader_time, create_time)
-                return []
+                logger.warning("not killing process group %d: its leader pid was reused "
+                               "(created %.2f, expected %.2f)", pgid, leader_time, create_time)
+                return 0
     members = _group_members(pgid)
     if create_time is not None:
         kept = []
@@ -196,7 +196,11 @@ def kill_process_group(pgid: int, create_time: float | None, *, sig: int = signa
     pids = [p.pid for p in members]
     if pids:
         logger.info("sent signal %d to left-over process group %d: pids %s", sig, pgid, pids)
-    return pids
+    return len(pids)
+
+
+def _protocol_factory(reader: asyncio.StreamReader) -> Callable[[], asyncio.StreamReaderProtocol]:
+    return lambda: asyncio.StreamReaderProtocol(reader)
 
 
 # -- one process ---------------------------------------------------------------------------
@@ -233,17 +237,18 @@ class ManagedProcess:
         full_env = dict(env)
         full_env[TAG_ENV] = tag
         started_at = time.time()
-        popen = subprocess.Popen(
+        # Popen forks synchronously, as asyncio's own subprocess support does; it takes about a ms.
+        popen = subprocess.Popen(  # noqa: ASYNC220
             ["/bin/sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, cwd=cwd, env=full_env, start_new_session=True, close_fds=True)
         self = cls(popen, log=log, name=name, step=step, tag=tag, started_at=started_at)
         try:
             self._watch_exit()
-            assert popen.stdout is not None and popen.stderr is not None
+            assert popen.stdout is not None
+            assert popen.stderr is not None
             for pipe, stream in ((popen.stdout, "stdout"), (popen.stderr, "stderr")):
                 reader = asyncio.StreamReader(limit=_MAX_LINE * 2)
-                transport, _ = await self._loop.connect_read_pipe(
-                    lambda reader=reader: asyncio.StreamReaderProtocol(reader), pipe)
+                transport, _ = await self._loop.connect_read_pipe(_protocol_factory(reader), pipe)
                 self._transports.append(transport)
                 self._pumps.append(asyncio.create_task(self._pump(reader, stream),
                                                        name=f"roost-log-{name}-{step}-{stream}"))
@@ -277,12 +282,16 @@ class ManagedProcess:
 
     # -- waiting and stopping ----------------------------------------------------------
 
-    async def wait(self) -> int:
-        """Wait for the shell to exit, let the pipes drain briefly, return its exit code."""
+    async def wait(self, drain: float = DRAIN_TIMEOUT) -> int:
+        """Wait for the shell to exit, return its exit code.
+
+        Then wait up to ``drain`` seconds for its output to be logged: a background process
+        that inherited stdout keeps the pipe open, and its output is logged until it exits.
+        """
         code = await asyncio.shield(self._exit)
         pending = [t for t in self._pumps if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=DRAIN_TIMEOUT)
+        if pending and drain > 0:
+            await asyncio.wait(pending, timeout=drain)
         return code
 
     def _collect(self) -> dict[int, psutil.Process]:
@@ -434,8 +443,8 @@ async def run_step(script: str, *, env: Mapping[str, str], cwd: Path, log: Rotat
     return StepResult(code, proc.stderr_tail)
 
 
-async def run_script(script: str, *, env: Mapping[str, str], cwd: Path, log: RotatingLog, timeout: float | None,
-                     name: str, step: str) -> int:
+async def run_script(script: str, *, env: Mapping[str, str], cwd: Path, log: RotatingLog,
+                     timeout: float | None, name: str, step: str) -> int:
     """Run a one-shot lifecycle step (Install, Startup, Shutdown, Recover); return its exit code.
 
     On timeout the whole process group is terminated (SIGTERM, SIGKILL after a grace) and

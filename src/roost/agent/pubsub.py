@@ -35,9 +35,7 @@ def validate_topic_filter(topic_filter: object) -> str:
     last = len(levels) - 1
     for i, level in enumerate(levels):
         if "#" in level and (level != "#" or i != last):
-            raise InvalidInputError(
-                f"topic filter {topic_filter!r}: '#' must be a whole level and the last one"
-            )
+            raise InvalidInputError(f"topic filter {topic_filter!r}: '#' must be a whole level and the last one")
         if "+" in level and level != "+":
             raise InvalidInputError(f"topic filter {topic_filter!r}: '+' must be a whole level")
     return topic_filter
@@ -126,7 +124,7 @@ class PubSub:
         validate_topic_filter(topic_filter)
         if receive_mode not in (RECEIVE_ALL_MESSAGES, RECEIVE_MESSAGES_FROM_OTHERS):
             raise InvalidInputError(
-                f"receiveMode {receive_mode!r} is not one of RECEIVE_ALL_MESSAGES, RECEIVE_MESSAGES_FROM_OTHERS"
+                f"receiveMode {receive_mode!r} is not one of {RECEIVE_ALL_MESSAGES}, {RECEIVE_MESSAGES_FROM_OTHERS}"
             )
         handle = SubscriptionHandle(topic_filter, principal, deliver, receive_mode)
         if handle.levels is None:

@@ -135,8 +135,8 @@ class Store:
         """Atomically make ``records`` the installed set (keeps process ids of unchanged rows)."""
         now = time.time()
         with self.transaction():
-            self._db.execute("DELETE FROM components WHERE name NOT IN (%s)"
-                             % ",".join("?" * len(records)), tuple(records))
+            placeholders = ",".join("?" * len(records))
+            self._db.execute(f"DELETE FROM components WHERE name NOT IN ({placeholders})", tuple(records))
             for r in records.values():
                 self._db.execute(
                     "INSERT INTO components(name, version, is_root, configuration, state, updated_at) "

@@ -107,12 +107,12 @@ def encode_header(name: str, value: HeaderValue) -> bytes:
         body = b"\x00" if value else b"\x01"
     elif vt is int or vt is Int32:
         body = _int_bytes(_I32, 4, value, name)  # type: ignore[arg-type]
-    elif vt is str or vt is bytes or vt is bytearray:
+    elif isinstance(value, str | bytes | bytearray):
         if isinstance(value, str):
             raw = value.encode("utf-8")
             type_byte = 7
         else:
-            raw = bytes(value)  # type: ignore[arg-type]
+            raw = bytes(value)
             type_byte = 6
         if len(raw) > MAX_HEADER_VALUE_LENGTH:
             raise FrameError(f"header {name!r}: value longer than {MAX_HEADER_VALUE_LENGTH} bytes")
@@ -262,9 +262,7 @@ class MessageDecoder:
                 if total < MIN_MESSAGE_SIZE:
                     raise FrameError(f"event-stream message length {total} is below {MIN_MESSAGE_SIZE}")
                 if total > self._max:
-                    raise FrameTooLargeError(
-                        f"event-stream message of {total} bytes exceeds the limit of {self._max}"
-                    )
+                    raise FrameTooLargeError(f"event-stream message of {total} bytes exceeds the limit of {self._max}")
                 if hlen > total - MIN_MESSAGE_SIZE:
                     raise FrameError(f"headers length {hlen} does not fit in a message of {total} bytes")
                 end = pos + total

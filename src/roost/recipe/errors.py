@@ -23,10 +23,14 @@ def describe_value(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"a non-finite number ({value})"
+    if isinstance(value, int) and abs(value) > 10**30:
+        return "a huge number"
     if isinstance(value, int | float):
-        if isinstance(value, float) and not math.isfinite(value):
-            return f"a non-finite number ({value})"
         return f"a number ({value})"
+    if isinstance(value, bytes | bytearray):
+        return "binary data"
     if isinstance(value, str):
         shown = value if len(value) <= 60 else value[:57] + "..."
         return f"the string {shown!r}"

@@ -135,7 +135,7 @@ class Artifact:
         rest = self.uri.partition(":")[2]
         if rest.startswith("//"):
             rest = urlsplit(self.uri).path
-        return rest.rstrip("/").rsplit("/", 1)[-1]
+        return rest.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,7 +38,11 @@ RecipeFormat = Literal["yaml", "json"]
 
 
 class _RecipeYamlLoader(yaml.SafeLoader):
-    """Safe YAML without implicit timestamps: ``RecipeFormatVersion: 2020-01-25`` stays a string."""
+    """Safe YAML without implicit timestamps: ``RecipeFormatVersion: 2020-01-25`` stays a string.
+
+    The pure-Python loader on purpose: libyaml's (``CSafeLoader``) recurses in C and crashes the
+    process on deeply nested input, where this one raises ``RecursionError``.
+    """
 
 
 _RecipeYamlLoader.yaml_implicit_resolvers = {
@@ -80,6 +84,8 @@ def _load_document(text: str, source: str, fmt: RecipeFormat) -> Any:
             raise RecipeError(
                 "invalid JSON: nested too deeply", source=source, expected="valid JSON"
             ) from err
+        except ValueError as err:  # e.g. an integer beyond Python's digit limit
+            raise RecipeError(f"invalid JSON: {err}", source=source, expected="valid JSON") from err
     try:
         return yaml.load(text, Loader=_RecipeYamlLoader)
     except yaml.MarkedYAMLError as err:
@@ -95,7 +101,7 @@ def _load_document(text: str, source: str, fmt: RecipeFormat) -> Any:
             line=line,
             column=column,
         ) from err
-    except (yaml.YAMLError, RecursionError) as err:
+    except (yaml.YAMLError, RecursionError, ValueError) as err:
         raise RecipeError(f"invalid YAML: {err}", source=source, expected="valid YAML") from err
 
 
@@ -120,7 +126,12 @@ def parse_recipe(text: str | bytes, source: str = "<string>", fmt: RecipeFormat 
             raise _too_large(source, size)
         text = text.removeprefix("\ufeff")
     document = _load_document(text, source, fmt or _guess_format(text, source))
-    return build_recipe(document, source)
+    try:
+        return build_recipe(document, source)
+    except RecursionError as err:
+        raise RecipeError(
+            "recipe is nested too deeply", source=source, expected="a shallower recipe"
+        ) from err
 
 
 def load_recipe(path: Path) -> Recipe:

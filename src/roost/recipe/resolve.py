@@ -12,7 +12,8 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Mapping, Sequence
-from functools import cmp_to_key
+from functools import cmp_to_key, lru_cache
+from typing import Any
 
 import nodesemver
 
@@ -34,9 +35,15 @@ def sort_versions(versions: Sequence[str]) -> list[str]:
     return sorted(versions, key=cmp_to_key(lambda a, b: int(nodesemver.compare(a, b, False))))
 
 
+@lru_cache(maxsize=1024)
+def _range(requirement: str) -> Any:
+    """A parsed (cached) nodesemver range; parsing dominates the cost of a check."""
+    return nodesemver.make_range(requirement, False)
+
+
 def _satisfies(version: str, requirement: str) -> bool:
     try:
-        return bool(nodesemver.satisfies(version, requirement, loose=False))
+        return bool(_range(requirement).test(version))
     except Exception:  # an invalid version or range satisfies nothing
         return False
 

@@ -150,8 +150,9 @@ class _Builder:
         for key, item in obj.items():
             name = canonical.get(key)
             if name is None:
-                hint = difflib.get_close_matches(key, list(canonical), n=1)
-                did_you_mean = f" (did you mean {canonical[hint[0]]!r}?)" if hint else ""
+                folded = {known.lower(): known for known in allowed}
+                hint = difflib.get_close_matches(key.lower(), list(folded), n=1)
+                did_you_mean = f" (did you mean {folded[hint[0]]!r}?)" if hint else ""
                 allowed_text = ", ".join(allowed)
                 raise self.fail(
                     _join(path, key),
@@ -208,6 +209,18 @@ class _Builder:
             return
         raise self.mismatch(path, "a JSON value", value)
 
+    def positive_number(self, value: Any, path: str) -> float:
+        expected = "a positive number of seconds"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.mismatch(path, expected, value)
+        try:
+            number = float(value)
+        except OverflowError as err:
+            raise self.mismatch(path, expected, value) from err
+        if not math.isfinite(number) or number <= 0:
+            raise self.mismatch(path, expected, value)
+        return number
+
     def setenv(self, value: Any, path: str) -> dict[str, str]:
         obj = self.mapping(value, path, "an object of environment variables")
         result: dict[str, str] = {}
@@ -242,14 +255,7 @@ class _Builder:
         timeout: float | None = None
         raw_timeout = obj.get("Timeout")
         if raw_timeout is not None:
-            if (
-                isinstance(raw_timeout, bool)
-                or not isinstance(raw_timeout, int | float)
-                or not math.isfinite(raw_timeout)
-                or raw_timeout <= 0
-            ):
-                raise self.mismatch(_join(path, "Timeout"), "a positive number of seconds", raw_timeout)
-            timeout = float(raw_timeout)
+            timeout = self.positive_number(raw_timeout, _join(path, "Timeout"))
         setenv = self.setenv(obj["Setenv"], _join(path, "Setenv")) if obj.get("Setenv") is not None else {}
         privileged = obj.get("RequiresPrivilege")
         requires_privilege = (
@@ -538,7 +544,15 @@ def selected_global_lifecycle(recipe: Recipe, manifest_index: int | None) -> Lif
     filtered = filter_selections(recipe.global_lifecycle, keywords, selectors)
     if not isinstance(filtered, dict) or not filtered:
         return Lifecycle()
-    return _Builder(recipe.source).lifecycle(filtered, "Lifecycle")
+    try:
+        return _Builder(recipe.source).lifecycle(filtered, "Lifecycle")
+    except RecipeError as err:
+        if manifest_index is None:
+            raise
+        where = f"as selected for Manifests[{manifest_index}] with Selections {selectors or ['all']}"
+        raise RecipeError(
+            f"{err.problem} ({where})", source=err.source, field_path=err.field_path, expected=err.expected
+        ) from err
 
 
 def build_lifecycle(value: Any, source: str = "<string>", path: str = "Lifecycle") -> Lifecycle:

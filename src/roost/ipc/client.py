@@ -1,0 +1,814 @@
+"""Roost's Greengrass IPC client: asyncio, no AWS packages needed.
+
+Inside a component::
+
+    async with await IpcClient.connect() as ipc:       # socket and SVCUID from the environment
+        await ipc.publish("local/result", [6.57, 4.87])
+        async for msg in await ipc.subscribe("local/inference"):
+            print(msg.topic, msg.json)
+
+``connect()`` reads ``AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT`` and ``SVCUID``
+(falling back to ``ROOST_IPC_SOCKET`` and ``ROOST_SVCUID``). Every call has a timeout; when the
+connection closes, every pending call fails with
+:class:`~roost.ipc.errors.IpcConnectionClosedError`. Server errors raise the typed
+:class:`~roost.ipc.errors.ServiceErrorResponse` subclass (``UnauthorizedIpcError``, ...).
+
+:class:`SyncIpcClient` offers the same methods for plain scripts; it runs an ``IpcClient`` on a
+private event-loop thread (subscription callbacks run on that thread).
+
+Request/reply (:meth:`IpcClient.request`) publishes a JSON message carrying ``replyTo`` (this
+client's reply topic, ``roost/reply/<hex>``) and ``correlationId``; the responder answers with
+:meth:`IpcClient.reply`, i.e. publishes a JSON object with the same ``correlationId`` to
+``replyTo``. Both sides need pub/sub policies for the request topic and for ``roost/reply/*``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from typing import Any, Final, Generic, TypeVar
+
+from roost.ipc import rpc
+from roost.ipc.errors import (
+    ConnectionRefusedByServer,
+    FrameError,
+    IpcConnectionClosedError,
+    IpcError,
+    IpcTimeoutError,
+    ProtocolError,
+    error_from_response,
+)
+from roost.ipc.eventstream import Message, MessageDecoder, encode_frame
+
+logger = logging.getLogger(__name__)
+
+ENV_SOCKET: Final = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
+ENV_TOKEN: Final = "SVCUID"
+ENV_ROOST_SOCKET: Final = "ROOST_IPC_SOCKET"
+ENV_ROOST_TOKEN: Final = "ROOST_SVCUID"
+REPLY_TOPIC_PREFIX: Final = "roost/reply/"
+DEFAULT_TIMEOUT: Final = 10.0
+_NOT_CONFIGURED: Final = "IPC_NOT_CONFIGURED"
+
+T = TypeVar("T")
+_loads = json.loads
+_dumps = rpc.dumps
+_PUBLISH_HEADER: Final = rpc.header_prefix(
+    rpc.APPLICATION_MESSAGE, 0, rpc.request_model(rpc.OP_PUBLISH_TO_TOPIC), rpc.OP_PUBLISH_TO_TOPIC
+)
+
+
+class Received:
+    """One pub/sub message: ``topic``, ``payload`` (bytes) and ``json`` (the JSON value, or None
+    for a binary message). ``payload`` of a JSON message is its compact JSON encoding."""
+
+    __slots__ = ("_payload", "json", "topic")
+
+    def __init__(self, topic: str, payload: bytes | None, json: Any = None) -> None:
+        self.topic = topic
+        self.json = json
+        self._payload = payload
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            self._payload = _dumps(self.json)
+        return self._payload
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Received):
+            return NotImplemented
+        return (self.topic, self.payload, self.json) == (other.topic, other.payload, other.json)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Received(topic={self.topic!r}, payload={self.payload!r}, json={self.json!r})"
+
+
+class ConfigurationUpdate:
+    """One configuration change notification."""
+
+    __slots__ = ("component_name", "key_path")
+
+    def __init__(self, component_name: str, key_path: list[str]) -> None:
+        self.component_name = component_name
+        self.key_path = key_path
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConfigurationUpdate):
+            return NotImplemented
+        return (self.component_name, self.key_path) == (other.component_name, other.key_path)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ConfigurationUpdate(component_name={self.component_name!r}, key_path={self.key_path!r})"
+
+
+def _parse_subscription_message(payload: bytes) -> Received:
+    doc = _loads(payload)
+    jm = doc.get("jsonMessage")
+    if jm is not None:
+        ctx = jm.get("context") or {}
+        return Received(ctx.get("topic", ""), None, jm.get("message"))
+    bm = doc.get("binaryMessage") or {}
+    ctx = bm.get("context") or {}
+    return Received(ctx.get("topic", ""), base64.b64decode(bm.get("message", "")), None)
+
+
+def _parse_configuration_event(payload: bytes) -> ConfigurationUpdate:
+    event = _loads(payload).get("configurationUpdateEvent") or {}
+    return ConfigurationUpdate(event.get("componentName", ""), list(event.get("keyPath") or []))
+
+
+class Subscription(Generic[T]):
+    """An open stream of events: an async iterator, or a callback target. ``close()`` ends it.
+
+    Iteration stops when the subscription is closed (by either side); it raises
+    :class:`IpcConnectionClosedError` if the connection was lost.
+    """
+
+    def __init__(
+        self,
+        client: IpcClient,
+        name: str,
+        parse: Callable[[bytes], T],
+        callback: Callable[[T], Any] | None,
+    ) -> None:
+        self.name = name
+        self._client = client
+        self._parse = parse
+        self._callback = callback
+        self._queue: collections.deque[T] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
+        self._error: BaseException | None = None
+        self._sid = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._callback_failed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._ended
+
+    def _on_event(self, payload: bytes) -> None:
+        try:
+            item = self._parse(payload)
+        except (ValueError, AttributeError, TypeError):
+            logger.warning("ignoring a malformed event on subscription %s", self.name)
+            return
+        callback = self._callback
+        if callback is None:
+            self._queue.append(item)
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
+        try:
+            result = callback(item)
+            if result is not None and inspect.iscoroutine(result):
+                task = asyncio.get_running_loop().create_task(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+        except Exception:
+            self._callback_error()
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._callback_error(task.exception())
+
+    def _callback_error(self, exc: BaseException | None = None) -> None:
+        if not self._callback_failed:
+            self._callback_failed = True
+            logger.error(
+                "subscription callback for %s raised (logged once)",
+                self.name,
+                exc_info=exc if exc is not None else True,
+            )
+
+    def _on_end(self, error: BaseException | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._error = error
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        """End the subscription (tells the server; idempotent)."""
+        if self._ended:
+            return
+        self._client._end_stream(self._sid)
+        self._on_end(None)
+
+    def __aiter__(self) -> Subscription[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        while not self._queue:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+            self._waiter = None
+        return self._queue.popleft()
+
+    async def get(self, timeout: float = DEFAULT_TIMEOUT) -> T:
+        """The next event, or IpcTimeoutError."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.__anext__()
+        except TimeoutError:
+            raise IpcTimeoutError(f"no event on {self.name} within {timeout} s") from None
+
+    async def __aenter__(self) -> Subscription[T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Stream:
+    __slots__ = ("future", "on_end", "on_event")
+
+    def __init__(
+        self,
+        future: asyncio.Future[bytes],
+        on_event: Callable[[bytes], None] | None,
+        on_end: Callable[[BaseException | None], None] | None,
+    ) -> None:
+        self.future = future
+        self.on_event = on_event
+        self.on_end = on_end
+
+
+class _ClientProtocol(asyncio.Protocol):
+    def __init__(self, client: IpcClient, max_message_size: int) -> None:
+        self.client = client
+        self.decoder = MessageDecoder(max_message_size)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.client._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.decoder.feed(data)
+        except FrameError as err:
+            self.client._abort(ProtocolError(f"malformed frame from the IPC server: {err.message}"))
+            return
+        on_message = self.client._on_message
+        for message in messages:
+            on_message(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._connection_lost(exc)
+
+
+def _expire(future: asyncio.Future[Any], make_error: Callable[[], BaseException]) -> None:
+    if not future.done():
+        future.set_exception(make_error())
+
+
+def _propagate_failure(answer: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
+    if future.done() or answer.cancelled():
+        return
+    error = answer.exception()
+    if error is not None:
+        future.set_exception(error)
+
+
+def _full_operation(operation: str) -> str:
+    return operation if "#" in operation else rpc.PREFIX + operation
+
+
+def _publish_message(payload: bytes | str | dict[str, Any] | list[Any]) -> dict[str, Any]:
+    if isinstance(payload, dict | list):
+        return {"jsonMessage": {"message": payload}}
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return {"binaryMessage": {"message": base64.b64encode(payload).decode("ascii")}}
+    raise TypeError(f"cannot publish a {type(payload).__name__}: use bytes, str, dict or list")
+
+
+class IpcClient:
+    """An asyncio Greengrass IPC connection. Create it with :meth:`connect`."""
+
+    def __init__(self, socket_path: str, *, max_message_size: int = 16 * 1024 * 1024) -> None:
+        self.socket_path = socket_path
+        self._max_message_size = max_message_size
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._streams: dict[int, _Stream] = {}
+        self._next_sid = 1
+        self._closed: IpcConnectionClosedError | None = None
+        self._closing_by_user = False
+        self._connect_future: asyncio.Future[bool] = self._loop.create_future()
+        self._lost_future: asyncio.Future[None] = self._loop.create_future()
+        self._reply_topic = REPLY_TOPIC_PREFIX + uuid.uuid4().hex
+        self._reply_sub: Subscription[Received] | None = None
+        self._reply_lock = asyncio.Lock()
+        self._replies: dict[str, asyncio.Future[Any]] = {}
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        socket_path: str | None = None,
+        auth_token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> IpcClient:
+        """Connect and authenticate; raises ConnectionRefusedByServer for a refused token."""
+        path = socket_path or os.environ.get(ENV_SOCKET) or os.environ.get(ENV_ROOST_SOCKET)
+        token = auth_token or os.environ.get(ENV_TOKEN) or os.environ.get(ENV_ROOST_TOKEN)
+        if not path:
+            raise IpcError(f"no IPC socket: pass socket_path or set {ENV_SOCKET}", code=_NOT_CONFIGURED)
+        if not token:
+            raise IpcError(f"no IPC auth token: pass auth_token or set {ENV_TOKEN}", code="IPC_NOT_CONFIGURED")
+        client = cls(path)
+        loop = client._loop
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.create_unix_connection(lambda: _ClientProtocol(client, client._max_message_size), path)
+                assert client._transport is not None
+                client._transport.write(rpc.connect_message(token))
+                accepted = await client._connect_future
+        except TimeoutError:
+            client._abort(None)
+            raise IpcTimeoutError(f"no CONNECT_ACK from the IPC server at {path} within {timeout} s") from None
+        except OSError as err:
+            raise IpcConnectionClosedError(f"cannot connect to the IPC socket {path}: {err}") from err
+        if not accepted:
+            client._abort(None)
+            raise ConnectionRefusedByServer(f"the IPC server at {path} refused the auth token (SVCUID)")
+        return client
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    async def close(self) -> None:
+        """Close the connection; pending calls fail with IpcConnectionClosedError."""
+        if self._closed is None:
+            self._closing_by_user = True
+            if self._transport is not None:
+                self._transport.close()
+            else:
+                self._connection_lost(None)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await asyncio.shield(self._lost_future)
+
+    async def __aenter__(self) -> IpcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _abort(self, error: IpcError | None) -> None:
+        if error is not None and self._closed is None:
+            self._closed = IpcConnectionClosedError(f"IPC connection to {self.socket_path} failed: {error}")
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        if self._closed is None:
+            if self._closing_by_user:
+                reason = "closed by the client"
+            elif exc is not None:
+                reason = f"lost: {exc}"
+            else:
+                reason = "closed by the server"
+            self._closed = IpcConnectionClosedError(f"IPC connection to {self.socket_path} {reason}")
+        error = self._closed
+        if not self._connect_future.done():
+            self._connect_future.set_exception(error)
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            if not stream.future.done():
+                stream.future.set_exception(error)
+            elif stream.on_end is not None:
+                stream.on_end(None if self._closing_by_user else error)
+        replies, self._replies = self._replies, {}
+        for fut in replies.values():
+            if not fut.done():
+                fut.set_exception(error)
+        if not self._lost_future.done():
+            self._lost_future.set_result(None)
+
+    def _on_message(self, message: Message) -> None:
+        headers = message.headers
+        mtype = headers.get(rpc.H_MESSAGE_TYPE)
+        if mtype == rpc.APPLICATION_MESSAGE or mtype == rpc.APPLICATION_ERROR:
+            sid = headers.get(rpc.H_STREAM_ID)
+            stream = self._streams.get(sid)  # type: ignore[arg-type]
+            if stream is None:
+                return
+            future = stream.future
+            terminate = headers.get(rpc.H_MESSAGE_FLAGS, 0) & rpc.FLAG_TERMINATE_STREAM
+            if mtype == rpc.APPLICATION_ERROR:
+                del self._streams[sid]  # type: ignore[arg-type]
+                try:
+                    doc = _loads(message.payload) if message.payload else {}
+                except ValueError:
+                    doc = {"message": message.payload.decode("utf-8", "replace")}
+                error = error_from_response(str(headers.get(rpc.H_SERVICE_MODEL_TYPE, "")), doc)
+                if not future.done():
+                    future.set_exception(error)
+                elif stream.on_end is not None:
+                    stream.on_end(error)
+                return
+            if not future.done():
+                future.set_result(message.payload)
+            elif stream.on_event is not None and rpc.H_SERVICE_MODEL_TYPE in headers:
+                stream.on_event(message.payload)
+            if terminate:
+                self._streams.pop(sid, None)  # type: ignore[arg-type]
+                if stream.on_end is not None:
+                    stream.on_end(None)
+        elif mtype == rpc.CONNECT_ACK:
+            if not self._connect_future.done():
+                flags = headers.get(rpc.H_MESSAGE_FLAGS, 0)
+                self._connect_future.set_result(bool(flags & rpc.FLAG_CONNECTION_ACCEPTED))
+        elif mtype == rpc.PING:
+            self._write(rpc.ping_response(message.payload))
+        elif mtype == rpc.PROTOCOL_ERROR or mtype == rpc.INTERNAL_ERROR:
+            text = message.payload.decode("utf-8", "replace")
+            self._abort(ProtocolError(f"the IPC server reported a protocol error: {text}"))
+
+    def _write(self, data: bytes) -> None:
+        if self._closed is not None:
+            raise self._closed
+        assert self._transport is not None
+        self._transport.write(data)
+
+    def _end_stream(self, sid: int) -> None:
+        if self._streams.pop(sid, None) is not None and self._closed is None and self._transport is not None:
+            self._transport.write(rpc.terminate_stream(sid))
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        header: bytes,
+        payload: bytes,
+        on_event: Callable[[bytes], None] | None = None,
+        on_end: Callable[[BaseException | None], None] | None = None,
+    ) -> tuple[int, asyncio.Future[bytes]]:
+        """Open a stream with its first message; the future gets the first answer's payload."""
+        if self._closed is not None:
+            raise self._closed
+        sid = self._next_sid
+        self._next_sid = sid + 1
+        future: asyncio.Future[bytes] = self._loop.create_future()
+        self._streams[sid] = _Stream(future, on_event, on_end)
+        assert self._transport is not None
+        self._transport.write(encode_frame(header + rpc.stream_id_header(sid), payload))
+        return sid, future
+
+    async def _invoke(
+        self,
+        operation: str,
+        header: bytes,
+        payload: bytes,
+        timeout: float,
+        on_event: Callable[[bytes], None] | None = None,
+        on_end: Callable[[BaseException | None], None] | None = None,
+    ) -> tuple[int, bytes]:
+        sid, future = self._send(header, payload, on_event, on_end)
+        handle = self._loop.call_later(
+            timeout,
+            _expire,
+            future,
+            lambda: IpcTimeoutError(f"no answer to {rpc.short_name(operation)} within {timeout} s"),
+        )
+        try:
+            return sid, await future
+        except BaseException:
+            self._end_stream(sid)
+            raise
+        finally:
+            handle.cancel()
+
+    async def _call_raw(self, operation: str, payload: bytes, timeout: float) -> bytes:
+        op = _full_operation(operation)
+        header = rpc.header_prefix(rpc.APPLICATION_MESSAGE, 0, rpc.request_model(op), op)
+        return (await self._invoke(op, header, payload, timeout))[1]
+
+    async def call(
+        self, operation: str, request: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        """Any one-shot operation (``"GetConfiguration"`` or ``"aws.greengrass#GetConfiguration"``)."""
+        raw = await self._call_raw(operation, _dumps(request), timeout)
+        result = _loads(raw) if raw else {}
+        if not isinstance(result, dict):
+            raise ProtocolError(f"the {rpc.short_name(operation)} response is not a JSON object")
+        return result
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes | str | dict[str, Any] | list[Any],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """Publish to local pub/sub: dict/list as a JSON message, bytes/str as a binary message."""
+        body = _dumps({"topic": topic, "publishMessage": _publish_message(payload)})
+        await self._invoke(rpc.OP_PUBLISH_TO_TOPIC, _PUBLISH_HEADER, body, timeout)
+
+    async def _open_subscription(
+        self,
+        operation: str,
+        request: dict[str, Any],
+        subscription: Subscription[Any],
+        timeout: float,
+    ) -> None:
+        header = rpc.header_prefix(rpc.APPLICATION_MESSAGE, 0, rpc.request_model(operation), operation)
+        if self._closed is not None:
+            raise self._closed
+        subscription._sid = self._next_sid
+        await self._invoke(operation, header, _dumps(request), timeout, subscription._on_event, subscription._on_end)
+
+    async def subscribe(
+        self,
+        topic: str,
+        callback: Callable[[Received], Any] | None = None,
+        receive_mode: str = rpc.RECEIVE_ALL_MESSAGES,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Subscription[Received]:
+        """Subscribe to a topic filter (MQTT wildcards allowed).
+
+        With a ``callback`` (plain function or coroutine function) every message goes to it;
+        without, iterate the returned :class:`Subscription`.
+        """
+        sub: Subscription[Received] = Subscription(self, topic, _parse_subscription_message, callback)
+        await self._open_subscription(
+            rpc.OP_SUBSCRIBE_TO_TOPIC, {"topic": topic, "receiveMode": receive_mode}, sub, timeout
+        )
+        return sub
+
+    async def _reply_subscription(self) -> Subscription[Received]:
+        async with self._reply_lock:
+            if self._reply_sub is None or self._reply_sub.closed:
+                self._reply_sub = await self.subscribe(self._reply_topic, self._on_reply)
+            return self._reply_sub
+
+    def _on_reply(self, message: Received) -> None:
+        doc = message.json
+        if isinstance(doc, dict):
+            cid = doc.get("correlationId")
+            if isinstance(cid, str):
+                future = self._replies.get(cid)
+                if future is not None and not future.done():
+                    future.set_result(doc)
+
+    @property
+    def reply_topic(self) -> str:
+        return self._reply_topic
+
+    async def request(self, topic: str, payload: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """Publish ``payload`` with ``replyTo``/``correlationId``; return the reply document."""
+        if self._reply_sub is None or self._reply_sub.closed:
+            await self._reply_subscription()
+        cid = uuid.uuid4().hex
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._replies[cid] = future
+        message = dict(payload)
+        message["replyTo"] = self._reply_topic
+        message["correlationId"] = cid
+        handle = self._loop.call_later(
+            timeout,
+            _expire,
+            future,
+            lambda: IpcTimeoutError(f"no reply to the request on {topic!r} within {timeout} s"),
+        )
+        body = _dumps({"topic": topic, "publishMessage": {"jsonMessage": {"message": message}}})
+        try:
+            # The publish's own answer is not awaited separately: a failure (unauthorised, ...)
+            # is forwarded to the reply future, a success needs no wake-up.
+            sid, published = self._send(_PUBLISH_HEADER, body)
+        except BaseException:
+            handle.cancel()
+            self._replies.pop(cid, None)
+            raise
+        published.add_done_callback(lambda answer: _propagate_failure(answer, future))
+        try:
+            return await future
+        finally:
+            if not published.done():
+                self._streams.pop(sid, None)
+            handle.cancel()
+            self._replies.pop(cid, None)
+
+    async def reply(
+        self, request: Mapping[str, Any], payload: Mapping[str, Any], *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """Answer a :meth:`request`: publish ``payload`` + its ``correlationId`` to its ``replyTo``."""
+        reply_to = request.get("replyTo")
+        cid = request.get("correlationId")
+        if not isinstance(reply_to, str) or not isinstance(cid, str):
+            raise IpcError("the message has no replyTo/correlationId to answer", code="NOT_A_REQUEST")
+        message = dict(payload)
+        message["correlationId"] = cid
+        await self.publish(reply_to, message, timeout=timeout)
+
+    async def get_configuration(
+        self,
+        key_path: list[str] | None = None,
+        component_name: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Any:
+        """The configuration at ``key_path`` (a leaf comes back as ``{lastKey: value}``, as in Greengrass)."""
+        request: dict[str, Any] = {"keyPath": list(key_path or [])}
+        if component_name is not None:
+            request["componentName"] = component_name
+        return (await self.call(rpc.OP_GET_CONFIGURATION, request, timeout)).get("value")
+
+    async def update_configuration(
+        self,
+        key_path: list[str] | None,
+        value_to_merge: Any,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """Merge ``value_to_merge`` at ``key_path`` of this component's configuration."""
+        request = {"keyPath": list(key_path or []), "timestamp": time.time(), "valueToMerge": value_to_merge}
+        await self.call(rpc.OP_UPDATE_CONFIGURATION, request, timeout)
+
+    async def subscribe_to_configuration_update(
+        self,
+        callback: Callable[[ConfigurationUpdate], Any] | None = None,
+        key_path: list[str] | None = None,
+        component_name: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Subscription[ConfigurationUpdate]:
+        request: dict[str, Any] = {"keyPath": list(key_path or [])}
+        if component_name is not None:
+            request["componentName"] = component_name
+        sub: Subscription[ConfigurationUpdate] = Subscription(
+            self, f"configuration of {component_name or 'self'}", _parse_configuration_event, callback
+        )
+        await self._open_subscription(rpc.OP_SUBSCRIBE_TO_CONFIGURATION_UPDATE, request, sub, timeout)
+        return sub
+
+    async def update_state(self, state: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Report ``RUNNING`` or ``ERRORED``."""
+        await self.call(rpc.OP_UPDATE_STATE, {"state": state}, timeout)
+
+
+class SyncSubscription(Generic[T]):
+    """Blocking view of a :class:`Subscription` (iterate it, or ``get(timeout)``)."""
+
+    def __init__(self, owner: SyncIpcClient, sub: Subscription[T]) -> None:
+        self._owner = owner
+        self._sub = sub
+
+    def get(self, timeout: float = DEFAULT_TIMEOUT) -> T:
+        return self._owner._run(self._sub.get(timeout), timeout + 5)
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        try:
+            return self._owner._run(self._sub.__anext__(), None)
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self._owner._loop.call_soon_threadsafe(self._sub.close)
+
+    def __enter__(self) -> SyncSubscription[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyncIpcClient:
+    """The :class:`IpcClient` API for synchronous code (runs on a private event-loop thread)."""
+
+    def __init__(
+        self,
+        socket_path: str | None = None,
+        auth_token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="roost-ipc-client", daemon=True)
+        self._thread.start()
+        try:
+            self._client: IpcClient = self._run(
+                IpcClient.connect(socket_path, auth_token, timeout=timeout), timeout + 5
+            )
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _stop_loop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def call(self, operation: str, request: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        return self._run(self._client.call(operation, request, timeout), timeout + 5)
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str | dict[str, Any] | list[Any],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._run(self._client.publish(topic, payload, timeout=timeout), timeout + 5)
+
+    def subscribe(
+        self,
+        topic: str,
+        callback: Callable[[Received], Any] | None = None,
+        receive_mode: str = rpc.RECEIVE_ALL_MESSAGES,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> SyncSubscription[Received]:
+        """``callback`` runs on the client's event-loop thread."""
+        sub = self._run(self._client.subscribe(topic, callback, receive_mode, timeout=timeout), timeout + 5)
+        return SyncSubscription(self, sub)
+
+    def request(self, topic: str, payload: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT) -> Any:
+        return self._run(self._client.request(topic, payload, timeout), timeout + 5)
+
+    def reply(
+        self, request: Mapping[str, Any], payload: Mapping[str, Any], *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self._run(self._client.reply(request, payload, timeout=timeout), timeout + 5)
+
+    def get_configuration(
+        self,
+        key_path: list[str] | None = None,
+        component_name: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Any:
+        return self._run(self._client.get_configuration(key_path, component_name, timeout=timeout), timeout + 5)
+
+    def update_configuration(
+        self, key_path: list[str] | None, value_to_merge: Any, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self._run(self._client.update_configuration(key_path, value_to_merge, timeout=timeout), timeout + 5)
+
+    def subscribe_to_configuration_update(
+        self,
+        callback: Callable[[ConfigurationUpdate], Any] | None = None,
+        key_path: list[str] | None = None,
+        component_name: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> SyncSubscription[ConfigurationUpdate]:
+        sub = self._run(
+            self._client.subscribe_to_configuration_update(callback, key_path, component_name, timeout=timeout),
+            timeout + 5,
+        )
+        return SyncSubscription(self, sub)
+
+    def update_state(self, state: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._run(self._client.update_state(state, timeout=timeout), timeout + 5)
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            self._run(self._client.close(), 5)
+        self._stop_loop()
+
+    def __enter__(self) -> SyncIpcClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from roost.agent.artifacts import digest_matches, install_artifacts
+from roost.agent.errors import ArtifactError
+from roost.recipe import Artifact, ArtifactPermission
+
+
+def _dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    src, dest, unz = tmp_path / "src", tmp_path / "dest", tmp_path / "unz"
+    src.mkdir()
+    return src, dest, unz
+
+
+def test_copy_verify_and_permissions(tmp_path: Path) -> None:
+    src, dest, unz = _dirs(tmp_path)
+    (src / "run.sh").write_text("echo hi")
+    digest = base64.b64encode(hashlib.sha256(b"echo hi").digest()).decode()
+    art = Artifact(uri="s3://bucket/path/run.sh", digest=digest,
+                   permission=ArtifactPermission(read="ALL", execute="OWNER"))
+    install_artifacts("c", "1.0.0", [art], src, dest, unz)
+    assert (dest / "run.sh").read_text() == "echo hi"
+    assert (dest / "run.sh").stat().st_mode & 0o777 == 0o744
+    # already installed: verified again without a source dir
+    install_artifacts("c", "1.0.0", [art], None, dest, unz)
+
+
+def test_hex_digest_accepted_and_mismatch_named(tmp_path: Path) -> None:
+    assert digest_matches(hashlib.sha256(b"x").digest(), hashlib.sha256(b"x").hexdigest())
+    src, dest, unz = _dirs(tmp_path)
+    (src / "a.bin").write_bytes(b"tampered")
+    art = Artifact(uri="greengrass:a.bin", digest=hashlib.sha256(b"original").hexdigest())
+    with pytest.raises(ArtifactError, match=r"a\.bin failed its SHA-256 check") as info:
+        install_artifacts("c", "1.0.0", [art], src, dest, unz)
+    assert info.value.code == "ARTIFACT_DIGEST_MISMATCH"
+    assert not (dest / "a.bin").exists()
+
+
+def test_missing_and_docker(tmp_path: Path) -> None:
+    src, dest, unz = _dirs(tmp_path)
+    with pytest.raises(ArtifactError, match="not found") as info:
+        install_artifacts("c", "1.0.0", [Artifact(uri="s3://b/missing.py")], src, dest, unz)
+    assert info.value.code == "ARTIFACT_MISSING"
+    with pytest.raises(ArtifactError, match="Docker engine") as info:
+        install_artifacts("c", "1.0.0", [Artifact(uri="docker:nginx:1.25")], src, dest, unz)
+    assert info.value.code == "DOCKER_UNAVAILABLE"
+
+
+def test_unzip_and_zip_slip(tmp_path: Path) -> None:
+    src, dest, unz = _dirs(tmp_path)
+    with zipfile.ZipFile(src / "model.zip", "w") as zf:
+        zf.writestr("model/weights.txt", "w")
+    install_artifacts("c", "1.0.0", [Artifact(uri="s3://b/model.zip", unarchive="ZIP")], src, dest, unz)
+    assert (unz / "model" / "model" / "weights.txt").read_text() == "w"
+    with zipfile.ZipFile(src / "evil.zip", "w") as zf:
+        zf.writestr("../../escape.txt", "x")
+    with pytest.raises(ArtifactError, match="outside its folder"):
+        install_artifacts("c", "1.0.0", [Artifact(uri="s3://b/evil.zip", unarchive="ZIP")], src, dest, unz)
+    assert not (tmp_path / "escape.txt").exists()
+    (src / "bad.zip").write_text("not a zip")
+    with pytest.raises(ArtifactError, match="not a valid ZIP"):
+        install_artifacts("c", "1.0.0", [Artifact(uri="s3://b/bad.zip", unarchive="ZIP")], src, dest, unz)
