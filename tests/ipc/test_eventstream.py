@@ -221,7 +221,7 @@ def test_mutated_frames_raise_only_frame_errors(msg: tuple[dict, bytes], edits: 
 def test_mutated_with_fixed_crcs_raise_only_frame_errors(msg: tuple[dict, bytes], seed: int) -> None:
     """Corrupt the header section but keep both CRCs valid, so header parsing is exercised."""
     frame = bytearray(encode_message(*msg))
-    total, hlen, _ = struct.unpack(">III", frame[:12])
+    _total, hlen, _ = struct.unpack(">III", frame[:12])
     if hlen:
         frame[12 + seed % hlen] = (frame[12 + seed % hlen] + seed) % 256
     body = bytes(frame[:-4])

@@ -147,7 +147,7 @@ async def test_update_state(connect: ClientFactory, core: MemoryCore) -> None:
 
 async def test_unauthorised_publish_and_subscribe(connect: ClientFactory) -> None:
     a = await connect("tok-a")
-    with pytest.raises(UnauthorizedIpcError, match="aws.greengrass#PublishToTopic on resource secret/x"):
+    with pytest.raises(UnauthorizedIpcError, match=r"aws\.greengrass#PublishToTopic on resource secret/x"):
         await a.publish("secret/x", {"x": 1})
     with pytest.raises(UnauthorizedIpcError):
         await a.subscribe("#")
@@ -160,7 +160,7 @@ async def test_unauthorised_publish_and_subscribe(connect: ClientFactory) -> Non
 
 async def test_unknown_operation_and_bad_arguments(connect: ClientFactory) -> None:
     a = await connect("tok-a")
-    with pytest.raises(ServiceIpcError, match="aws.greengrass#FlyToTheMoon"):
+    with pytest.raises(ServiceIpcError, match=r"aws\.greengrass#FlyToTheMoon"):
         await a.call("FlyToTheMoon", {})
     with pytest.raises(InvalidArgumentsIpcError, match="'a/#/b'"):
         await a.subscribe("a/#/b")
@@ -324,7 +324,7 @@ async def test_slow_consumer_is_dropped(make_server: ServerFactory, core: Memory
     server = await make_server(write_buffer_cap=64 * 1024)
     publisher = await IpcClient.connect(str(server.socket_path), "tok-b")
     try:
-        reader, writer = await _raw(server)
+        _reader, writer = await _raw(server)
         sub_req = rpc.dumps({"topic": "flood"})
         writer.write(
             _connect_frame("tok-b") + rpc.application_message(1, "x", sub_req, operation=rpc.OP_SUBSCRIBE_TO_TOPIC)
@@ -404,3 +404,10 @@ def test_encode_message_is_what_the_builders_use() -> None:
     headers = {":message-type": 5, ":message-flags": 1, ":stream-id": 0}
     assert rpc.connect_ack(True) == encode_message(headers)
     assert rpc.connect_ack(True) == encode_frame(rpc.header_prefix(5, 1) + rpc.stream_id_header(0))
+
+
+async def test_request_to_a_forbidden_topic_fails_fast(connect: ClientFactory) -> None:
+    requester = await connect("tok-a")
+    with pytest.raises(UnauthorizedIpcError, match="secret/topic"):
+        await requester.request("secret/topic", {}, timeout=5)
+    assert requester._streams.keys() == {1}  # only the reply subscription is left open

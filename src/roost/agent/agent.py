@@ -178,31 +178,31 @@ class Agent:
         return name if hmac.compare_digest(self._tokens[name], token) else None
 
     def access_control(self, principal: str) -> Mapping[str, Any]:
-        try:
-            conf = self.store.component(principal).configuration
-        except NotFoundError:
+        record = self.deployer.live.get(principal)
+        if record is None:
             return {}
-        ac = conf.get("accessControl", {})
+        ac = record.configuration.get("accessControl", {})
         return ac if isinstance(ac, Mapping) else {}
 
     def is_privileged(self, principal: str) -> bool:
         return principal == CLI_PRINCIPAL
 
     async def get_configuration(self, principal: str, component: str, key_path: list[str]) -> Any:
-        return get_path(self.store.component(component).configuration, key_path)
+        return get_path(self._live(component).configuration, key_path)
 
     async def update_configuration(self, principal: str, key_path: list[str], value_to_merge: Any,
                                    timestamp: float) -> None:
-        record = self.store.component(principal)
+        record = self._live(principal)
         if not key_path and not isinstance(value_to_merge, Mapping):
             raise InvalidInputError("valueToMerge must be an object when keyPath is empty",
                                     code="INVALID_CONFIG_UPDATE")
-        self.store.set_configuration(principal, merge_at(record.configuration, key_path, value_to_merge))
+        record.configuration = merge_at(record.configuration, key_path, value_to_merge)
+        self.store.set_configuration(principal, record.configuration)
         self._notify_config(principal, key_path)
 
     def subscribe_configuration(self, principal: str, component: str, key_path: list[str],
                                 callback: ConfigCallback) -> Callable[[], None]:
-        self.store.component(component)
+        self._live(component)
         self._next_sub += 1
         sub_id = self._next_sub
         self._config_subs[sub_id] = (component, list(key_path), callback)
@@ -263,13 +263,19 @@ class Agent:
             return {"deployment": self.deployer.cancel(deployment_id).to_ipc()}
         return {"localDeployments": [d.to_ipc() for d in self.store.deployments()]}
 
+    def _live(self, name: str) -> ComponentRecord:
+        record = self.deployer.live.get(name)
+        if record is None:
+            raise NotFoundError(f"component {name} is not deployed on this device", code="COMPONENT_NOT_FOUND")
+        return record
+
     def _require_component(self, name: str) -> None:
         if name not in self.deployer.current_specs:
             raise NotFoundError(f"component {name} is not deployed on this device", code="COMPONENT_NOT_FOUND")
 
     def _component_details(self, name: str) -> dict[str, Any]:
         self._require_component(name)
-        record = self.store.component(name)
+        record = self._live(name)
         return {"componentName": name, "version": record.version,
                 "state": self.supervisor.state(name).value, "configuration": record.configuration,
                 "isRoot": record.is_root}

@@ -105,6 +105,9 @@ class Deployer:
         self.build_specs = build_specs
         self.on_applied = on_applied
         self.current_specs: dict[str, ComponentSpec] = {}
+        # The configuration components see over IPC: the store's copy, except while a deployment
+        # is being applied, when the components it starts must already see their new settings.
+        self.live: dict[str, ComponentRecord] = store.components()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._running: tuple[str, asyncio.Task[None]] | None = None
@@ -291,6 +294,7 @@ class Deployer:
         for name in removed:
             self.supervisor.remove(name)
             self.current_specs.pop(name, None)
+        self.live = dict(target.records)
         self._watch = _Watch(set(changed))
         try:
             for name in changed:
@@ -343,6 +347,7 @@ class Deployer:
         for name in touched:
             with contextlib.suppress(RoostError):
                 await self.supervisor.stop(name)
+        self.live = dict(previous)
         for name in touched:
             if name not in previous_specs:
                 self.supervisor.remove(name)

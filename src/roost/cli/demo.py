@@ -40,8 +40,7 @@ def demo(rounds: Annotated[int, typer.Option("--rounds", min=1, max=1000, help="
             prog.update(task, description="deploying the sample components")
             request = {"recipeDirectoryPath": str(RECIPES), "artifactsDirectoryPath": str(ARTIFACTS),
                        "rootComponentVersionsToAdd": {SUBSCRIBER: "1.0.0", PUBLISHER: "1.0.0"},
-                       "componentToConfiguration": {PUBLISHER: {"MERGE": {"count": rounds,
-                                                                          "intervalSeconds": 0.5}}}}
+                       "componentToConfiguration": {PUBLISHER: {"MERGE": {"intervalSeconds": 0.5}}}}
             dep_id = local.call(str(paths.root), "CreateLocalDeployment", request)["deploymentId"]
             dep = local.call(str(paths.root), "GetLocalDeploymentStatus",
                              {"deploymentId": dep_id, "waitSeconds": 30}, timeout=40)["deployment"]
@@ -61,7 +60,7 @@ def demo(rounds: Annotated[int, typer.Option("--rounds", min=1, max=1000, help="
               [(c["componentName"], c["version"], styled(c["state"])) for c in comps])
         for name in (PUBLISHER, SUBSCRIBER):
             console.rule(f"logs/{name}.log")
-            for line in paths.log_file(name).read_text(errors="replace").splitlines()[-rounds - 1:]:
+            for line in paths.log_file(name).read_text(errors="replace").splitlines()[-rounds:]:
                 console.print(line, highlight=False, markup=False)
         if len(received) < rounds:
             raise RoostError(f"the subscriber received {len(received)} of {rounds} messages", code="DEMO_FAILED")
