@@ -62,10 +62,11 @@ def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "cond
 
 
 def procs_with(marker: str) -> list[psutil.Process]:
+    """Live processes with ``marker`` as one of their arguments."""
     out = []
     for p in psutil.process_iter(["cmdline"]):
         try:
-            if any(marker in part for part in (p.info["cmdline"] or [])):
+            if marker in (p.info["cmdline"] or []):  # an exact argv element: not the `sh -c` wrapper
                 out.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

@@ -155,14 +155,19 @@ class Agent:
                 token = self._tokens.pop(name)
                 self._token_index.pop(hashlib.sha256(token.encode()).digest(), None)
         for name in records:
+            # Rows of new components exist only now: record their process groups for crash recovery.
+            self._record_process(name)
             self._notify_config(name, [])
 
     def _on_state(self, name: str, old: ComponentState, new: ComponentState, reason: str | None) -> None:
+        self._record_process(name)
+        self.deployer.on_state(name, old, new, reason)
+
+    def _record_process(self, name: str) -> None:
         with contextlib.suppress(RoostError):
-            self.store.set_state(name, new.value)
+            self.store.set_state(name, self.supervisor.state(name).value)
             ids = self.supervisor.process_ids(name)
             self.store.set_process(name, ids[0] if ids else None, ids[1] if ids else None)
-        self.deployer.on_state(name, old, new, reason)
 
     def _dependency_order(self, specs: Mapping[str, ComponentSpec]) -> list[str]:
         try:

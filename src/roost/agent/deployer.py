@@ -217,6 +217,9 @@ class Deployer:
             errors = [reason]
             log.warning("deployment %s failed: %s", record.id, reason)
             if request.failureHandlingPolicy == "DO_NOTHING" and not canceled:
+                # The device keeps the new set as it is (failed components included), as Greengrass does.
+                self.store.replace_components(target.records)
+                await self.on_applied(target.records)
                 self.store.update_deployment(record.id, FAILED, "FAILED_ROLLBACK_NOT_REQUESTED", errors,
                                              _code(err))
                 return
@@ -245,6 +248,7 @@ class Deployer:
                 raise DeploymentError(f"cannot remove {name}: it is not a root component on this device "
                                       f"(root components: {', '.join(sorted(roots)) or 'none'})",
                                       code="COMPONENT_NOT_DEPLOYED")
+        for name in request.rootComponentsToRemove:
             del roots[name]
         roots.update(request.rootComponentVersionsToAdd)
         unknown_conf = set(request.componentToConfiguration) - set(roots) - set(current)

@@ -70,16 +70,19 @@ def _error_shape(operation: str, err: BaseException) -> tuple[str, str, dict[str
     """Map an exception raised while handling ``operation`` to (error type, message, extra)."""
     if isinstance(err, _Reject):
         return err.error_type, err.message, None
+    # Every RoostError carries its stable code in ``context.code`` (awsiotsdk ignores the field;
+    # Roost's CLI turns it back into the same error and exit code).
+    code = {"context": {"code": err.code}} if isinstance(err, RoostError) else None
     if isinstance(err, UnauthorizedError):
-        return rpc.ERR_UNAUTHORIZED, err.message, None
+        return rpc.ERR_UNAUTHORIZED, err.message, code
     if isinstance(err, InvalidInputError):
-        return rpc.ERR_INVALID_ARGUMENTS, err.message, None
+        return rpc.ERR_INVALID_ARGUMENTS, err.message, code
     if isinstance(err, NotFoundError):
         if operation in (rpc.OP_RESTART_COMPONENT, rpc.OP_STOP_COMPONENT):
-            return rpc.ERR_COMPONENT_NOT_FOUND, err.message, None
-        return rpc.ERR_RESOURCE_NOT_FOUND, err.message, None
+            return rpc.ERR_COMPONENT_NOT_FOUND, err.message, code
+        return rpc.ERR_RESOURCE_NOT_FOUND, err.message, code
     if isinstance(err, ConflictError):
-        return rpc.ERR_CONFLICT, err.message, None
+        return rpc.ERR_CONFLICT, err.message, code
     if isinstance(err, RoostError):
         return rpc.ERR_SERVICE, err.message, {"context": {"code": err.code}}
     logger.error("IPC %s failed with an unexpected error", rpc.short_name(operation), exc_info=err)
@@ -615,6 +618,7 @@ _CLI_RESOURCE_FIELD: Final = {
     rpc.OP_RESTART_COMPONENT: "componentName",
     rpc.OP_STOP_COMPONENT: "componentName",
     rpc.OP_GET_LOCAL_DEPLOYMENT_STATUS: "deploymentId",
+    rpc.OP_CANCEL_LOCAL_DEPLOYMENT: "deploymentId",
 }
 
 

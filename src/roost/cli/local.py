@@ -7,8 +7,20 @@ from typing import Any
 
 from roost.agent.daemon import running_pid
 from roost.agent.paths import AgentPaths
-from roost.errors import RoostError
+from roost.errors import ConflictError, InvalidInputError, NotFoundError, RoostError, UnauthorizedError
 from roost.ipc.client import IpcClient
+from roost.ipc.errors import (
+    ConflictIpcError,
+    InvalidArgumentsIpcError,
+    ResourceNotFoundIpcError,
+    ServiceErrorResponse,
+    UnauthorizedIpcError,
+)
+
+_AS_ROOST: dict[type[ServiceErrorResponse], type[RoostError]] = {
+    UnauthorizedIpcError: UnauthorizedError, InvalidArgumentsIpcError: InvalidInputError,
+    ResourceNotFoundIpcError: NotFoundError, ConflictIpcError: ConflictError,
+}
 
 
 class AgentNotRunningError(RoostError):
@@ -34,4 +46,11 @@ def call(root: str | None, operation: str, request: dict[str, Any], timeout: flo
         finally:
             await client.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except ServiceErrorResponse as err:
+        # The agent's error, with its class and stable code, as if it had been raised here.
+        context = err.payload.get("context") if isinstance(err.payload, dict) else None
+        code = context.get("code") if isinstance(context, dict) else None
+        cls = next((c for k, c in _AS_ROOST.items() if isinstance(err, k)), RoostError)
+        raise cls(err.message, code=code if isinstance(code, str) else None) from err

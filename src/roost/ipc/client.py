@@ -325,6 +325,7 @@ class IpcClient:
         self._reply_sub: Subscription[Received] | None = None
         self._reply_lock = asyncio.Lock()
         self._replies: dict[str, asyncio.Future[Any]] = {}
+        self._nowait_failed = False
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -534,6 +535,22 @@ class IpcClient:
         body = _dumps({"topic": topic, "publishMessage": _publish_message(payload)})
         await self._invoke(rpc.OP_PUBLISH_TO_TOPIC, _PUBLISH_HEADER, body, timeout)
 
+    def publish_nowait(self, topic: str, payload: bytes | str | dict[str, Any] | list[Any]) -> None:
+        """Publish without waiting for the server's answer (for callbacks on hot paths).
+
+        The message is queued on the socket before this returns, so messages keep their order;
+        a failure (unauthorised, invalid topic) is logged once per client instead of raised.
+        """
+        body = _dumps({"topic": topic, "publishMessage": _publish_message(payload)})
+        self._send(_PUBLISH_HEADER, body)[1].add_done_callback(self._nowait_done)
+
+    def _nowait_done(self, answer: asyncio.Future[bytes]) -> None:
+        if answer.cancelled() or answer.exception() is None:
+            return
+        if not self._nowait_failed:
+            self._nowait_failed = True
+            logger.error("a publish_nowait/reply_nowait failed (logged once per client): %s", answer.exception())
+
     async def _open_subscription(
         self,
         operation: str,
@@ -630,6 +647,16 @@ class IpcClient:
         message = dict(payload)
         message["correlationId"] = cid
         await self.publish(reply_to, message, timeout=timeout)
+
+    def reply_nowait(self, request: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
+        """:meth:`reply` without waiting for the server's answer (see :meth:`publish_nowait`)."""
+        reply_to = request.get("replyTo")
+        cid = request.get("correlationId")
+        if not isinstance(reply_to, str) or not isinstance(cid, str):
+            raise IpcError("the message has no replyTo/correlationId to answer", code="NOT_A_REQUEST")
+        message = dict(payload)
+        message["correlationId"] = cid
+        self.publish_nowait(reply_to, message)
 
     async def get_configuration(
         self,

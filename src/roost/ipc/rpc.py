@@ -72,6 +72,8 @@ OP_STOP_COMPONENT: Final = "aws.greengrass#StopComponent"
 OP_CREATE_LOCAL_DEPLOYMENT: Final = "aws.greengrass#CreateLocalDeployment"
 OP_GET_LOCAL_DEPLOYMENT_STATUS: Final = "aws.greengrass#GetLocalDeploymentStatus"
 OP_LIST_LOCAL_DEPLOYMENTS: Final = "aws.greengrass#ListLocalDeployments"
+# A Roost extension (Greengrass has no way to cancel a local deployment).
+OP_CANCEL_LOCAL_DEPLOYMENT: Final = "aws.greengrass#CancelLocalDeployment"
 
 CLI_OPERATIONS: Final = (
     OP_LIST_COMPONENTS,
@@ -81,6 +83,7 @@ CLI_OPERATIONS: Final = (
     OP_CREATE_LOCAL_DEPLOYMENT,
     OP_GET_LOCAL_DEPLOYMENT_STATUS,
     OP_LIST_LOCAL_DEPLOYMENTS,
+    OP_CANCEL_LOCAL_DEPLOYMENT,
 )
 
 # Stream event shapes.

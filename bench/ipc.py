@@ -1,0 +1,475 @@
+"""Local IPC benchmark: request/reply between two components through a real Roost agent.
+
+Measures, in one run:
+
+* request/reply round trip (median, p99) and pipelined throughput (64 requests in flight)
+  between two components deployed on a real agent, with Roost's asyncio client on both sides
+  and with awsiotsdk's ``GreengrassCoreIPCClientV2`` on both sides;
+* the peers of ``../shared/peers/peers_messaging.py`` (Mosquitto + paho, NATS, ZeroMQ, raw
+  asyncio and blocking Unix sockets), run as a subprocess in the same run;
+* the agent's idle RSS (no components) and its RSS with the bench components deployed;
+* the time ``roost agent start --detach`` takes, and the time from launching it to the first
+  component RUNNING (one trivial component installed; median of a few restarts).
+
+Everything runs on Unix sockets / 127.0.0.1 in a private temp dir; every wait is bounded and
+the agents (and their components) are stopped in ``finally`` even on failure or SIGTERM.
+
+Usage::
+
+    .venv/bin/python bench/ipc.py [--quick] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PEERS = REPO.parent / "shared" / "peers" / "peers_messaging.py"
+PEER_TRANSPORTS = "mqtt-thr,nats,zmq,uds-async,uds-sync"
+COMPONENT_SCRIPT = HERE / "ipc_component.py"
+PEER_LABELS = {
+    "mqtt-thr": "Mosquitto + paho (loop thread)",
+    "nats": "NATS + nats-py",
+    "zmq": "ZeroMQ REQ/REP, ipc://",
+    "uds-async": "asyncio Unix socket, length-prefixed",
+    "uds-sync": "blocking Unix socket (the Python floor)",
+}
+TARGET_RSS_MB = 60.0
+TARGET_START_S = 1.5
+
+
+def roost(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "roost", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False, cwd=REPO)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- recipes -------------------------------------------------------------------------------------
+
+
+class Workspace:
+    def __init__(self, base: Path) -> None:
+        self.recipes = base / "recipes"
+        self.artifacts = base / "artifacts"
+        self.recipes.mkdir(parents=True, exist_ok=True)
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+
+    def component(self, name: str, run: str, config: dict[str, Any], *, script: bool = True,
+                  dependencies: dict[str, Any] | None = None) -> None:
+        version = "1.0.0"
+        art_dir = self.artifacts / name / version
+        art_dir.mkdir(parents=True, exist_ok=True)
+        artifacts = []
+        if script:
+            shutil.copy(COMPONENT_SCRIPT, art_dir / COMPONENT_SCRIPT.name)
+            artifacts.append({"URI": f"s3://bench/{name}/{version}/{COMPONENT_SCRIPT.name}"})
+        recipe: dict[str, Any] = {
+            "RecipeFormatVersion": "2020-01-25", "ComponentName": name, "ComponentVersion": version,
+            "ComponentConfiguration": {"DefaultConfiguration": config},
+            "Manifests": [{"Platform": {"os": "*"}, "Lifecycle": {"Run": run}, "Artifacts": artifacts}],
+        }
+        if dependencies:
+            recipe["ComponentDependencies"] = dependencies
+        (self.recipes / f"{name}-{version}.json").write_text(json.dumps(recipe, indent=1))
+
+    def args(self) -> list[str]:
+        return ["--recipe-dir", str(self.recipes), "--artifact-dir", str(self.artifacts)]
+
+
+def pubsub_acl(name: str, resources: list[str]) -> dict[str, Any]:
+    return {"aws.greengrass.ipc.pubsub": {f"{name}:pubsub:1": {
+        "policyDescription": "bench request/reply",
+        "operations": ["aws.greengrass#PublishToTopic", "aws.greengrass#SubscribeToTopic"],
+        "resources": resources}}}
+
+
+def add_pair(ws: Workspace, variant: str, result_file: Path, n: int, warmup: int, pipe_n: int,
+             inflight: int, max_s: float, client_loop: str) -> tuple[str, str]:
+    """The responder and requester components of one variant (``roost`` or ``aws``)."""
+    topic = f"bench/{variant}/req"
+    extra = ["roost/reply/*"] if variant == "roost" else [topic + "/reply"]
+    cap = variant.capitalize()
+    names = (f"bench.{cap}Responder", f"bench.{cap}Requester")
+    for name, role in zip(names, ("responder", "requester"), strict=True):
+        config = {"topic": topic, "resultFile": str(result_file), "n": n, "warmup": warmup, "pipeN": pipe_n,
+                  "inflight": inflight, "maxSeconds": max_s, "accessControl": pubsub_acl(name, [topic, *extra])}
+        run = (f"python3 -u {{artifacts:path}}/{COMPONENT_SCRIPT.name} {variant}-{role} {{configuration:/topic}} "
+               "{configuration:/resultFile} {configuration:/n} {configuration:/warmup} {configuration:/pipeN} "
+               f"{{configuration:/inflight}} {{configuration:/maxSeconds}} {client_loop}")
+        ws.component(name, run, config)
+    return names
+
+
+# -- agent handling ------------------------------------------------------------------------------
+
+
+class Agent:
+    """One agent root; ``stop()`` is safe to call at any time and more than once."""
+
+    def __init__(self, root: Path, loop: str = "default") -> None:
+        self.root = root
+        self.loop = loop
+        self.pid: int | None = None
+
+    def start(self) -> float:
+        if self.loop == "uvloop":
+            return self._start_uvloop()
+        t0 = time.perf_counter()
+        proc = roost("agent", "start", "--root", str(self.root), "--detach", "--json", "--thing-name", "bench",
+                     timeout=60)
+        el = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"agent start failed: {proc.stdout}{proc.stderr}")
+        self.pid = int(json.loads(proc.stdout)["pid"])
+        return el
+
+    def _start_uvloop(self) -> float:
+        """Experiment: the agent in the background under uvloop (what `roost agent start` does
+        once run_agent's loop is uvloop). Returns like `start --detach`: socket accepting."""
+        boot = ("import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+                "sys.argv[0] = 'roost'; from roost.cli.main import main; main()")
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "logs").mkdir(exist_ok=True)
+        t0 = time.perf_counter()
+        with open(self.root / "logs" / "agent.log", "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-c", boot, "agent", "start", "--root", str(self.root),
+                                     "--thing-name", "bench"], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True, cwd=REPO)
+        self.pid = proc.pid
+        sock = self.root / "ipc.socket"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"uvloop agent exited with {proc.returncode}")
+            if sock.exists():
+                with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(sock))
+                    return time.perf_counter() - t0
+            time.sleep(0.02)
+        raise TimeoutError("uvloop agent did not open its socket")
+
+    def deploy(self, ws: Workspace, *args: str, timeout: float = 120) -> dict[str, Any]:
+        proc = roost("deployment", "create", "--root", str(self.root), *ws.args(), *args, "--wait", "--json",
+                     "--timeout", str(timeout), timeout=timeout + 30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"deployment {args} failed: {proc.stdout}{proc.stderr}")
+        out: dict[str, Any] = json.loads(proc.stdout)
+        return out
+
+    def process(self) -> psutil.Process:
+        assert self.pid is not None
+        return psutil.Process(self.pid)
+
+    def rss_mb(self) -> float:
+        return self.process().memory_info().rss / 1e6
+
+    def stop(self) -> None:
+        if self.pid is None:
+            return
+        pid, self.pid = self.pid, None
+        try:
+            proc = roost("agent", "stop", "--root", str(self.root), "--timeout", "30", timeout=60)
+            if proc.returncode == 0:
+                return
+            log(f"agent stop failed: {proc.stdout}{proc.stderr}")
+        except subprocess.TimeoutExpired:
+            log("agent stop timed out")
+        kill_own(pid, self.root)
+
+
+def kill_own(agent_pid: int, root: Path) -> None:
+    """SIGKILL the agent and the component processes started from this (private, temp) root."""
+    victims = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if p.info["pid"] == agent_pid or any(str(root) in part for part in (p.info["cmdline"] or [])):
+                victims.append(p)
+    for p in victims:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+def cpu_snapshot(agent: Agent) -> dict[int, tuple[str, float]]:
+    """CPU seconds of the agent and of each of its descendants, by pid."""
+    out: dict[int, tuple[str, float]] = {}
+    root = agent.process()
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            cmd = p.cmdline()
+            label = "agent" if p.pid == root.pid else next((a for a in cmd if a.endswith(("requester", "responder"))),
+                                                            "other")
+            out[p.pid] = (label, t.user + t.system)
+    return out
+
+
+def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pid, (label, t) in after.items():
+        t0 = before.get(pid, (label, 0.0))[1]
+        out[label] = out.get(label, 0.0) + t - t0
+    return out
+
+
+def run_variant(agent: Agent, ws: Workspace, tmp: Path, variant: str, a: argparse.Namespace) -> dict[str, Any]:
+    result_file = tmp / f"result-{variant}.json"
+    max_s = a.variant_timeout + 30
+    names = add_pair(ws, variant, result_file, a.n, a.warmup, a.pipe_n, a.inflight, max_s, a.client_loop)
+    before = cpu_snapshot(agent)
+    rss_peak = agent.rss_mb()
+    t0 = time.monotonic()
+    agent.deploy(ws, *(x for name in names for x in ("--merge", f"{name}=1.0.0")))
+    deadline = t0 + a.variant_timeout
+    while not result_file.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{variant}: no result within {a.variant_timeout} s "
+                               f"(see {agent.root}/logs/{names[1]}.log)")
+        rss_peak = max(rss_peak, agent.rss_mb())
+        time.sleep(0.1)
+    elapsed = time.monotonic() - t0
+    cpu = cpu_delta(before, cpu_snapshot(agent))
+    result: dict[str, Any] = json.loads(result_file.read_text())
+    if "error" in result:
+        raise RuntimeError(f"{variant} requester failed: {result['error']}")
+    total_requests = a.warmup + a.n + result["pipe_requests"]
+    result["rss_peak_mb"] = rss_peak
+    result["rss_after_mb"] = agent.rss_mb()
+    result["elapsed_s"] = elapsed
+    result["cpu_s"] = cpu
+    result["agent_cpu_us_per_request"] = cpu.get("agent", 0.0) / total_requests * 1e6
+    agent.deploy(ws, *(x for name in names for x in ("--remove", name)))
+    return result
+
+
+async def _wait_running(root: Path, name: str, timeout: float) -> float:
+    """Poll ListComponents (as the CLI principal) until ``name`` is RUNNING; return the time it was seen."""
+    from roost.ipc.client import IpcClient
+
+    token = (root / "cli.token").read_text().strip()
+    deadline = time.monotonic() + timeout
+    async with await IpcClient.connect(str(root / "ipc.socket"), token, timeout=timeout) as ipc:
+        while time.monotonic() < deadline:
+            doc = await ipc.call("ListComponents", {}, timeout=timeout)
+            states = {c["componentName"]: c.get("state") for c in doc.get("components", [])}
+            if states.get(name) == "RUNNING":
+                return time.perf_counter()
+            await asyncio.sleep(0.005)
+    raise TimeoutError(f"{name} not RUNNING within {timeout} s")
+
+
+def measure_start(tmp: Path, runs: int) -> dict[str, Any]:
+    root = tmp / "root-start"
+    ws = Workspace(tmp / "ws-start")
+    name = "bench.Sleeper"
+    ws.component(name, 'python3 -c "import time; time.sleep(3600)" bench-sleeper', {}, script=False)
+    agent = Agent(root)
+    detach_s: list[float] = []
+    to_running_s: list[float] = []
+    try:
+        agent.start()
+        agent.deploy(ws, "--merge", f"{name}=1.0.0")
+        agent.stop()
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            detach_s.append(agent.start())
+            t_run = asyncio.run(_wait_running(root, name, 30))
+            to_running_s.append(t_run - t0)
+            agent.stop()
+    finally:
+        agent.stop()
+    return {"runs": runs, "start_detach_s": detach_s, "start_to_running_s": to_running_s,
+            "start_detach_median_s": statistics.median(detach_s),
+            "start_to_running_median_s": statistics.median(to_running_s)}
+
+
+def run_peers(tmp: Path, a: argparse.Namespace) -> dict[str, Any]:
+    if not PEERS.exists():
+        return {"error": f"{PEERS} not found"}
+    out = tmp / "peers.json"
+    cmd = [sys.executable, str(PEERS), "--only", a.peers, "--repeat", "1", "--n", str(a.n),
+           "--warmup", str(a.warmup), "--pipe-n", str(a.pipe_n), "--inflight", str(a.inflight),
+           "--phase-s", "60", "--json", str(out)]
+    log("running " + " ".join(cmd[1:]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if not out.exists():
+        return {"error": f"peers_messaging exited {proc.returncode}: {proc.stderr[-2000:]}"}
+    doc: dict[str, Any] = json.loads(out.read_text())
+    return doc
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    peers = results.get("peers", {}).get("summary", {})
+    mqtt = peers.get("mqtt-thr", {}).get("median")
+    rows: list[tuple[str, float | None, float | None, float | None]] = []
+    for key, label in (("roost", "Roost client ↔ agent ↔ Roost client"),
+                       ("aws", "awsiotsdk V2 ↔ agent ↔ awsiotsdk V2")):
+        r = results["variants"].get(key)
+        if r and "error" not in r:
+            rows.append((label, r["median_us"], r["p99_us"], r["pipe_rps"]))
+        else:
+            rows.append((label + " (failed)", None, None, None))
+    for key, label in PEER_LABELS.items():
+        m = peers.get(key, {}).get("median")
+        if m:
+            rows.append((label, m["median_us"], m["p99_us"], m["pipe_rps"]))
+
+    def f(x: float | None, fmt: str = "{:,.0f}") -> str:
+        return "n/a" if x is None else fmt.format(x)
+
+    lines = ["| transport | median RTT µs | p99 µs | RTT vs Mosquitto | pipelined req/s (64 in flight) "
+             "| pipelined vs Mosquitto |", "|---|---:|---:|---:|---:|---:|"]
+    for label, med, p99, rps in rows:
+        rtt_ratio = f"{med / mqtt['median_us']:.2f}x" if mqtt and med else "n/a"
+        thr_ratio = f"{rps / mqtt['pipe_rps']:.2f}x" if mqtt and rps else "n/a"
+        lines.append(f"| {label} | {f(med)} | {f(p99)} | {rtt_ratio} | {f(rps)} | {thr_ratio} |")
+    return lines
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    out = []
+    mqtt = results.get("peers", {}).get("summary", {}).get("mqtt-thr", {}).get("median")
+    r = results["variants"].get("roost")
+    if mqtt and r and "error" not in r:
+        ok = r["median_us"] <= mqtt["median_us"]
+        out.append(f"- round trip ≤ Mosquitto + paho: {r['median_us']:.0f} vs {mqtt['median_us']:.0f} µs → "
+                   f"{'MET' if ok else 'NOT MET'}")
+        ratio = r["pipe_rps"] / mqtt["pipe_rps"]
+        out.append(f"- pipelined ≥ 2x Mosquitto + paho: {r['pipe_rps']:,.0f} vs {mqtt['pipe_rps']:,.0f} req/s "
+                   f"({ratio:.2f}x) → {'MET' if ratio >= 2 else 'NOT MET'}")
+    else:
+        out.append("- round trip / pipelined: not comparable (a run failed)")
+    idle = results.get("agent", {}).get("idle_rss_mb")
+    if idle is not None:
+        out.append(f"- idle RSS ≤ {TARGET_RSS_MB:.0f} MB: {idle:.1f} MB → {'MET' if idle <= TARGET_RSS_MB else 'NOT MET'}")
+    st = results.get("start", {}).get("start_to_running_median_s")
+    if st is not None:
+        out.append(f"- start → RUNNING ≤ {TARGET_START_S} s: {st:.2f} s → {'MET' if st <= TARGET_START_S else 'NOT MET'}")
+    return out
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [f"# bench/ipc.py  {results['date']}  python {results['python']}  cpus={results['cpus']}  "
+             f"n={results['n']} pipe_n={results['pipe_n']}", ""]
+    lines += table(results)
+    lines.append("")
+    ag = results.get("agent", {})
+    st = results.get("start", {})
+    lines.append("| agent | value |")
+    lines.append("|---|---:|")
+    if "idle_rss_mb" in ag:
+        lines.append(f"| idle RSS, no components | {ag['idle_rss_mb']:.1f} MB |")
+    for key, label in (("roost", "Roost"), ("aws", "awsiotsdk")):
+        r = results["variants"].get(key)
+        if r and "error" not in r:
+            lines.append(f"| RSS with the two {label} bench components (peak during run / after) "
+                         f"| {r['rss_peak_mb']:.1f} / {r['rss_after_mb']:.1f} MB |")
+            lines.append(f"| agent CPU per request/reply ({label}: 2 publishes + 2 deliveries) "
+                         f"| {r['agent_cpu_us_per_request']:.0f} µs |")
+    if "start_detach_median_s" in st:
+        lines.append(f"| `agent start --detach` (median of {st['runs']}) | {st['start_detach_median_s']:.2f} s |")
+        lines.append(f"| `agent start` launched → first component RUNNING (median of {st['runs']}) "
+                     f"| {st['start_to_running_median_s']:.2f} s |")
+    lines.append("")
+    lines += targets(results)
+    for k, v in results.get("errors", {}).items():
+        lines.append(f"- ERROR {k}: {v}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short run (fewer requests, fewer restarts)")
+    ap.add_argument("--json", default="", help="write all results here")
+    ap.add_argument("--n", type=int, default=None, help="sequential requests measured (default 5000, quick 1000)")
+    ap.add_argument("--warmup", type=int, default=None, help="default 500, quick 200")
+    ap.add_argument("--pipe-n", type=int, default=None, help="pipelined requests (default 20480, quick 4096)")
+    ap.add_argument("--inflight", type=int, default=64)
+    ap.add_argument("--start-runs", type=int, default=None, help="agent restarts timed (default 5, quick 3)")
+    ap.add_argument("--variants", default="roost,aws", help="comma list of roost,aws")
+    ap.add_argument("--peers", default=PEER_TRANSPORTS, help="peers_messaging.py transports ('' to skip)")
+    ap.add_argument("--skip-start", action="store_true", help="skip the start→RUNNING measurement")
+    ap.add_argument("--agent-loop", choices=["default", "uvloop"], default="default",
+                    help="experiment: run the agent under uvloop (started via a bootstrap, not `--detach`)")
+    ap.add_argument("--client-loop", choices=["default", "uvloop"], default="default",
+                    help="event loop of the Roost-client bench components")
+    ap.add_argument("--variant-timeout", type=float, default=180.0, help="seconds per agent variant")
+    a = ap.parse_args()
+    a.n = a.n or (1000 if a.quick else 5000)
+    a.warmup = a.warmup or (200 if a.quick else 500)
+    a.pipe_n = a.pipe_n or (4096 if a.quick else 20480)
+    a.start_runs = a.start_runs or (3 if a.quick else 5)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    tmp = Path(tempfile.mkdtemp(prefix="roost-bench-"))
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": sys.version.split()[0], "cpus": os.cpu_count(),
+        "machine": os.uname().machine, "n": a.n, "warmup": a.warmup, "pipe_n": a.pipe_n, "inflight": a.inflight,
+        "agent_loop": a.agent_loop, "client_loop": a.client_loop, "variants": {}, "agent": {}, "errors": {},
+    }
+    agent = Agent(tmp / "root", a.agent_loop)
+    try:
+        results["agent"]["first_start_detach_s"] = agent.start()
+        time.sleep(1.0)
+        results["agent"]["idle_rss_mb"] = agent.rss_mb()
+        log(f"agent idle RSS {results['agent']['idle_rss_mb']:.1f} MB")
+        ws = Workspace(tmp / "ws")
+        for variant in [v for v in a.variants.split(",") if v]:
+            try:
+                log(f"variant {variant} ...")
+                r = run_variant(agent, ws, tmp, variant, a)
+                results["variants"][variant] = r
+                log(f"{variant}: median {r['median_us']:.0f} µs p99 {r['p99_us']:.0f} µs "
+                    f"pipelined {r['pipe_rps']:,.0f} req/s; agent CPU {r['agent_cpu_us_per_request']:.0f} µs/req")
+            except Exception as err:
+                results["variants"][variant] = {"error": f"{type(err).__name__}: {err}"}
+                results["errors"][variant] = f"{type(err).__name__}: {err}"
+                log(f"{variant} FAILED: {err}")
+        agent.stop()
+        if not a.skip_start:
+            try:
+                results["start"] = measure_start(tmp, a.start_runs)
+            except Exception as err:
+                results["errors"]["start"] = f"{type(err).__name__}: {err}"
+        if a.peers:
+            results["peers"] = run_peers(tmp, a)
+            if "error" in results["peers"]:
+                results["errors"]["peers"] = results["peers"]["error"]
+    finally:
+        agent.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = report(results)
+    print(text)
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
