@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tests.agent.helpers import Workspace, procs_with, wait_until
-from tests.conftest import Cli
 
 from roost.samples import ARTIFACTS, RECIPES
+from tests.agent.helpers import Workspace, procs_with, wait_until
+from tests.conftest import Cli
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +113,8 @@ def test_bad_inputs_fail_without_touching_running_components(agent: Cli, tmp_pat
     hang.component("com.test.Hang", "1.0.0", {"Install": {"Script": "sleep 600", "Timeout": 1}, "Run": "true"})
     out = deploy(agent, hang, "--merge", "com.test.Hang=1.0.0")
     assert out["status"] == "FAILED"
-    assert out["deploymentStatusDetails"]["deploymentErrorStack"][0] == "com.test.Hang: install did not finish within 1 s"
+    stack = out["deploymentStatusDetails"]["deploymentErrorStack"]
+    assert stack[0] == "com.test.Hang: install did not finish within 1 s"
     assert out["deploymentStatusDetails"]["deploymentFailureCause"] == "LIFECYCLE_TIMEOUT"
 
     docker = Workspace(tmp_path / "docker")

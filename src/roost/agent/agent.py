@@ -63,6 +63,8 @@ class Agent:
         self._next_sub = 0
         self._stopping = asyncio.Event()
         self._cli_token = ""
+        self._applied_configs: dict[str, dict[str, Any]] = {
+            n: r.configuration for n, r in self.deployer.live.items()}
 
     # -- start / stop ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -154,10 +156,12 @@ class Agent:
             if name != CLI_PRINCIPAL and name not in records:
                 token = self._tokens.pop(name)
                 self._token_index.pop(hashlib.sha256(token.encode()).digest(), None)
-        for name in records:
+        for name, record in records.items():
             # Rows of new components exist only now: record their process groups for crash recovery.
             self._record_process(name)
-            self._notify_config(name, [])
+            if name in self._applied_configs and self._applied_configs[name] != record.configuration:
+                self._notify_config(name, [])
+        self._applied_configs = {n: r.configuration for n, r in records.items()}
 
     def _on_state(self, name: str, old: ComponentState, new: ComponentState, reason: str | None) -> None:
         self._record_process(name)

@@ -35,7 +35,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from roost.agent import authz
 from roost.agent.ipc_core import IpcCore
@@ -141,6 +141,15 @@ class IpcServer:
         self._cache_msg: Any = None
         self._cache_topic: str | None = None
         self._cache_payload: bytes | None = None
+        # Write coalescing: while >0, frames for connections queue up and go out in one write per
+        # connection when the outermost input callback ends (see _Connection.buffer_updated).
+        self._batch = 0
+        self._dirty: list[_Connection] = []
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
 
     @property
     def connection_count(self) -> int:
@@ -230,8 +239,13 @@ class IpcServer:
         return payload
 
 
-class _Connection(asyncio.Protocol):
-    """One component connection."""
+class _Connection(asyncio.BufferedProtocol):
+    """One component connection.
+
+    A :class:`asyncio.BufferedProtocol`: the transport reads into the decoder's reused buffer
+    (asyncio's plain protocols allocate a fresh 256 KiB ``bytes`` per read, which glibc turns
+    into an mmap/munmap per message).
+    """
 
     def __init__(self, server: IpcServer) -> None:
         self.server = server
@@ -248,28 +262,40 @@ class _Connection(asyncio.Protocol):
         self._connect_timer: asyncio.TimerHandle | None = None
         self._acl: Any = None
         self._acl_cache: dict[tuple[str, str, str | None], bool] = {}
+        self._out: list[bytes] = []
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport = cast(asyncio.Transport, transport)
         self.server._connections.add(self)
         transport.set_write_buffer_limits(high=self.server.write_buffer_cap)
         self._connect_timer = self.server.loop.call_later(self.server.connect_timeout, self._connect_timed_out)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self.closing:
             return
+        server = self.server
+        server._batch += 1
         try:
-            messages = self.decoder.feed(data)
-        except FrameError as err:
-            self._protocol_failure(f"malformed frame ({err.code}): {err.message}")
-            return
-        for message in messages:
-            if self.closing:
+            try:
+                messages = self.decoder.buffer_updated(nbytes)
+            except FrameError as err:
+                self._protocol_failure(f"malformed frame ({err.code}): {err.message}")
                 return
-            self._on_message(message)
+            on_message = self._on_message
+            for message in messages:
+                if self.closing:
+                    return
+                on_message(message)
+        finally:
+            server._batch -= 1
+            if not server._batch and server._dirty:
+                server._flush()
 
     def eof_received(self) -> bool | None:
         return None
@@ -312,13 +338,30 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if not self.closing:
+            self.flush()
             self.closing = True
             if self.transport is not None:
                 self.transport.close()
 
     def write(self, data: bytes) -> None:
-        if not self.closing and self.transport is not None:
+        if self.closing or self.transport is None:
+            return
+        if self.server._batch:
+            out = self._out
+            if not out:
+                self.server._dirty.append(self)
+            out.append(data)
+        else:
             self.transport.write(data)
+
+    def flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        transport = self.transport
+        if not self.closing and transport is not None:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
 
     def _protocol_failure(self, reason: str) -> None:
         logger.warning("closing IPC connection of %s: %s", self._who(), reason)
@@ -499,9 +542,9 @@ class _TopicStream:
 
     def deliver(self, topic: str, message: Any, publisher: str) -> None:
         conn = self.conn
-        if conn.closing or conn.transport is None:
+        if conn.closing:
             return
-        conn.transport.write(encode_frame(self.header, self.server.event_payload(topic, message)))
+        conn.write(encode_frame(self.header, self.server.event_payload(topic, message)))
 
 
 # -- operation handlers ------------------------------------------------------------------------

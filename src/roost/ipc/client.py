@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 
 from roost.ipc import rpc
 from roost.ipc.errors import (
@@ -257,18 +257,23 @@ class _Stream:
         self.on_end = on_end
 
 
-class _ClientProtocol(asyncio.Protocol):
+class _ClientProtocol(asyncio.BufferedProtocol):
+    """Reads into the decoder's reused buffer (no fresh 256 KiB ``bytes`` per read)."""
+
     def __init__(self, client: IpcClient, max_message_size: int) -> None:
         self.client = client
         self.decoder = MessageDecoder(max_message_size)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.client._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.client._transport = cast(asyncio.Transport, transport)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            messages = self.decoder.feed(data)
+            messages = self.decoder.buffer_updated(nbytes)
         except FrameError as err:
             self.client._abort(ProtocolError(f"malformed frame from the IPC server: {err.message}"))
             return

@@ -152,9 +152,15 @@ def encode_message(headers: Mapping[str, HeaderValue], payload: bytes = b"") -> 
     return encode_frame(encode_headers(headers), payload)
 
 
-def decode_headers(data: bytes, pos: int, end: int) -> dict[str, Any]:
+def decode_headers(data: bytes | bytearray, pos: int, end: int) -> dict[str, Any]:
     """Decode the header section ``data[pos:end]``."""
+    return _decode_headers(data, pos, end)[0]
+
+
+def _decode_headers(data: bytes | bytearray, pos: int, end: int) -> tuple[dict[str, Any], int]:
+    """The headers of ``data[pos:end]`` and the offset of the int32 ``:stream-id`` value (-1 if none)."""
     headers: dict[str, Any] = {}
+    sid_at = -1
     i8, i16, i32, i64 = _I8.unpack_from, _I16.unpack_from, _I32.unpack_from, _I64.unpack_from
     try:
         while pos < end:
@@ -181,6 +187,8 @@ def decode_headers(data: bytes, pos: int, end: int) -> dict[str, Any]:
                 if pos + 4 > end:
                     raise FrameTruncatedError(f"header {name!r}: value runs past the header section")
                 value = i32(data, pos)[0]
+                if name == ":stream-id":
+                    sid_at = pos
                 pos += 4
             elif htype == 0:
                 value = True
@@ -209,54 +217,113 @@ def decode_headers(data: bytes, pos: int, end: int) -> dict[str, Any]:
                 pos += 16
             else:
                 raise FrameError(f"header {name!r}: unknown header type {htype}")
+            if name in headers and name == ":stream-id":
+                sid_at = -1  # a repeated :stream-id: never take the layout shortcut
             headers[name] = value
     except UnicodeDecodeError as err:
         raise FrameError("header name or string value is not UTF-8") from err
-    return headers
+    return headers, sid_at
+
+
+_MIN_READ = 16 * 1024
+_BUFFER_SIZE = 64 * 1024
+_MAX_LAYOUTS = 16
+
+
+class _Layout:
+    """A header section seen before: identical bytes around the ``:stream-id`` value decode identically."""
+
+    __slots__ = ("headers", "hlen", "prefix", "sid_at", "suffix")
+
+    def __init__(self, hlen: int, prefix: bytes, sid_at: int, suffix: bytes, headers: dict[str, Any]) -> None:
+        self.hlen = hlen
+        self.prefix = prefix
+        self.sid_at = sid_at
+        self.suffix = suffix
+        self.headers = headers
 
 
 class MessageDecoder:
     """Incremental decoder: feed it bytes as they arrive, get complete messages back.
 
+    Two ways to feed it: :meth:`feed` with any bytes, or, from an :class:`asyncio.BufferedProtocol`,
+    :meth:`get_buffer` (the transport reads straight into the decoder's reused buffer: no
+    allocation per read) then :meth:`buffer_updated`.
+
+    Header sections that differ from an earlier one only in the ``:stream-id`` value (every
+    request of a kind, from one peer) are not decoded again: the earlier decode is copied and
+    the stream id patched in.
+
     Any :class:`~roost.ipc.errors.FrameError` leaves the decoder unusable (the stream has
     lost its framing); close the connection.
     """
 
-    __slots__ = ("_max", "_need", "_pending")
+    __slots__ = ("_buf", "_end", "_layouts", "_max", "_need", "_start")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._max = max_message_size
-        self._pending = bytearray()
+        self._buf = bytearray(_BUFFER_SIZE)
+        self._start = 0
+        self._end = 0
         self._need = 0
+        self._layouts: list[_Layout] = []
 
     @property
     def buffered(self) -> int:
         """Bytes received that do not yet form a complete message."""
-        return len(self._pending)
+        return self._end - self._start
 
     def check_eof(self) -> None:
         """Raise :class:`FrameTruncatedError` if the stream ended inside a message."""
-        if self._pending:
-            raise FrameTruncatedError(f"stream ended inside a message ({len(self._pending)} bytes pending)")
+        if self._end > self._start:
+            raise FrameTruncatedError(f"stream ended inside a message ({self._end - self._start} bytes pending)")
 
-    def feed(self, data: bytes) -> list[Message]:
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Free space to read into (then call :meth:`buffer_updated` with the count read)."""
+        buf = self._buf
+        start, end = self._start, self._end
+        size = len(buf)
+        pending = end - start
+        want = max(self._need, pending + _MIN_READ)
+        if size - start < want or size - end < _MIN_READ:
+            if want > size:
+                new = bytearray(max(want, size * 2))
+                new[:pending] = buf[start:end]
+                self._buf = buf = new
+            elif pending == 0 and size > _BUFFER_SIZE:
+                self._buf = buf = bytearray(_BUFFER_SIZE)  # a large message is done: shrink back
+            else:
+                buf[:pending] = buf[start:end]
+            self._start, self._end = 0, pending
+        return memoryview(buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> list[Message]:
+        """``nbytes`` were written at the start of the last :meth:`get_buffer`; return the messages completed."""
+        self._end += nbytes
+        return self._parse()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
         """Consume ``data``; return every message it completes, in order."""
-        pending = self._pending
-        if type(data) is not bytes:
-            data = bytes(data)
-        if pending:
-            pending += data
-            if len(pending) < self._need:
-                return []
-            data = bytes(pending)
-            pending.clear()
+        view = memoryview(data).cast("B")
         out: list[Message] = []
-        n = len(data)
-        pos = 0
-        view = memoryview(data)
+        pos, n = 0, len(view)
+        while pos < n:
+            dest = self.get_buffer()
+            k = min(len(dest), n - pos)
+            dest[:k] = view[pos : pos + k]
+            dest.release()
+            pos += k
+            out += self.buffer_updated(k)
+        return out
+
+    def _parse(self) -> list[Message]:
+        buf = self._buf
+        pos, n = self._start, self._end
+        out: list[Message] = []
+        view = memoryview(buf)
         try:
             while n - pos >= PRELUDE_SIZE:
-                total, hlen, prelude_crc = _PRELUDE.unpack_from(data, pos)
+                total, hlen, prelude_crc = _PRELUDE.unpack_from(buf, pos)
                 if _crc32(view[pos : pos + 8]) != prelude_crc:
                     raise FrameCrcError("event-stream prelude CRC mismatch")
                 if total < MIN_MESSAGE_SIZE:
@@ -269,18 +336,36 @@ class MessageDecoder:
                 if end > n:
                     self._need = total
                     break
-                (crc,) = _U32.unpack_from(data, end - 4)
+                (crc,) = _U32.unpack_from(buf, end - 4)
                 if _crc32(view[pos : end - 4]) != crc:
                     raise FrameCrcError("event-stream message CRC mismatch")
                 hstart = pos + PRELUDE_SIZE
                 hend = hstart + hlen
-                headers = decode_headers(data, hstart, hend) if hlen else {}
-                out.append(Message(headers, data[hend : end - 4]))
+                out.append(Message(self._headers(buf, hstart, hend, hlen) if hlen else {}, bytes(view[hend : end - 4])))
                 pos = end
             else:
-                self._need = PRELUDE_SIZE
+                self._need = 0
         finally:
             view.release()
-        if pos < n:
-            pending += data[pos:] if pos else data
+        if pos == n:
+            self._start = self._end = 0
+        else:
+            self._start = pos
         return out
+
+    def _headers(self, buf: bytearray, hstart: int, hend: int, hlen: int) -> dict[str, Any]:
+        for layout in self._layouts:
+            if layout.hlen == hlen and buf.startswith(layout.prefix, hstart, hend):
+                at = hstart + layout.sid_at
+                if buf.startswith(layout.suffix, at + 4, hend):
+                    headers = layout.headers.copy()
+                    headers[":stream-id"] = _I32.unpack_from(buf, at)[0]
+                    return headers
+        headers, sid_at = _decode_headers(buf, hstart, hend)
+        if sid_at >= 0:
+            layouts = self._layouts
+            if len(layouts) >= _MAX_LAYOUTS:
+                del layouts[0]
+            layouts.append(_Layout(hlen, bytes(buf[hstart:sid_at]), sid_at - hstart, bytes(buf[sid_at + 4 : hend]),
+                                   headers.copy()))
+        return headers

@@ -1,0 +1,105 @@
+"""Components talking to a real agent over its IPC socket: Roost's client and AWS's awsiotsdk."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.agent.helpers import Workspace, wait_until
+from tests.conftest import Cli
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
+
+COLLECTOR = textwrap.dedent("""
+    import sys, threading
+    from roost.ipc.client import SyncIpcClient
+
+    with SyncIpcClient() as ipc:
+        print("collector config", ipc.get_configuration(["topic"]), flush=True)
+        ipc.subscribe(sys.argv[1], lambda m: print("got", m.topic, m.payload.decode(), flush=True))
+        print("collector ready", flush=True)
+        threading.Event().wait()
+""")
+
+# Written for AWS IoT Greengrass with awsiotsdk; runs on Roost unchanged.
+SENSOR = textwrap.dedent("""
+    import json, sys, threading
+    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+    from awsiot.greengrasscoreipc.model import JsonMessage, PublishMessage, UnauthorizedError
+
+    topic = sys.argv[1]
+    ipc = GreengrassCoreIPCClientV2()
+
+    def publish_greeting():
+        greeting = ipc.get_configuration(key_path=["greeting"]).value["greeting"]
+        ipc.publish_to_topic(topic=topic, publish_message=PublishMessage(
+            json_message=JsonMessage(message={"greeting": greeting})))
+        print("sensor published", greeting, flush=True)
+
+    def on_update(event):
+        print("sensor config update", event.configuration_update_event.key_path, flush=True)
+        threading.Thread(target=publish_greeting).start()
+
+    ipc.subscribe_to_configuration_update(key_path=[], on_stream_event=on_update)
+    ipc.update_state(state="RUNNING")
+    publish_greeting()
+    try:
+        ipc.publish_to_topic(topic="not/allowed", publish_message=PublishMessage(
+            json_message=JsonMessage(message={})))
+    except UnauthorizedError as err:
+        print("sensor denied:", err.message, flush=True)
+    threading.Event().wait()
+""")
+
+
+def _pubsub_acl(component: str, op: str, topic: str) -> dict:
+    return {"aws.greengrass.ipc.pubsub": {f"{component}:1": {"operations": [f"aws.greengrass#{op}"],
+                                                             "resources": [topic]}}}
+
+
+def test_roost_and_awsiotsdk_components_through_the_agent(agent: Cli, tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    ws.component("com.test.Collector", "1.0.0",
+                 {"Run": "python3 -u {artifacts:path}/collector.py {configuration:/topic}"},
+                 files={"collector.py": COLLECTOR}, digest={"collector.py": "auto"},
+                 config={"topic": "sensors/+/reading",
+                         "accessControl": _pubsub_acl("com.test.Collector", "SubscribeToTopic", "sensors/#")})
+    ws.component("com.test.Sensor", "1.0.0",
+                 {"Run": "python3 -u {artifacts:path}/sensor.py sensors/{iot:thingName}/reading"},
+                 files={"sensor.py": SENSOR},
+                 config={"greeting": "hello",
+                         "accessControl": _pubsub_acl("com.test.Sensor", "PublishToTopic", "sensors/*/reading")},
+                 dependencies={"com.test.Collector": {"VersionRequirement": "^1.0.0"}})
+    out = agent.run("deployment", "create", *ws.deploy_args(), "--merge", "com.test.Sensor=1.0.0", "--wait",
+                    "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    comps = {c["componentName"]: c for c in agent.json("component", "list")}
+    assert comps["com.test.Collector"]["isRoot"] is False and comps["com.test.Sensor"]["state"] == "RUNNING"
+
+    collector_log = agent.root / "logs" / "com.test.Collector.log"
+    sensor_log = agent.root / "logs" / "com.test.Sensor.log"
+    wait_until(lambda: 'got sensors/test-device/reading {"greeting":"hello"}' in collector_log.read_text(),
+               what="collector to receive the awsiotsdk message")
+    # A leaf comes back wrapped in its key, as Greengrass' GetConfiguration does.
+    assert "collector config {'topic': 'sensors/+/reading'}" in collector_log.read_text()
+    assert collector_log.read_text().count('{"greeting":"hello"}') == 1
+    wait_until(lambda: "sensor denied:" in sensor_log.read_text(), what="unauthorised publish refused")
+    assert "not/allowed" in sensor_log.read_text()
+
+    # A configuration change that the scripts do not interpolate: no restart, an update event.
+    out = agent.run("deployment", "create", "--update-config",
+                    json.dumps({"com.test.Sensor": {"MERGE": {"greeting": "hola"}}}), "--wait", "--json")
+    assert out.returncode == 0, out.stdout
+    wait_until(lambda: '{"greeting":"hola"}' in collector_log.read_text(), what="update event and republish")
+    assert sensor_log.read_text().count("sensor published hello") == 1
+
+    # Components stop in reverse dependency order: the sensor before the collector it depends on.
+    assert agent.run("agent", "stop").returncode == 0
+    lines = (agent.root / "logs" / "agent.log").read_text().splitlines()
+    stops = [ln for ln in lines if "-> STOPPING" in ln]
+    assert "com.test.Sensor" in stops[-2] and "com.test.Collector" in stops[-1]
+    assert agent.run("agent", "start", "--detach").returncode == 0
