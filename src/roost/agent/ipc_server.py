@@ -55,6 +55,9 @@ SOCKET_MODE: Final = 0o660
 LIFECYCLE_STATES: Final = ("RUNNING", "ERRORED")
 
 _EMPTY_JSON: Final = b"{}"
+_PUBLISH_ACK_HEADER: Final = rpc.header_prefix(
+    rpc.APPLICATION_MESSAGE, rpc.FLAG_TERMINATE_STREAM, rpc.response_model(rpc.OP_PUBLISH_TO_TOPIC)
+)
 
 
 class _Reject(Exception):
@@ -144,6 +147,7 @@ class IpcServer:
         # Write coalescing: while >0, frames for connections queue up and go out in one write per
         # connection when the outermost input callback ends (see _Connection.buffer_updated).
         self._batch = 0
+        self._topic_suffix: dict[str, bytes] = {}
         self._dirty: list[_Connection] = []
 
     def _flush(self) -> None:
@@ -225,15 +229,12 @@ class IpcServer:
         if isinstance(message, bytes | bytearray | memoryview):
             payload = self._binary_event(topic, base64.b64encode(message).decode("ascii"))
         else:
-            payload = b"".join(
-                (
-                    b'{"jsonMessage":{"message":',
-                    rpc.dumps(message),
-                    b',"context":{"topic":',
-                    rpc.dumps(topic),
-                    b"}}}",
-                )
-            )
+            suffix = self._topic_suffix.get(topic)
+            if suffix is None:
+                if len(self._topic_suffix) >= 4096:
+                    self._topic_suffix.clear()
+                suffix = self._topic_suffix[topic] = b',"context":{"topic":' + rpc.dumps(topic) + b"}}}"
+            payload = b'{"jsonMessage":{"message":' + rpc.dumps(message) + suffix
         if message is self._cache_msg and topic == self._cache_topic:
             self._cache_payload = payload
         return payload
@@ -263,6 +264,9 @@ class _Connection(asyncio.BufferedProtocol):
         self._acl: Any = None
         self._acl_cache: dict[tuple[str, str, str | None], bool] = {}
         self._out: list[bytes] = []
+        #: successful responses the client asked to receive lazily (rpc.H_DEFER_ACK)
+        self._deferred: list[bytes] = []
+        self._deferred_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -318,6 +322,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
         if self._connect_timer is not None:
             self._connect_timer.cancel()
             self._connect_timer = None
@@ -338,6 +345,8 @@ class _Connection(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         if not self.closing:
+            if self._deferred:
+                self.write(b"")
             self.flush()
             self.closing = True
             if self.transport is not None:
@@ -346,6 +355,12 @@ class _Connection(asyncio.BufferedProtocol):
     def write(self, data: bytes) -> None:
         if self.closing or self.transport is None:
             return
+        if self._deferred:
+            data = b"".join((*self._deferred, data))
+            self._deferred.clear()
+            if self._deferred_timer is not None:
+                self._deferred_timer.cancel()
+                self._deferred_timer = None
         if self.server._batch:
             out = self._out
             if not out:
@@ -353,6 +368,19 @@ class _Connection(asyncio.BufferedProtocol):
             out.append(data)
         else:
             self.transport.write(data)
+
+    def defer(self, data: bytes) -> None:
+        """Send ``data`` with the next frame written to this connection, or after a short delay."""
+        if self.closing:
+            return
+        self._deferred.append(data)
+        if self._deferred_timer is None:
+            self._deferred_timer = self.server.loop.call_later(rpc.DEFERRED_ACK_DELAY, self._deferred_due)
+
+    def _deferred_due(self) -> None:
+        self._deferred_timer = None
+        if self._deferred:
+            self.write(b"")
 
     def flush(self) -> None:
         out = self._out
@@ -464,10 +492,13 @@ class _Connection(asyncio.BufferedProtocol):
             return
         if result is None:
             return
-        if inspect.isawaitable(result):
+        if type(result) is not dict and inspect.isawaitable(result):
             task = self.server.loop.create_task(self._finish(sid, operation, result))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+            return
+        if not result and headers.get(rpc.H_DEFER_ACK) is True:
+            self.defer(encode_frame(_PUBLISH_ACK_HEADER + rpc.stream_id_header(sid), _EMPTY_JSON))
             return
         self._respond(sid, operation, result)
 

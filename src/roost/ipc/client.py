@@ -48,7 +48,7 @@ from roost.ipc.errors import (
     ProtocolError,
     error_from_response,
 )
-from roost.ipc.eventstream import Message, MessageDecoder, encode_frame
+from roost.ipc.eventstream import Message, MessageDecoder, encode_frame, encode_header
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ _dumps = rpc.dumps
 _PUBLISH_HEADER: Final = rpc.header_prefix(
     rpc.APPLICATION_MESSAGE, 0, rpc.request_model(rpc.OP_PUBLISH_TO_TOPIC), rpc.OP_PUBLISH_TO_TOPIC
 )
+#: A publish whose response nobody awaits: a Roost agent may send the response lazily.
+_PUBLISH_HEADER_DEFERRED: Final = _PUBLISH_HEADER + encode_header(rpc.H_DEFER_ACK, True)
 
 
 class Received:
@@ -244,11 +246,14 @@ class Subscription(Generic[T]):
 
 
 class _Stream:
+    """An open stream. ``future`` gets the first answer; without a future (a call nobody awaits)
+    ``on_end`` gets the error, or None when the answer was a success."""
+
     __slots__ = ("future", "on_end", "on_event")
 
     def __init__(
         self,
-        future: asyncio.Future[bytes],
+        future: asyncio.Future[bytes] | None,
         on_event: Callable[[bytes], None] | None,
         on_end: Callable[[BaseException | None], None] | None,
     ) -> None:
@@ -277,9 +282,14 @@ class _ClientProtocol(asyncio.BufferedProtocol):
         except FrameError as err:
             self.client._abort(ProtocolError(f"malformed frame from the IPC server: {err.message}"))
             return
-        on_message = self.client._on_message
-        for message in messages:
-            on_message(message)
+        client = self.client
+        on_message = client._on_message
+        was_corked = client._begin_batch()
+        try:
+            for message in messages:
+                on_message(message)
+        finally:
+            client._end_batch(was_corked)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client._connection_lost(exc)
@@ -290,11 +300,8 @@ def _expire(future: asyncio.Future[Any], make_error: Callable[[], BaseException]
         future.set_exception(make_error())
 
 
-def _propagate_failure(answer: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
-    if future.done() or answer.cancelled():
-        return
-    error = answer.exception()
-    if error is not None:
+def _fail(future: asyncio.Future[Any], error: BaseException | None) -> None:
+    if error is not None and not future.done():
         future.set_exception(error)
 
 
@@ -331,6 +338,11 @@ class IpcClient:
         self._reply_lock = asyncio.Lock()
         self._replies: dict[str, asyncio.Future[Any]] = {}
         self._nowait_failed = False
+        self._cid_count = 0
+        self._out: list[bytes] = []
+        self._corked = False
+        self._uncork_scheduled = False
+        self._cork_per_iteration = type(self._loop).__module__.startswith("asyncio")
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -376,6 +388,7 @@ class IpcClient:
         if self._closed is None:
             self._closing_by_user = True
             if self._transport is not None:
+                self._flush_out()
                 self._transport.close()
             else:
                 self._connection_lost(None)
@@ -409,7 +422,7 @@ class IpcClient:
             self._connect_future.set_exception(error)
         streams, self._streams = self._streams, {}
         for stream in streams.values():
-            if not stream.future.done():
+            if stream.future is not None and not stream.future.done():
                 stream.future.set_exception(error)
             elif stream.on_end is not None:
                 stream.on_end(None if self._closing_by_user else error)
@@ -437,10 +450,16 @@ class IpcClient:
                 except ValueError:
                     doc = {"message": message.payload.decode("utf-8", "replace")}
                 error = error_from_response(str(headers.get(rpc.H_SERVICE_MODEL_TYPE, "")), doc)
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(error)
                 elif stream.on_end is not None:
                     stream.on_end(error)
+                return
+            if future is None:
+                if terminate:
+                    del self._streams[sid]  # type: ignore[arg-type]
+                    if stream.on_end is not None:
+                        stream.on_end(None)
                 return
             if not future.done():
                 future.set_result(message.payload)
@@ -463,12 +482,51 @@ class IpcClient:
     def _write(self, data: bytes) -> None:
         if self._closed is not None:
             raise self._closed
-        assert self._transport is not None
-        self._transport.write(data)
+        self._out_write(data)
+
+    def _out_write(self, data: bytes) -> None:
+        """Write coalescing: frames written while handling received data, or after a first write in
+        the same event-loop iteration (asyncio's own loop only: uvloop coalesces by itself), go out
+        in one ``send``."""
+        if self._corked:
+            out = self._out
+            out.append(data)
+            if len(out) == 1 and not self._uncork_scheduled:
+                self._uncork_scheduled = True
+                self._loop.call_soon(self._uncork)
+            return
+        transport = self._transport
+        assert transport is not None
+        transport.write(data)
+        if self._cork_per_iteration:
+            self._corked = True
+            self._uncork_scheduled = True
+            self._loop.call_soon(self._uncork)
+
+    def _uncork(self) -> None:
+        self._uncork_scheduled = False
+        self._corked = False
+        self._flush_out()
+
+    def _flush_out(self) -> None:
+        out = self._out
+        if out and self._transport is not None and self._closed is None:
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def _begin_batch(self) -> bool:
+        was = self._corked
+        self._corked = True
+        return was
+
+    def _end_batch(self, was_corked: bool) -> None:
+        if not was_corked:
+            self._corked = False
+            self._flush_out()
 
     def _end_stream(self, sid: int) -> None:
         if self._streams.pop(sid, None) is not None and self._closed is None and self._transport is not None:
-            self._transport.write(rpc.terminate_stream(sid))
+            self._out_write(rpc.terminate_stream(sid))
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -487,7 +545,7 @@ class IpcClient:
         future: asyncio.Future[bytes] = self._loop.create_future()
         self._streams[sid] = _Stream(future, on_event, on_end)
         assert self._transport is not None
-        self._transport.write(encode_frame(header + rpc.stream_id_header(sid), payload))
+        self._out_write(encode_frame(header + rpc.stream_id_header(sid), payload))
         return sid, future
 
     async def _invoke(
@@ -547,14 +605,25 @@ class IpcClient:
         a failure (unauthorised, invalid topic) is logged once per client instead of raised.
         """
         body = _dumps({"topic": topic, "publishMessage": _publish_message(payload)})
-        self._send(_PUBLISH_HEADER, body)[1].add_done_callback(self._nowait_done)
+        self._send_nowait(body, self._nowait_done)
 
-    def _nowait_done(self, answer: asyncio.Future[bytes]) -> None:
-        if answer.cancelled() or answer.exception() is None:
+    def _send_nowait(self, body: bytes, on_end: Callable[[BaseException | None], None]) -> int:
+        """Publish without a future: ``on_end`` gets the error, or None on success."""
+        if self._closed is not None:
+            raise self._closed
+        sid = self._next_sid
+        self._next_sid = sid + 1
+        self._streams[sid] = _Stream(None, None, on_end)
+        assert self._transport is not None
+        self._out_write(encode_frame(_PUBLISH_HEADER_DEFERRED + rpc.stream_id_header(sid), body))
+        return sid
+
+    def _nowait_done(self, error: BaseException | None) -> None:
+        if error is None or isinstance(error, IpcConnectionClosedError):
             return
         if not self._nowait_failed:
             self._nowait_failed = True
-            logger.error("a publish_nowait/reply_nowait failed (logged once per client): %s", answer.exception())
+            logger.error("a publish_nowait/reply_nowait failed (logged once per client): %s", error)
 
     async def _open_subscription(
         self,
@@ -611,7 +680,8 @@ class IpcClient:
         """Publish ``payload`` with ``replyTo``/``correlationId``; return the reply document."""
         if self._reply_sub is None or self._reply_sub.closed:
             await self._reply_subscription()
-        cid = uuid.uuid4().hex
+        self._cid_count += 1
+        cid = f"{self._cid_count:x}"  # unique per client; the reply topic is unique per client
         future: asyncio.Future[Any] = self._loop.create_future()
         self._replies[cid] = future
         message = dict(payload)
@@ -625,19 +695,19 @@ class IpcClient:
         )
         body = _dumps({"topic": topic, "publishMessage": {"jsonMessage": {"message": message}}})
         try:
-            # The publish's own answer is not awaited separately: a failure (unauthorised, ...)
-            # is forwarded to the reply future, a success needs no wake-up.
-            sid, published = self._send(_PUBLISH_HEADER, body)
+            # The publish's own answer is not awaited: a failure (unauthorised, ...) is forwarded
+            # to the reply future; a success may arrive lazily (rpc.H_DEFER_ACK).
+            sid = self._send_nowait(body, lambda error: _fail(future, error))
         except BaseException:
             handle.cancel()
             self._replies.pop(cid, None)
             raise
-        published.add_done_callback(lambda answer: _propagate_failure(answer, future))
         try:
             return await future
+        except BaseException:
+            self._streams.pop(sid, None)
+            raise
         finally:
-            if not published.done():
-                self._streams.pop(sid, None)
             handle.cancel()
             self._replies.pop(cid, None)
 

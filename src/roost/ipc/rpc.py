@@ -52,6 +52,12 @@ H_VERSION: Final = ":version"
 H_CONTENT_TYPE: Final = ":content-type"
 H_OPERATION: Final = "operation"
 H_SERVICE_MODEL_TYPE: Final = "service-model-type"
+#: Roost extension (bool header on a PublishToTopic request): the sender does not wait for the
+#: response, so the server may hold a successful response back and send it along with the next
+#: frame it writes to that connection (or after :data:`DEFERRED_ACK_DELAY`). Errors are never
+#: held back. Greengrass servers ignore unknown headers and answer at once, which is also correct.
+H_DEFER_ACK: Final = "roost-defer-ack"
+DEFERRED_ACK_DELAY: Final = 0.005
 
 VERSION: Final = "0.1.0"
 CONTENT_TYPE_JSON: Final = "application/json"

@@ -1,0 +1,1 @@
+"""Model serving on the device: backends, request decoding, micro-batching, the inference component."""
