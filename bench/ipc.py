@@ -51,6 +51,11 @@ PEER_LABELS = {
     "uds-async": "asyncio Unix socket, length-prefixed",
     "uds-sync": "blocking Unix socket (the Python floor)",
 }
+VARIANT_LABELS = {
+    "roost": "Roost client (asyncio loop) ↔ agent ↔ Roost client",
+    "roost-uvloop": "Roost client (uvloop) ↔ agent ↔ Roost client",
+    "aws": "awsiotsdk V2 ↔ agent ↔ awsiotsdk V2",
+}
 TARGET_RSS_MB = 60.0
 TARGET_START_S = 1.5
 
@@ -105,15 +110,16 @@ def pubsub_acl(name: str, resources: list[str]) -> dict[str, Any]:
 
 def add_pair(ws: Workspace, variant: str, result_file: Path, n: int, warmup: int, pipe_n: int,
              inflight: int, max_s: float, client_loop: str) -> tuple[str, str]:
-    """The responder and requester components of one variant (``roost`` or ``aws``)."""
+    """The responder and requester components of one variant (``roost``, ``roost-uvloop`` or ``aws``)."""
     topic = f"bench/{variant}/req"
-    extra = ["roost/reply/*"] if variant == "roost" else [topic + "/reply"]
-    cap = variant.capitalize()
+    base = variant.split("-")[0]
+    extra = ["roost/reply/*"] if base == "roost" else [topic + "/reply"]
+    cap = "".join(part.capitalize() for part in variant.split("-"))
     names = (f"bench.{cap}Responder", f"bench.{cap}Requester")
     for name, role in zip(names, ("responder", "requester"), strict=True):
         config = {"topic": topic, "resultFile": str(result_file), "n": n, "warmup": warmup, "pipeN": pipe_n,
                   "inflight": inflight, "maxSeconds": max_s, "accessControl": pubsub_acl(name, [topic, *extra])}
-        run = (f"python3 -u {{artifacts:path}}/{COMPONENT_SCRIPT.name} {variant}-{role} {{configuration:/topic}} "
+        run = (f"python3 -u {{artifacts:path}}/{COMPONENT_SCRIPT.name} {base}-{role} {{configuration:/topic}} "
                "{configuration:/resultFile} {configuration:/n} {configuration:/warmup} {configuration:/pipeN} "
                f"{{configuration:/inflight}} {{configuration:/maxSeconds}} {client_loop}")
         ws.component(name, run, config)
@@ -234,7 +240,8 @@ def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, 
 def run_variant(agent: Agent, ws: Workspace, tmp: Path, variant: str, a: argparse.Namespace) -> dict[str, Any]:
     result_file = tmp / f"result-{variant}.json"
     max_s = a.variant_timeout + 30
-    names = add_pair(ws, variant, result_file, a.n, a.warmup, a.pipe_n, a.inflight, max_s, a.client_loop)
+    client_loop = "uvloop" if variant == "roost-uvloop" else "default"
+    names = add_pair(ws, variant, result_file, a.n, a.warmup, a.pipe_n, a.inflight, max_s, client_loop)
     before = cpu_snapshot(agent)
     rss_peak = agent.rss_mb()
     t0 = time.monotonic()
@@ -324,8 +331,7 @@ def table(results: dict[str, Any]) -> list[str]:
     peers = results.get("peers", {}).get("summary", {})
     mqtt = peers.get("mqtt-thr", {}).get("median")
     rows: list[tuple[str, float | None, float | None, float | None]] = []
-    for key, label in (("roost", "Roost client ↔ agent ↔ Roost client"),
-                       ("aws", "awsiotsdk V2 ↔ agent ↔ awsiotsdk V2")):
+    for key, label in VARIANT_LABELS.items():
         r = results["variants"].get(key)
         if r and "error" not in r:
             rows.append((label, r["median_us"], r["p99_us"], r["pipe_rps"]))
@@ -351,28 +357,30 @@ def table(results: dict[str, Any]) -> list[str]:
 def targets(results: dict[str, Any]) -> list[str]:
     out = []
     mqtt = results.get("peers", {}).get("summary", {}).get("mqtt-thr", {}).get("median")
-    r = results["variants"].get("roost")
-    if mqtt and r and "error" not in r:
+    for key in ("roost", "roost-uvloop"):
+        r = results["variants"].get(key)
+        if not (mqtt and r and "error" not in r):
+            continue
         ok = r["median_us"] <= mqtt["median_us"]
-        out.append(f"- round trip ≤ Mosquitto + paho: {r['median_us']:.0f} vs {mqtt['median_us']:.0f} µs → "
+        out.append(f"- {key}: round trip ≤ Mosquitto + paho: {r['median_us']:.0f} vs {mqtt['median_us']:.0f} µs → "
                    f"{'MET' if ok else 'NOT MET'}")
         ratio = r["pipe_rps"] / mqtt["pipe_rps"]
-        out.append(f"- pipelined ≥ 2x Mosquitto + paho: {r['pipe_rps']:,.0f} vs {mqtt['pipe_rps']:,.0f} req/s "
-                   f"({ratio:.2f}x) → {'MET' if ratio >= 2 else 'NOT MET'}")
-    else:
-        out.append("- round trip / pipelined: not comparable (a run failed)")
+        out.append(f"- {key}: pipelined ≥ 2x Mosquitto + paho: {r['pipe_rps']:,.0f} vs {mqtt['pipe_rps']:,.0f} "
+                   f"req/s ({ratio:.2f}x) → {'MET' if ratio >= 2 else 'NOT MET'}")
     idle = results.get("agent", {}).get("idle_rss_mb")
     if idle is not None:
-        out.append(f"- idle RSS ≤ {TARGET_RSS_MB:.0f} MB: {idle:.1f} MB → {'MET' if idle <= TARGET_RSS_MB else 'NOT MET'}")
+        verdict = "MET" if idle <= TARGET_RSS_MB else "NOT MET"
+        out.append(f"- idle RSS ≤ {TARGET_RSS_MB:.0f} MB: {idle:.1f} MB → {verdict}")
     st = results.get("start", {}).get("start_to_running_median_s")
     if st is not None:
-        out.append(f"- start → RUNNING ≤ {TARGET_START_S} s: {st:.2f} s → {'MET' if st <= TARGET_START_S else 'NOT MET'}")
+        verdict = "MET" if st <= TARGET_START_S else "NOT MET"
+        out.append(f"- start → RUNNING ≤ {TARGET_START_S} s: {st:.2f} s → {verdict}")
     return out
 
 
 def report(results: dict[str, Any]) -> str:
     lines = [f"# bench/ipc.py  {results['date']}  python {results['python']}  cpus={results['cpus']}  "
-             f"n={results['n']} pipe_n={results['pipe_n']}", ""]
+             f"n={results['n']} pipe_n={results['pipe_n']}  agent loop: {results['agent_loop']}", ""]
     lines += table(results)
     lines.append("")
     ag = results.get("agent", {})
@@ -381,13 +389,16 @@ def report(results: dict[str, Any]) -> str:
     lines.append("|---|---:|")
     if "idle_rss_mb" in ag:
         lines.append(f"| idle RSS, no components | {ag['idle_rss_mb']:.1f} MB |")
-    for key, label in (("roost", "Roost"), ("aws", "awsiotsdk")):
+    for key in VARIANT_LABELS:
         r = results["variants"].get(key)
         if r and "error" not in r:
-            lines.append(f"| RSS with the two {label} bench components (peak during run / after) "
+            lines.append(f"| {key}: agent RSS with the two bench components (peak during run / after) "
                          f"| {r['rss_peak_mb']:.1f} / {r['rss_after_mb']:.1f} MB |")
-            lines.append(f"| agent CPU per request/reply ({label}: 2 publishes + 2 deliveries) "
+            lines.append(f"| {key}: agent CPU per request/reply (2 publishes, 2 deliveries) "
                          f"| {r['agent_cpu_us_per_request']:.0f} µs |")
+            if "requester_cpu_us_seq" in r:
+                lines.append(f"| {key}: requester CPU per request, sequential / pipelined "
+                             f"| {r['requester_cpu_us_seq']:.0f} / {r['requester_cpu_us_pipe']:.0f} µs |")
     if "start_detach_median_s" in st:
         lines.append(f"| `agent start --detach` (median of {st['runs']}) | {st['start_detach_median_s']:.2f} s |")
         lines.append(f"| `agent start` launched → first component RUNNING (median of {st['runs']}) "
@@ -408,13 +419,11 @@ def main() -> int:
     ap.add_argument("--pipe-n", type=int, default=None, help="pipelined requests (default 20480, quick 4096)")
     ap.add_argument("--inflight", type=int, default=64)
     ap.add_argument("--start-runs", type=int, default=None, help="agent restarts timed (default 5, quick 3)")
-    ap.add_argument("--variants", default="roost,aws", help="comma list of roost,aws")
+    ap.add_argument("--variants", default="roost,roost-uvloop,aws", help="comma list of roost,roost-uvloop,aws")
     ap.add_argument("--peers", default=PEER_TRANSPORTS, help="peers_messaging.py transports ('' to skip)")
     ap.add_argument("--skip-start", action="store_true", help="skip the start→RUNNING measurement")
     ap.add_argument("--agent-loop", choices=["default", "uvloop"], default="default",
                     help="experiment: run the agent under uvloop (started via a bootstrap, not `--detach`)")
-    ap.add_argument("--client-loop", choices=["default", "uvloop"], default="default",
-                    help="event loop of the Roost-client bench components")
     ap.add_argument("--variant-timeout", type=float, default=180.0, help="seconds per agent variant")
     a = ap.parse_args()
     a.n = a.n or (1000 if a.quick else 5000)
@@ -430,7 +439,7 @@ def main() -> int:
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": sys.version.split()[0], "cpus": os.cpu_count(),
         "machine": os.uname().machine, "n": a.n, "warmup": a.warmup, "pipe_n": a.pipe_n, "inflight": a.inflight,
-        "agent_loop": a.agent_loop, "client_loop": a.client_loop, "variants": {}, "agent": {}, "errors": {},
+        "agent_loop": a.agent_loop, "variants": {}, "agent": {}, "errors": {},
     }
     agent = Agent(tmp / "root", a.agent_loop)
     try:

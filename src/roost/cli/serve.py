@@ -1,0 +1,71 @@
+"""`roost serve` (the inference component) and `roost lambda run` (the Lambda host)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from roost.cli.output import handle_errors
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@handle_errors
+def serve(model: Annotated[Path | None, typer.Option("--model", help="XGBoost model (JSON/UBJ) or .onnx.")] = None,
+          image_model: Annotated[Path | None, typer.Option("--image-model",
+                                                           help="Folder with model.onnx + labels.json.")] = None,
+          engine: Annotated[str, typer.Option("--engine", help="auto | xgboost | compiled | onnx")] = "auto",
+          request_topic: Annotated[str, typer.Option("--request-topic")] = "local/inference",
+          result_topic: Annotated[str, typer.Option("--result-topic")] = "local/result",
+          name: Annotated[str | None, typer.Option("--name", help="Model name in replies.")] = None,
+          version: Annotated[str, typer.Option("--version", help="Model version in replies.")] = "1.0.0",
+          max_batch: Annotated[int, typer.Option("--max-batch", min=1, max=100_000)] = 64,
+          max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0.0, max=1000.0)] = 2.0,
+          cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Compiled-model cache.")] = None,
+          allowed_dir: Annotated[list[Path] | None, typer.Option("--allowed-dir",
+                                                                 help="Folder image requests may read.")] = None,
+          top_k: Annotated[int, typer.Option("--top-k", min=1, max=1000)] = 5,
+          threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
+          log_level: Annotated[str, typer.Option("--log-level")] = "INFO") -> None:
+    """Serve a model to local components over pub/sub (run as a component)."""
+    from roost.serve.service import ServeOptions, run_service
+
+    _logging(log_level)
+    default_name = os.environ.get("ROOST_COMPONENT_NAME") or (model or image_model or Path("model")).stem
+    options = ServeOptions(model=model, image_model=image_model, engine=engine, request_topic=request_topic,
+                           result_topic=result_topic, name=name or default_name, version=version,
+                           max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0,
+                           cache_dir=cache_dir or Path(os.environ.get("ROOST_SERVE_CACHE", ".roost-serve-cache")),
+                           allowed_dirs=[p.resolve() for p in allowed_dir or []], top_k=top_k, threads=threads)
+    asyncio.run(run_service(options))
+
+
+lambda_app = typer.Typer(help="Host unchanged AWS Lambda handlers as components.", no_args_is_help=True)
+
+
+@lambda_app.command("run")
+@handle_errors
+def lambda_run(handler: Annotated[str, typer.Option("--handler", help="module.function")],
+               path: Annotated[Path | None, typer.Option("--path", help="Folder holding the module.")] = None,
+               request_topic: Annotated[str, typer.Option("--request-topic")] = "local/inference",
+               result_topic: Annotated[str, typer.Option("--result-topic")] = "local/result",
+               timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Per invocation, s.")] = 3.0,
+               function_name: Annotated[str | None, typer.Option("--function-name")] = None,
+               memory_mb: Annotated[int, typer.Option("--memory-mb", min=1)] = 128,
+               concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 1,
+               log_level: Annotated[str, typer.Option("--log-level")] = "INFO") -> None:
+    """Run handler(event, context) for each request on the request topic."""
+    from roost.serve.lambda_host import LambdaOptions, run_lambda
+
+    _logging(log_level)
+    options = LambdaOptions(handler=handler, path=path.resolve() if path else None, request_topic=request_topic,
+                            result_topic=result_topic, timeout_s=timeout, function_name=function_name,
+                            memory_mb=memory_mb, concurrency=concurrency)
+    asyncio.run(run_lambda(options))

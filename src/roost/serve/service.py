@@ -1,0 +1,262 @@
+"""The inference component: requests over local pub/sub → model → replies.
+
+``roost serve`` runs this as a Greengrass-style component. For every request on the request topic
+(default ``local/inference``) it publishes, exactly as the original Lambda-based system did, the
+plain JSON list of predictions (or the top-1 label for an image) on the result topic (default
+``local/result``); when the request carries ``replyTo`` and ``correlationId`` (as
+:meth:`roost.ipc.client.IpcClient.request` sends) the requester also gets
+``{"predictions", "model", "engine", "elapsed_us"}`` (image replies: ``labels`` with the top-k
+labels and scores). A bad request never goes silent: ``{"error": {"code", "message"}}`` goes to
+the requester's reply topic, or to the result topic when there is none, and the server keeps
+serving.
+
+Concurrent single-row requests are coalesced by :class:`~roost.serve.batching.MicroBatcher`.
+A new model arrives without a restart through a configuration update of ``modelPath`` (or
+``imageModelDir``): it is loaded and checked beside the old one, then swapped in; batches already
+running finish on the old model and no request is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roost.errors import RoostError
+from roost.ipc.client import ConfigurationUpdate, IpcClient, Received
+from roost.serve.batching import MicroBatcher
+from roost.serve.engine import LoadedModel, load_tabular
+from roost.serve.errors import WRONG_TYPE, RequestError
+from roost.serve.image import ImageClassifier, load_image_request
+from roost.serve.request import decode_tabular, unwrap_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeOptions:
+    model: Path | None = None
+    image_model: Path | None = None
+    engine: str = "auto"
+    request_topic: str = "local/inference"
+    result_topic: str = "local/result"
+    name: str = "model"
+    version: str = "0"
+    max_batch: int = 64
+    max_wait_s: float = 0.002
+    cache_dir: Path = field(default_factory=lambda: Path(".roost-serve-cache"))
+    allowed_dirs: Sequence[Path] = ()
+    top_k: int = 5
+    threads: int | None = None
+
+
+class InferenceService:
+    """One model (tabular or image) served over the IPC client ``ipc``."""
+
+    def __init__(self, ipc: IpcClient, options: ServeOptions) -> None:
+        if (options.model is None) == (options.image_model is None):
+            raise RequestError("serve exactly one of --model (tabular) or --image-model (image classifier)",
+                               code="INVALID_ARGUMENT")
+        self.ipc = ipc
+        self.options = options
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.tabular: LoadedModel | None = None
+        self.image: ImageClassifier | None = None
+        self.batcher: MicroBatcher | None = None
+        self.served = 0
+        self.failed = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._swap_lock = asyncio.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.options.name}@{self.options.version}"
+
+    @property
+    def engine(self) -> str:
+        if self.tabular is not None:
+            return self.tabular.engine
+        return "onnxruntime"
+
+    async def load(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.options.model is not None:
+            self.tabular = await loop.run_in_executor(self.executor, self._load_tabular, self.options.model)
+            self.batcher = MicroBatcher(self.tabular.backend.predict, max_batch=self.options.max_batch,
+                                        max_wait_s=self.options.max_wait_s, executor=self.executor)
+            log.info("serving %s (%s, engine %s) on %s", self.model_id, self.options.model, self.tabular.engine,
+                     self.options.request_topic)
+        else:
+            assert self.options.image_model is not None
+            self.image = await loop.run_in_executor(self.executor, self._load_image, self.options.image_model)
+            log.info("serving image classifier %s (%s) on %s", self.model_id, self.options.image_model,
+                     self.options.request_topic)
+
+    def _load_tabular(self, path: Path) -> LoadedModel:
+        return load_tabular(path, self.options.engine, cache_dir=self.options.cache_dir)  # type: ignore[arg-type]
+
+    def _load_image(self, path: Path) -> ImageClassifier:
+        return ImageClassifier(path, threads=self.options.threads)
+
+    async def start(self) -> None:
+        await self.ipc.subscribe(self.options.request_topic, self._on_request)
+        await self.ipc.subscribe_to_configuration_update(self._on_config)
+
+    # -- requests ----------------------------------------------------------------------------------
+    def _on_request(self, message: Received) -> None:
+        task = asyncio.get_running_loop().create_task(self.handle(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def handle(self, message: Received) -> None:
+        t0 = time.perf_counter()
+        meta: dict[str, Any] = {}
+        try:
+            doc, meta = unwrap_event(message.json if message.json is not None else message.payload)
+            if self.tabular is not None:
+                await self._handle_tabular(doc, meta, t0)
+            else:
+                await self._handle_image(doc, meta, t0)
+            self.served += 1
+        except RoostError as err:
+            self.failed += 1
+            log.info("bad request on %s: %s", message.topic, err)
+            self._send_error(meta, err)
+        except Exception as err:  # a model failure must not stop the server
+            self.failed += 1
+            log.exception("inference failed")
+            self._send_error(meta, RoostError(f"inference failed: {type(err).__name__}: {err}",
+                                              code="INFERENCE_FAILED"))
+
+    async def _handle_tabular(self, doc: Any, meta: dict[str, Any], t0: float) -> None:
+        assert self.tabular is not None and self.batcher is not None
+        if isinstance(doc, dict) and ("image_dir" in doc or "image" in doc):
+            raise RequestError(f"{self.model_id} is a tabular model; send records, not an image", code=WRONG_TYPE)
+        rows = decode_tabular(doc, self.tabular.feature_names)
+        engine = self.tabular.engine
+        preds = await self.batcher.submit(rows)
+        values = [float(v) for v in np.asarray(preds).reshape(-1)]
+        self.ipc.publish_nowait(self.options.result_topic, values)
+        if "replyTo" in meta:
+            self._reply(meta, {"predictions": values, "model": self.model_id, "engine": engine,
+                               "elapsed_us": int((time.perf_counter() - t0) * 1e6)})
+
+    async def _handle_image(self, doc: Any, meta: dict[str, Any], t0: float) -> None:
+        assert self.image is not None
+        if not isinstance(doc, dict):
+            raise RequestError('an image request is an object: {"image_dir": ..., "fname": ...} or '
+                               '{"image": "<base64>"}', code=WRONG_TYPE)
+        image_bytes, source = load_image_request(doc, self.options.allowed_dirs)
+        image = self.image
+        top_k = self.options.top_k
+        labels = await asyncio.get_running_loop().run_in_executor(
+            self.executor, image.classify_bytes, image_bytes, top_k)
+        self.ipc.publish_nowait(self.options.result_topic, labels[0][0])
+        if "replyTo" in meta:
+            self._reply(meta, {"label": labels[0][0], "labels": [{"label": lb, "score": round(s, 6)}
+                                                                  for lb, s in labels],
+                               "source": source, "model": self.model_id, "engine": self.engine,
+                               "elapsed_us": int((time.perf_counter() - t0) * 1e6)})
+
+    def _reply(self, meta: dict[str, Any], body: dict[str, Any]) -> None:
+        body["correlationId"] = meta.get("correlationId")
+        self.ipc.publish_nowait(meta["replyTo"], body)
+
+    def _send_error(self, meta: dict[str, Any], err: RoostError) -> None:
+        body: dict[str, Any] = {"error": err.to_dict()}
+        try:
+            if "replyTo" in meta:
+                self._reply(meta, body)
+            else:
+                self.ipc.publish_nowait(self.options.result_topic, body)
+        except RoostError:
+            log.warning("could not deliver an error reply: %s", err)
+
+    # -- hot swap ----------------------------------------------------------------------------------
+    def _on_config(self, update: ConfigurationUpdate) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload_from_config())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reload_from_config(self) -> None:
+        try:
+            conf = await self.ipc.get_configuration([])
+        except RoostError as err:
+            log.warning("cannot read the configuration after an update: %s", err)
+            return
+        if not isinstance(conf, dict):
+            return
+        key = "modelPath" if self.tabular is not None else "imageModelDir"
+        new_path = conf.get(key)
+        version = conf.get("modelVersion")
+        if isinstance(new_path, str) and new_path:
+            await self.swap(Path(new_path), str(version) if version is not None else None)
+
+    async def swap(self, path: Path, version: str | None = None) -> None:
+        """Load the model at ``path`` beside the current one, then switch to it atomically."""
+        async with self._swap_lock:
+            current = self.options.model if self.tabular is not None else self.options.image_model
+            if current is not None and path.resolve() == current.resolve() and version in (None,
+                                                                                           self.options.version):
+                return
+            loop = asyncio.get_running_loop()
+            # Loading runs on its own thread: requests keep being served by the old model meanwhile.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load") as loader:
+                try:
+                    if self.tabular is not None:
+                        new_tab = await loop.run_in_executor(loader, self._load_tabular, path)
+                        if new_tab.feature_names != self.tabular.feature_names:
+                            raise RequestError(f"new model {path} has features {new_tab.feature_names}, "
+                                               f"the current one {self.tabular.feature_names}",
+                                               code="MODEL_INCOMPATIBLE")
+                    else:
+                        new_img = await loop.run_in_executor(loader, self._load_image, path)
+                except RoostError as err:
+                    log.error("model update to %s refused, still serving %s: %s", path, self.model_id, err)
+                    return
+            if self.tabular is not None:
+                assert self.batcher is not None
+                self.tabular = new_tab
+                self.batcher.swap(new_tab.backend.predict)
+                self.options.model = path
+            else:
+                self.image = new_img
+                self.options.image_model = path
+            if version is not None:
+                self.options.version = version
+            log.info("model swapped: now serving %s from %s", self.model_id, path)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+        if self.batcher is not None:
+            await self.batcher.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def run_service(options: ServeOptions) -> None:
+    """Connect from the component environment, serve until SIGTERM, then drain in-flight requests."""
+    ipc = await IpcClient.connect()
+    service = InferenceService(ipc, options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.load()
+        await service.start()
+        await ipc.update_state("RUNNING")
+        log.info("ready")
+        await stop.wait()
+    finally:
+        await service.close()
+        await ipc.close()
+        log.info("stopped after %d request(s), %d rejected", service.served, service.failed)
