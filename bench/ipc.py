@@ -333,7 +333,9 @@ def table(results: dict[str, Any]) -> list[str]:
     rows: list[tuple[str, float | None, float | None, float | None]] = []
     for key, label in VARIANT_LABELS.items():
         r = results["variants"].get(key)
-        if r and "error" not in r:
+        if r is None:
+            continue  # not selected
+        if "error" not in r:
             rows.append((label, r["median_us"], r["p99_us"], r["pipe_rps"]))
         else:
             rows.append((label + " (failed)", None, None, None))

@@ -89,7 +89,7 @@ def start_detached(paths: AgentPaths, thing_name: str | None, timeout: float = 6
     if pid is not None:
         raise ConflictError(f"an agent is already running on {paths.root} (pid {pid})", code="AGENT_ALREADY_RUNNING")
     paths.ensure()
-    args = [sys.executable, "-m", "roost", "agent", "start", "--root", str(paths.root)]
+    args = [sys.executable, "-m", "roost.agent", "--root", str(paths.root)]
     if thing_name:
         args += ["--thing-name", thing_name]
     args += extra_args or []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Annotated
 
 import typer
@@ -36,10 +34,12 @@ def start(root: RootOpt = None,
         else:
             console.print(f"agent started (pid {pid}) on {paths.root}")
         return
-    from roost.agent.agent import run_agent
+    from roost.agent.__main__ import main as agent_main
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_agent(paths, thing_name))
+    args = ["--root", str(paths.root), "--log-level", log_level]
+    if thing_name:
+        args += ["--thing-name", thing_name]
+    raise typer.Exit(agent_main(args))
 
 
 @app.command("stop")

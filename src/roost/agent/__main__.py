@@ -1,0 +1,39 @@
+"""`python -m roost.agent --root R [--thing-name N]`: the agent process itself.
+
+`roost agent start` (foreground or ``--detach``) runs this; it skips the CLI's imports (Typer,
+Rich) so the agent is up sooner and uses less memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from roost.agent.agent import run_agent
+from roost.agent.paths import AgentPaths
+from roost.errors import RoostError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="roost-agent", description=__doc__)
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--thing-name", default=None)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        try:
+            import uvloop
+        except ImportError:  # uvloop is a dependency; plain asyncio still works where it cannot build
+            asyncio.run(run_agent(AgentPaths.at(args.root), args.thing_name))
+        else:
+            uvloop.run(run_agent(AgentPaths.at(args.root), args.thing_name))
+    except RoostError as err:
+        logging.getLogger("roost.agent").error("%s (%s)", err.message, err.code)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

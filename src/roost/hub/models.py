@@ -1,0 +1,167 @@
+"""ORM tables (SQLAlchemy 2). The migrations in :mod:`roost.hub.migrations` create them.
+
+Times are stored as naive UTC and read back as aware UTC (:class:`UTCDateTime`), the same on
+SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime stored without a zone."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class Meta(Base):
+    """Counters; the row ``revision`` is bumped on every change of any device's desired state."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False, default="admin")
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class EnrollToken(Base):
+    __tablename__ = "enroll_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    group_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"), nullable=True)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    credential_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    labels: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    last_seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    #: ``{component: {"version": ..., "state": ...}}`` as last reported.
+    reported: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
+    applied_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The revision at which this device's desired state last changed (0: never).
+    desired_revision: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class Group(Base):
+    __tablename__ = "groups"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+    group_name: Mapped[str] = mapped_column(ForeignKey("groups.name", ondelete="CASCADE"), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    __table_args__ = (Index("ix_group_members_device", "device_id"),)
+
+
+class Component(Base):
+    __tablename__ = "components"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The recipe in Greengrass JSON form, with the hub-computed ``Digest`` of every artifact.
+    recipe: Mapped[dict[str, Any]] = mapped_column(nullable=False)
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class ArtifactFile(Base):
+    __tablename__ = "artifacts"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    file_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    #: The global revision at which the deployment was created: orders deployments.
+    seq: Mapped[int] = mapped_column(Integer, unique=True, nullable=False)
+    target_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    target_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    components: Mapped[dict[str, Any]] = mapped_column(nullable=False)
+    configuration: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
+    failure_policy: Mapped[str] = mapped_column(String(16), nullable=False, default="ROLLBACK")
+    max_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    abort_failure_percent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    abort_min_devices: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    timeout_minutes: Mapped[int] = mapped_column(Integer, nullable=False, default=60)
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="ACTIVE")
+    status_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    __table_args__ = (Index("ix_deployments_target", "target_type", "target_name", "seq"),)
+
+
+class DeviceDeployment(Base):
+    __tablename__ = "device_deployments"
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="QUEUED")
+    reason_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    released_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(nullable=False)
+    __table_args__ = (
+        Index("ix_device_deployments_device", "device_id"),
+        Index("ix_device_deployments_status", "deployment_id", "status"),
+    )
+
+
+class DeviceReport(Base):
+    """Reports already applied, for exactly-once delivery of spooled reports."""
+
+    __tablename__ = "device_reports"
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    report_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(nullable=False)

@@ -1,0 +1,534 @@
+"""A small typed client for the hub's REST API (``/v1``, see ``docs/hub.md``).
+
+Two halves:
+
+* :class:`HubClient` (synchronous, ``httpx.Client``) — the admin API the CLI calls with an API
+  token: enrolment tokens, devices, groups, components (multipart publish with a progress
+  callback), deployments. :func:`enroll` redeems a one-time enrolment token (no auth header).
+* :class:`DeviceClient` (asynchronous, ``httpx.AsyncClient``) — what the agent's sync loop calls
+  with its device credential: the desired-state long poll, artifact downloads, report delivery.
+
+Every call has a timeout. The hub's errors (``{"error": {"code", "message"}}``) become
+:class:`~roost.errors.RoostError` subclasses carrying the hub's code: 401/403 →
+:class:`HubUnauthorizedError`, 404 → :class:`HubNotFoundError`, 409 → :class:`HubConflictError`,
+other 4xx → :class:`HubInvalidInputError`, 5xx → :class:`HubServerError` (retryable). A hub that
+cannot be reached is :class:`HubUnreachableError` (retryable); one that does not answer in time,
+:class:`HubTimeoutError` (retryable). Credentials are sent in headers only and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from roost import __version__
+from roost.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    OperationTimeoutError,
+    Retryable,
+    RoostError,
+    UnauthorizedError,
+)
+
+log = logging.getLogger(__name__)
+
+#: Timeout (seconds) of an ordinary API call: connect, read, write and pool.
+DEFAULT_TIMEOUT = 30.0
+#: Connect timeout for every call: a hub that does not accept a connection within this is down.
+CONNECT_TIMEOUT = 10.0
+#: Extra read time allowed beyond the server-side wait of a long poll.
+LONG_POLL_GRACE = 15.0
+#: The header the hub sends with every artifact: its SHA-256 (hex).
+SHA256_HEADER = "X-Roost-Sha256"
+USER_AGENT = f"roost/{__version__}"
+
+
+# -- errors --------------------------------------------------------------------------------------
+class HubError(RoostError):
+    """Base class of the errors the hub client raises."""
+
+    code = "HUB_ERROR"
+    status: int | None = None
+
+
+class HubUnauthorizedError(UnauthorizedError, HubError):
+    """401/403: the token or device credential was refused (revoked, expired, wrong kind)."""
+
+    code = "UNAUTHORIZED"
+
+
+class HubNotFoundError(NotFoundError, HubError):
+    code = "NOT_FOUND"
+
+
+class HubConflictError(ConflictError, HubError):
+    code = "CONFLICT"
+
+
+class HubInvalidInputError(InvalidInputError, HubError):
+    code = "INVALID_INPUT"
+
+
+class HubServerError(Retryable, HubError):
+    """5xx: the hub failed; the same call may succeed later."""
+
+    code = "HUB_SERVER_ERROR"
+
+
+class HubUnreachableError(Retryable, HubError):
+    """No connection to the hub (refused, DNS, reset): retry later with backoff."""
+
+    code = "HUB_UNREACHABLE"
+
+
+class HubTimeoutError(OperationTimeoutError, HubError):
+    """The hub did not answer within the call's timeout."""
+
+    code = "HUB_TIMEOUT"
+
+
+class HubProtocolError(HubError):
+    """The hub answered something this client does not understand."""
+
+    code = "HUB_PROTOCOL_ERROR"
+
+
+def error_from_response(response: httpx.Response) -> HubError:
+    """The :class:`HubError` for a non-2xx response (the response body must have been read)."""
+    code: str | None = None
+    message = ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            code = err.get("code") if isinstance(err.get("code"), str) else None
+            message = str(err.get("message") or "")
+        elif isinstance(body.get("detail"), (str, list)):
+            message = str(body["detail"])
+    if not message:
+        message = (response.text or response.reason_phrase or "").strip()[:500]
+    status = response.status_code
+    cls: type[HubError]
+    if status in (401, 403):
+        cls = HubUnauthorizedError
+    elif status == 404:
+        cls = HubNotFoundError
+    elif status == 409:
+        cls = HubConflictError
+    elif 400 <= status < 500:
+        cls = HubInvalidInputError
+    else:
+        cls = HubServerError
+    where = f"{response.request.method} {response.request.url.path}"
+    error = cls(f"hub: {message or 'HTTP ' + str(status)} ({where} → {status})", code=code)
+    error.status = status
+    return error
+
+
+def _transport_error(err: httpx.TransportError, base_url: str) -> HubError:
+    if isinstance(err, httpx.TimeoutException):
+        return HubTimeoutError(f"the hub at {base_url} did not answer in time ({type(err).__name__})")
+    reason = str(err) or type(err).__name__
+    return HubUnreachableError(f"cannot reach the hub at {base_url}: {reason}")
+
+
+# -- models ----------------------------------------------------------------------------------------
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Enrollment(_Model):
+    """The answer to ``POST /v1/enroll``."""
+
+    device: str
+    credential: str = Field(repr=False)
+
+
+class EnrollToken(_Model):
+    token: str = Field(repr=False)
+    expires_at: str | None = None
+
+
+class ReportedComponent(_Model):
+    version: str | None = None
+    state: str | None = None
+
+
+class Device(_Model):
+    name: str
+    labels: dict[str, Any] = Field(default_factory=dict)
+    groups: list[str] = Field(default_factory=list)
+    last_seen_at: str | None = None
+    revoked: bool = False
+    components: dict[str, ReportedComponent] = Field(default_factory=dict)
+    status: str | None = None
+
+
+class Group(_Model):
+    name: str
+    devices: list[str] = Field(default_factory=list)
+
+
+class PublishedArtifact(_Model):
+    file: str
+    sha256: str
+    size: int
+
+
+class Component(_Model):
+    name: str
+    version: str
+    artifacts: list[PublishedArtifact] = Field(default_factory=list)
+
+
+class DeviceResult(_Model):
+    device: str
+    status: str
+    reason_code: str | None = None
+    message: str | None = None
+    updated_at: str | None = None
+
+
+class Deployment(_Model):
+    id: str
+    target: str | None = None
+    components: dict[str, str] = Field(default_factory=dict)
+    status: str | None = None
+    created_at: str | None = None
+    devices: list[DeviceResult] = Field(default_factory=list)
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class DesiredComponent(_Model):
+    version: str
+    recipe: dict[str, Any]
+    configuration: dict[str, Any] | None = None
+
+
+class Desired(_Model):
+    """A device's desired state at ``revision`` (``GET /v1/device/desired``)."""
+
+    revision: int
+    deployments: list[str] = Field(default_factory=list)
+    components: dict[str, DesiredComponent] = Field(default_factory=dict)
+
+
+def _parse(model: type[M], data: Any, what: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise HubProtocolError(f"unexpected answer from the hub for {what}: {err.errors()[0]['msg']} at "
+                               f"{'.'.join(str(p) for p in err.errors()[0]['loc'])}") from err
+
+
+def _parse_list(model: type[M], data: Any, what: str) -> list[M]:
+    if isinstance(data, dict):  # tolerate {"items": [...]} / {"<what>": [...]} envelopes
+        lists = [v for v in data.values() if isinstance(v, list)]
+        data = lists[0] if len(lists) == 1 else data
+    if not isinstance(data, list):
+        raise HubProtocolError(f"unexpected answer from the hub for {what}: expected a list")
+    return [_parse(model, item, what) for item in data]
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def normalize_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise InvalidInputError(f"hub URL {url!r} must start with http:// or https://", code="INVALID_HUB_URL")
+    return url
+
+
+# -- enrolment (no credential yet) ----------------------------------------------------------------
+def enroll(hub: str, token: str, name: str, labels: Mapping[str, Any], *,
+           timeout: float = DEFAULT_TIMEOUT) -> Enrollment:
+    """Redeem a one-time enrolment token: ``POST /v1/enroll`` → the device's name and credential."""
+    base = normalize_url(hub)
+    try:
+        with httpx.Client(base_url=base, headers=_headers(None),
+                          timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT)) as client:
+            response = client.post("/v1/enroll", json={"token": token, "name": name, "labels": dict(labels)})
+    except httpx.TransportError as err:
+        raise _transport_error(err, base) from err
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    return _parse(Enrollment, response.json(), "enrol")
+
+
+# -- admin client ------------------------------------------------------------------------------
+ProgressCallback = Callable[[int], None]
+
+
+class _ProgressReader:
+    """A binary file wrapper reporting every chunk httpx reads while streaming a multipart body."""
+
+    def __init__(self, fh: IO[bytes], on_read: ProgressCallback) -> None:
+        self._fh = fh
+        self._on_read = on_read
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        if data:
+            self._on_read(len(data))
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
+    def __iter__(self) -> _ProgressReader:
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.read(64 * 1024)
+        if not data:
+            raise StopIteration
+        return data
+
+
+class HubClient:
+    """The admin API with an API token (``--token`` / ``ROOST_TOKEN``). Use as a context manager."""
+
+    def __init__(self, hub: str, token: str | None, *, timeout: float = DEFAULT_TIMEOUT,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = normalize_url(hub)
+        self._client = httpx.Client(base_url=self.base_url, headers=_headers(token),
+                                    timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT), transport=transport)
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One call; the decoded JSON body (``None`` for an empty body); HubError on failure."""
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.TransportError as err:
+            raise _transport_error(err, self.base_url) from err
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as err:
+            raise HubProtocolError(f"the hub answered {method} {path} with a body that is not JSON") from err
+
+    # enrolment tokens
+    def create_enroll_token(self, group: str | None = None, ttl_seconds: int | None = None) -> EnrollToken:
+        body: dict[str, Any] = {}
+        if group:
+            body["group"] = group
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        return _parse(EnrollToken, self.request("POST", "/v1/enroll-tokens", json=body), "enroll token")
+
+    # devices
+    def devices(self) -> list[Device]:
+        return _parse_list(Device, self.request("GET", "/v1/devices"), "devices")
+
+    def device(self, name: str) -> Device:
+        return _parse(Device, self.request("GET", f"/v1/devices/{_seg(name)}"), "device")
+
+    def revoke_device(self, name: str) -> Any:
+        return self.request("POST", f"/v1/devices/{_seg(name)}/revoke")
+
+    def set_labels(self, name: str, labels: Mapping[str, Any]) -> Any:
+        return self.request("PUT", f"/v1/devices/{_seg(name)}/labels", json={"labels": dict(labels)})
+
+    # groups
+    def add_members(self, group: str, devices: Iterable[str]) -> Any:
+        return self.request("POST", f"/v1/groups/{_seg(group)}/members", json={"devices": list(devices)})
+
+    def remove_member(self, group: str, device: str) -> Any:
+        return self.request("DELETE", f"/v1/groups/{_seg(group)}/members/{_seg(device)}")
+
+    def groups(self) -> list[Group]:
+        return _parse_list(Group, self.request("GET", "/v1/groups"), "groups")
+
+    # components
+    def publish_component(self, recipe: Path, artifacts: Mapping[str, Path],
+                          on_progress: ProgressCallback | None = None, *, timeout: float = 3600.0) -> Component:
+        """``POST /v1/components`` (multipart): the recipe file plus each artifact, streamed from disk.
+
+        ``artifacts`` maps the file name the recipe's URI names (its last path segment) to the
+        local file. ``on_progress`` is called with the number of artifact bytes sent so far.
+        """
+        handles: list[IO[bytes]] = []
+        try:
+            files: list[tuple[str, tuple[str, Any, str]]] = [
+                ("recipe", (recipe.name, recipe.read_bytes(), _recipe_type(recipe)))]
+            for file_name, path in artifacts.items():
+                fh = path.open("rb")
+                handles.append(fh)
+                body: Any = _ProgressReader(fh, on_progress) if on_progress else fh
+                files.append(("artifacts", (file_name, body, "application/octet-stream")))
+            return _parse(Component, self.request("POST", "/v1/components", files=files,
+                                                  timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT)),
+                          "publish")
+        except OSError as err:
+            raise InvalidInputError(f"cannot read {err.filename}: {err.strerror}", code="FILE_UNREADABLE") from err
+        finally:
+            for handle in handles:
+                handle.close()
+
+    def components(self) -> list[dict[str, Any]]:
+        data = self.request("GET", "/v1/components")
+        if isinstance(data, dict):
+            lists = [v for v in data.values() if isinstance(v, list)]
+            data = lists[0] if len(lists) == 1 else data
+        if not isinstance(data, list):
+            raise HubProtocolError("unexpected answer from the hub for components: expected a list")
+        return [dict(item) for item in data if isinstance(item, dict)]
+
+    def component(self, name: str, version: str) -> dict[str, Any]:
+        data = self.request("GET", f"/v1/components/{_seg(name)}/{_seg(version)}")
+        if not isinstance(data, dict):
+            raise HubProtocolError("unexpected answer from the hub for a component")
+        return data
+
+    # deployments
+    def create_deployment(self, body: Mapping[str, Any]) -> Deployment:
+        return _parse(Deployment, self.request("POST", "/v1/deployments", json=dict(body)), "deployment")
+
+    def deployment(self, deployment_id: str) -> Deployment:
+        return _parse(Deployment, self.request("GET", f"/v1/deployments/{_seg(deployment_id)}"), "deployment")
+
+    def deployments(self) -> list[Deployment]:
+        return _parse_list(Deployment, self.request("GET", "/v1/deployments"), "deployments")
+
+    def cancel_deployment(self, deployment_id: str) -> Deployment:
+        return _parse(Deployment, self.request("POST", f"/v1/deployments/{_seg(deployment_id)}/cancel"),
+                      "deployment")
+
+
+def _seg(value: str) -> str:
+    """One URL path segment, percent-encoded."""
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def _recipe_type(path: Path) -> str:
+    return "application/json" if path.suffix.lower() == ".json" else "application/yaml"
+
+
+# -- device client ---------------------------------------------------------------------------------
+class DigestMismatchError(HubError):
+    """A downloaded artifact's SHA-256 differs from what the hub says it should be."""
+
+    code = "ARTIFACT_DIGEST_MISMATCH"
+
+
+class DeviceClient:
+    """The agent's side of the sync protocol, with the device credential."""
+
+    def __init__(self, hub: str, credential: str, *, timeout: float = DEFAULT_TIMEOUT,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base_url = normalize_url(hub)
+        self.timeout = timeout
+        self._client = httpx.AsyncClient(base_url=self.base_url, headers=_headers(credential),
+                                         timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
+                                         transport=transport)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._client.request(method, path, **kwargs)
+        except httpx.TransportError as err:
+            raise _transport_error(err, self.base_url) from err
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
+
+    async def desired(self, after: int, wait: float) -> Desired | None:
+        """Long poll: the desired state once its revision is above ``after``; ``None`` on 204."""
+        timeout = httpx.Timeout(wait + LONG_POLL_GRACE, connect=CONNECT_TIMEOUT)
+        response = await self._call("GET", "/v1/device/desired", params={"after": after, "wait": int(wait)},
+                                    timeout=timeout)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            data = response.json()
+        except ValueError as err:
+            raise HubProtocolError("the hub's desired state is not JSON") from err
+        return _parse(Desired, data, "desired state")
+
+    async def send_reports(self, reports: list[dict[str, Any]]) -> Any:
+        response = await self._call("POST", "/v1/device/reports", json={"reports": reports})
+        return response.json() if response.content else None
+
+    async def download_artifact(self, name: str, version: str, file_name: str, dest: Path) -> str:
+        """Stream one artifact to ``dest``; return its SHA-256 (hex).
+
+        Raises :class:`DigestMismatchError` when the bytes do not match the hub's
+        ``X-Roost-Sha256`` header (``dest`` is removed then).
+        """
+        path = f"/v1/artifacts/{_seg(name)}/{_seg(version)}/{_seg(file_name)}"
+        digest = hashlib.sha256()
+        tmp = dest.with_name(f".{dest.name}.part")
+        try:
+            async with self._client.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_from_response(response)
+                expected = response.headers.get(SHA256_HEADER, "").strip().lower()
+                with tmp.open("wb") as out:
+                    async for chunk in response.aiter_bytes(256 * 1024):
+                        digest.update(chunk)
+                        await asyncio.to_thread(out.write, chunk)
+        except httpx.TransportError as err:
+            tmp.unlink(missing_ok=True)
+            raise _transport_error(err, self.base_url) from err
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        actual = digest.hexdigest()
+        if expected and expected != actual:
+            tmp.unlink(missing_ok=True)
+            raise DigestMismatchError(f"{name}-{version}: artifact {file_name} downloaded from the hub has SHA-256 "
+                                      f"{actual}, but the hub's {SHA256_HEADER} header says {expected}: the file "
+                                      "was altered or corrupted")
+        os.replace(tmp, dest)
+        return actual
+
+
+__all__ = [
+    "Component", "Deployment", "Desired", "DesiredComponent", "Device", "DeviceClient", "DeviceResult",
+    "DigestMismatchError", "EnrollToken", "Enrollment", "Group", "HubClient", "HubConflictError", "HubError",
+    "HubInvalidInputError", "HubNotFoundError", "HubProtocolError", "HubServerError", "HubTimeoutError",
+    "HubUnauthorizedError", "HubUnreachableError", "enroll", "error_from_response", "normalize_url",
+]
