@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Export EfficientNet-Lite0 (Apache-2.0 weights from PyPI) to an int8 ONNX model for Roost.
 
-Writes ``src/roost/samples/models/efficientnet-lite0/``: ``model.onnx``, ``labels.json`` and
+Writes ``src/roost/samples/artifacts/com.roost.ImageClassifier/1.0.0/``: ``model.onnx``, ``labels.json`` and
 ``PROVENANCE.md``. torch is needed by this script only and is not a dependency of Roost: run it in
 a throwaway virtual environment, never in the project's own::
 
@@ -13,12 +13,12 @@ a throwaway virtual environment, never in the project's own::
     (cd /tmp && npm pack @tensorflow-models/mobilenet@2.1.1)
     # Calibration images: the CC0 / public-domain sample images bundled in scikit-image
     /tmp/exportenv/bin/pip download --no-deps -d /tmp/skd scikit-image==0.26.0
-    (cd /tmp/skd && python3 -m zipfile -e scikit_image-*.whl .)
+    (cd /tmp/skd && python3 -m zipfile -e scikit_image-0.26.0-*.whl .)
     /tmp/exportenv/bin/python scripts/export_efficientnet_lite0.py \\
         --mobilenet-tgz /tmp/tensorflow-models-mobilenet-2.1.1.tgz \\
         --calibration-dir /tmp/skd/skimage/data \\
         --eval-image ../shared/seed-data/pelican.jpeg --eval-image ../shared/seed-data/macaw.jpg \\
-        --eval-image ../shared/seed-data/dog.jpg
+        --eval-image ../shared/seed-data/dog.jpg --expect pelican.jpeg=pelican --expect macaw.jpg=macaw
 
 What it does:
 
@@ -32,7 +32,9 @@ What it does:
 3. quantises it with ``onnxruntime.quantization.quantize_static`` (QDQ, int8 weights per channel,
    uint8 activations, MinMax calibration on the calibration images, each also mirrored);
 4. compares int8 with fp32 on every calibration and evaluation image (top-1 agreement, top-5
-   overlap) and keeps int8 only when top-1 agrees on all of them, else writes fp32;
+   overlap) and keeps int8 only when its top-1 is every ``--expect``ed label, equals fp32's top-1
+   wherever fp32 is confident (score >= 0.5) and is among fp32's top 5 elsewhere; else writes fp32
+   (fp32 itself must give every ``--expect``ed label, or the script fails);
 5. writes labels.json (1000 names in the standard index order, index 144 ``pelican``) and
    PROVENANCE.md with the hashes, versions, command and measurements.
 
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--expect", action="append", default=[], metavar="FILE=LABEL", help="required top-1 of an image, by file name"
     )
-    parser.add_argument("--out-dir", type=Path, default=REPO / "src/roost/samples/models/efficientnet-lite0")
+    parser.add_argument("--out-dir", type=Path, default=REPO / "src/roost/samples/artifacts/com.roost.ImageClassifier/1.0.0")
     parser.add_argument("--fp32", action="store_true", help="write the fp32 model, do not quantise")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -296,7 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     calibration = [*calib_images.values(), *(np.ascontiguousarray(b[..., ::-1]) for b in calib_images.values())]
     eval_images = load_images(args.eval_image)
     expected = dict(item.split("=", 1) for item in args.expect)
-    logger.info("calibration: %d images (%d with mirrors); evaluation: %d", len(calib_images), len(calibration), len(eval_images))
+    logger.info(
+        "calibration: %d images (%d with mirrors); evaluation: %d",
+        len(calib_images),
+        len(calibration),
+        len(eval_images),
+    )
 
     model = build_torch_model(weights)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -335,7 +342,11 @@ def main(argv: list[str] | None = None) -> int:
             for row in rows:
                 logger.info(
                     "%-22s fp32 %-28s %.3f  int8 %-28s %.3f  top5 overlap %d/5",
-                    row["image"], row["fp32"][0][:28], row["fp32"][1], row["int8"][0][:28], row["int8"][1],
+                    row["image"],
+                    row["fp32"][0][:28],
+                    row["fp32"][1],
+                    row["int8"][0][:28],
+                    row["int8"][1],
                     row["top5_overlap"],
                 )
             problems = int8_problems(rows, expected)
@@ -459,7 +470,7 @@ dependency of Roost). Do not edit these files by hand: run the script again.
 - Calibration: {len(k["calib_names"])} photographs bundled in scikit-image 0.26.0 (`skimage/data`), each also
   mirrored: {", ".join(k["calib_names"])}. Their licences are stated in scikit-image's
   `skimage/data/_fetchers.py` (CC0 or public domain); none of them is shipped with Roost except
-  `coffee` (see `samples/images/ATTRIBUTION.md`).
+  `coffee` (see `samples/artifacts/com.roost.ImageRequester/1.0.0/ATTRIBUTION.md`).
 - Acceptance rule of the script: int8 is kept when its top-1 equals every `--expect`ed label, equals
   fp32's top-1 wherever fp32 is confident (top-1 score >= {CONFIDENT}), and is among fp32's top 5
   everywhere else. Agreement with fp32 (top-1 label and softmax score; top-5 overlap; largest
@@ -477,7 +488,8 @@ dependency of Roost). Do not edit these files by hand: run the script again.
   agreement on such a CPU before relying on the scores there.
 
 ## Labels
-- `labels.json`: 1000 ImageNet-1k class names in the standard index order (index 144 `pelican`),
+- `labels.json`: 1000 ImageNet-1k class names in the standard index order (index 144 `pelican`;
+  as in every copy of that list, 134 (the bird) and 517 (the machine) are both `crane`),
   sha256 `{sha256(k["labels_path"])}`.
 - Source: `dist/imagenet_classes.js` (`IMAGENET_CLASSES`) of the npm package
   `{MOBILENET_NPM}` {k["mobilenet_version"]} (`npm pack`, tarball sha256

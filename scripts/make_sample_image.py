@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make Roost's sample image, ``src/roost/samples/images/coffee.jpg``, from scikit-image's ``coffee.png``.
+"""Make Roost's sample image, ``src/roost/samples/artifacts/com.roost.ImageRequester/1.0.0/coffee.jpg``, from scikit-image's ``coffee.png``.
 
 The photograph is CC0 (by Rachel Michetti, courtesy of Pikolo Espresso Bar, as stated in
 scikit-image's ``skimage/data/_fetchers.py``). scikit-image is not a Roost dependency: take the
@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
-OUT = REPO / "src/roost/samples/images/coffee.jpg"
+OUT = REPO / "src/roost/samples/artifacts/com.roost.ImageRequester/1.0.0/coffee.jpg"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,7 +126,7 @@ def error_from_response(response: httpx.Response) -> HubError:
         cls = HubUnauthorizedError
     elif status == 404:
         cls = HubNotFoundError
-    elif status == 409:
+    elif status in (409, 410):  # 410: a one-time thing already used (an enrolment token)
         cls = HubConflictError
     elif 400 <= status < 500:
         cls = HubInvalidInputError
@@ -489,7 +489,10 @@ class DeviceClient:
 
     async def send_reports(self, reports: list[dict[str, Any]]) -> Any:
         response = await self._call("POST", "/v1/device/reports", json={"reports": reports})
-        return response.json() if response.content else None
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            return None
 
     async def download_artifact(self, name: str, version: str, file_name: str, dest: Path) -> str:
         """Stream one artifact to ``dest``; return its SHA-256 (hex).

@@ -15,7 +15,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roost.agent.configuration import get_path, merge_at
 from roost.agent.deployer import Deployer
@@ -30,6 +30,9 @@ from roost.agent.store import ComponentRecord, Store
 from roost.agent.supervisor import ComponentSpec, Supervisor
 from roost.errors import InvalidInputError, NotFoundError, RoostError
 from roost.recipe import Recipe, current_platform, dependency_order
+
+if TYPE_CHECKING:
+    from roost.agent.sync import HubSync
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ class Agent:
         self._next_sub = 0
         self._stopping = asyncio.Event()
         self._cli_token = ""
+        self.hub_sync: HubSync | None = None
         self._applied_configs: dict[str, dict[str, Any]] = {
             n: r.configuration for n, r in self.deployer.live.items()}
 
@@ -79,6 +83,12 @@ class Agent:
         await self._start_installed()
         await self.server.start()
         self.deployer.start()
+        if (self.paths.root / "hub.json").exists():  # enrolled with a hub: run the sync loop
+            from roost.agent.sync import HubSync
+
+            self.hub_sync = HubSync.for_agent(self)
+            if self.hub_sync is not None:
+                self.hub_sync.start()
         log.info("agent started: root %s, thing %s, %d component(s)", self.paths.root, self.thing_name,
                  len(self.deployer.current_specs))
 
@@ -89,6 +99,8 @@ class Agent:
         self._stopping.set()
 
     async def close(self) -> None:
+        if self.hub_sync is not None:
+            await self.hub_sync.close()
         await self.deployer.close()
         order = self._dependency_order(self.deployer.current_specs)
         await self.supervisor.stop_all(list(reversed(order)))

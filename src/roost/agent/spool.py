@@ -204,7 +204,7 @@ class Backoff:
     attempt: int = field(default=0, init=False)
 
     def ceiling(self, attempt: int) -> float:
-        return min(self.cap, self.base * 2 ** min(attempt, 62))
+        return min(self.cap, self.base * float(2 ** min(attempt, 62)))
 
     def next_delay(self) -> float:
         delay = max(self.floor, self.rand() * self.ceiling(self.attempt))

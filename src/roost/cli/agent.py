@@ -24,9 +24,19 @@ def start(root: RootOpt = None,
           detach: Annotated[bool, typer.Option("--detach", help="Run in the background; return once the IPC "
                                                              "socket accepts connections.")] = False,
           log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+          hub: Annotated[str | None, typer.Option("--hub", help="Hub URL: enrol (first start) and sync with it.")]
+          = None,
+          enroll_token: Annotated[str | None, typer.Option("--enroll-token", help="One-time enrolment token "
+                                                                                  "(first start with --hub).")]
+          = None,
+          label: Annotated[list[str] | None, typer.Option("--label", help="k=v device label sent at enrolment "
+                                                                          "(repeatable).")] = None,
           as_json: JsonOpt = False) -> None:
     """Start the agent on ROOT (foreground unless --detach)."""
     paths = AgentPaths.at(root)
+    from roost.cli.hubcmd import enroll_for_start
+
+    thing_name = enroll_for_start(paths, hub, enroll_token, thing_name, label or [])
     if detach:
         pid = start_detached(paths, thing_name, extra_args=["--log-level", log_level])
         if as_json:

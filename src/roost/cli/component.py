@@ -1,14 +1,17 @@
-"""`roost component list|details|restart|stop`."""
+"""`roost component list|details|restart|stop` (this device) and `roost component publish` (a hub)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from roost.cli import local
+from roost.cli import hubcmd, local
 from roost.cli.agent import JsonOpt, RootOpt
 from roost.cli.output import console, emit_json, handle_errors, styled, table
+from roost.errors import InvalidInputError
 
 app = typer.Typer(help="Inspect and control the components on this device.", no_args_is_help=True)
 
@@ -51,6 +54,29 @@ def stop(name: str, root: RootOpt = None, as_json: JsonOpt = False) -> None:
     """Stop a component (Shutdown step, then SIGTERM/SIGKILL)."""
     out = local.call(root, "StopComponent", {"componentName": name}, timeout=180)
     emit_json(out) if as_json else console.print(out.get("message", "stopped"))
+
+
+@app.command("publish")
+@handle_errors
+def publish(directory: Annotated[Path | None, typer.Argument(help="A folder holding one recipe file and its "
+                                                                  "artifacts (instead of --recipe/--artifacts).")]
+            = None,
+            hub: hubcmd.HubSwitchOpt = None, token: hubcmd.TokenOpt = None,
+            recipe: Annotated[Path | None, typer.Option("--recipe", help="Recipe file (YAML or JSON).")] = None,
+            artifacts: Annotated[Path | None, typer.Option("--artifacts", help="Folder holding the files the "
+                                                                               "recipe's artifact URIs name.")]
+            = None,
+            as_json: JsonOpt = False) -> None:
+    """Publish a component version (recipe + artifacts) to a hub."""
+    if recipe is None and directory is not None:
+        found = sorted(p for p in directory.iterdir() if p.suffix.lower() in (".yaml", ".yml", ".json"))
+        if len(found) != 1:
+            raise InvalidInputError(f"{directory} must hold exactly one recipe file (found {len(found)}); "
+                                    "use --recipe FILE", code="INVALID_ARGUMENT")
+        recipe, artifacts = found[0], artifacts or directory
+    if recipe is None:
+        raise InvalidInputError("give --recipe FILE (and --artifacts DIR) or a folder", code="INVALID_ARGUMENT")
+    hubcmd.publish(recipe, artifacts, hub, token, as_json)
 
 
 __all__ = ["app", "typer"]

@@ -1,4 +1,4 @@
-"""`roost deployment create|status|list|cancel` (local deployments)."""
+"""`roost deployment create|status|list|cancel`: local deployments, or a hub's with `--hub URL`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from roost.cli import local
+from roost.cli import hubcmd, local
 from roost.cli.agent import JsonOpt, RootOpt
 from roost.cli.output import EXIT_FAILED, EXIT_TIMEOUT, console, emit_json, handle_errors, styled, table
 from roost.errors import InvalidInputError
@@ -56,8 +56,31 @@ def create(root: RootOpt = None,
            wait: Annotated[bool, typer.Option("--wait", help="Wait for the end; exit 0 only if SUCCEEDED.")]
            = False,
            timeout: Annotated[float, typer.Option("--timeout", help="Deployment timeout, seconds.")] = 300.0,
+           hub: hubcmd.HubSwitchOpt = None, token: hubcmd.TokenOpt = None,
+           target: Annotated[str | None, typer.Option("--target", help="Hub: device:NAME or group:NAME.")] = None,
+           component: Annotated[list[str] | None, typer.Option("--component", help="Hub: NAME=VERSION "
+                                                                                   "(repeatable).")] = None,
+           max_per_minute: Annotated[int | None, typer.Option("--max-per-minute", min=1,
+                                                              help="Hub: devices released per minute.")] = None,
+           abort_failure_percent: Annotated[int | None, typer.Option("--abort-failure-percent", min=0, max=100,
+                                                                       help="Hub: abort when this % failed.")]
+           = None,
+           abort_min_devices: Annotated[int | None, typer.Option("--abort-min-devices", min=1,
+                                                                 help="Hub: ...once this many finished.")] = None,
+           timeout_minutes: Annotated[int | None, typer.Option("--timeout-minutes", min=1,
+                                                               help="Hub: per-device timeout.")] = None,
+           wait_timeout: Annotated[float, typer.Option("--wait-timeout", help="Hub: seconds --wait waits.")]
+           = 900.0,
            as_json: JsonOpt = False) -> None:
-    """Create a local deployment."""
+    """Create a deployment: on this device, or with --hub for a device or group of a hub."""
+    if hub:
+        if recipe_dir or artifact_dir or merge or remove:
+            raise InvalidInputError("--recipe-dir/--artifact-dir/--merge/--remove are for local deployments; "
+                                    "with --hub use --target and --component", code="INVALID_ARGUMENT")
+        body = hubcmd.deployment_body(target, component or [], _parse_config(update_config), failure_policy,
+                                      max_per_minute, abort_failure_percent, abort_min_devices, timeout_minutes)
+        hubcmd.deployment_create(hub, token, body, wait, wait_timeout, as_json)
+        return
     request: dict[str, Any] = {
         "rootComponentVersionsToAdd": _parse_merge(merge or []),
         "rootComponentsToRemove": list(remove or []),
@@ -104,16 +127,29 @@ def _print_deployment(dep: dict[str, Any], as_json: bool) -> None:
 
 @app.command("status")
 @handle_errors
-def status(deployment_id: str, root: RootOpt = None, as_json: JsonOpt = False) -> None:
-    """Status of one deployment."""
+def status(deployment_id: str, root: RootOpt = None, hub: hubcmd.HubSwitchOpt = None,
+           token: hubcmd.TokenOpt = None,
+           wait: Annotated[bool, typer.Option("--wait", help="Hub: wait with a progress bar; exit 0 only if "
+                                                             "every device SUCCEEDED.")] = False,
+           wait_timeout: Annotated[float, typer.Option("--wait-timeout", help="Hub: seconds --wait waits.")]
+           = 900.0,
+           as_json: JsonOpt = False) -> None:
+    """Status of one deployment (with --hub: per-device results)."""
+    if hub:
+        hubcmd.deployment_status(hub, token, deployment_id, wait, wait_timeout, as_json)
+        return
     _print_deployment(local.call(root, "GetLocalDeploymentStatus", {"deploymentId": deployment_id})["deployment"],
                       as_json)
 
 
 @app.command("list")
 @handle_errors
-def list_(root: RootOpt = None, as_json: JsonOpt = False) -> None:
-    """All local deployments, oldest first."""
+def list_(root: RootOpt = None, hub: hubcmd.HubSwitchOpt = None, token: hubcmd.TokenOpt = None,
+          as_json: JsonOpt = False) -> None:
+    """All local deployments, oldest first (with --hub: the hub's deployments)."""
+    if hub:
+        hubcmd.deployment_list(hub, token, as_json)
+        return
     deps = local.call(root, "ListLocalDeployments", {})["localDeployments"]
     if as_json:
         emit_json(deps)
@@ -125,7 +161,12 @@ def list_(root: RootOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command("cancel")
 @handle_errors
-def cancel(deployment_id: str, root: RootOpt = None, as_json: JsonOpt = False) -> None:
-    """Cancel a queued deployment, or roll back one in progress."""
+def cancel(deployment_id: str, root: RootOpt = None, hub: hubcmd.HubSwitchOpt = None,
+           token: hubcmd.TokenOpt = None,
+           as_json: JsonOpt = False) -> None:
+    """Cancel a queued deployment, or roll back one in progress (with --hub: cancel a hub deployment)."""
+    if hub:
+        hubcmd.deployment_cancel(hub, token, deployment_id, as_json)
+        return
     _print_deployment(local.call(root, "CancelLocalDeployment", {"deploymentId": deployment_id})["deployment"],
                       as_json)

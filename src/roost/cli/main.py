@@ -5,18 +5,21 @@ from __future__ import annotations
 import typer
 
 from roost import __version__
-from roost.cli import agent, component, demo, deployment, logs, samples, serve
+from roost.cli import agent, component, demo, deployment, device, hub, hubcmd, logs, samples, serve
 
 app = typer.Typer(name="roost", help="Roost: machine learning on edge devices, self-hosted.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(agent.app, name="agent")
 app.add_typer(deployment.app, name="deployment")
 app.add_typer(component.app, name="component")
+app.add_typer(device.app, name="device")
+app.add_typer(hubcmd.group_app, name="group")
 app.command("logs")(logs.logs)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.add_typer(serve.lambda_app, name="lambda")
 app.add_typer(samples.app, name="samples")
+app.add_typer(hub.app, name="hub")
 
 
 def _version(value: bool) -> None:

@@ -289,12 +289,17 @@ class CompiledTreesBackend:
         # float* result). Entry is {int missing; float fvalue}: a float32 row is a valid Entry
         # array (missing == -1 is a NaN bit pattern, which the fast path never passes).
         self._direct: Any = None
-        if int(self._predictor.num_target) == 1 and int(np.max(self._predictor.num_class)) == 1:
-            if self._predictor.leaf_output_type == "float32" and self._predictor.threshold_type == "float32":
-                fn = lib.predict
-                fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-                fn.restype = None
-                self._direct = fn
+        p = self._predictor
+        if (
+            int(p.num_target) == 1
+            and int(np.max(p.num_class)) == 1
+            and p.leaf_output_type == "float32"
+            and p.threshold_type == "float32"
+        ):
+            fn = lib.predict
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+            fn.restype = None
+            self._direct = fn
         self._lib = lib
         self._buffers = _DirectBuffers(self._n_features)
 

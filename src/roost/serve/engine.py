@@ -119,9 +119,7 @@ def _median_us(fn: Callable[[Matrix], Matrix], batches: list[Matrix], max_calls:
     return float(np.median(lat)) / 1000.0
 
 
-def _build(
-    engine: str, model_path: Path, cache_dir: Path, feature_names: list[str] | None
-) -> TabularBackend:
+def _build(engine: str, model_path: Path, cache_dir: Path, feature_names: list[str] | None) -> TabularBackend:
     if engine == "xgboost":
         return XGBoostBackend(model_path, feature_names=feature_names)
     if engine == "compiled":
@@ -209,7 +207,9 @@ def load_tabular(
         timings[name]["batch64_us"] = _median_us(backend.predict, rows64, 100)
     chosen = _choose(timings)
     summary = "; ".join(
-        f"{name} b1={t['batch1_us']:.1f}us b64={t['batch64_us']:.1f}us" for name, t in timings.items() if "batch1_us" in t
+        f"{name} b1={t['batch1_us']:.1f}us b64={t['batch64_us']:.1f}us"
+        for name, t in timings.items()
+        if "batch1_us" in t
     )
     extra = "".join(f"; {name} skipped ({why})" for name, why in skipped.items())
     log.info("model %s (%s): engine %s chosen [%s%s]", model_path.name, digest[:12], chosen, summary, extra)

@@ -2,7 +2,7 @@
 
 A model folder holds ``model.onnx`` (input ``N x 3 x H x W`` float32, output ``N x C`` logits) and
 ``labels.json`` (a JSON list of ``C`` class names in output order). The bundled sample is
-EfficientNet-Lite0 (``roost/samples/models/efficientnet-lite0``, int8, 1000 ImageNet classes; see its
+EfficientNet-Lite0 (``roost/samples/artifacts/com.roost.ImageClassifier/1.0.0``, int8, 1000 ImageNet classes; see its
 PROVENANCE.md).
 
 Preprocessing is the one the EfficientNet-Lite weights were trained and evaluated with (the
@@ -54,6 +54,7 @@ __all__ = [
     "CROP_PADDING",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_FORMATS",
     "IMAGE_NOT_FOUND",
     "IMAGE_SIZE",
     "LABELS_FILE",
@@ -87,10 +88,15 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 #: Pillow's own limit (about 89 Mpx) and above any camera of a small device.
 DEFAULT_MAX_PIXELS = 40_000_000
 
+#: The encodings accepted. Pillow knows many more, some without a signature (TGA), which would read
+#: random bytes as a huge image; fewer decoders also means less attack surface. (JPEG includes the
+#: multi-picture JPEGs of many cameras, which Pillow opens as MPO.)
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+
 _SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 #: The bundled model folder and sample image (see their PROVENANCE.md / ATTRIBUTION.md).
-SAMPLE_MODEL_DIR = _SAMPLES / "models" / "efficientnet-lite0"
-SAMPLE_IMAGE = _SAMPLES / "images" / "coffee.jpg"
+SAMPLE_MODEL_DIR = _SAMPLES / "artifacts" / "com.roost.ImageClassifier" / "1.0.0"
+SAMPLE_IMAGE = _SAMPLES / "artifacts" / "com.roost.ImageRequester" / "1.0.0" / "coffee.jpg"
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -110,27 +116,29 @@ def _decode(image_bytes: bytes, *, draft_side: int, max_pixels: int) -> Image.Im
         with warnings.catch_warnings():
             # Pillow warns (rather than fails) between its limit and twice it: make that an error too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(image_bytes))
+            img = Image.open(io.BytesIO(image_bytes), formats=IMAGE_FORMATS)
             width, height = img.size
             if width * height > max_pixels:
                 raise RequestError(
                     f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
                     code=PAYLOAD_TOO_LARGE,
                 )
-            if img.format == "JPEG":
+            if img.format in ("JPEG", "MPO"):
                 # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while the result stays at least
                 # draft_side on both sides: much faster for big photos, same crop afterwards.
                 img.draft("RGB", (draft_side, draft_side))
-            img = ImageOps.exif_transpose(img)
-            img.load()
-            return _to_rgb(img)
+            upright = ImageOps.exif_transpose(img)  # decodes the pixels
+            upright.load()
+            return _to_rgb(upright)
     except RequestError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise RequestError(f"image too large to decode safely: {err}", code=PAYLOAD_TOO_LARGE) from err
     except UnidentifiedImageError as err:
         raise RequestError(
-            f"unreadable image ({len(image_bytes)} bytes): not a format Pillow recognises", code=UNREADABLE_IMAGE
+            f"unreadable image ({len(image_bytes)} bytes): not a format Pillow recognises among "
+            f"{', '.join(IMAGE_FORMATS)}",
+            code=UNREADABLE_IMAGE,
         ) from err
     except Exception as err:
         # Pillow's decoders raise OSError for truncated data, and SyntaxError, ValueError,
@@ -349,9 +357,7 @@ def _file_image(image_dir: Any, fname: Any, allowed_dirs: Sequence[Path], max_by
     if not isinstance(fname, str) or not fname:
         raise RequestError(f"'fname' must be a non-empty string, got {type(fname).__name__}", code=WRONG_TYPE)
     if not isinstance(image_dir, str) or not image_dir:
-        raise RequestError(
-            f"'image_dir' must be a non-empty string, got {type(image_dir).__name__}", code=WRONG_TYPE
-        )
+        raise RequestError(f"'image_dir' must be a non-empty string, got {type(image_dir).__name__}", code=WRONG_TYPE)
     requested = os.path.join(image_dir, fname)  # an absolute fname replaces image_dir
     if "\0" in requested:
         raise RequestError(f"image path {requested!r} contains a NUL byte", code=PATH_NOT_ALLOWED)
@@ -361,21 +367,24 @@ def _file_image(image_dir: Any, fname: Any, allowed_dirs: Sequence[Path], max_by
         logger.debug("Refused image path %r (resolves to %s; allowed: %s)", requested, resolved, roots)
         raise RequestError(f"image path {requested!r} is outside the allowed image folders", code=PATH_NOT_ALLOWED)
 
+    # O_NOFOLLOW: the last component must not have become a symlink since realpath();
+    # O_NONBLOCK: a FIFO planted in the folder must not hang the server (no effect on files).
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(resolved, flags)
     except FileNotFoundError as err:
         raise RequestError(f"image file {requested!r} does not exist", code=IMAGE_NOT_FOUND) from err
     except OSError as err:
-        # ELOOP: the last component was swapped for a symlink after resolution.
         raise RequestError(f"image file {requested!r} cannot be opened: {err.strerror}", code=UNREADABLE_IMAGE) from err
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise RequestError(f"image path {requested!r} is not a regular file", code=IMAGE_NOT_FOUND)
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise RequestError(f"image path {requested!r} is not a regular file", code=IMAGE_NOT_FOUND)
-        proc_link = f"/proc/self/fd/{fh.fileno()}"
+        proc_link = f"/proc/self/fd/{fd}"
         if os.path.exists(proc_link):
-            # Re-check what was actually opened: a folder may have been swapped for a symlink
-            # between realpath() and open().
+            # Re-check what was actually opened: a folder on the way may have been swapped for a
+            # symlink between realpath() and open().
             opened = os.path.realpath(proc_link)
             if not any(_is_inside(opened, root) for root in roots):
                 raise RequestError(

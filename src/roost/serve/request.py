@@ -203,9 +203,7 @@ class TabularDecoder:
                     raise RequestError(f"records must be an array, not {_type_name(records)}", code=WRONG_TYPE)
                 return self._records(records, max_rows)
             return self._records([doc], max_rows)
-        raise RequestError(
-            f"request must be an array of records or an object, not {_type_name(doc)}", code=WRONG_TYPE
-        )
+        raise RequestError(f"request must be an array of records or an object, not {_type_name(doc)}", code=WRONG_TYPE)
 
     # ---- records
 
@@ -227,6 +225,8 @@ class TabularDecoder:
                 # One C-level pass: abs() refuses str/None/containers (TypeError), and a sum of
                 # magnitudes within float32 range proves every value finite and in range.
                 fast = sum(map(abs, row)) <= _F32_MAX
+            except OverflowError:  # an int beyond float range: the checked path names it
+                fast = False
             except TypeError:
                 self._bad_values([row])
                 raise  # pragma: no cover - _bad_values always raises here
@@ -242,6 +242,8 @@ class TabularDecoder:
             rows.append(getter(rec))
         try:
             fast = sum(map(abs, chain.from_iterable(rows))) <= _F32_MAX
+        except OverflowError:
+            fast = False
         except TypeError:
             self._bad_values(rows)
             raise  # pragma: no cover
@@ -297,8 +299,10 @@ class TabularDecoder:
     def _non_finite(self, out: npt.NDArray[np.float32], rows: Sequence[Sequence[Any]]) -> None:
         r, c = (int(i) for i in np.argwhere(~np.isfinite(out))[0])
         original = rows[r][c]
-        what = "is not a finite number" if not (isinstance(original, int) or math.isfinite(original)) else (
-            "is out of range for float32"
+        what = (
+            "is not a finite number"
+            if not (isinstance(original, int) or math.isfinite(original))
+            else ("is out of range for float32")
         )
         raise RequestError(f"row {r}, feature {self.feature_names[c]!r}: {original!r} {what}", code=NON_FINITE)
 
@@ -329,6 +333,8 @@ class TabularDecoder:
                 raise RequestError(f"row {r}: has {len(row)} values for {f} columns", code=FEATURE_MISMATCH)
         try:
             fast = sum(map(abs, chain.from_iterable(data))) <= _F32_MAX
+        except OverflowError:
+            fast = False
         except TypeError:
             self._bad_values(data, columns)
             raise  # pragma: no cover

@@ -1,0 +1,551 @@
+"""The agent's hub sync: enrolment, the desired-state long poll, applying revisions, reporting.
+
+A device enrolled with a hub (``ROOT/hub.json``, mode 0600: ``{hub, device, credential}``) runs
+a :class:`HubSync` beside its supervisor and deployer. Three tasks:
+
+* **poll** — ``GET /v1/device/desired?after=REV&wait=25``. On a newer revision: report
+  IN_PROGRESS for each hub deployment in it, download every artifact of every component (streamed
+  into ``ROOT/hub-downloads/rev-N/``; SHA-256 checked against the hub's ``X-Roost-Sha256`` header
+  and the recipe's ``Digest``), write the recipes beside them, and submit one deployment to the
+  agent's own :class:`~roost.agent.deployer.Deployer` with ``hubComponents`` (the hub's root set,
+  which replaces the previous one and wins over local roots), ``componentToConfiguration`` and
+  ``hubRevision``. Its outcome becomes one report per hub deployment: SUCCEEDED, FAILED (with
+  the deployer's failure cause as reason code), ROLLED_BACK (``FAILED_ROLLBACK_COMPLETE``) or
+  TIMED_OUT, with the device's component states and the deployer's notes (a local component the
+  hub overrode). The revision counts as applied (``state.db`` meta ``hub_applied_revision``) once
+  its result is spooled: a crash before that re-applies it after restart (a no-op if it was done).
+* **heartbeat** — every ``heartbeat_seconds`` (and soon after any component state change) a
+  report without a deployment id carrying the component states; it also refreshes last-seen.
+* **send** — delivers the :class:`~roost.agent.spool.Spool` in order, in batches, deleting
+  reports once the hub acknowledged them.
+
+When the hub cannot be reached the agent keeps running what it has, keeps spooling, and retries
+with :class:`~roost.agent.spool.Backoff` (full jitter, capped): the outage is logged once and the
+recovery once. A refused credential (a revoked device) is logged once too; the agent keeps
+running its components and retries at the backoff cap. The credential is never logged.
+
+Tuning for labs and tests (environment of the agent process): ``ROOST_SYNC_HEARTBEAT_SECONDS``
+(default 30), ``ROOST_SYNC_POLL_WAIT`` (25), ``ROOST_SYNC_BACKOFF_CAP`` (60),
+``ROOST_SYNC_SPOOL_MAX`` (1000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from roost.agent.artifacts import digest_matches, file_digest
+from roost.agent.deployer import SUCCEEDED, TERMINAL, Deployer
+from roost.agent.errors import ArtifactError
+from roost.agent.paths import AgentPaths, safe_join
+from roost.agent.spool import DEFAULT_MAX_REPORTS, Backoff, Spool
+from roost.agent.store import DeploymentRecord, Store
+from roost.errors import ConflictError, InvalidInputError, RoostError
+from roost.hubclient import (
+    Desired,
+    DeviceClient,
+    HubError,
+    HubProtocolError,
+    HubUnauthorizedError,
+    enroll,
+    normalize_url,
+)
+from roost.recipe import current_platform, parse_recipe
+
+if TYPE_CHECKING:
+    from roost.agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+HUB_FILE = "hub.json"
+APPLIED_META = "hub_applied_revision"
+#: Longest text of a report's message (the hub keeps 2000 characters).
+MAX_MESSAGE = 1900
+#: Reports sent per ``POST /v1/device/reports``.
+BATCH = 50
+#: Deployment status of the hub when the deployer's outcome is X.
+ROLLED_BACK, FAILED, TIMED_OUT, IN_PROGRESS, CANCELED = "ROLLED_BACK", "FAILED", "TIMED_OUT", "IN_PROGRESS", "CANCELED"
+#: Store meta: the hub deployments this device reported SUCCEEDED (not reported again while effective).
+SUCCEEDED_META = "hub_succeeded_deployments"
+
+
+# -- enrolment -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HubConfig:
+    """``ROOT/hub.json``: where the hub is, who this device is there, and its credential."""
+
+    hub: str
+    device: str
+    credential: str = field(repr=False)
+
+    @staticmethod
+    def path(paths: AgentPaths) -> Path:
+        return paths.root / HUB_FILE
+
+    @classmethod
+    def load(cls, paths: AgentPaths) -> HubConfig | None:
+        path = cls.path(paths)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise InvalidInputError(f"{path} is unreadable ({err}); remove it and enrol again",
+                                    code="HUB_CONFIG_INVALID") from err
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) and data.get(k)
+                                                 for k in ("hub", "device", "credential")):
+            raise InvalidInputError(f"{path} lacks hub, device or credential; remove it and enrol again",
+                                    code="HUB_CONFIG_INVALID")
+        return cls(data["hub"], data["device"], data["credential"])
+
+    def save(self, paths: AgentPaths) -> None:
+        path = self.path(paths)
+        tmp = path.with_name(HUB_FILE + ".part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, json.dumps({"hub": self.hub, "device": self.device, "credential": self.credential},
+                                    indent=1).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+
+def detect_labels() -> dict[str, str]:
+    """What the hub should know about this machine: arch, os, cpus, memory_mb, hostname."""
+    import psutil
+
+    return {"arch": platform.machine() or "unknown", "os": platform.system().lower() or "unknown",
+            "cpus": str(os.cpu_count() or 1), "memory_mb": str(psutil.virtual_memory().total // (1024 * 1024)),
+            "hostname": socket.gethostname()}
+
+
+def stored_thing_name(paths: AgentPaths) -> str | None:
+    """The thing name an earlier agent on this root used (``state.db`` meta), without opening a Store."""
+    if not paths.state_db.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{paths.state_db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'thing_name'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def ensure_enrolled(paths: AgentPaths, hub: str | None, token: str | None, thing_name: str | None,
+                    labels: Mapping[str, str] | None = None) -> HubConfig | None:
+    """The hub configuration this agent start uses: the stored one, or a fresh enrolment.
+
+    * ``ROOT/hub.json`` exists and ``hub`` is absent or the same URL: reuse it (no token needed).
+    * otherwise with ``hub`` and ``token``: redeem the token (``POST /v1/enroll``) and store the
+      credential (mode 0600). Without ``hub``: no hub (``None``).
+    """
+    existing = HubConfig.load(paths)
+    url = normalize_url(hub) if hub else None
+    if existing is not None and (url is None or url == existing.hub):
+        if thing_name and thing_name != existing.device:
+            raise ConflictError(f"{paths.root} is enrolled at {existing.hub} as device {existing.device!r}, not "
+                                f"{thing_name!r}; start without --thing-name, or remove {HubConfig.path(paths)} "
+                                "and enrol again", code="HUB_ALREADY_ENROLLED")
+        if token:
+            log.info("%s is already enrolled as %s; the enrolment token was not used", paths.root, existing.device)
+        return existing
+    if url is None:
+        if token:
+            raise InvalidInputError("--enroll-token needs --hub URL", code="INVALID_ARGUMENT")
+        return None
+    if not token:
+        what = (f"{paths.root} is enrolled at {existing.hub}; to move it to {url}" if existing
+                else "the first start with --hub")
+        raise InvalidInputError(f"{what} needs --enroll-token (create one with `roost device enroll-token "
+                                f"--hub {url}`)", code="ENROLL_TOKEN_REQUIRED")
+    name = thing_name or stored_thing_name(paths) or socket.gethostname()
+    all_labels = {**detect_labels(), **dict(labels or {})}
+    result = enroll(url, token, name, all_labels)
+    config = HubConfig(url, result.device, result.credential)
+    paths.ensure()
+    config.save(paths)
+    log.info("enrolled at %s as device %s", url, config.device)
+    return config
+
+
+# -- outage bookkeeping ------------------------------------------------------------------------
+class HubHealth:
+    """Logs a degradation once and its recovery once, however many loops notice it."""
+
+    def __init__(self, hub: str) -> None:
+        self.hub = hub
+        self.state = "up"
+        self.since = 0.0
+
+    def down(self, err: RoostError) -> None:
+        if self.state != "down":
+            log.warning("hub %s unavailable (%s); components keep running, reports are spooled and retried "
+                        "with backoff", self.hub, err.message)
+            self.state, self.since = "down", time.monotonic()
+
+    def refused(self, err: RoostError) -> None:
+        if self.state != "refused":
+            log.error("hub %s refused this device's credential (%s): the device was revoked or its credential "
+                      "is wrong; components keep running; re-enrol to reconnect", self.hub, err.message)
+            self.state, self.since = "refused", time.monotonic()
+
+    def up(self) -> None:
+        if self.state != "up":
+            log.info("hub %s reachable again after %.0f s", self.hub, time.monotonic() - self.since)
+            self.state = "up"
+
+
+class _RetryLater(Exception):
+    """A revision could not be fetched for a passing reason (hub unreachable): poll again later."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+# -- the sync task ---------------------------------------------------------------------------------
+class HubSync:
+    def __init__(self, paths: AgentPaths, config: HubConfig, deployer: Deployer, store: Store, *,
+                 client: DeviceClient | None = None, heartbeat_seconds: float = 30.0, poll_wait: float = 25.0,
+                 backoff_cap: float = 60.0, spool_max: int = DEFAULT_MAX_REPORTS,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.paths = paths
+        self.config = config
+        self.deployer = deployer
+        self.store = store
+        self.client = client or DeviceClient(config.hub, config.credential)
+        self.heartbeat_seconds = heartbeat_seconds
+        self.poll_wait = poll_wait
+        self.spool = Spool(paths.root / "spool", max_reports=spool_max)
+        self.health = HubHealth(config.hub)
+        self._poll_backoff = Backoff(cap=backoff_cap, rand=rand)
+        self._send_backoff = Backoff(cap=backoff_cap, rand=rand)
+        self._wake_sender = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_states: dict[str, dict[str, str]] | None = None
+        self._last_heartbeat = 0.0
+        self._effective: list[str] = []
+        self.downloads = paths.root / "hub-downloads"
+
+    @classmethod
+    def for_agent(cls, agent: Agent) -> HubSync | None:
+        """The sync of an agent whose root is enrolled with a hub (``ROOT/hub.json``), else None."""
+        config = HubConfig.load(agent.paths)
+        if config is None:
+            return None
+        return cls(agent.paths, config, agent.deployer, agent.store,
+                   heartbeat_seconds=_env_float("ROOST_SYNC_HEARTBEAT_SECONDS", 30.0),
+                   poll_wait=_env_float("ROOST_SYNC_POLL_WAIT", 25.0),
+                   backoff_cap=_env_float("ROOST_SYNC_BACKOFF_CAP", 60.0),
+                   spool_max=int(_env_float("ROOST_SYNC_SPOOL_MAX", DEFAULT_MAX_REPORTS)))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        # httpx logs every request at INFO: one line per long poll is noise in the agent log.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        shutil.rmtree(self.downloads, ignore_errors=True)
+        self._tasks = [asyncio.create_task(self._poll_loop(), name="hub-poll"),
+                       asyncio.create_task(self._send_loop(), name="hub-send"),
+                       asyncio.create_task(self._heartbeat_loop(), name="hub-heartbeat")]
+        log.info("hub sync started: hub %s, device %s, applied revision %d, %d spooled report(s)",
+                 self.config.hub, self.config.device, self.applied_revision, len(self.spool))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.client.close()
+
+    @property
+    def applied_revision(self) -> int:
+        value = self.store.get_meta(APPLIED_META)
+        return int(value) if value and value.isdigit() else 0
+
+    def _set_applied(self, revision: int) -> None:
+        self.store.set_meta(APPLIED_META, str(revision))
+
+    def _succeeded(self) -> set[str]:
+        try:
+            value = json.loads(self.store.get_meta(SUCCEEDED_META) or "[]")
+        except ValueError:
+            return set()
+        return {str(v) for v in value} if isinstance(value, list) else set()
+
+    # -- reports -----------------------------------------------------------------------------------
+    def component_states(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for name, record in self.store.components().items():
+            state = self.deployer.supervisor_state(name)
+            out[name] = {"version": record.version, "state": state.value if state else record.state}
+        return out
+
+    def report(self, status: str | None, *, deployment_id: str | None = None, revision: int | None = None,
+               reason_code: str | None = None, message: str | None = None,
+               notes: list[str] | None = None) -> None:
+        """Spool one report (durably) and wake the sender."""
+        states = self.component_states()
+        body: dict[str, Any] = {"revision": self.applied_revision if revision is None else revision,
+                                "components": states, "at": _now()}
+        if status:
+            body["status"] = status
+        if deployment_id:
+            body["deployment_id"] = deployment_id
+        if reason_code:
+            body["reason_code"] = reason_code[:64]
+        if notes:
+            message = "; ".join([*([message] if message else []), *notes])
+        if message:
+            body["message"] = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 1] + "…"
+        self.spool.add(body)
+        if deployment_id is None:
+            self._last_states = states
+            self._last_heartbeat = time.monotonic()
+        self._wake_sender.set()
+
+    # -- send ------------------------------------------------------------------------------------
+    async def _send_loop(self) -> None:
+        batch_size = BATCH
+        while True:
+            self._wake_sender.clear()
+            batch = self.spool.pending(batch_size)
+            if not batch:
+                await self._wake_sender.wait()
+                continue
+            try:
+                await self.client.send_reports([e.report for e in batch])
+            except HubUnauthorizedError as err:
+                self.health.refused(err)
+                await self._send_backoff.wait()
+                continue
+            except HubError as err:
+                if getattr(err, "retryable", False) or isinstance(err, HubProtocolError):
+                    self.health.down(err)
+                    await self._send_backoff.wait()
+                    continue
+                # The hub refused the content. Find the offending report alone, then set it aside.
+                if len(batch) > 1:
+                    batch_size = 1
+                    continue
+                where = self.spool.reject(batch[0])
+                log.error("the hub refused report %s (%s); moved to %s", batch[0].id, err.message, where)
+                batch_size = BATCH
+                continue
+            self.health.up()
+            self._send_backoff.reset()
+            self.spool.ack(e.id for e in batch)
+            batch_size = BATCH
+
+    # -- heartbeat ---------------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        self.report(None)
+        check = min(2.0, self.heartbeat_seconds)
+        while True:
+            await asyncio.sleep(check)
+            since = time.monotonic() - self._last_heartbeat
+            if since >= self.heartbeat_seconds or (since >= min(5.0, self.heartbeat_seconds)
+                                                   and self.component_states() != self._last_states):
+                self.report(None)
+
+    # -- poll + apply ------------------------------------------------------------------------------
+    async def _poll_loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                desired = await self.client.desired(self.applied_revision, self.poll_wait)
+            except HubUnauthorizedError as err:
+                self.health.refused(err)
+                await self._poll_backoff.wait()
+                continue
+            except HubError as err:
+                self.health.down(err)
+                await self._poll_backoff.wait()
+                continue
+            self.health.up()
+            self._poll_backoff.reset()
+            if desired is not None and desired.revision > self.applied_revision:
+                try:
+                    await self.apply(desired)
+                except _RetryLater:
+                    await self._poll_backoff.wait()
+                continue
+            if time.monotonic() - started < 1.0:
+                await asyncio.sleep(1.0)  # a hub answering at once with nothing new: no busy loop
+
+    async def apply(self, desired: Desired) -> str:
+        """Apply one desired revision and report it; the status reported."""
+        revision = desired.revision
+        # The desired state names every deployment still in effect; report only those this device has
+        # not yet reported SUCCEEDED (a failed one that is still in effect is reported again).
+        self._effective = list(desired.deployments)
+        done = self._succeeded()
+        ids = [d for d in desired.deployments if d not in done]
+        log.info("hub revision %d: %s", revision,
+                 ", ".join(f"{n}@{c.version}" for n, c in sorted(desired.components.items())) or "no components")
+        for deployment_id in ids:  # the revision still applied: the hub records it as the device's
+            self.report(IN_PROGRESS, deployment_id=deployment_id)
+        if not desired.components and not any(r.hub_root for r in self.store.components().values()):
+            return self._finish(ids, revision, SUCCEEDED, None, None)  # nothing from the hub, before or now
+        work = self.downloads / f"rev-{revision}"
+        try:
+            try:
+                recipe_dir, artifact_dir = await self._fetch(desired, work)
+            except HubUnauthorizedError as err:
+                self.health.refused(err)
+                raise _RetryLater from err
+            except HubError as err:
+                if getattr(err, "retryable", False):
+                    self.health.down(err)
+                    raise _RetryLater from err
+                log.warning("hub revision %d failed before any change: %s", revision, err.message)
+                return self._finish(ids, revision, FAILED, err.code, err.message)
+            except RoostError as err:
+                log.warning("hub revision %d failed before any change: %s", revision, err.message)
+                return self._finish(ids, revision, FAILED, err.code, err.message)
+            request = self._request(desired, recipe_dir, artifact_dir)
+            try:
+                record = self.deployer.submit(request)
+            except RoostError as err:
+                return self._finish(ids, revision, FAILED, err.code, err.message)
+            bound = 2 * float(request["timeoutSeconds"]) + 60.0
+            record = await self._wait(record.id, bound)
+            status, reason, message = _outcome(record)
+            if status == TIMED_OUT:
+                with contextlib.suppress(RoostError):
+                    self.deployer.cancel(record.id)
+            return self._finish(ids, revision, status, reason, message, record.notes)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+    def _finish(self, ids: list[str], revision: int, status: str, reason: str | None, message: str | None,
+                notes: list[str] | None = None) -> str:
+        level = logging.INFO if status == SUCCEEDED else logging.WARNING
+        log.log(level, "hub revision %d: %s%s%s", revision, status, f" ({reason})" if reason else "",
+                f": {message}" if message and status != SUCCEEDED else "")
+        for note in notes or []:
+            log.info("hub revision %d: %s", revision, note)
+        self._set_applied(revision)
+        succeeded = self._succeeded() & set(self._effective)
+        if status == SUCCEEDED:
+            succeeded |= set(ids)
+        self.store.set_meta(SUCCEEDED_META, json.dumps(sorted(succeeded)))
+        for deployment_id in ids:
+            self.report(status, deployment_id=deployment_id, revision=revision, reason_code=reason,
+                        message=message, notes=notes)
+        if not ids:
+            self.report(None)  # a heartbeat: the hub learns the new component states
+        return status
+
+    async def _wait(self, deployment_id: str, bound: float) -> DeploymentRecord:
+        deadline = time.monotonic() + bound
+        while True:
+            record = await self.deployer.wait(deployment_id, min(30.0, max(0.1, deadline - time.monotonic())))
+            if record.status in TERMINAL or time.monotonic() >= deadline:
+                return record
+
+    def _request(self, desired: Desired, recipe_dir: Path, artifact_dir: Path) -> dict[str, Any]:
+        extra = desired.model_extra or {}
+        policy = str(extra.get("failure_policy") or "ROLLBACK").upper()
+        timeout_minutes = extra.get("timeout_minutes")
+        timeout = float(timeout_minutes) * 60 if isinstance(timeout_minutes, (int, float)) and timeout_minutes > 0 \
+            else 300.0
+        config = {name: comp.configuration for name, comp in desired.components.items() if comp.configuration}
+        return {"recipeDirectoryPath": str(recipe_dir), "artifactsDirectoryPath": str(artifact_dir),
+                "hubComponents": {name: comp.version for name, comp in desired.components.items()},
+                "hubRevision": desired.revision, "componentToConfiguration": config,
+                "failureHandlingPolicy": policy if policy in ("ROLLBACK", "DO_NOTHING") else "ROLLBACK",
+                "timeoutSeconds": min(timeout, 86400.0)}
+
+    async def _fetch(self, desired: Desired, work: Path) -> tuple[Path, Path]:
+        """Recipes into ``work/recipes``, verified artifacts into ``work/artifacts/<name>/<version>/``."""
+        await asyncio.to_thread(shutil.rmtree, work, True)
+        recipe_dir = work / "recipes"
+        artifact_dir = work / "artifacts"
+        recipe_dir.mkdir(parents=True)
+        artifact_dir.mkdir()
+        plat = current_platform()
+        for name, comp in sorted(desired.components.items()):
+            text = json.dumps(comp.recipe, indent=1)
+            recipe = parse_recipe(text, source=f"hub recipe {name}-{comp.version}", fmt="json")
+            if recipe.name != name or recipe.version != comp.version:
+                raise InvalidInputError(f"the hub's recipe for {name}@{comp.version} describes "
+                                        f"{recipe.name}@{recipe.version}", code="HUB_RECIPE_MISMATCH")
+            (recipe_dir / f"{name}-{comp.version}.json").write_text(text)
+            selected = recipe.select(plat)
+            dest_dir = safe_join(artifact_dir, name, comp.version)
+            dest_dir.mkdir(parents=True)
+            for art in selected.artifacts:
+                if art.scheme == "docker":
+                    continue  # the deployer says clearly that this device cannot run it
+                file_name = art.file_name
+                dest = safe_join(dest_dir, file_name)
+                installed = self.paths.artifacts(name, comp.version) / file_name
+                if art.digest and installed.is_file() and await asyncio.to_thread(
+                        _matches, installed, art.digest, art.algorithm):
+                    await asyncio.to_thread(_link_or_copy, installed, dest)
+                    continue
+                await self.client.download_artifact(name, comp.version, file_name, dest)
+                if art.digest and not await asyncio.to_thread(_matches, dest, art.digest, art.algorithm):
+                    actual = await asyncio.to_thread(file_digest, dest, art.algorithm)
+                    dest.unlink(missing_ok=True)
+                    raise ArtifactError(
+                        f"{name}-{comp.version}: artifact {file_name} downloaded from the hub does not match the "
+                        f"recipe's {art.algorithm} Digest {art.digest} (file has {actual.hex()}): the file was "
+                        "altered or corrupted; nothing was changed on the device", code="ARTIFACT_DIGEST_MISMATCH")
+        return recipe_dir, artifact_dir
+
+
+def _matches(path: Path, digest: str, algorithm: str) -> bool:
+    return digest_matches(file_digest(path, algorithm), digest)
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def _outcome(record: DeploymentRecord) -> tuple[str, str | None, str | None]:
+    """The hub's (status, reason_code, message) for a local deployment record."""
+    message = "; ".join(record.errors) or None
+    if record.status == SUCCEEDED:
+        return SUCCEEDED, None, None
+    if record.status not in TERMINAL:
+        return TIMED_OUT, "TIMED_OUT", f"the deployment was still {record.status} when the agent stopped waiting"
+    if record.status == CANCELED:
+        return CANCELED, record.failure_cause or "CANCELED", message
+    if record.detailed_status == "FAILED_ROLLBACK_COMPLETE":
+        return ROLLED_BACK, record.failure_cause or "FAILED", message
+    return FAILED, record.failure_cause or record.detailed_status or "FAILED", message
+
+
+__all__ = ["HUB_FILE", "HubConfig", "HubHealth", "HubSync", "detect_labels", "ensure_enrolled"]

@@ -1,0 +1,79 @@
+"""`roost hub init|serve`: the fleet hub."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from roost.cli.output import console, emit_json, handle_errors
+
+app = typer.Typer(help="Run the fleet hub: devices, components, deployments, REST API.", no_args_is_help=True)
+
+HubRootOpt = Annotated[Path, typer.Option("--root", help="Hub root folder (database, artifacts).")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default sqlite:///ROOT/hub.db; "
+                                                         "postgresql+psycopg://... for fleets).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.command("init")
+@handle_errors
+def init(root: HubRootOpt, db: DbOpt = None,
+         name: Annotated[str, typer.Option("--name", help="Name of the admin token.")] = "admin",
+         as_json: JsonOpt = False) -> None:
+    """Create the hub root, migrate the database and print a new admin API token (shown once)."""
+    from roost.hub.app import HubConfig, open_store
+
+    config = HubConfig(root=root.expanduser().resolve(), db_url=db)
+    store = open_store(config)
+    try:
+        token = store.create_admin_token(name)
+    finally:
+        store.db.dispose()
+    if as_json:
+        emit_json({"token": token})
+    else:
+        console.print(f"hub initialised at {config.root}")
+        console.print("admin API token (shown once, keep it secret):")
+        console.print(token, highlight=False, soft_wrap=True)
+
+
+@app.command("serve")
+@handle_errors
+def serve(root: HubRootOpt, db: DbOpt = None,
+          artifacts: Annotated[Path | None, typer.Option("--artifacts", help="Artifact folder "
+                                                                             "(default ROOT/artifacts).")] = None,
+          host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+          port: Annotated[int, typer.Option("--port")] = 8080,
+          workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
+          max_artifact_bytes: Annotated[int, typer.Option("--max-artifact-bytes", min=1,
+                                                          help="Largest artifact file accepted.")]
+          = 1024 * 1024 * 1024,
+          log_level: Annotated[str, typer.Option("--log-level")] = "info",
+          as_json: JsonOpt = False) -> None:
+    """Serve the hub's REST API (migrates the database first)."""
+    import os
+
+    import uvicorn
+
+    from roost.hub import migrate
+    from roost.hub.app import HubConfig
+    from roost.hub.db import Database
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = HubConfig(root=root.expanduser().resolve(), db_url=db,
+                       artifacts_dir=artifacts.expanduser().resolve() if artifacts else None,
+                       max_artifact_bytes=max_artifact_bytes)
+    config.root.mkdir(parents=True, exist_ok=True)
+    database = Database(config.database_url)
+    try:
+        migrate.upgrade(database)
+    finally:
+        database.dispose()
+    os.environ.update(config.to_env())
+    if not as_json:
+        console.print(f"hub on http://{host}:{port} (root {config.root})")
+    uvicorn.run("roost.hub.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level.lower(), proxy_headers=True, timeout_graceful_shutdown=5)

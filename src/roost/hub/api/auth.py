@@ -1,0 +1,104 @@
+"""Bearer-token authentication for ``/v1``, before any body is read.
+
+A pure ASGI middleware, so that *every* ``/v1`` request without valid credentials gets 401 (and a
+principal on the wrong kind of endpoint 403) whatever its body or parameters look like:
+
+* ``POST /v1/enroll`` — no credentials (the body carries the one-time enrolment token);
+* ``/v1/device/...`` — device credentials only;
+* ``/v1/artifacts/...`` — admin tokens and device credentials (the store checks the device may
+  read that component);
+* every other ``/v1`` path — admin tokens only.
+
+The principal is left in ``scope["state"]["principal"]`` for :func:`admin` / :func:`device`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import anyio.to_thread
+from fastapi import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from roost.hub.api.errors import error_response, roost_error_response
+from roost.hub.errors import AuthenticationError, ForbiddenError
+from roost.hub.store import Principal, Store
+
+logger = logging.getLogger(__name__)
+
+Need = Literal["none", "admin", "device", "any"]
+
+
+def requirement(method: str, path: str) -> Need:
+    if not (path == "/v1" or path.startswith("/v1/")):
+        return "none"
+    if path.rstrip("/") == "/v1/enroll" and method == "POST":
+        return "none"
+    if path.startswith("/v1/device/") or path == "/v1/device":
+        return "device"
+    if path.startswith("/v1/artifacts/"):
+        return "any"
+    return "admin"
+
+
+def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, store: Store) -> None:
+        self.app = app
+        self.store = store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        need = requirement(scope["method"], scope["path"])
+        if need == "none":
+            await self.app(scope, receive, send)
+            return
+        token = bearer(scope["headers"])
+        if token is None:
+            await error_response(401, "UNAUTHORIZED", "send an 'Authorization: Bearer <token>' header")(
+                scope, receive, send)
+            return
+        try:
+            principal = await anyio.to_thread.run_sync(self.store.authenticate, token)
+        except AuthenticationError as err:
+            await roost_error_response(err)(scope, receive, send)
+            return
+        if need != "any" and principal.kind != need:
+            what = "device credentials" if need == "device" else "an admin API token"
+            await roost_error_response(ForbiddenError(f"this endpoint needs {what}"))(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def principal(request: Request) -> Principal:
+    value = getattr(request.state, "principal", None)
+    if not isinstance(value, Principal):  # the middleware guards every /v1 route; defence in depth
+        raise AuthenticationError("not authenticated")
+    return value
+
+
+def admin(request: Request) -> Principal:
+    p = principal(request)
+    if p.kind != "admin":
+        raise ForbiddenError("this endpoint needs an admin API token")
+    return p
+
+
+def device(request: Request) -> Principal:
+    p = principal(request)
+    if p.kind != "device":
+        raise ForbiddenError("this endpoint needs device credentials")
+    return p

@@ -1,0 +1,73 @@
+"""Component registry endpoints and artifact downloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from roost.hub.api import auth
+from roost.hub.api.admin import StoreDep
+from roost.hub.api.errors import COMMON_ERRORS, ErrorBody
+from roost.hub.api.upload import receive_upload
+from roost.hub.store import ComponentInfo
+
+router = APIRouter(prefix="/v1", responses=COMMON_ERRORS)
+
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object",
+            "required": ["recipe"],
+            "properties": {
+                "recipe": {"type": "string", "format": "binary", "description": "Greengrass recipe (YAML/JSON)"},
+                "artifacts": {"type": "array", "items": {"type": "string", "format": "binary"},
+                              "description": "Files named by the recipe's artifact URIs (last path segment)"},
+            },
+        }}},
+    }
+}
+
+
+@router.post("/components", status_code=201, tags=["components"], dependencies=[Depends(auth.admin)],
+             openapi_extra=UPLOAD_BODY,
+             responses={409: {"model": ErrorBody, "description": "VERSION_EXISTS"},
+                        413: {"model": ErrorBody, "description": "ARTIFACT_TOO_LARGE"}})
+async def publish_component(request: Request, s: StoreDep) -> ComponentInfo:
+    """Publish a component version: a recipe plus the artifacts its URIs name. Versions are immutable."""
+    staging = await run_in_threadpool(s.artifacts.staging)
+    try:
+        upload = await receive_upload(request.headers.get("content-type", ""), request.stream(), staging)
+        assert upload.recipe is not None
+        return await run_in_threadpool(s.publish_component, bytes(upload.recipe), staging, upload.files,
+                                       upload.recipe_name)
+    finally:
+        await run_in_threadpool(staging.cleanup)
+
+
+@router.get("/components", tags=["components"], dependencies=[Depends(auth.admin)])
+async def list_components(s: StoreDep) -> list[ComponentInfo]:
+    return await run_in_threadpool(s.list_components)
+
+
+@router.get("/components/{name}/{version}", tags=["components"], dependencies=[Depends(auth.admin)],
+            responses={404: {"model": ErrorBody, "description": "COMPONENT_NOT_FOUND"}})
+async def get_component(name: str, version: str, s: StoreDep) -> ComponentInfo:
+    """One version, with its stored recipe (including the hub-computed digests)."""
+    return await run_in_threadpool(s.get_component, name, version)
+
+
+@router.get("/artifacts/{name}/{version}/{file}", tags=["components"],
+            response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "headers": {"X-Roost-Sha256": {"description": "hex SHA-256 of the file",
+                                                            "schema": {"type": "string"}}}},
+                       404: {"model": ErrorBody, "description": "ARTIFACT_NOT_FOUND"}})
+async def download_artifact(name: str, version: str, file: str, request: Request, s: StoreDep) -> FileResponse:
+    """Stream an artifact. Devices may read only components in their own desired state."""
+    where = await run_in_threadpool(s.artifact, auth.principal(request), name, version, file)
+    return FileResponse(where.path, media_type="application/octet-stream", filename=where.file_name,
+                        headers={"X-Roost-Sha256": where.sha256})

@@ -1,0 +1,124 @@
+"""Device endpoints: enrolment, the desired-state long poll, reports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from roost.hub.api import auth
+from roost.hub.api.admin import StoreDep
+from roost.hub.api.errors import COMMON_ERRORS, ErrorBody
+from roost.hub.api.schemas import INT32, EnrollRequest, ReportsIn
+from roost.hub.desired import DesiredState
+from roost.hub.store import Enrolment, Report, ReportResult, Store
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1", responses=COMMON_ERRORS)
+
+#: The longest a long poll waits, whatever ``wait`` asks for.
+MAX_WAIT = 30.0
+
+
+class RevisionWatcher:
+    """Per process: reads the global revision every ``interval`` and wakes waiting long polls.
+
+    Only an optimisation (the database is the truth): each waiter still checks its own device at
+    least every ``recheck`` seconds, and every ``interval`` while a rollout release is pending.
+    """
+
+    def __init__(self, store: Store, interval: float = 0.5, recheck: float = 5.0) -> None:
+        self.store = store
+        self.interval = interval
+        self.recheck = recheck
+        self.revision = -1
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def ensure_started(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        failing = False
+        while True:
+            try:
+                revision = await run_in_threadpool(self.store.revision)
+                if failing:
+                    logger.info("revision watcher reads the database again")
+                    failing = False
+            except Exception as err:
+                if not failing:
+                    logger.warning("revision watcher cannot read the database: %s", err)
+                    failing = True
+                revision = self.revision
+            if revision != self.revision:
+                self.revision = revision
+                event, self._changed = self._changed, asyncio.Event()
+                event.set()
+            await asyncio.sleep(self.interval)
+
+    async def wait_change(self, seen: int, timeout: float) -> None:
+        if self.revision != seen:
+            return
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+
+@router.post("/enroll", status_code=201, tags=["device"],
+             responses={401: {"model": ErrorBody, "description": "ENROLL_TOKEN_INVALID / ENROLL_TOKEN_EXPIRED"},
+                        409: {"model": ErrorBody, "description": "DEVICE_EXISTS"},
+                        410: {"model": ErrorBody, "description": "ENROLL_TOKEN_USED"}})
+async def enroll(body: EnrollRequest, s: StoreDep) -> Enrolment:
+    """Redeem a one-time enrolment token (no Authorization header) for a device credential."""
+    return await run_in_threadpool(s.enroll, body.token, body.name, dict(body.labels))
+
+
+@router.get("/device/desired", tags=["device"], dependencies=[Depends(auth.device)], response_model=DesiredState,
+            responses={204: {"description": "No newer revision within the wait"}})
+async def desired(request: Request, s: StoreDep,
+                  after: int | None = Query(None, ge=0, le=INT32, description="The revision the device has"),
+                  wait: float = Query(0.0, ge=0.0, le=3600.0, description="Seconds to wait (at most 30)"),
+                  ) -> DesiredState | Response:
+    """Long poll: the device's desired state as soon as its revision is newer than ``after``."""
+    me = auth.device(request)
+    watcher: RevisionWatcher = request.app.state.watcher
+    watcher.ensure_started()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, MAX_WAIT)
+    while True:
+        seen = watcher.revision
+        state, pending = await run_in_threadpool(s.desired_state, me.id, after)
+        if state is not None:
+            return state
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return Response(status_code=204)
+        if pending:
+            await asyncio.sleep(min(watcher.interval, remaining))
+        else:
+            await watcher.wait_change(seen, min(watcher.recheck, remaining))
+
+
+@router.post("/device/reports", tags=["device"], dependencies=[Depends(auth.device)])
+async def reports(body: ReportsIn, request: Request, s: StoreDep) -> ReportResult:
+    """Per-deployment and per-component status; idempotent by report id (spooled reports)."""
+    me = auth.device(request)
+    items = [Report(id=r.id, revision=r.revision, status=r.status, deployment_id=r.deployment_id,
+                    reason_code=r.reason_code, message=r.message, components=r.components, at=r.at)
+             for r in body.reports]
+    return await run_in_threadpool(s.record_reports, me.id, items)

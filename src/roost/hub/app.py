@@ -1,0 +1,124 @@
+"""The hub's FastAPI application factory.
+
+``create_app(HubConfig(...))`` builds the app over a :class:`~roost.hub.store.Store`;
+``app_from_env()`` is the uvicorn factory ``roost hub serve`` uses (it reads ``ROOST_HUB_*``
+variables, so every worker process builds the same app). No state lives in the process besides
+caches: the database is the truth.
+
+The web console (``roost.hub.console``, built separately) is mounted when present: its
+``install(app)`` function is called with the app, whose ``app.state.store`` is the Store.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from roost import __version__
+from roost.hub import migrate
+from roost.hub.api import admin, components, device
+from roost.hub.api import errors as api_errors
+from roost.hub.api.auth import AuthMiddleware
+from roost.hub.api.device import RevisionWatcher
+from roost.hub.artifacts import DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore
+from roost.hub.db import Database, default_url
+from roost.hub.store import Store
+
+logger = logging.getLogger(__name__)
+
+ENV_ROOT = "ROOST_HUB_ROOT"
+ENV_DB = "ROOST_HUB_DB"
+ENV_ARTIFACTS = "ROOST_HUB_ARTIFACTS"
+ENV_MAX_ARTIFACT = "ROOST_HUB_MAX_ARTIFACT_BYTES"
+ENV_MIGRATE = "ROOST_HUB_MIGRATE"
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    root: Path
+    db_url: str | None = None
+    artifacts_dir: Path | None = None
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    migrate: bool = True
+    poll_interval: float = 0.5
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or default_url(self.root)
+
+    @property
+    def artifacts_path(self) -> Path:
+        return self.artifacts_dir or self.root / "artifacts"
+
+    def to_env(self) -> dict[str, str]:
+        env = {ENV_ROOT: str(self.root), ENV_DB: self.database_url, ENV_ARTIFACTS: str(self.artifacts_path),
+               ENV_MAX_ARTIFACT: str(self.max_artifact_bytes), ENV_MIGRATE: "1" if self.migrate else "0"}
+        return env
+
+    @classmethod
+    def from_env(cls) -> HubConfig:
+        root = Path(os.environ.get(ENV_ROOT, "~/.roost-hub")).expanduser()
+        return cls(root=root, db_url=os.environ.get(ENV_DB) or None,
+                   artifacts_dir=Path(os.environ[ENV_ARTIFACTS]) if os.environ.get(ENV_ARTIFACTS) else None,
+                   max_artifact_bytes=int(os.environ.get(ENV_MAX_ARTIFACT, DEFAULT_MAX_ARTIFACT_BYTES)),
+                   migrate=os.environ.get(ENV_MIGRATE, "1") == "1")
+
+
+def open_store(config: HubConfig) -> Store:
+    """The database (migrated when ``config.migrate``) and artifact folder behind a Store."""
+    config.root.mkdir(parents=True, exist_ok=True)
+    db = Database(config.database_url)
+    if config.migrate:
+        migrate.upgrade(db)
+    artifacts_dir = config.artifacts_path
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    return Store(db, ArtifactStore(artifacts_dir, config.max_artifact_bytes))
+
+
+def create_app(config: HubConfig | None = None, *, store: Store | None = None) -> FastAPI:
+    if store is None:
+        store = open_store(config or HubConfig.from_env())
+    watcher = RevisionWatcher(store, interval=config.poll_interval if config else 0.5)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        watcher.ensure_started()
+        try:
+            yield
+        finally:
+            await watcher.stop()
+            store.db.dispose()
+
+    app = FastAPI(title="Roost hub", version=__version__, lifespan=lifespan,
+                  description="Fleet control plane of Roost: devices, components, artifacts, deployments.")
+    app.state.store = store
+    app.state.watcher = watcher
+    api_errors.install(app)
+    app.include_router(admin.router)
+    app.include_router(components.router)
+    app.include_router(device.router)
+    app.add_middleware(AuthMiddleware, store=store)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    if importlib.util.find_spec("roost.hub.console") is not None:
+        console = importlib.import_module("roost.hub.console")
+        install = getattr(console, "install", None)
+        if callable(install):
+            install(app)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory for ``roost hub serve`` (configuration from ``ROOST_HUB_*``)."""
+    return create_app(HubConfig.from_env())

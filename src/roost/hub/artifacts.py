@@ -1,0 +1,132 @@
+"""The on-disk artifact store: ``ARTIFACTS/<name>/<version>/<file>``.
+
+Uploads are written to a staging folder inside the artifact folder (same file system, so the
+final rename is atomic), hashed with SHA-256 as they stream in, and refused as soon as a file
+passes the size cap. A version's folder appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from roost.hub.errors import HubNotFoundError, PayloadTooLargeError
+from roost.hub.names import check_file_name, check_name, join
+
+logger = logging.getLogger(__name__)
+
+#: The default cap for one artifact file: 1 GiB.
+DEFAULT_MAX_ARTIFACT_BYTES = 1024 * 1024 * 1024
+
+
+def digest_b64(sha256_hex: str) -> str:
+    """The Greengrass ``Digest`` form of a SHA-256: base64 of the raw 32 bytes."""
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode("ascii")
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    file_name: str
+    path: Path
+    sha256: str
+    size: int
+
+
+class StagedWriter:
+    """Writes one uploaded file, hashing on the fly and enforcing the size cap."""
+
+    def __init__(self, path: Path, file_name: str, max_bytes: int) -> None:
+        self.path = path
+        self.file_name = file_name
+        self.max_bytes = max_bytes
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._fh: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in finish()/abort()
+
+    def write(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self.max_bytes:
+            self.abort()
+            raise PayloadTooLargeError(
+                f"artifact {self.file_name} is larger than the hub accepts ({self.max_bytes} bytes)",
+                code="ARTIFACT_TOO_LARGE")
+        self._hash.update(data)
+        self._fh.write(data)
+
+    def finish(self) -> StagedFile:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        return StagedFile(self.file_name, self.path, self._hash.hexdigest(), self._size)
+
+    def abort(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+class Staging:
+    """A private folder for one upload; removed by :meth:`cleanup` unless installed."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.dir = directory
+        self.max_bytes = max_bytes
+        self.files: dict[str, StagedFile] = {}
+
+    def open(self, file_name: str) -> StagedWriter:
+        check_file_name(file_name)
+        return StagedWriter(join(self.dir, file_name), file_name, self.max_bytes)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ArtifactStore:
+    def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self._tmp = root / ".staging"
+
+    def staging(self) -> Staging:
+        directory = self._tmp / uuid.uuid4().hex
+        directory.mkdir(parents=True, exist_ok=False)
+        return Staging(directory, self.max_bytes)
+
+    def version_dir(self, name: str, version: str) -> Path:
+        return join(self.root, check_name(name, "component name"), check_name(version, "component version"))
+
+    def path(self, name: str, version: str, file_name: str) -> Path:
+        return join(self.version_dir(name, version), check_file_name(file_name))
+
+    def install(self, staging: Staging, name: str, version: str, files: list[StagedFile]) -> None:
+        """Move the staged files into ``<name>/<version>/`` with one atomic rename of the folder.
+
+        Only the publisher that won the database insert calls this, so a folder already there is a
+        leftover of a publish that crashed before its commit and is replaced.
+        """
+        final = self.version_dir(name, version)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        wanted = {f.file_name for f in files}
+        for entry in staging.dir.iterdir():
+            if entry.name not in wanted:
+                entry.unlink()
+        if final.exists():
+            logger.warning("replacing leftover artifact folder %s", final)
+            shutil.rmtree(final)
+        os.replace(staging.dir, final)
+
+    def remove(self, name: str, version: str) -> None:
+        shutil.rmtree(self.version_dir(name, version), ignore_errors=True)
+
+    def existing(self, name: str, version: str, file_name: str) -> Path:
+        path = self.path(name, version, file_name)
+        if not path.is_file():
+            raise HubNotFoundError(f"artifact {name}/{version}/{file_name} is missing from the artifact store",
+                                   code="ARTIFACT_NOT_FOUND")
+        return path

@@ -1,0 +1,392 @@
+"""The shared storage suite: every test runs against a SQLite file and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from roost.hub.errors import (
+    AuthenticationError,
+    ForbiddenError,
+    GoneError,
+    HubConflictError,
+    HubNotFoundError,
+    InvalidNameError,
+    UnprocessableError,
+)
+from roost.hub.store import DeploymentRequest, Report, Store
+from tests.hub.conftest import FakeClock, make_recipe, publish_to_store
+
+
+def enrol(store: Store, name: str, group: str | None = None) -> int:
+    token = store.create_enroll_token(group).token
+    credential = store.enroll(token, name, {"arch": "x86_64"}).credential
+    return store.authenticate(credential).id
+
+
+def rows(store: Store, deployment_id: str) -> dict[str, tuple[str, str | None]]:
+    info = store.get_deployment(deployment_id)
+    assert info.devices is not None
+    return {d.device: (d.status, d.reason_code) for d in info.devices}
+
+
+# -- tokens and enrolment -------------------------------------------------------------------------
+
+
+def test_admin_token_is_stored_hashed_and_authenticates(store: Store) -> None:
+    token = store.create_admin_token("ops")
+    assert token.startswith("rst_admin_")
+    assert store.authenticate(token).kind == "admin"
+    with pytest.raises(AuthenticationError) as err:
+        store.authenticate(token + "x")
+    assert err.value.code == "INVALID_TOKEN"
+    from sqlalchemy import text
+    with store.db.read() as s:
+        hashes = [r[0] for r in s.execute(text("SELECT token_hash FROM api_tokens"))]
+    assert token not in hashes and len(hashes[0]) == 64
+
+
+def test_enrolment_token_once_expiry_and_revocation(store: Store, clock: FakeClock) -> None:
+    info = store.create_enroll_token(ttl_seconds=60)
+    enrolment = store.enroll(info.token, "dev-1", {"machine": "xavier"})
+    principal = store.authenticate(enrolment.credential)
+    assert principal.kind == "device" and principal.name == "dev-1"
+    with pytest.raises(GoneError) as used:
+        store.enroll(info.token, "dev-2")
+    assert used.value.code == "ENROLL_TOKEN_USED"
+    expiring = store.create_enroll_token(ttl_seconds=60)
+    clock.advance(seconds=61)
+    with pytest.raises(AuthenticationError) as expired:
+        store.enroll(expiring.token, "dev-3")
+    assert expired.value.code == "ENROLL_TOKEN_EXPIRED"
+    with pytest.raises(AuthenticationError):
+        store.enroll("rst_enroll_nope", "dev-4")
+    # Taken names are refused and do not burn the token.
+    again = store.create_enroll_token()
+    with pytest.raises(HubConflictError) as taken:
+        store.enroll(again.token, "dev-1")
+    assert taken.value.code == "DEVICE_EXISTS"
+    store.enroll(again.token, "dev-5")
+    # Revocation cuts the device off at once.
+    store.revoke_device("dev-1")
+    with pytest.raises(AuthenticationError) as revoked:
+        store.authenticate(enrolment.credential)
+    assert revoked.value.code == "DEVICE_REVOKED"
+    assert {d.name: d.status for d in store.list_devices()}["dev-1"] == "REVOKED"
+
+
+def test_enrolment_token_redeemed_exactly_once_under_concurrency(store: Store) -> None:
+    for attempt in range(3):
+        token = store.create_enroll_token().token
+        barrier = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        def redeem(name: str, token: str = token, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                store.enroll(token, name)
+                outcomes.append("ok")
+            except GoneError as err:
+                outcomes.append(err.code)
+
+        threads = [threading.Thread(target=redeem, args=(f"race-{attempt}-{i}",)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) == ["ENROLL_TOKEN_USED", "ok"]
+    assert len(store.list_devices()) == 3
+
+
+# -- devices and groups ---------------------------------------------------------------------------
+
+
+def test_devices_labels_groups(store: Store) -> None:
+    enrol(store, "a", group="edge")
+    enrol(store, "b")
+    assert store.set_labels("b", {"machine": "tx2", "memory": 8}).labels == {"machine": "tx2", "memory": 8}
+    group = store.add_group_members("edge", ["b"])
+    assert group.devices == ["a", "b"]
+    store.add_group_members("lab", ["a"])
+    assert {g.name: g.devices for g in store.list_groups()} == {"edge": ["a", "b"], "lab": ["a"]}
+    assert store.get_device("a").groups == ["edge", "lab"]
+    assert store.remove_group_member("edge", "a").devices == ["b"]
+    with pytest.raises(HubNotFoundError):
+        store.remove_group_member("edge", "a")
+    with pytest.raises(HubNotFoundError) as missing:
+        store.add_group_members("edge", ["ghost"])
+    assert missing.value.code == "DEVICE_NOT_FOUND"
+    with pytest.raises(InvalidNameError):
+        store.get_device("../etc")
+
+
+# -- components -----------------------------------------------------------------------------------
+
+
+def test_component_versions_are_immutable_and_digests_stored(store: Store) -> None:
+    info = publish_to_store(store, files={"hello.py": b"print(1)\n"})
+    assert [a.file for a in info.artifacts] == ["hello.py"]
+    component = store.get_component("com.example.Hello", "1.0.0")
+    artifact = component.recipe["Manifests"][0]["Artifacts"][0]
+    import base64
+    import hashlib
+    assert artifact["Digest"] == base64.b64encode(hashlib.sha256(b"print(1)\n").digest()).decode()
+    assert artifact["Algorithm"] == "SHA-256"
+    with pytest.raises(HubConflictError) as exists:
+        publish_to_store(store, files={"hello.py": b"print(2)\n"})
+    assert exists.value.code == "VERSION_EXISTS"
+    publish_to_store(store, version="1.1.0")
+    assert [(c.name, c.version) for c in store.list_components()] == [
+        ("com.example.Hello", "1.0.0"), ("com.example.Hello", "1.1.0")]
+    assert store.artifacts.path("com.example.Hello", "1.0.0", "hello.py").read_bytes() == b"print(1)\n"
+
+
+def test_component_recipe_errors(store: Store) -> None:
+    staging = store.artifacts.staging()
+    try:
+        with pytest.raises(UnprocessableError) as bad:
+            store.publish_component(b"ComponentName: [", staging, [])
+        assert bad.value.code == "RECIPE_INVALID"
+        with pytest.raises(UnprocessableError) as missing:
+            store.publish_component(make_recipe(files=("a.bin",)), staging, [])
+        assert missing.value.code == "ARTIFACT_MISSING" and "a.bin" in missing.value.message
+    finally:
+        staging.cleanup()
+    with pytest.raises(HubNotFoundError):
+        store.get_component("com.example.Nope", "1.0.0")
+
+
+# -- deployments and desired state ----------------------------------------------------------------
+
+
+def test_deployment_desired_state_and_superseding(store: Store) -> None:
+    dev = enrol(store, "d1", group="fleet")
+    publish_to_store(store, "com.example.A", "1.0.0")
+    publish_to_store(store, "com.example.A", "2.0.0")
+    publish_to_store(store, "com.example.B", "1.0.0")
+    state, _ = store.desired_state(dev, None)
+    assert state is not None and state.components == {}
+    assert store.desired_state(dev, state.revision) == (None, False)
+
+    first = store.create_deployment(DeploymentRequest(target="group:fleet", components={"com.example.A": "1.0.0"},
+                                                      configuration={"com.example.A": {"MERGE": {"x": 1}}}))
+    state, _ = store.desired_state(dev, state.revision)
+    assert state is not None and state.deployments == [first.id]
+    assert state.components["com.example.A"].version == "1.0.0"
+    assert state.components["com.example.A"].configuration == {"MERGE": {"x": 1}}
+    assert state.components["com.example.A"].recipe["ComponentName"] == "com.example.A"
+    assert rows(store, first.id) == {"d1": ("IN_PROGRESS", None)}
+
+    # The device's own deployment is unioned with the group's.
+    own = store.create_deployment(DeploymentRequest(target="device:d1", components={"com.example.B": "1.0.0"}))
+    state2, _ = store.desired_state(dev, state.revision)
+    assert state2 is not None and state2.revision > state.revision
+    assert {n: c.version for n, c in state2.components.items()} == {"com.example.A": "1.0.0",
+                                                                   "com.example.B": "1.0.0"}
+    assert state2.deployments == [first.id, own.id]
+
+    # A new group deployment supersedes the previous one; omitted components are removed.
+    second = store.create_deployment(DeploymentRequest(target="group:fleet", components={"com.example.A": "2.0.0"}))
+    assert store.get_deployment(first.id).status == "SUPERSEDED"
+    assert rows(store, first.id) == {"d1": ("CANCELED", "SUPERSEDED")}
+    state3, _ = store.desired_state(dev, state2.revision)
+    assert state3 is not None
+    assert {n: c.version for n, c in state3.components.items()} == {"com.example.A": "2.0.0",
+                                                                   "com.example.B": "1.0.0"}
+    store.create_deployment(DeploymentRequest(target="device:d1", components={}))
+    state4, _ = store.desired_state(dev, state3.revision)
+    assert state4 is not None and set(state4.components) == {"com.example.A"}
+    assert second.id in state4.deployments
+
+    with pytest.raises(UnprocessableError) as unknown:
+        store.create_deployment(DeploymentRequest(target="device:d1", components={"com.example.A": "9.9.9"}))
+    assert unknown.value.code == "UNKNOWN_COMPONENT" and "9.9.9" in unknown.value.message
+    with pytest.raises(UnprocessableError):
+        store.create_deployment(DeploymentRequest(target="device:d1", components={"com.example.Zzz": "1.0.0"}))
+    with pytest.raises(HubNotFoundError):
+        store.create_deployment(DeploymentRequest(target="device:ghost", components={}))
+    with pytest.raises(UnprocessableError):
+        store.create_deployment(DeploymentRequest(target="cluster:x", components={}))
+
+
+def test_desired_state_conflict_is_reported_on_the_device(store: Store) -> None:
+    dev = enrol(store, "c1", group="g")
+    publish_to_store(store, "com.example.A", "1.0.0")
+    publish_to_store(store, "com.example.A", "2.0.0")
+    group_dep = store.create_deployment(DeploymentRequest(target="group:g", components={"com.example.A": "1.0.0"}))
+    device_dep = store.create_deployment(DeploymentRequest(target="device:c1",
+                                                           components={"com.example.A": "2.0.0"}))
+    state, _ = store.desired_state(dev, None)
+    assert state is not None
+    assert state.components["com.example.A"].version == "1.0.0"
+    assert state.deployments == [group_dep.id]
+    info = store.get_deployment(device_dep.id)
+    assert info.devices is not None
+    row = info.devices[0]
+    assert (row.status, row.reason_code) == ("FAILED", "DESIRED_STATE_CONFLICT")
+    assert row.message is not None and group_dep.id in row.message and device_dep.id in row.message
+    assert info.status == "COMPLETED"
+
+
+def test_reports_are_idempotent_and_complete_deployments(store: Store) -> None:
+    dev = enrol(store, "r1")
+    publish_to_store(store, "com.example.A", "1.0.0")
+    dep = store.create_deployment(DeploymentRequest(target="device:r1", components={"com.example.A": "1.0.0"}))
+    state, _ = store.desired_state(dev, None)
+    assert state is not None
+    report = Report(id="rep-1", deployment_id=dep.id, revision=state.revision, status="SUCCEEDED",
+                    components={"com.example.A": {"version": "1.0.0", "state": "RUNNING"}})
+    assert store.record_reports(dev, [report, report]).duplicates == ["rep-1"]
+    assert store.record_reports(dev, [report]).accepted == []
+    assert rows(store, dep.id) == {"r1": ("SUCCEEDED", None)}
+    assert store.get_deployment(dep.id).status == "COMPLETED"
+    device = store.get_device("r1")
+    assert device.applied_revision == state.revision
+    assert device.components["com.example.A"].state == "RUNNING" and device.health == "HEALTHY"
+    # A late report for a finished row does not change it.
+    store.record_reports(dev, [Report(id="rep-2", deployment_id=dep.id, status="FAILED")])
+    assert rows(store, dep.id) == {"r1": ("SUCCEEDED", None)}
+
+
+def test_concurrent_duplicate_reports_apply_once(store: Store) -> None:
+    dev = enrol(store, "r2")
+    barrier = threading.Barrier(4)
+    results: list[tuple[list[str], list[str]]] = []
+
+    def send() -> None:
+        barrier.wait()
+        r = store.record_reports(dev, [Report(id="same", revision=1)])
+        results.append((r.accepted, r.duplicates))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [([], ["same"])] * 3 + [(["same"], [])]
+
+
+# -- rollout --------------------------------------------------------------------------------------
+
+
+def test_rate_limited_rollout_releases_gradually(store: Store, clock: FakeClock) -> None:
+    ids = {f"n{i}": enrol(store, f"n{i}", group="wave") for i in range(5)}
+    publish_to_store(store, "com.example.A", "1.0.0")
+    publish_to_store(store, "com.example.A", "2.0.0")
+    base = store.create_deployment(DeploymentRequest(target="group:wave", components={"com.example.A": "1.0.0"}))
+    for dev in ids.values():
+        store.desired_state(dev, None)
+    dep = store.create_deployment(DeploymentRequest(target="group:wave", components={"com.example.A": "2.0.0"},
+                                                    max_per_minute=2))
+    released = [d for d in store.get_deployment(dep.id).devices or [] if d.released_at is not None]
+    assert len(released) == 2
+    versions = {}
+    pending = {}
+    for name, dev in ids.items():
+        state, pending[name] = store.desired_state(dev, None)
+        assert state is not None
+        versions[name] = state.components["com.example.A"].version
+    assert sorted(versions.values()) == ["1.0.0", "1.0.0", "1.0.0", "2.0.0", "2.0.0"]
+    waiting = [n for n, v in versions.items() if v == "1.0.0"]
+    assert all(pending[n] for n in waiting)
+    # Unreleased devices keep the previous deployment as their desired state.
+    assert base.id in store.desired_state(ids[waiting[0]], None)[0].deployments  # type: ignore[union-attr]
+    clock.advance(seconds=61)
+    now_versions = [store.desired_state(ids[n], None)[0].components["com.example.A"].version  # type: ignore[union-attr]
+                    for n in waiting]
+    assert sorted(now_versions) == ["1.0.0", "2.0.0", "2.0.0"]
+    clock.advance(seconds=61)
+    for n in waiting:
+        store.desired_state(ids[n], None)
+    info = store.get_deployment(dep.id)
+    assert all(d.released_at is not None for d in info.devices or [])
+
+
+def test_abort_rule_cancels_the_rest(store: Store) -> None:
+    ids = {f"a{i}": enrol(store, f"a{i}", group="ab") for i in range(6)}
+    publish_to_store(store, "com.example.A", "1.0.0")
+    dep = store.create_deployment(DeploymentRequest(target="group:ab", components={"com.example.A": "1.0.0"},
+                                                    max_per_minute=3, abort_failure_percent=50,
+                                                    abort_min_devices=2))
+    started = [n for n, d in (rows(store, dep.id)).items()]
+    assert len(started) == 6
+    released = [d.device for d in store.get_deployment(dep.id).devices or [] if d.released_at is not None]
+    assert len(released) == 3
+    for n in released:
+        store.desired_state(ids[n], None)
+    store.record_reports(ids[released[0]], [Report(id="f1", deployment_id=dep.id, status="FAILED",
+                                                   reason_code="INSTALL_FAILED")])
+    assert store.get_deployment(dep.id).status == "ACTIVE"  # 1 finished < abort_min_devices
+    store.record_reports(ids[released[1]], [Report(id="f2", deployment_id=dep.id, status="ROLLED_BACK")])
+    info = store.get_deployment(dep.id)
+    assert info.status == "ABORTED" and info.status_reason is not None
+    states = rows(store, dep.id)
+    assert [states[n][0] for n in released] == ["FAILED", "ROLLED_BACK", "IN_PROGRESS"]
+    unreleased = [n for n in ids if n not in released]
+    assert all(states[n] == ("CANCELED", "ABORTED") for n in unreleased)
+    # Canceled devices keep their previous (empty) desired state.
+    state, pending = store.desired_state(ids[unreleased[0]], None)
+    assert state is not None and state.components == {} and not pending
+
+
+def test_timeouts_are_computed_on_read(store: Store, clock: FakeClock) -> None:
+    dev = enrol(store, "t1")
+    enrol(store, "t2")
+    store.add_group_members("tg", ["t1", "t2"])
+    publish_to_store(store, "com.example.A", "1.0.0")
+    dep = store.create_deployment(DeploymentRequest(target="group:tg", components={"com.example.A": "1.0.0"},
+                                                    timeout_minutes=5))
+    store.desired_state(dev, None)
+    clock.advance(minutes=4)
+    assert rows(store, dep.id) == {"t1": ("IN_PROGRESS", None), "t2": ("QUEUED", None)}
+    clock.advance(minutes=2)
+    assert rows(store, dep.id) == {"t1": ("TIMED_OUT", "TIMEOUT"), "t2": ("TIMED_OUT", "TIMEOUT")}
+    assert store.get_deployment(dep.id).status == "COMPLETED"
+    assert [d.status for d in store.list_deployments()] == ["COMPLETED"]
+
+
+def test_cancel_keeps_previous_state_for_devices_not_started(store: Store) -> None:
+    a = enrol(store, "k1", group="kg")
+    b = enrol(store, "k2", group="kg")
+    publish_to_store(store, "com.example.A", "1.0.0")
+    dep = store.create_deployment(DeploymentRequest(target="group:kg", components={"com.example.A": "1.0.0"}))
+    store.desired_state(a, None)  # k1 picks it up (IN_PROGRESS); k2 has not polled yet
+    info = store.cancel_deployment(dep.id)
+    assert info.status == "CANCELED"
+    assert rows(store, dep.id) == {"k1": ("IN_PROGRESS", None), "k2": ("CANCELED", "CANCELED")}
+    state_b, _ = store.desired_state(b, None)
+    assert state_b is not None and state_b.components == {}
+    state_a, _ = store.desired_state(a, None)
+    assert state_a is not None and set(state_a.components) == {"com.example.A"}
+    assert store.cancel_deployment(dep.id).status == "CANCELED"  # idempotent
+    with pytest.raises(HubNotFoundError):
+        store.cancel_deployment("00000000-0000-0000-0000-000000000000")
+
+
+def test_group_join_gets_current_deployment_and_leave_removes_it(store: Store) -> None:
+    publish_to_store(store, "com.example.A", "1.0.0")
+    enrol(store, "j0", group="jg")
+    dep = store.create_deployment(DeploymentRequest(target="group:jg", components={"com.example.A": "1.0.0"}))
+    late = enrol(store, "j1")
+    store.add_group_members("jg", ["j1"])
+    state, _ = store.desired_state(late, None)
+    assert state is not None and state.deployments == [dep.id]
+    store.remove_group_member("jg", "j1")
+    state2, _ = store.desired_state(late, state.revision)
+    assert state2 is not None and state2.components == {}
+
+
+def test_device_artifact_access_is_limited_to_desired_state(store: Store) -> None:
+    a = enrol(store, "x1")
+    b = enrol(store, "x2")
+    publish_to_store(store, "com.example.A", "1.0.0")
+    store.create_deployment(DeploymentRequest(target="device:x1", components={"com.example.A": "1.0.0"}))
+    pa = store.authenticate(store.create_admin_token())
+    assert store.artifact(pa, "com.example.A", "1.0.0", "hello.py").size > 0
+    from roost.hub.store import Principal
+    assert store.artifact(Principal("device", a, "x1"), "com.example.A", "1.0.0", "hello.py").sha256
+    with pytest.raises(ForbiddenError):
+        store.artifact(Principal("device", b, "x2"), "com.example.A", "1.0.0", "hello.py")
+    with pytest.raises(InvalidNameError):
+        store.artifact(pa, "com.example.A", "1.0.0", "..")

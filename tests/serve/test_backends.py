@@ -1,0 +1,209 @@
+"""Backends agree with xgboost, reproduce the seed model's outputs, and reuse their caches."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from roost.serve import backends as backends_mod
+from roost.serve.backends import (
+    DIRECT_MAX_ROWS,
+    CompiledTreesBackend,
+    OnnxTabularBackend,
+    TabularBackend,
+    XGBoostBackend,
+    compile_model,
+    onnx_model,
+)
+from roost.serve.errors import ModelError
+from roost.serve.request import decode_tabular
+from roost.serve.wine import FEATURES, load_wine, train_wine
+
+SEED = Path(__file__).resolve().parents[2].parent / "shared" / "seed-data"
+SEED_MODEL = SEED / "xgboost_wine_quality.json"
+SEED_EXPECTED = [6.573914051055908, 4.869720935821533]
+ENGINES = ["xgboost", "compiled", "onnx"]
+
+
+@functools.cache
+def shared_work() -> Path:
+    """One folder per test process with the trained wine model and the compile cache.
+
+    Shared by test_backends and test_engine so tl2cgen compiles each model once per session.
+    """
+    work = Path(tempfile.mkdtemp(prefix="roost-serve-tests-"))
+    atexit.register(shutil.rmtree, work, True)
+    train_wine(work / "wine.json")
+    (work / "cache").mkdir()
+    return work
+
+
+@pytest.fixture(scope="module")
+def work() -> Path:
+    return shared_work()
+
+
+@pytest.fixture(scope="module")
+def wine_model(work: Path) -> Path:
+    return work / "wine.json"
+
+
+@pytest.fixture(scope="module")
+def cache(work: Path) -> Path:
+    return work / "cache"
+
+
+def _build(engine: str, model: Path, cache: Path) -> TabularBackend:
+    if engine == "xgboost":
+        return XGBoostBackend(model)
+    if engine == "compiled":
+        return CompiledTreesBackend(model, cache)
+    return OnnxTabularBackend(model, cache)
+
+
+@pytest.fixture(scope="module")
+def wine_backends(wine_model: Path, cache: Path) -> dict[str, TabularBackend]:
+    return {engine: _build(engine, wine_model, cache) for engine in ENGINES}
+
+
+@pytest.fixture(scope="module")
+def seed_backends(cache: Path) -> Iterator[dict[str, TabularBackend]]:
+    if not SEED_MODEL.is_file():
+        pytest.skip(f"{SEED} is absent (a fresh clone has no ../shared)")
+    yield {engine: _build(engine, SEED_MODEL, cache) for engine in ENGINES}
+
+
+def test_protocol_and_names(wine_backends: dict[str, TabularBackend]) -> None:
+    for name, backend in wine_backends.items():
+        assert isinstance(backend, TabularBackend)
+        assert backend.name == name
+        assert backend.feature_names == list(FEATURES)
+
+
+@pytest.mark.parametrize("engine", ["compiled", "onnx"])
+def test_agrees_with_xgboost_on_vendored_data(engine: str, wine_backends: dict[str, TabularBackend]) -> None:
+    x, _ = load_wine()
+    ref = wine_backends["xgboost"].predict(x)
+    backend = wine_backends[engine]
+    for batch in (1, 3, DIRECT_MAX_ROWS, DIRECT_MAX_ROWS + 1, 64, 1000, len(x)):
+        pred = backend.predict(np.ascontiguousarray(x[:batch]))
+        assert pred.dtype == np.float32 and pred.shape == (batch,)
+        np.testing.assert_allclose(pred, ref[:batch], atol=1e-5, rtol=0)
+    # row by row through the small-batch path
+    singles = np.concatenate([backend.predict(x[i : i + 1]) for i in range(0, 300)])
+    np.testing.assert_allclose(singles, ref[:300], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_missing_values_follow_xgboost(engine: str, wine_backends: dict[str, TabularBackend]) -> None:
+    x, _ = load_wine()
+    x = np.array(x[:40])
+    x[::3, 4] = np.nan
+    x[1::5, 10] = np.nan
+    ref = wine_backends["xgboost"].predict(x)
+    backend = wine_backends[engine]
+    np.testing.assert_allclose(backend.predict(x), ref, atol=1e-5)
+    np.testing.assert_allclose(backend.predict(x[:1]), ref[:1], atol=1e-5)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_seed_model_gives_the_published_outputs(engine: str, seed_backends: dict[str, TabularBackend]) -> None:
+    records = json.loads((SEED / "samples.json").read_text())
+    backend = seed_backends[engine]
+    x = decode_tabular(records, backend.feature_names)
+    np.testing.assert_allclose(backend.predict(x), SEED_EXPECTED, atol=1e-5)
+    np.testing.assert_allclose(backend.predict(x[1:]), SEED_EXPECTED[1:], atol=1e-5)
+
+
+def test_input_is_coerced_and_checked(wine_backends: dict[str, TabularBackend]) -> None:
+    x, _ = load_wine()
+    for backend in wine_backends.values():
+        ref = backend.predict(x[:5])
+        np.testing.assert_allclose(backend.predict(np.asfortranarray(x[:5].astype(np.float64))), ref, atol=1e-6)
+        with pytest.raises(ModelError):
+            backend.predict(x[:5, :12])
+
+
+def test_thread_safe(wine_backends: dict[str, TabularBackend]) -> None:
+    x, _ = load_wine()
+    ref = wine_backends["xgboost"].predict(x[:220])
+    failures: list[str] = []
+
+    def worker(backend: TabularBackend, offset: int) -> None:
+        for i in range(offset, 200, 4):
+            got = backend.predict(x[i : i + 1 + i % 20])
+            if not np.allclose(got, ref[i : i + 1 + i % 20], atol=1e-5):
+                failures.append(f"{backend.name} row {i}")
+
+    threads = [threading.Thread(target=worker, args=(b, k)) for b in wine_backends.values() for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_compile_cache_is_reused(wine_model: Path, cache: Path, wine_backends: dict[str, TabularBackend]) -> None:
+    compiled = wine_backends["compiled"]
+    assert isinstance(compiled, CompiledTreesBackend)
+    before = compiled.libpath.stat()
+    calls: list[object] = []
+    original = backends_mod._tl2cgen
+    backends_mod._tl2cgen = lambda: calls.append(1) or original()  # type: ignore[assignment,func-returns-value]
+    try:
+        again = CompiledTreesBackend(wine_model, cache)
+        assert compile_model(wine_model, cache) == compiled.libpath
+    finally:
+        backends_mod._tl2cgen = original
+    assert again.libpath == compiled.libpath
+    after = again.libpath.stat()
+    assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
+    assert len(calls) == 1  # the Predictor import only; compile_model returned before touching tl2cgen
+    assert not list(cache.glob(".*.so")), "no temporary library left behind"
+    onnx_path = onnx_model(wine_model, cache)
+    mtime = onnx_path.stat().st_mtime_ns
+    assert onnx_model(wine_model, cache).stat().st_mtime_ns == mtime
+
+
+def test_onnx_file_carries_feature_names(wine_model: Path, cache: Path) -> None:
+    onnx_path = onnx_model(wine_model, cache)
+    backend = OnnxTabularBackend(onnx_path)
+    assert backend.feature_names == list(FEATURES)
+    with pytest.raises(ModelError):
+        OnnxTabularBackend(onnx_path, feature_names=["a"] * 13)
+
+
+def test_model_without_names(work: Path, wine_model: Path) -> None:
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(str(wine_model))
+    booster.feature_names = None
+    booster.feature_types = None
+    bare = work / "bare.ubj"
+    booster.save_model(str(bare))
+    with pytest.raises(ModelError, match="no feature names"):
+        XGBoostBackend(bare)
+    backend = XGBoostBackend(bare, feature_names=list(FEATURES))
+    x, _ = load_wine()
+    np.testing.assert_allclose(backend.predict(x[:10]), XGBoostBackend(wine_model).predict(x[:10]), atol=1e-6)
+    with pytest.raises(ModelError):
+        XGBoostBackend(bare, feature_names=["a", "b"])
+
+
+def test_unreadable_model(work: Path, cache: Path) -> None:
+    broken = work / "broken.json"
+    broken.write_text("{not a model")
+    with pytest.raises(ModelError):
+        XGBoostBackend(broken)
+    with pytest.raises(ModelError):
+        CompiledTreesBackend(work / "absent.json", cache)
