@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from roost import __version__
 from roost.errors import (
@@ -213,6 +213,16 @@ class Deployment(_Model):
     created_at: str | None = None
     devices: list[DeviceResult] = Field(default_factory=list)
     counts: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _no_devices(cls, value: Any) -> Any:
+        return [] if value is None else value  # the list form leaves the per-device rows out
+
+    @field_validator("components", "counts", mode="before")
+    @classmethod
+    def _no_mapping(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class DesiredComponent(_Model):

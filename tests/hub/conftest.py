@@ -69,7 +69,7 @@ def _pg_available() -> tuple[bool, str]:
         with psycopg.connect(PG_ADMIN_URL, connect_timeout=3) as conn:
             conn.execute("SELECT 1")
         return True, ""
-    except Exception as err:  # noqa: BLE001 - any failure means "not available"
+    except Exception as err:
         return False, f"cannot connect to {PG_ADMIN_URL}: {err}"
 
 
@@ -110,15 +110,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hub.db'}"
         return
-    url: str = request.getfixturevalue("pg_url")
+    url: str = request.getfixturevalue("db_url_pg_clean")
+    yield url
+
+
+@pytest.fixture
+def db_url_pg_clean(pg_url: str) -> str:
+    """The session's PostgreSQL database, migrated and emptied."""
     from roost.hub import migrate
     from roost.hub.db import Database
 
-    db = Database(url)
+    db = Database(pg_url)
     migrate.upgrade(db)
     db.dispose()
-    _truncate_pg(url)
-    yield url
+    _truncate_pg(pg_url)
+    return pg_url
 
 
 @pytest.fixture

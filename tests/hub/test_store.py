@@ -82,7 +82,8 @@ def test_enrolment_token_redeemed_exactly_once_under_concurrency(store: Store) -
         barrier = threading.Barrier(2)
         outcomes: list[str] = []
 
-        def redeem(name: str, token: str = token, barrier: threading.Barrier = barrier) -> None:
+        def redeem(name: str, token: str = token, barrier: threading.Barrier = barrier,
+                   outcomes: list[str] = outcomes) -> None:
             barrier.wait()
             try:
                 store.enroll(token, name)

@@ -8,7 +8,6 @@ import json
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,10 +75,10 @@ def wine_backends(wine_model: Path, cache: Path) -> dict[str, TabularBackend]:
 
 
 @pytest.fixture(scope="module")
-def seed_backends(cache: Path) -> Iterator[dict[str, TabularBackend]]:
+def seed_backends(cache: Path) -> dict[str, TabularBackend]:
     if not SEED_MODEL.is_file():
         pytest.skip(f"{SEED} is absent (a fresh clone has no ../shared)")
-    yield {engine: _build(engine, SEED_MODEL, cache) for engine in ENGINES}
+    return {engine: _build(engine, SEED_MODEL, cache) for engine in ENGINES}
 
 
 def test_protocol_and_names(wine_backends: dict[str, TabularBackend]) -> None:
@@ -99,7 +98,7 @@ def test_agrees_with_xgboost_on_vendored_data(engine: str, wine_backends: dict[s
         assert pred.dtype == np.float32 and pred.shape == (batch,)
         np.testing.assert_allclose(pred, ref[:batch], atol=1e-5, rtol=0)
     # row by row through the small-batch path
-    singles = np.concatenate([backend.predict(x[i : i + 1]) for i in range(0, 300)])
+    singles = np.concatenate([backend.predict(x[i : i + 1]) for i in range(300)])
     np.testing.assert_allclose(singles, ref[:300], atol=1e-5, rtol=0)
 
 
@@ -158,7 +157,7 @@ def test_compile_cache_is_reused(wine_model: Path, cache: Path, wine_backends: d
     before = compiled.libpath.stat()
     calls: list[object] = []
     original = backends_mod._tl2cgen
-    backends_mod._tl2cgen = lambda: calls.append(1) or original()  # type: ignore[assignment,func-returns-value]
+    backends_mod._tl2cgen = lambda: calls.append(1) or original()  # type: ignore[func-returns-value]
     try:
         again = CompiledTreesBackend(wine_model, cache)
         assert compile_model(wine_model, cache) == compiled.libpath

@@ -30,7 +30,8 @@ class Model:
         self.gate.wait(5)
         if self.fail_on is not None and (x[:, 0] == self.fail_on).any():
             raise RuntimeError("boom")
-        return (x.sum(axis=1) + self.offset).astype(np.float32)
+        out: np.ndarray = (x.sum(axis=1) + self.offset).astype(np.float32)
+        return out
 
 
 def rows(*values: float, width: int = 3) -> np.ndarray:

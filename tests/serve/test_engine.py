@@ -65,7 +65,7 @@ def test_choice_rule() -> None:
 def test_explicit_engines_and_calibration(model: Path, cache: Path) -> None:
     x, _ = load_wine()
     for name in ("xgboost", "compiled", "onnx"):
-        loaded = load_tabular(model, name, cache_dir=cache, calibration=x[:100])  # type: ignore[arg-type]
+        loaded = load_tabular(model, name, cache_dir=cache, calibration=x[:100])
         assert loaded.engine == name and loaded.backend.name == name
     with pytest.raises(ModelError, match="calibration"):
         load_tabular(model, "xgboost", cache_dir=cache, calibration=x[:, :5])

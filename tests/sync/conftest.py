@@ -1,4 +1,4 @@
-"""Fixtures for the agent–hub sync end-to-end tests: a real `roost hub serve` process that can be
+"""Fixtures for the agent-hub sync end-to-end tests: a real `roost hub serve` process that can be
 stopped and restarted on the same port, and real agents (`roost agent start --detach --hub`)."""
 
 from __future__ import annotations

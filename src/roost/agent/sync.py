@@ -425,10 +425,8 @@ class HubSync:
                 if getattr(err, "retryable", False):
                     self.health.down(err)
                     raise _RetryLater from err
-                log.warning("hub revision %d failed before any change: %s", revision, err.message)
                 return self._finish(ids, revision, FAILED, err.code, err.message)
             except RoostError as err:
-                log.warning("hub revision %d failed before any change: %s", revision, err.message)
                 return self._finish(ids, revision, FAILED, err.code, err.message)
             request = self._request(desired, recipe_dir, artifact_dir)
             try:

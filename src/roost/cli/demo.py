@@ -1,4 +1,10 @@
-"""`roost demo`: an agent in a fresh root, the sample components deployed, their logs shown."""
+"""`roost demo`: an agent in a fresh root, the sample inference components deployed, their logs shown.
+
+The four samples are the original system's scenario, on Roost: the wine-quality model served as a
+component (``com.roost.WineQuality``, trained at Install from the vendored UCI data) and a
+consumer that sends it records and logs the predictions; an image classifier (EfficientNet-Lite0,
+int8 ONNX) and a requester that asks it about an image and logs the label.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from roost.agent.daemon import start_detached, stop_agent
 from roost.agent.paths import AgentPaths
@@ -19,53 +25,68 @@ from roost.cli.output import console, handle_errors, styled, table
 from roost.errors import RoostError
 from roost.samples import ARTIFACTS, RECIPES
 
-PUBLISHER, SUBSCRIBER = "com.roost.HelloPublisher", "com.roost.HelloSubscriber"
+WINE, CONSUMER = "com.roost.WineQuality", "com.roost.WineConsumer"
+CLASSIFIER, REQUESTER = "com.roost.ImageClassifier", "com.roost.ImageRequester"
+
+
+def _results(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [line for line in path.read_text(errors="replace").splitlines() if "] result: " in line]
 
 
 @handle_errors
-def demo(rounds: Annotated[int, typer.Option("--rounds", min=1, max=1000, help="Messages to show.")] = 5,
+def demo(rounds: Annotated[int, typer.Option("--rounds", min=1, max=1000, help="Requests each requester sends.")]
+         = 3,
+         interval: Annotated[float, typer.Option("--interval", min=0.05, help="Seconds between requests.")] = 1.0,
          root: Annotated[Path | None, typer.Option("--root", help="Agent root (default: a fresh temp dir).")]
          = None,
          keep: Annotated[bool, typer.Option("--keep", help="Leave the root folder in place.")] = False) -> None:
-    """Start an agent, deploy the sample publisher and subscriber, show their messages, stop."""
+    """Start an agent, deploy the sample inference components, show requests and results, stop."""
     owned = root is None
     root_dir = Path(tempfile.mkdtemp(prefix="roost-demo-")) if root is None else root
     paths = AgentPaths.at(root_dir)
+    sender_conf = {"MERGE": {"msgCountLimit": rounds, "intervalSeconds": interval}}
     try:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True) as prog:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                      transient=True) as prog:
             task = prog.add_task("starting the agent")
             t0 = time.monotonic()
             pid = start_detached(paths, "demo-device")
             console.print(f"[green]✓[/] agent started (pid {pid}) in {time.monotonic() - t0:.2f} s on {paths.root}")
-            prog.update(task, description="deploying the sample components")
+            prog.update(task, description="deploying the samples (Install trains and compiles the wine model)")
             request = {"recipeDirectoryPath": str(RECIPES), "artifactsDirectoryPath": str(ARTIFACTS),
-                       "rootComponentVersionsToAdd": {SUBSCRIBER: "1.0.0", PUBLISHER: "1.0.0"},
-                       "componentToConfiguration": {PUBLISHER: {"MERGE": {"intervalSeconds": 0.5}}}}
+                       "rootComponentVersionsToAdd": {WINE: "1.0.0", CONSUMER: "1.0.0", CLASSIFIER: "1.0.0",
+                                                      REQUESTER: "1.0.0"},
+                       "componentToConfiguration": {CONSUMER: sender_conf, REQUESTER: sender_conf}}
             dep_id = local.call(str(paths.root), "CreateLocalDeployment", request)["deploymentId"]
-            dep = local.call(str(paths.root), "GetLocalDeploymentStatus",
-                             {"deploymentId": dep_id, "waitSeconds": 30}, timeout=40)["deployment"]
+            deadline = time.monotonic() + 600
+            dep = {"status": "QUEUED"}
+            while dep["status"] in ("QUEUED", "IN_PROGRESS") and time.monotonic() < deadline:
+                dep = local.call(str(paths.root), "GetLocalDeploymentStatus",
+                                 {"deploymentId": dep_id, "waitSeconds": 20}, timeout=40)["deployment"]
             console.print(f"[green]✓[/] deployment {dep_id}: {styled(dep['status'])}")
             if dep["status"] != "SUCCEEDED":
                 raise RoostError(json.dumps(dep.get("deploymentStatusDetails", {})), code="DEMO_FAILED")
-            prog.update(task, description=f"waiting for {rounds} messages")
-            sub_log = paths.log_file(SUBSCRIBER)
-            deadline = time.monotonic() + 10 + rounds
-            received: list[str] = []
-            while time.monotonic() < deadline and len(received) < rounds:
-                text = sub_log.read_text(errors="replace") if sub_log.exists() else ""
-                received = [line for line in text.splitlines() if "received on" in line]
+            prog.update(task, description=f"waiting for {rounds} results from each requester")
+            logs = {name: paths.log_file(name) for name in (CONSUMER, REQUESTER)}
+            deadline = time.monotonic() + 60 + rounds * interval * 2
+            while time.monotonic() < deadline and any(len(_results(p)) < rounds for p in logs.values()):
                 time.sleep(0.1)
         comps = local.call(str(paths.root), "ListComponents", {})["components"]
         table("Components", ["name", "version", "state"],
               [(c["componentName"], c["version"], styled(c["state"])) for c in comps])
-        for name in (PUBLISHER, SUBSCRIBER):
+        for name, path in logs.items():
             console.rule(f"logs/{name}.log")
-            for line in paths.log_file(name).read_text(errors="replace").splitlines()[-rounds:]:
-                console.print(line, highlight=False, markup=False)
-        if len(received) < rounds:
-            raise RoostError(f"the subscriber received {len(received)} of {rounds} messages", code="DEMO_FAILED")
-        console.print(f"[green]✓[/] {len(received)} messages went from the publisher to the subscriber "
-                      "over the agent's local IPC")
+            lines = [ln for ln in path.read_text(errors="replace").splitlines() if "] request: " in ln
+                     or "] result: " in ln]
+            for line in lines[-2 * rounds:]:
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
+        short = {name: len(_results(path)) for name, path in logs.items() if len(_results(path)) < rounds}
+        if short:
+            raise RoostError(f"missing results: {short} of {rounds}", code="DEMO_FAILED")
+        console.print(f"[green]✓[/] {rounds} wine predictions and {rounds} image labels went over the agent's "
+                      "local pub/sub, offline")
     finally:
         stop_agent(paths)
         console.print("[green]✓[/] agent and components stopped")

@@ -177,7 +177,7 @@ def publish(recipe_file: Path, artifacts_dir: Path | None, hub: str | None, toke
         return
     console.print(f"published [bold]{result.name}@{result.version}[/] ({len(result.artifacts)} artifact(s))")
     for art in result.artifacts:
-        console.print(f"  {art.file}  {art.size} bytes  sha256 {art.sha256}", highlight=False)
+        console.print(f"  {art.file}  {art.size} bytes  sha256 {art.sha256}", highlight=False, soft_wrap=True)
 
 
 # -- deployments --hub -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -107,6 +108,8 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     app.include_router(device.router)
     app.add_middleware(AuthMiddleware, store=store)
 
+    _document_bearer_auth(app)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -117,6 +120,27 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
         if callable(install):
             install(app)
     return app
+
+
+def _document_bearer_auth(app: FastAPI) -> None:
+    """Declare the bearer scheme in the OpenAPI document (enforced by :class:`AuthMiddleware`)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = generate()
+        if fresh:
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+                "type": "http", "scheme": "bearer",
+                "description": "An admin API token (rst_admin_...) or a device credential (rst_dev_...)"}
+            for path, operations in schema.get("paths", {}).items():
+                if path.rstrip("/") == "/v1/enroll":
+                    continue
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_env() -> FastAPI:

@@ -40,7 +40,7 @@ class MultipartUpload:
         self.recipe: bytearray | None = None
         self.recipe_name = "recipe"
         self.files: list[StagedFile] = []
-        self._headers: dict[str, str] = {}
+        self._headers: dict[str, bytes] = {}
         self._field = bytearray()
         self._value = bytearray()
         self._kind = "ignore"
@@ -67,12 +67,15 @@ class MultipartUpload:
         self._value += data[start:end]
 
     def _header_end(self) -> None:
-        self._headers[self._field.decode("latin-1").lower()] = self._value.decode("utf-8", "replace")
+        self._headers[self._field.decode("latin-1").lower()] = bytes(self._value)
         self._field = bytearray()
         self._value = bytearray()
 
     def _headers_finished(self) -> None:
-        _disposition, params = parse_options_header(self._headers.get("content-disposition", ""))
+        try:
+            _disposition, params = parse_options_header(self._headers.get("content-disposition", b""))
+        except (UnicodeError, ValueError) as err:
+            raise UnprocessableError(f"malformed Content-Disposition header: {err}", code="INVALID_UPLOAD") from err
         name = params.get(b"name", b"").decode("utf-8", "replace")
         filename = params.get(b"filename")
         if name == "recipe":
