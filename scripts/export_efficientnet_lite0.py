@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--expect", action="append", default=[], metavar="FILE=LABEL", help="required top-1 of an image, by file name"
     )
-    parser.add_argument("--out-dir", type=Path, default=REPO / "src/roost/samples/artifacts/com.roost.ImageClassifier/1.0.0")
+    parser.add_argument("--out-dir", type=Path,
+                        default=REPO / "src/roost/samples/artifacts/com.roost.ImageClassifier/1.0.0")
     parser.add_argument("--fp32", action="store_true", help="write the fp32 model, do not quantise")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

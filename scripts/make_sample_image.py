@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Make Roost's sample image, ``src/roost/samples/artifacts/com.roost.ImageRequester/1.0.0/coffee.jpg``, from scikit-image's ``coffee.png``.
+"""Make Roost's sample image from scikit-image's ``coffee.png``.
+
+Writes ``src/roost/samples/artifacts/com.roost.ImageRequester/1.0.0/coffee.jpg``.
 
 The photograph is CC0 (by Rachel Michetti, courtesy of Pikolo Espresso Bar, as stated in
 scikit-image's ``skimage/data/_fetchers.py``). scikit-image is not a Roost dependency: take the

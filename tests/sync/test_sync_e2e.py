@@ -180,6 +180,13 @@ def test_hub_outage_spools_and_delivers_exactly_once_in_order(hub: Hub, agents: 
     assert roost("component", "restart", OVER, "--root", str(a.root)).returncode == 0
     wait_for(lambda: json.loads(a.spooled()[-1].read_text())["components"][OVER]["state"] == "RUNNING",
              what="a spooled report of the restarted component")
+    # The spool survives an agent restart (the restart needs no hub: hub.json is reused).
+    assert roost("agent", "stop", "--root", str(a.root)).returncode == 0
+    before_restart = [p.name for p in a.spooled()]
+    restart = roost("agent", "start", "--root", str(a.root), "--detach")
+    assert restart.returncode == 0, restart.stderr
+    assert [p.name for p in a.spooled()][:len(before_restart)] == before_restart
+    wait_for(lambda: a.components().get(OVER) == ("1.0.0", "RUNNING"), what="OVER running after the restart")
     time.sleep(1.5)
     assert a.components()[HELLO] == ("1.0.0", "RUNNING")
     spooled = [json.loads(p.read_text()) for p in a.spooled()]
@@ -201,9 +208,9 @@ def test_hub_outage_spools_and_delivers_exactly_once_in_order(hub: Hub, agents: 
                         headers={"Authorization": f"Bearer {credential}"}, timeout=30)
     assert replay.status_code == 200, replay.text
     assert replay.json()["accepted"] == [] and sorted(replay.json()["duplicates"]) == sorted(r["id"] for r in spooled)
-    # The outage was logged once, the recovery once.
     log = a.log.read_text()
-    assert log.count("unavailable") == 1 and log.count("reachable again") == 1, log[len(log_before) - 2000:]
+    # The outage was logged once per agent process (before and after the restart), the recovery once.
+    assert log.count("unavailable") == 2 and log.count("reachable again") == 1, log[len(log_before) - 2000:]
 
 
 def test_revoked_device_is_cut_off_and_says_so_once(hub: Hub, agents: dict[str, Agent]) -> None:

@@ -196,7 +196,8 @@ class Store:
 
     def deployment(self, deployment_id: str) -> DeploymentRecord:
         row = self._db.execute("SELECT id, seq, created_at, updated_at, status, request, detailed_status, "
-                               "errors, failure_cause, notes FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
+                               "errors, failure_cause, notes FROM deployments WHERE id = ?",
+                               (deployment_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no deployment with id {deployment_id}", code="DEPLOYMENT_NOT_FOUND")
         return _deployment(row)

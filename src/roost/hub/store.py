@@ -851,10 +851,13 @@ class Store:
         now = self.clock()
 
         def run(s: Session) -> ReportResult:
-            device = self._active_device(s, device_id, lock=True)
+            self._active_device(s, device_id)
             accepted: list[str] = []
             duplicates: list[str] = []
             touched: set[str] = set()
+            # The device row is written last, so this transaction locks rows in the same order as the
+            # others (device_deployments → deployments → meta → devices).
+            device_values: dict[str, Any] = {"last_seen_at": now}
             for report in reports:
                 try:
                     with s.begin_nested():
@@ -864,9 +867,9 @@ class Store:
                     continue
                 accepted.append(report.id)
                 if report.components is not None:
-                    device.reported = {str(k): v for k, v in report.components.items()}
+                    device_values["reported"] = {str(k): v for k, v in report.components.items()}
                 if report.revision is not None:
-                    device.applied_revision = report.revision
+                    device_values["applied_revision"] = report.revision
                 if (report.deployment_id and report.status in REPORT_STATUSES
                         and _DEPLOYMENT_ID.fullmatch(report.deployment_id)):
                     row = s.scalars(select(DeviceDeployment).where(
@@ -878,9 +881,9 @@ class Store:
                         row.message = report.message
                         row.updated_at = now
                         touched.add(report.deployment_id)
-            device.last_seen_at = now
             for deployment_id in sorted(touched):
                 desired.mark_changed(s, rollout.refresh_deployment(s, deployment_id, now))
+            s.execute(update(Device).where(Device.id == device_id).values(**device_values))
             return ReportResult(accepted=accepted, duplicates=duplicates)
         return self._write(run)
 

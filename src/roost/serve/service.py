@@ -204,8 +204,7 @@ class InferenceService:
         """Load the model at ``path`` beside the current one, then switch to it atomically."""
         async with self._swap_lock:
             current = self.options.model if self.tabular is not None else self.options.image_model
-            if current is not None and path.resolve() == current.resolve() and version in (None,
-                                                                                           self.options.version):
+            if current == path and version in (None, self.options.version):
                 return
             loop = asyncio.get_running_loop()
             # Loading runs on its own thread: requests keep being served by the old model meanwhile.

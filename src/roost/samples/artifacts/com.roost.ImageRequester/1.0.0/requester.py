@@ -1,36 +1,44 @@
-"""Sample component: ask the image classifier about an image and log the label (like the original requester)."""
+"""Sample component: ask the image classifier about an image and log the label (like the original requester).
+
+Sends ``{"image_dir", "fname"}`` every INTERVAL_SECONDS until MSG_COUNT_LIMIT labels came back
+(0: forever); a request that got no answer within RETRY_SECONDS (the classifier may still be
+loading) is sent again.
+"""
 
 import json
 import os
-import threading
-import time
+import queue
 
-from roost.ipc.client import SyncIpcClient
+from roost.ipc.client import Received, SyncIpcClient
 
 limit = int(os.environ.get("MSG_COUNT_LIMIT", "10"))
 interval = float(os.environ.get("INTERVAL_SECONDS", "5"))
+retry = float(os.environ.get("RETRY_SECONDS", "2"))
 image_dir = os.environ["IMAGE_DIR"]
 fname = next(f for f in sorted(os.listdir(image_dir)) if f.lower().endswith((".jpg", ".jpeg", ".png")))
-done = threading.Event()
-results = 0
+labels: "queue.Queue[str]" = queue.Queue()
 
 
-def on_result(message):
-    global results
-    label = message.json if message.json is not None else message.payload.decode()
-    print(f"result: {label}", flush=True)
-    results += 1
-    if limit and results >= limit:
-        done.set()
+def on_result(message: Received) -> None:
+    labels.put(message.json if isinstance(message.json, str) else message.payload.decode())
 
 
 with SyncIpcClient() as ipc:
     ipc.subscribe(os.environ["RESULT_TOPIC"], on_result)
-    sent = 0
-    while not done.is_set() and (limit == 0 or sent < limit):
+    received = 0
+    while limit == 0 or received < limit:
         request = {"image_dir": image_dir, "fname": fname}
         print(f"request: {json.dumps(request)}", flush=True)
         ipc.publish(os.environ["REQUEST_TOPIC"], request)
-        sent += 1
-        time.sleep(interval)
-    done.wait(10)
+        try:
+            label = labels.get(timeout=max(interval, retry))
+        except queue.Empty:
+            print(f"no result within {max(interval, retry):g} s; the classifier may still be loading", flush=True)
+            continue
+        print(f"result: {label}", flush=True)
+        received += 1
+        if limit == 0 or received < limit:
+            try:
+                labels.get(timeout=interval)
+            except queue.Empty:
+                pass

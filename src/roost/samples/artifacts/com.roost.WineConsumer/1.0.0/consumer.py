@@ -1,35 +1,43 @@
-"""Sample component: send wine records for inference and log the results (like the original consumer)."""
+"""Sample component: send wine records for inference and log the results (like the original consumer).
+
+Sends a Lambda-style event every INTERVAL_SECONDS until MSG_COUNT_LIMIT results came back (0: run
+forever). Pub/sub keeps no messages for absent subscribers, so a request sent before the model
+server subscribed gets no answer: after RETRY_SECONDS without a result the request is sent again.
+"""
 
 import json
 import os
-import threading
-import time
+import queue
 
-from roost.ipc.client import SyncIpcClient
+from roost.ipc.client import Received, SyncIpcClient
 from roost.serve.wine import sample_records
 
 limit = int(os.environ.get("MSG_COUNT_LIMIT", "10"))
 interval = float(os.environ.get("INTERVAL_SECONDS", "5"))
-done = threading.Event()
-results = 0
+retry = float(os.environ.get("RETRY_SECONDS", "2"))
+results: "queue.Queue[str]" = queue.Queue()
 
 
-def on_result(message):
-    global results
-    print(f"result: {message.payload.decode()}", flush=True)
-    results += 1
-    if limit and results >= limit:
-        done.set()
+def on_result(message: Received) -> None:
+    results.put(message.payload.decode())
 
 
 with SyncIpcClient() as ipc:
     ipc.subscribe(os.environ["RESULT_TOPIC"], on_result)
     body = json.dumps(sample_records())
-    sent = 0
-    while not done.is_set() and (limit == 0 or sent < limit):
-        event = {"body": body, "isBase64Encoded": False}
+    received = 0
+    while limit == 0 or received < limit:
         print(f"request: {body}", flush=True)
-        ipc.publish(os.environ["REQUEST_TOPIC"], event)
-        sent += 1
-        time.sleep(interval)
-    done.wait(10)
+        ipc.publish(os.environ["REQUEST_TOPIC"], {"body": body, "isBase64Encoded": False})
+        try:
+            result = results.get(timeout=max(interval, retry))
+        except queue.Empty:
+            print(f"no result within {max(interval, retry):g} s; the model may still be loading", flush=True)
+            continue
+        print(f"result: {result}", flush=True)
+        received += 1
+        if limit == 0 or received < limit:
+            try:  # wait out the interval (late results of retried requests are dropped)
+                results.get(timeout=interval)
+            except queue.Empty:
+                pass
