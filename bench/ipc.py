@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,9 +38,9 @@ from typing import Any
 
 import psutil
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-PEERS = REPO.parent / "shared" / "peers" / "peers_messaging.py"
+from common import HERE, SHARED, Agent, Workspace, log, pubsub_acl
+
+PEERS = SHARED / "peers" / "peers_messaging.py"
 PEER_TRANSPORTS = "mqtt-thr,nats,zmq,uds-async,uds-sync"
 COMPONENT_SCRIPT = HERE / "ipc_component.py"
 PEER_LABELS = {
@@ -58,54 +57,6 @@ VARIANT_LABELS = {
 }
 TARGET_RSS_MB = 60.0
 TARGET_START_S = 1.5
-
-
-def roost(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "roost", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False, cwd=REPO)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-# -- recipes -------------------------------------------------------------------------------------
-
-
-class Workspace:
-    def __init__(self, base: Path) -> None:
-        self.recipes = base / "recipes"
-        self.artifacts = base / "artifacts"
-        self.recipes.mkdir(parents=True, exist_ok=True)
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-
-    def component(self, name: str, run: str, config: dict[str, Any], *, script: bool = True,
-                  dependencies: dict[str, Any] | None = None) -> None:
-        version = "1.0.0"
-        art_dir = self.artifacts / name / version
-        art_dir.mkdir(parents=True, exist_ok=True)
-        artifacts = []
-        if script:
-            shutil.copy(COMPONENT_SCRIPT, art_dir / COMPONENT_SCRIPT.name)
-            artifacts.append({"URI": f"s3://bench/{name}/{version}/{COMPONENT_SCRIPT.name}"})
-        recipe: dict[str, Any] = {
-            "RecipeFormatVersion": "2020-01-25", "ComponentName": name, "ComponentVersion": version,
-            "ComponentConfiguration": {"DefaultConfiguration": config},
-            "Manifests": [{"Platform": {"os": "*"}, "Lifecycle": {"Run": run}, "Artifacts": artifacts}],
-        }
-        if dependencies:
-            recipe["ComponentDependencies"] = dependencies
-        (self.recipes / f"{name}-{version}.json").write_text(json.dumps(recipe, indent=1))
-
-    def args(self) -> list[str]:
-        return ["--recipe-dir", str(self.recipes), "--artifact-dir", str(self.artifacts)]
-
-
-def pubsub_acl(name: str, resources: list[str]) -> dict[str, Any]:
-    return {"aws.greengrass.ipc.pubsub": {f"{name}:pubsub:1": {
-        "policyDescription": "bench request/reply",
-        "operations": ["aws.greengrass#PublishToTopic", "aws.greengrass#SubscribeToTopic"],
-        "resources": resources}}}
 
 
 def add_pair(ws: Workspace, variant: str, result_file: Path, n: int, warmup: int, pipe_n: int,
@@ -126,93 +77,7 @@ def add_pair(ws: Workspace, variant: str, result_file: Path, n: int, warmup: int
     return names
 
 
-# -- agent handling ------------------------------------------------------------------------------
-
-
-class Agent:
-    """One agent root; ``stop()`` is safe to call at any time and more than once."""
-
-    def __init__(self, root: Path, loop: str = "default") -> None:
-        self.root = root
-        self.loop = loop
-        self.pid: int | None = None
-
-    def start(self) -> float:
-        if self.loop == "uvloop":
-            return self._start_uvloop()
-        t0 = time.perf_counter()
-        proc = roost("agent", "start", "--root", str(self.root), "--detach", "--json", "--thing-name", "bench",
-                     timeout=60)
-        el = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"agent start failed: {proc.stdout}{proc.stderr}")
-        self.pid = int(json.loads(proc.stdout)["pid"])
-        return el
-
-    def _start_uvloop(self) -> float:
-        """Experiment: the agent in the background under uvloop (what `roost agent start` does
-        once run_agent's loop is uvloop). Returns like `start --detach`: socket accepting."""
-        boot = ("import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-                "sys.argv[0] = 'roost'; from roost.cli.main import main; main()")
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "logs").mkdir(exist_ok=True)
-        t0 = time.perf_counter()
-        with open(self.root / "logs" / "agent.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-c", boot, "agent", "start", "--root", str(self.root),
-                                     "--thing-name", "bench"], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    start_new_session=True, cwd=REPO)
-        self.pid = proc.pid
-        sock = self.root / "ipc.socket"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"uvloop agent exited with {proc.returncode}")
-            if sock.exists():
-                with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
-                    s.connect(str(sock))
-                    return time.perf_counter() - t0
-            time.sleep(0.02)
-        raise TimeoutError("uvloop agent did not open its socket")
-
-    def deploy(self, ws: Workspace, *args: str, timeout: float = 120) -> dict[str, Any]:
-        proc = roost("deployment", "create", "--root", str(self.root), *ws.args(), *args, "--wait", "--json",
-                     "--timeout", str(timeout), timeout=timeout + 30)
-        if proc.returncode != 0:
-            raise RuntimeError(f"deployment {args} failed: {proc.stdout}{proc.stderr}")
-        out: dict[str, Any] = json.loads(proc.stdout)
-        return out
-
-    def process(self) -> psutil.Process:
-        assert self.pid is not None
-        return psutil.Process(self.pid)
-
-    def rss_mb(self) -> float:
-        return self.process().memory_info().rss / 1e6
-
-    def stop(self) -> None:
-        if self.pid is None:
-            return
-        pid, self.pid = self.pid, None
-        try:
-            proc = roost("agent", "stop", "--root", str(self.root), "--timeout", "30", timeout=60)
-            if proc.returncode == 0:
-                return
-            log(f"agent stop failed: {proc.stdout}{proc.stderr}")
-        except subprocess.TimeoutExpired:
-            log("agent stop timed out")
-        kill_own(pid, self.root)
-
-
-def kill_own(agent_pid: int, root: Path) -> None:
-    """SIGKILL the agent and the component processes started from this (private, temp) root."""
-    victims = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if p.info["pid"] == agent_pid or any(str(root) in part for part in (p.info["cmdline"] or [])):
-                victims.append(p)
-    for p in victims:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
+# -- measurements ------------------------------------------------------------------------------
 
 
 def cpu_snapshot(agent: Agent) -> dict[int, tuple[str, float]]:
@@ -286,7 +151,7 @@ async def _wait_running(root: Path, name: str, timeout: float) -> float:
 
 def measure_start(tmp: Path, runs: int) -> dict[str, Any]:
     root = tmp / "root-start"
-    ws = Workspace(tmp / "ws-start")
+    ws = Workspace(tmp / "ws-start", COMPONENT_SCRIPT)
     name = "bench.Sleeper"
     ws.component(name, 'python3 -c "import time; time.sleep(3600)" bench-sleeper', {}, script=False)
     agent = Agent(root)
@@ -449,7 +314,7 @@ def main() -> int:
         time.sleep(1.0)
         results["agent"]["idle_rss_mb"] = agent.rss_mb()
         log(f"agent idle RSS {results['agent']['idle_rss_mb']:.1f} MB")
-        ws = Workspace(tmp / "ws")
+        ws = Workspace(tmp / "ws", COMPONENT_SCRIPT)
         for variant in [v for v in a.variants.split(",") if v]:
             try:
                 log(f"variant {variant} ...")

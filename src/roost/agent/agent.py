@@ -102,7 +102,7 @@ class Agent:
         if self.hub_sync is not None:
             await self.hub_sync.close()
         await self.deployer.close()
-        order = self._dependency_order(self.deployer.current_specs)
+        order = self.deployer.order_of(self.deployer.current_specs)
         await self.supervisor.stop_all(list(reversed(order)))
         await self.supervisor.close()
         for name in self.deployer.current_specs:
@@ -184,12 +184,6 @@ class Agent:
             self.store.set_state(name, self.supervisor.state(name).value)
             ids = self.supervisor.process_ids(name)
             self.store.set_process(name, ids[0] if ids else None, ids[1] if ids else None)
-
-    def _dependency_order(self, specs: Mapping[str, ComponentSpec]) -> list[str]:
-        try:
-            return dependency_order({n: self.packages.get(n, s.version) for n, s in specs.items()})
-        except RoostError:
-            return sorted(specs)
 
     # -- IpcCore -----------------------------------------------------------------------------------
     def authenticate(self, token: str) -> str | None:

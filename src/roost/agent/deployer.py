@@ -38,7 +38,7 @@ from roost.agent.states import ComponentState
 from roost.agent.store import ComponentRecord, DeploymentRecord, Store
 from roost.agent.supervisor import ComponentSpec, Supervisor
 from roost.errors import ConflictError, InvalidInputError, RoostError
-from roost.recipe import Recipe, dependency_order, load_recipe_dir, resolve
+from roost.recipe import Recipe, current_platform, dependency_order, load_recipe_dir, resolve
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class Deployer:
         self._running: tuple[str, asyncio.Task[None]] | None = None
         self._watch: _Watch | None = None
         self._changed = asyncio.Event()
+        self._platform = current_platform()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -270,7 +271,7 @@ class Deployer:
         artifact_root = Path(request.artifactsDirectoryPath) if request.artifactsDirectoryPath else None
         records: dict[str, ComponentRecord] = {}
         for name, recipe in recipes.items():
-            selected = recipe.select(self._platform())
+            selected = recipe.select(self._platform)
             old = current.get(name)
             same_version = old is not None and old.version == recipe.version
             src = None
@@ -294,17 +295,12 @@ class Deployer:
         notes = [f"the hub's {n}@{hub[n]} overrides the local deployment's {n}@{local[n]}" for n in overridden]
         return Target(recipes, records, specs, dependency_order(recipes), notes)
 
-    def _platform(self) -> Mapping[str, str]:
-        from roost.recipe import current_platform
-
-        return current_platform()
-
     # -- phase 2 -------------------------------------------------------------------------------
     async def _apply(self, target: Target, previous_specs: Mapping[str, ComponentSpec], settle: float) -> None:
         changed = [n for n in target.order if previous_specs.get(n) != target.specs[n]
                    or self.supervisor_state(n) in BAD_STATES]
         removed = [n for n in previous_specs if n not in target.specs]
-        old_order = self._order_of(previous_specs)
+        old_order = self.order_of(previous_specs)
         to_stop = [n for n in reversed(old_order) if n in removed or n in changed]
         for name in to_stop:
             await self.supervisor.stop(name)
@@ -349,7 +345,8 @@ class Deployer:
             await asyncio.sleep(settle)
             self._raise_if_failed()
 
-    def _order_of(self, specs: Mapping[str, ComponentSpec]) -> list[str]:
+    def order_of(self, specs: Mapping[str, ComponentSpec]) -> list[str]:
+        """Dependency order (dependencies first) of the components in ``specs``."""
         try:
             return dependency_order({n: self.packages.get(n, s.version) for n, s in specs.items()})
         except RoostError:
@@ -369,7 +366,7 @@ class Deployer:
             if name not in previous_specs:
                 self.supervisor.remove(name)
                 self.current_specs.pop(name, None)
-        restore = [n for n in self._order_of(previous_specs)
+        restore = [n for n in self.order_of(previous_specs)
                    if self.current_specs.get(n) != previous_specs[n]
                    or self.supervisor_state(n) not in DONE_STATES]
         for name in restore:

@@ -147,8 +147,8 @@ class Store:
         """Atomically make ``records`` the installed set (keeps process ids of unchanged rows)."""
         now = time.time()
         with self.transaction():
-            placeholders = ",".join("?" * len(records))
-            self._db.execute(f"DELETE FROM components WHERE name NOT IN ({placeholders})", tuple(records))
+            marks = ",".join("?" * len(records))
+            self._db.execute(f"DELETE FROM components WHERE name NOT IN ({marks})", tuple(records))
             for r in records.values():
                 self._db.execute(
                     "INSERT INTO components(name, version, is_root, hub_root, local_version, configuration, state, "

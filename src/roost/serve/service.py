@@ -112,7 +112,9 @@ class InferenceService:
 
     # -- requests ----------------------------------------------------------------------------------
     def _on_request(self, message: Received) -> None:
-        task = asyncio.get_running_loop().create_task(self.handle(message))
+        self._track(asyncio.get_running_loop().create_task(self.handle(message)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -137,25 +139,30 @@ class InferenceService:
                                               code="INFERENCE_FAILED"))
 
     async def _handle_tabular(self, doc: Any, meta: dict[str, Any], t0: float) -> None:
-        assert self.tabular is not None and self.batcher is not None
+        # One snapshot of model, batcher and name: a swap while this request waits does not change
+        # which model answers it (each model has its own batcher) nor what the reply says it was.
+        tabular, batcher, model_id = self.tabular, self.batcher, self.model_id
+        assert tabular is not None and batcher is not None
         if isinstance(doc, dict) and ("image_dir" in doc or "image" in doc):
-            raise RequestError(f"{self.model_id} is a tabular model; send records, not an image", code=WRONG_TYPE)
-        rows = decode_tabular(doc, self.tabular.feature_names)
-        engine = self.tabular.engine
-        preds = await self.batcher.submit(rows)
+            raise RequestError(f"{model_id} is a tabular model; send records, not an image", code=WRONG_TYPE)
+        rows = decode_tabular(doc, tabular.feature_names)
+        preds = await batcher.submit(rows)
         values = [float(v) for v in np.asarray(preds).reshape(-1)]
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("predicted %d row(s) on %s; batcher: %d batch(es), %d row(s), largest batch %d",
+                      len(values), model_id, batcher.batches, batcher.rows, batcher.largest_batch)
         self.ipc.publish_nowait(self.options.result_topic, values)
         if "replyTo" in meta:
-            self._reply(meta, {"predictions": values, "model": self.model_id, "engine": engine,
+            self._reply(meta, {"predictions": values, "model": model_id, "engine": tabular.engine,
                                "elapsed_us": int((time.perf_counter() - t0) * 1e6)})
 
     async def _handle_image(self, doc: Any, meta: dict[str, Any], t0: float) -> None:
-        assert self.image is not None
         if not isinstance(doc, dict):
             raise RequestError('an image request is an object: {"image_dir": ..., "fname": ...} or '
                                '{"image": "<base64>"}', code=WRONG_TYPE)
+        image, model_id = self.image, self.model_id
+        assert image is not None
         image_bytes, source = load_image_request(doc, self.options.allowed_dirs)
-        image = self.image
         top_k = self.options.top_k
         labels = await asyncio.get_running_loop().run_in_executor(
             self.executor, image.classify_bytes, image_bytes, top_k)
@@ -163,7 +170,7 @@ class InferenceService:
         if "replyTo" in meta:
             self._reply(meta, {"label": labels[0][0], "labels": [{"label": lb, "score": round(s, 6)}
                                                                   for lb, s in labels],
-                               "source": source, "model": self.model_id, "engine": self.engine,
+                               "source": source, "model": model_id, "engine": "onnxruntime",
                                "elapsed_us": int((time.perf_counter() - t0) * 1e6)})
 
     def _reply(self, meta: dict[str, Any], body: dict[str, Any]) -> None:
@@ -182,9 +189,7 @@ class InferenceService:
 
     # -- hot swap ----------------------------------------------------------------------------------
     def _on_config(self, update: ConfigurationUpdate) -> None:
-        task = asyncio.get_running_loop().create_task(self._reload_from_config())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(asyncio.get_running_loop().create_task(self._reload_from_config()))
 
     async def _reload_from_config(self) -> None:
         try:
@@ -222,10 +227,15 @@ class InferenceService:
                     log.error("model update to %s refused, still serving %s: %s", path, self.model_id, err)
                     return
             if self.tabular is not None:
-                assert self.batcher is not None
+                # A new batcher for the new model: requests already queued or running on the old
+                # one finish there (and say so in their reply); the old batcher then closes.
+                old_batcher = self.batcher
                 self.tabular = new_tab
-                self.batcher.swap(new_tab.backend.predict)
+                self.batcher = MicroBatcher(new_tab.backend.predict, max_batch=self.options.max_batch,
+                                            max_wait_s=self.options.max_wait_s, executor=self.executor)
                 self.options.model = path
+                if old_batcher is not None:
+                    self._track(asyncio.get_running_loop().create_task(old_batcher.close()))
             else:
                 self.image = new_img
                 self.options.image_model = path
