@@ -68,9 +68,14 @@ class DesiredComponent:
 
 @dataclass(frozen=True)
 class DesiredState:
+    """What a device should run. ``failure_policy`` is that of the newest deployment in effect (the
+    change the device is about to apply); ``timeout_minutes`` the longest of them."""
+
     revision: int
     deployments: list[str]
     components: dict[str, DesiredComponent]
+    failure_policy: str = "ROLLBACK"
+    timeout_minutes: int | None = None
 
 
 def _targets(session: Session, device: Device) -> list[tuple[str, str]]:
@@ -137,8 +142,12 @@ def compute(session: Session, device: Device, now: datetime, *, deliver: bool = 
             if row.status == QUEUED:
                 row.status = IN_PROGRESS
                 row.updated_at = now
+    newest = max((d for d, _ in pairs), key=lambda d: d.seq, default=None)
+    timeouts = [d.timeout_minutes for d, _ in pairs if d.timeout_minutes]
     return DesiredState(revision=device.desired_revision, deployments=[d.id for d, _ in pairs],
-                        components=components)
+                        components=components,
+                        failure_policy=newest.failure_policy if newest is not None else "ROLLBACK",
+                        timeout_minutes=max(timeouts) if timeouts else None)
 
 
 def wanted_versions(session: Session, device: Device) -> dict[str, str]:

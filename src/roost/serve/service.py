@@ -36,7 +36,7 @@ from roost.serve.batching import MicroBatcher
 from roost.serve.engine import LoadedModel, load_tabular
 from roost.serve.errors import WRONG_TYPE, RequestError
 from roost.serve.image import ImageClassifier, load_image_request
-from roost.serve.request import decode_tabular, unwrap_event
+from roost.serve.request import META_KEYS, decode_tabular, unwrap_event
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,8 @@ class InferenceService:
 
     async def handle(self, message: Received) -> None:
         t0 = time.perf_counter()
-        meta: dict[str, Any] = {}
+        # The reply path first: a request whose body cannot be decoded still gets its error reply.
+        meta = _reply_meta(message.json)
         try:
             doc, meta = unwrap_event(message.json if message.json is not None else message.payload)
             if self.tabular is not None:
@@ -249,6 +250,13 @@ class InferenceService:
         if self.batcher is not None:
             await self.batcher.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _reply_meta(doc: Any) -> dict[str, Any]:
+    """``replyTo``/``correlationId`` of a request, when it has them as strings."""
+    if not isinstance(doc, dict):
+        return {}
+    return {key: doc[key] for key in META_KEYS if isinstance(doc.get(key), str)}
 
 
 async def run_service(options: ServeOptions) -> None:
