@@ -9,18 +9,18 @@ from roost.cli import agent, component, demo, deployment, device, hub, hubcmd, l
 
 app = typer.Typer(name="roost", help="Roost: machine learning on edge devices, self-hosted.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-app.add_typer(agent.app, name="agent")
-app.add_typer(deployment.app, name="deployment")
-app.add_typer(component.app, name="component")
-app.add_typer(device.app, name="device")
-app.add_typer(hubcmd.group_app, name="group")
-app.command("logs")(logs.logs)
-app.command("demo")(demo.demo)
-app.command("serve")(serve.serve)
-app.add_typer(serve.lambda_app, name="lambda")
-app.add_typer(samples.app, name="samples")
-app.add_typer(hub.app, name="hub")
-
+DEVICE, INFERENCE, FLEET = "On a device", "Inference components", "Fleet (hub)"
+app.add_typer(agent.app, name="agent", rich_help_panel=DEVICE)
+app.add_typer(deployment.app, name="deployment", rich_help_panel=DEVICE)
+app.add_typer(component.app, name="component", rich_help_panel=DEVICE)
+app.command("logs", rich_help_panel=DEVICE)(logs.logs)
+app.command("demo", rich_help_panel=DEVICE)(demo.demo)
+app.command("serve", rich_help_panel=INFERENCE)(serve.serve)
+app.add_typer(serve.lambda_app, name="lambda", rich_help_panel=INFERENCE)
+app.add_typer(samples.app, name="samples", rich_help_panel=INFERENCE)
+app.add_typer(hub.app, name="hub", rich_help_panel=FLEET)
+app.add_typer(device.app, name="device", rich_help_panel=FLEET)
+app.add_typer(hubcmd.group_app, name="group", rich_help_panel=FLEET)
 
 def _version(value: bool) -> None:
     if value:
