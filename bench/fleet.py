@@ -281,7 +281,7 @@ class SimDevice:
 
 
 async def client_main(spec_path: Path) -> None:
-    spec = json.loads(spec_path.read_text())
+    spec = json.loads(await asyncio.to_thread(spec_path.read_text))
     host, port = spec["host"], int(spec["port"])
     stats = Stats()
     devices = [SimDevice(d["name"], d["credential"], host, port, stats) for d in spec["devices"]]
@@ -311,7 +311,7 @@ async def client_main(spec_path: Path) -> None:
         stats.reconnects += d.conn.reconnects
     out = {"calls": stats.calls, "errors": stats.errors[:50], "error_count": len(stats.errors),
            "succeeded_at": stats.succeeded_at, "revisions": stats.revisions, "reconnects": stats.reconnects}
-    Path(spec["out"]).write_text(json.dumps(out))
+    await asyncio.to_thread(Path(spec["out"]).write_text, json.dumps(out))
     print("DONE", flush=True)
 
 
@@ -521,8 +521,8 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         k = max(1, min(args.clients, n))
         outs = []
         for c in range(k):
-            spec = {"host": "127.0.0.1", "port": hub.port, "devices": devices[c::k], "out": str(base / f"client{c}.json"),
-                    "setup_concurrency": max(1, args.setup_concurrency // k)}
+            spec = {"host": "127.0.0.1", "port": hub.port, "devices": devices[c::k],
+                    "out": str(base / f"client{c}.json"), "setup_concurrency": max(1, args.setup_concurrency // k)}
             spec_path = base / f"client{c}-spec.json"
             spec_path.write_text(json.dumps(spec))
             outs.append(Path(spec["out"]))
@@ -549,6 +549,14 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         sampler = Sampler(hub)
         sampler.start()
         result["load_rollout_start"] = load()
+        spy = None
+        if args.py_spy:
+            args.py_spy.mkdir(parents=True, exist_ok=True)
+            hub_pid = str(hub.proc.pid if hub.proc else 0)
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", hub_pid,
+                                    "--subprocesses", "-r", "50", "-f", "raw", "-o",
+                                    str(args.py_spy / f"hub-{db}-{n}.txt")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0_wall, t0 = time.time(), time.perf_counter()
         r = admin.post("/v1/deployments", json={"target": f"group:{GROUP}", "components": {COMPONENT: VERSION}})
         r.raise_for_status()
@@ -566,6 +574,9 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
                 done_at = time.perf_counter() - t0
                 break
         cpu1, pg1, cl1 = cpu_seconds(procs), cpu_seconds(pg), cpu_seconds(client_procs)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         sampler.stop_flag.set()
         sampler.join()
         result["load_rollout_end"] = load()
@@ -599,7 +610,7 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
             error_count += data["error_count"]
             reconnects += data["reconnects"]
         end_wall = t0_wall + (done_at if done_at is not None else args.timeout)
-        during = [c for c in calls if c[1] >= t0_wall and c[1] <= end_wall]
+        during = [c for c in calls if t0_wall <= c[1] <= end_wall]
         api = [c[2] for c in during if not c[0].startswith("poll")]
         delivered = [c[1] + c[2] - t0_wall for c in calls
                      if c[0] == "poll" and c[3] == 200 and c[1] + c[2] >= t0_wall]
@@ -644,7 +655,7 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['devices']:,} | {r['db']} | {r['all_succeeded_seconds'] or 'not reached'} "
             f"| {r['client_last_succeeded_seconds']} | {r['hub_rss_peak_mb']} | {r['hub_cpu_seconds']} "
-            f"| {r['postgres_cpu_seconds'] if r['postgres_cpu_seconds'] is not None else '–'} "
+            f"| {r['postgres_cpu_seconds'] if r['postgres_cpu_seconds'] is not None else '-'} "
             f"| {lat['p50']} / {lat['p99']} | {dl['p50']} / {dl['p99']} | {r['enrol_seconds']} "
             f"| {r['load_rollout_start'].split()[0]} → {r['load_rollout_end'].split()[0]} |")
     return "\n".join(lines)
@@ -676,6 +687,8 @@ def main() -> None:
     p.add_argument("--enrol-concurrency", type=int, default=16)
     p.add_argument("--setup-concurrency", type=int, default=200, help="devices doing their first sync at once")
     p.add_argument("--json", type=Path, help="write every number to this file")
+    p.add_argument("--py-spy", type=Path, help="record the hub with py-spy during the rollout into this folder "
+                   "(py-spy must be installed in the venv; not a project dependency)")
     args = p.parse_args()
     if args._client:
         try:

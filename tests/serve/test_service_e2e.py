@@ -127,7 +127,7 @@ def wine_server(magent: Cli, samples: list[dict[str, Any]], tmp_path_factory: py
     ws.component(WINE, "1.0.0", {
         "Run": "roost serve --model {artifacts:path}/xgboost_wine_quality.json --name wine-seed --version 1.0.0 "
                f"--request-topic {WINE_REQ} --result-topic {WINE_RES} --cache-dir {{work:path}}/cache "
-               "--log-level DEBUG"},
+               "--max-request-bytes 65536 --log-level DEBUG"},
         files={"xgboost_wine_quality.json": SEED_MODEL.read_text()},
         config={"accessControl": _acl(WINE, WINE_REQ, WINE_RES)})
     _deploy(magent, *ws.deploy_args(), "--merge", f"{WINE}=1.0.0")
@@ -232,7 +232,7 @@ async def test_wine_bad_requests_get_named_errors_and_the_server_keeps_serving(
         ("NaN", {"body": json.dumps(nan), "isBase64Encoded": False}, "NON_FINITE", ["pH"]),
         ("NaN as text", _event([{**samples[0], "pH": "NaN"}]), "NON_FINITE", ["pH"]),
         ("wrong type", _event(text), "WRONG_TYPE", ["sulphates", "string"]),
-        ("oversize", {"body": json.dumps(samples) + " " * (4 * 1024 * 1024 + 1), "isBase64Encoded": False},
+        ("oversize", {"body": json.dumps(samples) + " " * 65536, "isBase64Encoded": False},
          "PAYLOAD_TOO_LARGE", ["limit"]),
         ("empty list", _event([]), "EMPTY_REQUEST", ["no rows"]),
         ("image request to the tabular server", {"image_dir": "/tmp", "fname": "pelican.jpeg"}, "WRONG_TYPE",

@@ -7,7 +7,6 @@ The admin token comes from ``--token`` or ``ROOST_TOKEN``; the hub URL from ``--
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -288,17 +287,3 @@ def print_deployment(dep: Deployment, as_json: bool) -> None:
     if dep.devices:
         table("Devices", ["device", "status", "reason", "message"],
               [(d.device, styled(d.status), d.reason_code, d.message) for d in dep.devices])
-
-
-def load_config_json(text: str | None) -> dict[str, Any]:
-    """``--update-config`` as JSON or ``@file``: ``{"NAME": {"MERGE": {...}, "RESET": [...]}}``."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
-    except (json.JSONDecodeError, OSError) as err:
-        raise InvalidInputError(f"--update-config is not valid JSON: {err}", code="INVALID_ARGUMENT") from err
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise InvalidInputError('--update-config must be {"NAME": {"MERGE": {...}, "RESET": ["/ptr"]}}',
-                                code="INVALID_ARGUMENT")
-    return value

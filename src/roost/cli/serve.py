@@ -33,6 +33,8 @@ def serve(model: Annotated[Path | None, typer.Option("--model", help="XGBoost mo
                                                                  help="Folder image requests may read.")] = None,
           top_k: Annotated[int, typer.Option("--top-k", min=1, max=1000)] = 5,
           threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
+          max_request_bytes: Annotated[int, typer.Option(
+              "--max-request-bytes", min=1, help="Largest request (message or event body), bytes.")] = 4 * 1024 * 1024,
           log_level: Annotated[str, typer.Option("--log-level")] = "INFO") -> None:
     """Serve a model to local components over pub/sub (run as a component)."""
     from roost.serve.service import ServeOptions, run_service
@@ -43,7 +45,8 @@ def serve(model: Annotated[Path | None, typer.Option("--model", help="XGBoost mo
                            result_topic=result_topic, name=name or default_name, version=version,
                            max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0,
                            cache_dir=cache_dir or Path(os.environ.get("ROOST_SERVE_CACHE", ".roost-serve-cache")),
-                           allowed_dirs=[p.resolve() for p in allowed_dir or []], top_k=top_k, threads=threads)
+                           allowed_dirs=[p.resolve() for p in allowed_dir or []], top_k=top_k, threads=threads,
+                           max_request_bytes=max_request_bytes)
     asyncio.run(run_service(options))
 
 

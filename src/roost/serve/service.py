@@ -36,7 +36,7 @@ from roost.serve.batching import MicroBatcher
 from roost.serve.engine import LoadedModel, load_tabular
 from roost.serve.errors import WRONG_TYPE, RequestError
 from roost.serve.image import ImageClassifier, load_image_request
-from roost.serve.request import META_KEYS, decode_tabular, unwrap_event
+from roost.serve.request import DEFAULT_MAX_BYTES, META_KEYS, decode_tabular, unwrap_event
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class ServeOptions:
     allowed_dirs: Sequence[Path] = ()
     top_k: int = 5
     threads: int | None = None
+    #: Largest request (message or event body) in bytes; larger ones get PAYLOAD_TOO_LARGE.
+    max_request_bytes: int = DEFAULT_MAX_BYTES
 
 
 class InferenceService:
@@ -123,7 +125,8 @@ class InferenceService:
         # The reply path first: a request whose body cannot be decoded still gets its error reply.
         meta = _reply_meta(message.json)
         try:
-            doc, meta = unwrap_event(message.json if message.json is not None else message.payload)
+            doc, meta = unwrap_event(message.json if message.json is not None else message.payload,
+                                     max_bytes=self.options.max_request_bytes)
             if self.tabular is not None:
                 await self._handle_tabular(doc, meta, t0)
             else:
