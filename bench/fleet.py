@@ -405,7 +405,8 @@ class HubProc:
             for p in reversed(self.processes()):
                 with contextlib.suppress(Exception):
                     p.kill()
-            self.proc.wait(timeout=10)
+            self.proc.kill()
+            self.proc.wait(timeout=30)
 
 
 def cpu_seconds(procs: list[Any]) -> float:
@@ -553,7 +554,7 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         if args.py_spy:
             args.py_spy.mkdir(parents=True, exist_ok=True)
             hub_pid = str(hub.proc.pid if hub.proc else 0)
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", hub_pid,
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-p", hub_pid,
                                     "--subprocesses", "-r", "50", "-f", "raw", "-o",
                                     str(args.py_spy / f"hub-{db}-{n}.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -567,7 +568,11 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         timeline = []
         while time.perf_counter() - t0 < args.timeout:
             time.sleep(0.5)
-            rows = admin.get("/v1/deployments").json()
+            try:
+                rows = admin.get("/v1/deployments", timeout=30).json()
+            except httpx.HTTPError as err:
+                log(f"counts poll: {type(err).__name__} {err}")
+                continue
             counts = next(d["counts"] for d in rows if d["id"] == deployment_id)
             timeline.append((round(time.perf_counter() - t0, 2), counts.get("SUCCEEDED", 0)))
             if counts.get("SUCCEEDED", 0) >= n:

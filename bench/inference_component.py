@@ -49,6 +49,13 @@ def _write_json(path: str, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _mark(conf: dict[str, Any], what: str) -> None:
+    """Tell the bench the measured window starts/ends (it samples per-process CPU times then)."""
+    if conf.get("markFile"):
+        with open(f"{conf['markFile']}.{what}", "w") as fh:
+            fh.write(str(time.time()))
+
+
 def _percentiles(lat_ns: list[int]) -> dict[str, float]:
     us = sorted(x / 1000.0 for x in lat_ns)
     k = len(us)
@@ -145,25 +152,27 @@ async def e2e(conf: dict[str, Any]) -> dict[str, Any]:
     topic, event, expect = conf["topic"], conf["event"], conf["expect"]
     async with await IpcClient.connect() as ipc:
         tries = await _probe(ipc, topic, event, conf["probeSeconds"])
+        for _ in range(conf["warmup"]):
+            _check(await ipc.request(topic, event, timeout=REQ_TIMEOUT_S), expect)
         lat: list[int] = []
         server_us: list[int] = []
         engines: set[str] = set()
+        _mark(conf, "start")
         c0 = time.process_time()
-        for i in range(conf["warmup"] + conf["n"]):
+        for _ in range(conf["n"]):
             t0 = time.perf_counter_ns()
             rep = await ipc.request(topic, event, timeout=REQ_TIMEOUT_S)
             t1 = time.perf_counter_ns()
             _check(rep, expect)
-            if i >= conf["warmup"]:
-                lat.append(t1 - t0)
-                if isinstance(rep.get("elapsed_us"), int):
-                    server_us.append(rep["elapsed_us"] * 1000)
-                if "engine" in rep:
-                    engines.add(str(rep["engine"]))
+            lat.append(t1 - t0)
+            if isinstance(rep.get("elapsed_us"), int):
+                server_us.append(rep["elapsed_us"] * 1000)
+            if "engine" in rep:
+                engines.add(str(rep["engine"]))
         cpu = time.process_time() - c0
+        _mark(conf, "end")
     out: dict[str, Any] = {"role": "e2e", "probe_tries": tries, **_percentiles(lat),
-                           "requester_cpu_us": cpu / (conf["warmup"] + conf["n"]) * 1e6,
-                           "engines": sorted(engines)}
+                           "requester_cpu_us": cpu / conf["n"] * 1e6, "engines": sorted(engines)}
     if server_us:
         out["server_elapsed"] = _percentiles(server_us)
     return out
@@ -199,11 +208,13 @@ async def load(conf: dict[str, Any]) -> dict[str, Any]:
 
         async def control() -> dict[str, Any]:
             await asyncio.sleep(conf["warmupSeconds"])
+            _mark(conf, "start")
             s0, n0, t0, c0 = _read_stats(conf.get("statsFile")), done[0], time.perf_counter(), time.process_time()
             window["open"] = True
             await asyncio.sleep(conf["seconds"])
             window["open"] = False
             s1, n1, t1, c1 = _read_stats(conf.get("statsFile")), done[0], time.perf_counter(), time.process_time()
+            _mark(conf, "end")
             stop.set()
             out: dict[str, Any] = {"requests": n1 - n0, "seconds": t1 - t0, "rps": (n1 - n0) / (t1 - t0),
                                    "requester_cpu_us": (c1 - c0) / max(1, n1 - n0) * 1e6}

@@ -31,7 +31,7 @@ from roost.serve.wine import FEATURES, load_wine, sample_records, train_wine
 from tests.agent.helpers import Workspace, procs_with, wait_until
 from tests.conftest import Cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SEED = SHARED / "seed-data"
@@ -299,12 +299,14 @@ def test_sample_wine_consumer_and_image_requester(magent: Cli) -> None:
             "--update-config", json.dumps(update))
 
     consumer_log = magent.root / "logs" / "com.roost.WineConsumer.log"
-    results = wait_until(lambda: consumer_log.is_file() and len(re.findall(r"^result: (.*)$", consumer_log.read_text(),
-                                                                            re.M)) >= 2 and
-                         re.findall(r"^result: (.*)$", consumer_log.read_text(), re.M),
-                         timeout=120, what="two results in the consumer log")
-    text = consumer_log.read_text()
-    requests = re.findall(r"^request: (.*)$", text, re.M)
+
+    def logged(kind: str) -> list[str]:  # lines are "<timestamp> [stdout] result: ..."
+        return re.findall(rf"\[stdout\] {kind}: (.*)$", consumer_log.read_text(), re.M) if consumer_log.is_file() \
+            else []
+
+    results = wait_until(lambda: len(logged("result")) >= 2 and logged("result"), timeout=120,
+                         what="two results in the consumer log")
+    requests = logged("request")
     assert requests and json.loads(requests[0]) == sample_records()
     model = magent.root / "work" / "com.roost.WineQuality" / "wine-quality.json"
     expected = _predict(model, sample_records())
@@ -376,14 +378,25 @@ async def test_wine_hot_swap_under_load_drops_nothing_and_keeps_the_process(
     assert len(procs) == 1, procs
     pid = procs[0].pid
 
+    # An update naming a model that cannot load is refused: the server keeps serving the old one.
+    log_file = wine_server.root / "logs" / f"{WINE}.log"
+    broken = {WINE: {"MERGE": {"modelPath": str(tmp_path / "missing.json"), "modelVersion": "1.5.0"}}}
+    _deploy(wine_server, "--update-config", json.dumps(broken))
+    wait_until(lambda: "refused, still serving wine-seed@1.0.0" in log_file.read_text(), timeout=60,
+               what="the refused model update in the server log")
+    async with _client(wine_server) as ipc:
+        still = await ipc.request(WINE_REQ, _event(samples))
+    assert still["model"] == "wine-seed@1.0.0" and still["predictions"] == pytest.approx(old, abs=1e-5)
+
     stop = asyncio.Event()
-    seen: list[list[tuple[str, list[float]]]] = [[] for _ in range(4)]
+    seen: list[list[tuple[str, list[float]]]] = [[] for _ in range(3)]
 
     async def sender(ipc: IpcClient, out: list[tuple[str, list[float]]]) -> None:
         while not stop.is_set():
             reply = await ipc.request(WINE_REQ, _event(samples), timeout=30)  # a drop would time out
             assert "error" not in reply, reply
             out.append((reply["model"], reply["predictions"]))
+            await asyncio.sleep(0.02)  # continuous, but leaves the 2 cores some room for loading the new model
 
     async with _client(wine_server) as ipc:
         senders = [asyncio.create_task(sender(ipc, out)) for out in seen]

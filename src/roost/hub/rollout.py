@@ -6,7 +6,8 @@
   rest when their devices poll (:func:`release_pending`). An unreleased device keeps its previous
   desired state.
 * **Timeouts**: a released row still QUEUED or IN_PROGRESS ``timeout_minutes`` after its release
-  becomes TIMED_OUT (:func:`refresh_deployment`, called when a deployment is read or reported on).
+  becomes TIMED_OUT (:func:`refresh_deployment`, called when a deployment is read, and when a report
+  may abort or complete it: :func:`refresh_needed`).
 * **Abort**: once at least ``abort_min_devices`` rows have finished, if more than
   ``abort_failure_percent`` of them failed (FAILED, ROLLED_BACK, TIMED_OUT), the deployment is
   ABORTED and every row still QUEUED is CANCELED (those devices keep their previous state).
@@ -154,6 +155,25 @@ def refresh_deployment(session: Session, deployment_id: str, now: datetime) -> l
     if tally[QUEUED] == 0 and tally[IN_PROGRESS] == 0:
         deployment.status = COMPLETED
     return []
+
+
+def refresh_needed(session: Session, deployment_id: str, statuses: Iterable[str]) -> bool:
+    """Whether a report that set rows of the deployment to ``statuses`` must refresh it now.
+
+    Only when the abort rule may fire (a failure, and the deployment has the rule) or when the
+    deployment may be complete (no open row left in this transaction's view). Otherwise the
+    refresh (which locks the deployment row) is left to the next read: the rules are lazy, and
+    locking the deployment on every report serialises a whole fleet's reports on one row.
+    Concurrent last reports may each still see the other's row open; the deployment then reads
+    COMPLETED at its next read (every read refreshes).
+    """
+    if set(statuses) & set(FAILURE_STATUSES) and session.scalar(
+            select(Deployment.abort_failure_percent).where(Deployment.id == deployment_id)) is not None:
+        return True
+    still_open = session.execute(select(DeviceDeployment.device_id).where(
+        DeviceDeployment.deployment_id == deployment_id,
+        DeviceDeployment.status.in_(OPEN_STATUSES)).limit(1)).first()
+    return still_open is None
 
 
 def open_deployments(session: Session, deployment_ids: Iterable[str] | None = None) -> list[str]:

@@ -854,7 +854,7 @@ class Store:
             self._active_device(s, device_id)
             accepted: list[str] = []
             duplicates: list[str] = []
-            touched: set[str] = set()
+            touched: dict[str, set[str]] = {}
             # The device row is written last, so this transaction locks rows in the same order as the
             # others (device_deployments → deployments → meta → devices).
             device_values: dict[str, Any] = {"last_seen_at": now}
@@ -880,9 +880,10 @@ class Store:
                         row.reason_code = report.reason_code
                         row.message = report.message
                         row.updated_at = now
-                        touched.add(report.deployment_id)
+                        touched.setdefault(report.deployment_id, set()).add(str(report.status))
             for deployment_id in sorted(touched):
-                desired.mark_changed(s, rollout.refresh_deployment(s, deployment_id, now))
+                if rollout.refresh_needed(s, deployment_id, touched[deployment_id]):
+                    desired.mark_changed(s, rollout.refresh_deployment(s, deployment_id, now))
             s.execute(update(Device).where(Device.id == device_id).values(**device_values))
             return ReportResult(accepted=accepted, duplicates=duplicates)
         return self._write(run)

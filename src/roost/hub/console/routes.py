@@ -188,7 +188,7 @@ async def login(request: Request, store: StoreDep) -> Response:
     response = RedirectResponse(next_path, status_code=303)
     _set_cookie(response, request, sessions.SESSION_COOKIE, sessions.new_session(key, principal.id),
                 sessions.SESSION_MAX_AGE)
-    response.delete_cookie(sessions.LOGIN_COOKIE, path=sessions.COOKIE_PATH)
+    response.delete_cookie(sessions.LOGIN_COOKIE, path=sessions.COOKIE_PATH, samesite="strict")
     logger.info("console sign-in with API token %r", principal.name)
     return response
 
@@ -200,7 +200,7 @@ async def logout(request: Request, session: SessionDep) -> Response:
         raise PageError(403, "Sign-out refused", "The sign-out form failed its CSRF check. Reload the page and "
                         "try again.")
     response = RedirectResponse(f"{LOGIN}?signed_out=1", status_code=303)
-    response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH)
+    response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH, samesite="strict")
     return response
 
 
@@ -247,7 +247,7 @@ async def on_sign_in_required(request: Request, err: Exception) -> Response:
     target = LOGIN if err.next_path in ("", HOME) else f"{LOGIN}?{urlencode({'next': err.next_path})}"
     response = RedirectResponse(target, status_code=303)
     if request.cookies.get(sessions.SESSION_COOKIE):  # stale or revoked: drop it
-        response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH)
+        response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH, samesite="strict")
     return response
 
 

@@ -1,6 +1,6 @@
 """Console sessions: a signed cookie holding an admin API token's *id* (never the token).
 
-The signing key lives in the database (``meta`` rows ``console.session_key.0`` .. ``.7``: 8 × 32
+The signing key lives in the database (``meta`` rows ``console.session_key.0`` .. ``.7``: 8 words of 32
 random bits, because ``meta.value`` is an integer column), created on first use. Every hub process
 on the same database therefore signs and verifies the same way, and nothing lives in a process.
 
@@ -49,7 +49,7 @@ class ConsoleSession:
 
 
 def _read_key(s: Session) -> bytes | None:
-    rows = dict(s.execute(select(Meta.key, Meta.value).where(Meta.key.startswith(_KEY_PREFIX))).tuples())
+    rows = {str(k): int(v) for k, v in s.execute(select(Meta.key, Meta.value).where(Meta.key.startswith(_KEY_PREFIX)))}
     words = [rows.get(f"{_KEY_PREFIX}{i}") for i in range(_KEY_WORDS)]
     if any(w is None for w in words):
         return None

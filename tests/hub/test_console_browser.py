@@ -1,0 +1,150 @@
+"""The web console end to end in headless Chromium (Debian's ``chromium`` driven by Playwright).
+
+A real hub (uvicorn) holds a small fleet created through the REST API (``seed``); the browser signs
+in, walks every page and signs out, taking screenshots into the test's tmp dir. The devices page
+screenshot is also copied to ``docs/console-devices.png`` when that file is missing or
+``ROOST_UPDATE_SCREENSHOTS=1`` (so ordinary runs leave the working tree alone).
+
+Skipped when Chromium or Playwright is missing, unless ``ROOST_REQUIRE_SERVICES=1``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, require_service
+from tests.hub.conftest import HubServer
+from tests.hub.test_console import seed
+
+CHROMIUM = Path(os.environ.get("ROOST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+DOCS_SCREENSHOT = REPO / "docs" / "console-devices.png"
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """A headless Chromium browser (Playwright's sync API)."""
+    has_playwright = importlib.util.find_spec("playwright") is not None
+    require_service("Chromium", CHROMIUM.exists() and has_playwright,
+                    f"{CHROMIUM} is missing (apt-get install chromium)" if not CHROMIUM.exists()
+                    else "the playwright package is not installed (pip install -e '.[dev]')")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_console_in_chromium(hub_server: HubServer, chromium: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    fleet = seed(hub_server)
+    context = chromium.new_context(viewport={"width": 1280, "height": 760}, base_url=hub_server.url)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+
+    def shot(name: str) -> Path:
+        path = tmp_path / f"console-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 5_000
+        return path
+
+    # A page without a session sends the browser to the sign-in form.
+    page.goto("/console/deployments")
+    expect(page).to_have_url(f"{hub_server.url}/console/login?next=%2Fconsole%2Fdeployments")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+    # A wrong token: an error, still on the form, no session cookie.
+    page.get_by_label("API token").fill("rst_admin_not-a-real-token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("was not accepted")
+    assert not [c for c in context.cookies() if c["name"] == "roost_console"]
+    shot("signin-error")
+
+    # The admin token: back to the page asked for first, then the devices with their labels.
+    page.get_by_label("API token").fill(hub_server.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{hub_server.url}/console/deployments")
+    cookie = next(c for c in context.cookies() if c["name"] == "roost_console")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and hub_server.token not in cookie["value"]
+
+    page.get_by_role("link", name="Devices").click()
+    expect(page).to_have_url(f"{hub_server.url}/console/devices")
+    rows = page.locator("#devices tbody tr")
+    expect(rows).to_have_count(4)
+    row = rows.filter(has_text="edge-01")
+    expect(row).to_contain_text("machine=xavier")
+    expect(row).to_contain_text("ONLINE")
+    expect(row).to_contain_text("line-a")
+    expect(rows.filter(has_text="edge-03")).to_contain_text("note=<script>alert('x')</script>")  # shown as text
+    expect(rows.filter(has_text="edge-04")).to_contain_text("REVOKED")
+    devices_png = shot("devices")
+    if not DOCS_SCREENSHOT.exists() or os.environ.get("ROOST_UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(devices_png, DOCS_SCREENSHOT)
+
+    # A device: its component states and its deployments.
+    page.get_by_role("link", name="edge-02", exact=True).click()
+    expect(page.get_by_role("heading", name="edge-02")).to_be_visible()
+    sensor = page.locator("#components tbody tr").filter(has_text="com.example.Sensor")
+    expect(sensor).to_contain_text("BROKEN")
+    expect(page.locator("#components tbody tr").filter(has_text="com.example.WineQuality")).to_contain_text("RUNNING")
+    expect(page.locator("#deployments tbody tr").first).to_contain_text("COMPONENT_BROKEN")
+    shot("device")
+
+    # Deployments: list, then one with per-device status.
+    page.get_by_role("link", name="Deployments").click()
+    expect(page.locator("#deployments tbody tr")).to_have_count(2)
+    shot("deployments")
+    page.get_by_role("link", name=fleet.deployment_id[:8]).click()
+    expect(page).to_have_url(f"{hub_server.url}/console/deployments/{fleet.deployment_id}")
+    status = page.locator("#device-status tbody tr")
+    expect(status.filter(has_text="edge-01")).to_contain_text("SUCCEEDED")
+    expect(status.filter(has_text="edge-02")).to_contain_text("FAILED")
+    expect(status.filter(has_text="edge-03")).to_contain_text("QUEUED")
+    bar = page.locator(".card .bar")
+    expect(bar).to_have_attribute("aria-label", "2 of 3 devices finished: 1 succeeded, 1 failed, 1 queued")
+    box = bar.locator(".seg.ok").bounding_box()
+    assert box is not None and box["width"] > 50  # the CSS sized the segment
+    shot("deployment")
+
+    # Components and their versions.
+    page.get_by_role("link", name="Components").click()
+    wine = page.locator("section.component").filter(has_text="com.example.WineQuality")
+    expect(wine.locator("tbody tr")).to_have_count(4)  # two versions x two artifacts
+    expect(wine).to_contain_text("1.1.0")
+    expect(wine).to_contain_text("1.0.0")
+    shot("components")
+
+    # Narrow screens get stacked rows.
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.get_by_role("link", name="Devices").click()
+    expect(page.locator("#devices thead")).to_be_hidden()
+    shot("devices-mobile")
+    page.set_viewport_size({"width": 1280, "height": 760})
+
+    # Sign out: back to the form; pages redirect again.
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(f"{hub_server.url}/console/login?signed_out=1")
+    expect(page.get_by_role("status")).to_contain_text("signed out")
+    page.goto("/console/devices")
+    expect(page).to_have_url(f"{hub_server.url}/console/login")
+
+    assert dialogs == []  # no injected script ever ran
+    # No CSP violation or missing resource (the refused sign-in answers 401 on purpose).
+    assert [e for e in console_errors if "status of 401" not in e] == [], console_errors
+    context.close()
