@@ -95,3 +95,23 @@ def test_server_and_client_under_uvloop(tmp_path: Path) -> None:
     t.start()
     t.join(10)
     assert result and result[0]["ok"] is True  # type: ignore[index]
+
+
+async def test_oversized_publish_is_refused_by_the_client_and_the_connection_survives(
+        connect: ClientFactory) -> None:
+    from roost.ipc.errors import InvalidArgumentsIpcError
+
+    client = await connect("tok-a")
+    too_big = b"x" * (rpc.MAX_PAYLOAD_SIZE * 2)
+    with pytest.raises(InvalidArgumentsIpcError, match="exceeds the IPC limit"):
+        await client.publish("sensors/x", too_big)
+    with pytest.raises(InvalidArgumentsIpcError, match="exceeds the IPC limit"):
+        client.publish_nowait("sensors/x", too_big)
+    got: list[Received] = []
+    await client.subscribe("sensors/x", got.append)
+    await client.publish("sensors/x", b"still connected")
+    for _ in range(100):
+        if got:
+            break
+        await asyncio.sleep(0.01)
+    assert got[0].payload == b"still connected"

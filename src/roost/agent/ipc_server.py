@@ -47,9 +47,9 @@ from roost.ipc.eventstream import Message, MessageDecoder, encode_frame
 
 logger = logging.getLogger(__name__)
 
-MAX_PAYLOAD_SIZE: Final = 1024 * 1024
+MAX_PAYLOAD_SIZE: Final = rpc.MAX_PAYLOAD_SIZE
 #: A 1 MiB binary message grows by a third in base64, plus headers and JSON framing.
-DEFAULT_MAX_MESSAGE_SIZE: Final = MAX_PAYLOAD_SIZE * 4 // 3 + 64 * 1024
+DEFAULT_MAX_MESSAGE_SIZE: Final = rpc.MAX_FRAME_SIZE
 DEFAULT_WRITE_BUFFER_CAP: Final = 8 * 1024 * 1024
 SOCKET_MODE: Final = 0o660
 LIFECYCLE_STATES: Final = ("RUNNING", "ERRORED")

@@ -42,6 +42,7 @@ from roost.ipc import rpc
 from roost.ipc.errors import (
     ConnectionRefusedByServer,
     FrameError,
+    InvalidArgumentsIpcError,
     IpcConnectionClosedError,
     IpcError,
     IpcTimeoutError,
@@ -325,6 +326,9 @@ class IpcClient:
     def __init__(self, socket_path: str, *, max_message_size: int = 16 * 1024 * 1024) -> None:
         self.socket_path = socket_path
         self._max_message_size = max_message_size
+        # Frames larger than this are refused here with InvalidArgumentsIpcError: the agent would
+        # answer them by closing the whole connection.
+        self.max_outgoing = rpc.MAX_FRAME_SIZE
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
@@ -529,7 +533,9 @@ class IpcClient:
         future: asyncio.Future[bytes] = self._loop.create_future()
         self._streams[sid] = _Stream(future, on_event, on_end)
         assert self._transport is not None
-        self._out_write(encode_frame(header + rpc.stream_id_header(sid), payload))
+        frame = encode_frame(header + rpc.stream_id_header(sid), payload)
+        self._check_size(frame)
+        self._out_write(frame)
         return sid, future
 
     async def _invoke(
@@ -597,10 +603,20 @@ class IpcClient:
             raise self._closed
         sid = self._next_sid
         self._next_sid = sid + 1
+        frame = encode_frame(_PUBLISH_HEADER_DEFERRED + rpc.stream_id_header(sid), body)
+        self._check_size(frame)
         self._streams[sid] = _Stream(None, None, on_end)
         assert self._transport is not None
-        self._out_write(encode_frame(_PUBLISH_HEADER_DEFERRED + rpc.stream_id_header(sid), body))
+        self._out_write(frame)
         return sid
+
+    def _check_size(self, frame: bytes) -> None:
+        """Refuse a message the agent would refuse by closing the whole connection."""
+        if len(frame) > self.max_outgoing:
+            raise InvalidArgumentsIpcError(
+                "aws.greengrass#InvalidArgumentsError",
+                f"message of {len(frame)} bytes exceeds the IPC limit of {self.max_outgoing} bytes "
+                f"(payloads up to {rpc.MAX_PAYLOAD_SIZE} bytes)")
 
     def _nowait_done(self, error: BaseException | None) -> None:
         if error is None or isinstance(error, IpcConnectionClosedError):

@@ -78,6 +78,11 @@ OP_STOP_COMPONENT: Final = "aws.greengrass#StopComponent"
 OP_CREATE_LOCAL_DEPLOYMENT: Final = "aws.greengrass#CreateLocalDeployment"
 OP_GET_LOCAL_DEPLOYMENT_STATUS: Final = "aws.greengrass#GetLocalDeploymentStatus"
 OP_LIST_LOCAL_DEPLOYMENTS: Final = "aws.greengrass#ListLocalDeployments"
+# Largest application payload the agent accepts (a 1 MiB message, base64-encoded in JSON, fits).
+MAX_PAYLOAD_SIZE: Final = 1024 * 1024
+# Largest frame the agent accepts: the payload limit plus base64 growth and headers.
+MAX_FRAME_SIZE: Final = MAX_PAYLOAD_SIZE * 4 // 3 + 64 * 1024
+
 # A Roost extension (Greengrass has no way to cancel a local deployment).
 OP_CANCEL_LOCAL_DEPLOYMENT: Final = "aws.greengrass#CancelLocalDeployment"
 
