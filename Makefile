@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench browser clean
+.PHONY: demo test lint typecheck pytest bench bench-inference bench-fleet browser clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,9 @@ pytest: $(STAMP) browser
 
 bench: $(STAMP)
 	$(BIN)/python bench/ipc.py
+
+bench-inference: $(STAMP)
+	$(BIN)/python bench/inference.py
 
 # The console tests drive Debian's Chromium headless (Playwright never downloads a browser here).
 # Installed when missing and possible (root + apt); otherwise those tests skip, or fail when

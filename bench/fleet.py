@@ -545,7 +545,8 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         procs = hub.processes()
         pg = postgres_processes() if db == "postgres" else []
         client_procs = [psutil.Process(c.pid) for c in clients]
-        cpu0, pg0, cl0 = cpu_seconds(procs), cpu_seconds(pg), cpu_seconds(client_procs)
+        cpu0, cl0 = cpu_seconds(procs), cpu_seconds(client_procs)
+        pg0 = {p.pid: cpu_seconds([p]) for p in pg}
         result["hub_rss_before_mb"] = round(rss_mb(procs), 1)
         sampler = Sampler(hub)
         sampler.start()
@@ -554,8 +555,8 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         if args.py_spy:
             args.py_spy.mkdir(parents=True, exist_ok=True)
             hub_pid = str(hub.proc.pid if hub.proc else 0)
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-p", hub_pid,
-                                    "--subprocesses", "-r", "50", "-f", "raw", "-o",
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--gil",
+                                    "-p", hub_pid, "--subprocesses", "-r", "50", "-f", "raw", "-o",
                                     str(args.py_spy / f"hub-{db}-{n}.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0_wall, t0 = time.time(), time.perf_counter()
@@ -578,7 +579,9 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
             if counts.get("SUCCEEDED", 0) >= n:
                 done_at = time.perf_counter() - t0
                 break
-        cpu1, pg1, cl1 = cpu_seconds(procs), cpu_seconds(pg), cpu_seconds(client_procs)
+        cpu1, cl1 = cpu_seconds(procs), cpu_seconds(client_procs)
+        # PostgreSQL backends started during the rollout count in full.
+        pg_cpu = sum(cpu_seconds([p]) - pg0.get(p.pid, 0.0) for p in postgres_processes()) if pg else 0.0
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
@@ -590,7 +593,7 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         result["timeline"] = timeline
         result["hub_rss_peak_mb"] = round(sampler.peak, 1)
         result["hub_cpu_seconds"] = round(cpu1 - cpu0, 2)
-        result["postgres_cpu_seconds"] = round(pg1 - pg0, 2) if pg else None
+        result["postgres_cpu_seconds"] = round(pg_cpu, 2) if pg else None
         result["client_cpu_seconds"] = round(cl1 - cl0, 2)
         log(f"{db} {n}: all SUCCEEDED in {result['all_succeeded_seconds']} s; counts {result['final_counts']}; "
             f"load {load()}")
@@ -703,7 +706,7 @@ def main() -> None:
             asyncio.run(client_main(Path(args._client)))
         return
     sizes = args.devices or ([1000] if args.quick else [1000, 10000])
-    dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    dbs = ["postgres", "sqlite"] if args.db == "both" else [args.db]
     results = []
     for db in dbs:
         for n in sizes:

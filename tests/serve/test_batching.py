@@ -198,3 +198,29 @@ async def test_event_loop_stays_free_during_predict() -> None:
     model.gate.set()
     await task
     await batcher.close()
+
+
+async def test_small_request_runs_inline_when_idle_and_queues_when_busy() -> None:
+    model = Model()
+    calls_on: list[str] = []
+    main_thread = threading.current_thread().name
+
+    def traced(x: np.ndarray) -> np.ndarray:
+        calls_on.append("loop" if threading.current_thread().name == main_thread else "worker")
+        return model(x)
+
+    batcher = MicroBatcher(traced, inline_max_rows=2)
+    np.testing.assert_array_equal(await batcher.submit(rows(1)), [3])  # idle, 1 row: inline
+    np.testing.assert_array_equal(await batcher.submit(rows(1, 2, 3)), [3, 6, 9])  # 3 rows: model thread
+    assert calls_on == ["loop", "worker"]
+    model.gate.clear()
+    busy = asyncio.ensure_future(batcher.submit(rows(5, 5, 5)))
+    await wait_started(model)
+    queued = asyncio.ensure_future(batcher.submit(rows(1)))  # a batch is in flight: no inline
+    await asyncio.sleep(0.01)
+    assert not queued.done()
+    model.gate.set()
+    np.testing.assert_array_equal(await queued, [3])
+    await busy
+    assert calls_on[2:] == ["worker", "worker"]
+    await batcher.close()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from roost import __version__
@@ -91,6 +92,9 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Every transaction runs in a worker thread: no more threads than pooled connections (more
+        # would open and close overflow connections under load and contend for the GIL).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = store.db.pool_size
         watcher.ensure_started()
         try:
             yield

@@ -45,10 +45,16 @@ def normalise_url(url: str) -> str:
 class Database:
     """An engine plus two session factories: ``read()`` and ``write()`` transactions."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    #: Connections kept open (PostgreSQL). Overflow connections are closed when returned, so a pool
+    #: smaller than the request concurrency reconnects on almost every transaction under load: the
+    #: app limits its worker threads (which run every transaction) to this number (see app.py).
+    POOL_SIZE = 20
+
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         self.url = normalise_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
+        self.pool_size = pool_size
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             database = parsed.database
@@ -62,7 +68,7 @@ class Database:
                 del kwargs["poolclass"]
         else:
             kwargs["pool_size"] = pool_size
-            kwargs["max_overflow"] = pool_size * 2
+            kwargs["max_overflow"] = pool_size // 2
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:

@@ -93,7 +93,8 @@ class InferenceService:
         if self.options.model is not None:
             self.tabular = await loop.run_in_executor(self.executor, self._load_tabular, self.options.model)
             self.batcher = MicroBatcher(self.tabular.backend.predict, max_batch=self.options.max_batch,
-                                        max_wait_s=self.options.max_wait_s, executor=self.executor)
+                                        max_wait_s=self.options.max_wait_s, executor=self.executor,
+                                        inline_max_rows=_inline_rows(self.tabular))
             log.info("serving %s (%s, engine %s) on %s", self.model_id, self.options.model, self.tabular.engine,
                      self.options.request_topic)
         else:
@@ -236,7 +237,8 @@ class InferenceService:
                 old_batcher = self.batcher
                 self.tabular = new_tab
                 self.batcher = MicroBatcher(new_tab.backend.predict, max_batch=self.options.max_batch,
-                                            max_wait_s=self.options.max_wait_s, executor=self.executor)
+                                            max_wait_s=self.options.max_wait_s, executor=self.executor,
+                                            inline_max_rows=_inline_rows(new_tab))
                 self.options.model = path
                 if old_batcher is not None:
                     self._track(asyncio.get_running_loop().create_task(old_batcher.close()))
@@ -260,6 +262,16 @@ def _reply_meta(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         return {}
     return {key: doc[key] for key in META_KEYS if isinstance(doc.get(key), str)}
+
+
+# A single-row prediction faster than this runs on the event loop when the model thread is idle.
+INLINE_BUDGET_US = 50.0
+
+
+def _inline_rows(model: LoadedModel) -> int:
+    """Rows a request may have to be predicted inline (0: always use the model thread)."""
+    batch1 = model.timings.get(model.engine, {}).get("batch1_us")
+    return 16 if batch1 is not None and batch1 <= INLINE_BUDGET_US else 0
 
 
 async def run_service(options: ServeOptions) -> None:

@@ -26,8 +26,12 @@ MAX_WAIT = 30.0
 class RevisionWatcher:
     """Per process: reads the global revision every ``interval`` and wakes waiting long polls.
 
-    Only an optimisation (the database is the truth): each waiter still checks its own device at
-    least every ``recheck`` seconds, and every ``interval`` while a rollout release is pending.
+    Every change of a device's desired state bumps the global revision in the same transaction
+    (:func:`roost.hub.desired.mark_changed`), so while the watcher reads the database a waiter
+    needs no check of its own until the revision moves: with 10,000 devices in long polls, a
+    per-waiter recheck every few seconds costs thousands of transactions per second for nothing.
+    When the watcher cannot read the database, waiters check their own device every ``recheck``
+    seconds (the database is the truth); while a rollout release is pending, every ``interval``.
     """
 
     def __init__(self, store: Store, interval: float = 0.5, recheck: float = 5.0) -> None:
@@ -35,6 +39,8 @@ class RevisionWatcher:
         self.interval = interval
         self.recheck = recheck
         self.revision = -1
+        #: False until the first successful read, and while reads fail.
+        self.healthy = False
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -50,20 +56,29 @@ class RevisionWatcher:
                 if failing:
                     logger.info("revision watcher reads the database again")
                     failing = False
+                self.healthy = True
             except Exception as err:
                 if not failing:
                     logger.warning("revision watcher cannot read the database: %s", err)
                     failing = True
+                    self.healthy = False
+                    self._wake()  # waiters fall back to checking their own device
                 revision = self.revision
             if revision != self.revision:
                 self.revision = revision
-                event, self._changed = self._changed, asyncio.Event()
-                event.set()
+                self._wake()
             await asyncio.sleep(self.interval)
 
+    def _wake(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
     async def wait_change(self, seen: int, timeout: float) -> None:
+        """Until the revision differs from ``seen`` (or ``timeout``; at most ``recheck`` when unhealthy)."""
         if self.revision != seen:
             return
+        if not self.healthy:
+            timeout = min(timeout, self.recheck)
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
         except TimeoutError:
@@ -111,7 +126,7 @@ async def desired(request: Request, s: StoreDep,
         if pending:
             await asyncio.sleep(min(watcher.interval, remaining))
         else:
-            await watcher.wait_change(seen, min(watcher.recheck, remaining))
+            await watcher.wait_change(seen, remaining)
 
 
 @router.post("/device/reports", tags=["device"], dependencies=[Depends(auth.device)])
