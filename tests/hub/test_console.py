@@ -290,10 +290,10 @@ def test_console_is_not_in_the_api_document(hub_server: HubServer, path: str) ->
 def test_signing_key_is_created_once_and_shared(store: Store) -> None:
     """Concurrent first uses agree on one key, kept in the database (SQLite and PostgreSQL)."""
     with ThreadPoolExecutor(max_workers=6) as pool:
-        keys = set(pool.map(lambda _i: sessions.session_key(store.db), range(12)))
+        keys = set(pool.map(lambda _i: store.console_session_key(), range(12)))
     assert len(keys) == 1
     key = keys.pop()
-    assert len(key) == 32 and sessions.session_key(store.db) == key
+    assert len(key) == 32 and store.console_session_key() == key
     cookie = sessions.new_session(key, 7)
     assert sessions.read_session(key, cookie) is not None
     assert sessions.read_session(b"x" * 32, cookie) is None

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
+import struct
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -49,6 +51,7 @@ from roost.hub.models import (
     EnrollToken,
     Group,
     GroupMember,
+    Meta,
 )
 from roost.hub.names import check_file_name, check_name
 from roost.hub.tokens import ADMIN_PREFIX, DEVICE_PREFIX, ENROLL_PREFIX, hash_token, new_token
@@ -243,6 +246,18 @@ def parse_target(target: str) -> tuple[str, str]:
     return kind, check_name(name, f"{kind} name")
 
 
+_KEY_PREFIX = "console.session_key."
+_KEY_WORDS = 8
+
+
+def _read_session_key(s: Session) -> bytes | None:
+    rows = {str(k): int(v) for k, v in s.execute(select(Meta.key, Meta.value).where(Meta.key.startswith(_KEY_PREFIX)))}
+    words = [rows.get(f"{_KEY_PREFIX}{i}") for i in range(_KEY_WORDS)]
+    if any(w is None for w in words):
+        return None
+    return struct.pack(f">{_KEY_WORDS}i", *words)
+
+
 class Store:
     """Every hub operation, each one transaction. See the module docstring."""
 
@@ -283,6 +298,39 @@ class Store:
         return self._read(desired.current_revision)
 
     # -- tokens ------------------------------------------------------------------------------------
+
+    def admin_token_name(self, token_id: int) -> str | None:
+        """The name of the admin API token ``token_id`` while it is valid, else None (console sessions)."""
+        def run(s: Session) -> str | None:
+            row = s.execute(select(ApiToken.name).where(ApiToken.id == token_id, ApiToken.role == "admin",
+                                                        ApiToken.revoked_at.is_(None))).first()
+            return None if row is None else str(row[0])
+        return self._read(run)
+
+    def console_session_key(self) -> bytes:
+        """The console's cookie-signing key: random, created once (race-safe across hub processes).
+
+        ``meta.value`` is an integer column, so the 256-bit key is kept as eight 32-bit words.
+        """
+        key = self._read(_read_session_key)
+        if key is not None:
+            return key
+
+        def create(s: Session) -> bytes:
+            existing = _read_session_key(s)
+            if existing is not None:
+                return existing
+            words = struct.unpack(f">{_KEY_WORDS}i", secrets.token_bytes(4 * _KEY_WORDS))
+            s.add_all(Meta(key=f"{_KEY_PREFIX}{i}", value=w) for i, w in enumerate(words))
+            s.flush()
+            return struct.pack(f">{_KEY_WORDS}i", *words)
+        try:
+            return self._write(create)
+        except IntegrityError:  # another hub process created it first
+            key = self._read(_read_session_key)
+            if key is None:
+                raise
+            return key
 
     def create_admin_token(self, name: str = "admin") -> str:
         token = new_token(ADMIN_PREFIX)

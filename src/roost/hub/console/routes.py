@@ -76,11 +76,11 @@ StoreDep = Annotated[Store, Depends(store_of)]
 def _load_session(store: Store, cookie: str | None) -> sessions.ConsoleSession | None:
     if not cookie:
         return None
-    found = sessions.read_session(sessions.session_key(store.db), cookie)
+    found = sessions.read_session(store.console_session_key(), cookie)
     if found is None:
         return None
     token_id, csrf = found
-    name = sessions.admin_token_name(store.db, token_id)
+    name = store.admin_token_name(token_id)
     return None if name is None else sessions.ConsoleSession(token_id, name, csrf)
 
 
@@ -158,7 +158,7 @@ async def login_form(request: Request, store: StoreDep) -> Response:
     next_path = safe_next(request.query_params.get("next"))
     if session is not None:
         return RedirectResponse(next_path, status_code=303)
-    key = await run_in_threadpool(sessions.session_key, store.db)
+    key = await run_in_threadpool(store.console_session_key)
     notice = "You are signed out." if request.query_params.get("signed_out") else None
     return _login_page(request, store, key, notice=notice, next_path=next_path)
 
@@ -168,7 +168,7 @@ async def login(request: Request, store: StoreDep) -> Response:
     form = await request.form(max_files=0, max_fields=8)
     token, csrf, next_field = (str(form.get(k) or "") for k in ("token", "csrf", "next"))
     next_path = safe_next(next_field)
-    key = await run_in_threadpool(sessions.session_key, store.db)
+    key = await run_in_threadpool(store.console_session_key)
     if _cross_origin(request) or not sessions.check_login_nonce(key, request.cookies.get(sessions.LOGIN_COOKIE),
                                                                 csrf):
         return _login_page(request, store, key, status=403, next_path=next_path,

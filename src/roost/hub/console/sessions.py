@@ -1,8 +1,8 @@
 """Console sessions: a signed cookie holding an admin API token's *id* (never the token).
 
-The signing key lives in the database (``meta`` rows ``console.session_key.0`` .. ``.7``: 8 words of 32
-random bits, because ``meta.value`` is an integer column), created on first use. Every hub process
-on the same database therefore signs and verifies the same way, and nothing lives in a process.
+The signing key lives in the database (:meth:`roost.hub.store.Store.console_session_key`), created
+on first use. Every hub process on the same database therefore signs and verifies the same way,
+and nothing lives in a process.
 
 A session is ``{"t": token_id, "c": csrf}`` signed with :class:`itsdangerous.URLSafeTimedSerializer`
 (expires after :data:`SESSION_MAX_AGE`). On every request the token id is checked again: a revoked
@@ -14,16 +14,9 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import struct
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
-from roost.hub.db import Database
-from roost.hub.models import ApiToken, Meta
 
 SESSION_COOKIE = "roost_console"
 LOGIN_COOKIE = "roost_console_login"
@@ -33,8 +26,6 @@ SESSION_MAX_AGE = 12 * 3600
 #: Seconds a sign-in form stays usable.
 LOGIN_MAX_AGE = 3600
 
-_KEY_PREFIX = "console.session_key."
-_KEY_WORDS = 8
 _SESSION_SALT = "roost.console.session"
 _LOGIN_SALT = "roost.console.login"
 
@@ -46,45 +37,6 @@ class ConsoleSession:
     token_id: int
     token_name: str
     csrf: str
-
-
-def _read_key(s: Session) -> bytes | None:
-    rows = {str(k): int(v) for k, v in s.execute(select(Meta.key, Meta.value).where(Meta.key.startswith(_KEY_PREFIX)))}
-    words = [rows.get(f"{_KEY_PREFIX}{i}") for i in range(_KEY_WORDS)]
-    if any(w is None for w in words):
-        return None
-    return struct.pack(f">{_KEY_WORDS}i", *words)
-
-
-def session_key(db: Database) -> bytes:
-    """The shared signing key, created (once, race-safe across processes) on first use."""
-    with db.read() as s:
-        key = _read_key(s)
-    if key is not None:
-        return key
-    try:
-        with db.write() as s:
-            key = _read_key(s)
-            if key is None:
-                words = struct.unpack(f">{_KEY_WORDS}i", secrets.token_bytes(4 * _KEY_WORDS))
-                s.add_all(Meta(key=f"{_KEY_PREFIX}{i}", value=w) for i, w in enumerate(words))
-                s.flush()
-                key = struct.pack(f">{_KEY_WORDS}i", *words)
-        return key
-    except IntegrityError:  # another hub process created it first
-        with db.read() as s:
-            key = _read_key(s)
-        if key is None:
-            raise
-        return key
-
-
-def admin_token_name(db: Database, token_id: int) -> str | None:
-    """The name of an admin API token that is still valid, else None."""
-    with db.read() as s:
-        row = s.execute(select(ApiToken.name).where(ApiToken.id == token_id, ApiToken.role == "admin",
-                                                    ApiToken.revoked_at.is_(None))).first()
-    return None if row is None else str(row[0])
 
 
 def _serializer(key: bytes, salt: str) -> URLSafeTimedSerializer:
