@@ -32,6 +32,9 @@ bench: $(STAMP)
 bench-inference: $(STAMP)
 	$(BIN)/python bench/inference.py
 
+bench-fleet: $(STAMP)
+	$(BIN)/python bench/fleet.py
+
 # The console tests drive Debian's Chromium headless (Playwright never downloads a browser here).
 # Installed when missing and possible (root + apt); otherwise those tests skip, or fail when
 # ROOST_REQUIRE_SERVICES=1.

@@ -59,6 +59,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from roost.agent.spool import Backoff
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PG_ADMIN = os.environ.get("ROOST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -190,6 +192,7 @@ class SimDevice:
         self.seq = 0
         self.succeeded: set[str] = set()
         self.states: dict[str, dict[str, str]] = {}
+        self.backoff = Backoff()  # the agent's own: full jitter, 0.5 s doubling to 60 s
 
     async def call(self, kind: str, method: str, path: str, body: Any = None,
                    timeout: float = CALL_TIMEOUT) -> tuple[int, dict[bytes, bytes], bytes]:
@@ -236,14 +239,15 @@ class SimDevice:
                 desired = await self.poll("poll")
             except HttpError as err:
                 self.stats.errors.append(f"{self.name}: {err}")
-                await asyncio.sleep(1.0)
+                await self.backoff.wait()
                 continue
+            self.backoff.reset()
             if desired is not None and int(desired["revision"]) > self.revision:
                 try:
                     await self.apply(desired)
                 except HttpError as err:
                     self.stats.errors.append(f"{self.name}: {err}")
-                    await asyncio.sleep(1.0)
+                    await self.backoff.wait()
                 continue
             if time.monotonic() - started < 1.0:
                 await asyncio.sleep(1.0)
