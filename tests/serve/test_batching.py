@@ -214,6 +214,7 @@ async def test_small_request_runs_inline_when_idle_and_queues_when_busy() -> Non
     np.testing.assert_array_equal(await batcher.submit(rows(1, 2, 3)), [3, 6, 9])  # 3 rows: model thread
     assert calls_on == ["loop", "worker"]
     model.gate.clear()
+    model.started.clear()
     busy = asyncio.ensure_future(batcher.submit(rows(5, 5, 5)))
     await wait_started(model)
     queued = asyncio.ensure_future(batcher.submit(rows(1)))  # a batch is in flight: no inline
@@ -222,5 +223,9 @@ async def test_small_request_runs_inline_when_idle_and_queues_when_busy() -> Non
     model.gate.set()
     np.testing.assert_array_equal(await queued, [3])
     await busy
-    assert calls_on[2:] == ["worker", "worker"]
+    assert calls_on[2:] == ["worker", "worker"], calls_on
+    # Requests arriving in the same loop iteration are predicted together, inline.
+    both = await asyncio.gather(batcher.submit(rows(1)), batcher.submit(rows(2)))
+    assert [list(b) for b in both] == [[3], [6]]
+    assert calls_on[4:] == ["loop"] and model.calls[-1] == 2
     await batcher.close()

@@ -74,9 +74,12 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_in_flight = max_in_flight
-        #: When idle, a request of at most this many rows runs on the event loop itself: for a model
-        #: that answers in microseconds the hop to the model thread costs more than the model.
+        #: When the model thread is idle, the requests that arrived in the same event-loop iteration
+        #: (one socket read often carries many) are predicted together on the event loop itself if
+        #: they have at most this many rows: for a model that answers in microseconds the hop to
+        #: the model thread costs more than the model. Larger batches go to the model thread.
         self.inline_max_rows = inline_max_rows
+        self._flush_scheduled = False
         self._own_executor = executor is None
         self._executor: Executor = executor or ThreadPoolExecutor(1, thread_name_prefix="roost-predict")
         self._queue: deque[_Pending] = deque()
@@ -111,23 +114,39 @@ class MicroBatcher:
             raise BatcherClosedError("the model server is shutting down")
         if x.ndim != 2 or x.shape[0] == 0:
             raise ValueError(f"submit() takes a non-empty (rows, features) matrix, got shape {x.shape}")
-        if x.shape[0] <= self.inline_max_rows and self._in_flight == 0 and not self._queue:
-            return self._predict_inline(x)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[npt.NDArray[np.float32]] = loop.create_future()
         self._queue.append(_Pending(x, future, loop.time()))
         self._queued_rows += x.shape[0]
-        self._pump(loop)
+        if self.inline_max_rows and self._in_flight == 0:
+            if not self._flush_scheduled:  # collect what else arrives in this loop iteration
+                self._flush_scheduled = True
+                loop.call_soon(self._flush_soon, loop)
+        else:
+            self._pump(loop)
         return await future
 
-    def _predict_inline(self, x: Matrix) -> npt.NDArray[np.float32]:
+    def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._flush_scheduled = False
+        if self._in_flight == 0 and self._queue and self._queued_rows <= self.inline_max_rows:
+            batch = [p for p in self._take() if not p.future.done()]
+            if batch:
+                x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
+                self._count(x)
+                try:
+                    result = self._predict(x)
+                except Exception as err:
+                    for p in batch:
+                        if not p.future.done():
+                            p.future.set_exception(err)
+                else:
+                    self._deliver(batch, result)
+        self._pump(loop)
+
+    def _count(self, x: Matrix) -> None:
         self.batches += 1
         self.rows += x.shape[0]
         self.largest_batch = max(self.largest_batch, x.shape[0])
-        out = np.asarray(self._predict(x))
-        if out.shape[:1] != (x.shape[0],):
-            raise ModelError(f"predict returned {out.shape[:1]} predictions for {x.shape[0]} rows")
-        return out
 
     # ---- dispatch
 
@@ -176,9 +195,7 @@ class MicroBatcher:
         x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
         predict = self._predict  # bound now: a later swap() does not affect this batch
         self._in_flight += 1
-        self.batches += 1
-        self.rows += x.shape[0]
-        self.largest_batch = max(self.largest_batch, x.shape[0])
+        self._count(x)
         if self._idle is not None:
             self._idle.clear()
         cfut = loop.run_in_executor(self._executor, predict, x)
