@@ -12,20 +12,18 @@ import base64
 import json
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 import xgboost as xgb
 
-from roost.ipc.client import IpcClient
-from roost.ipc.errors import IpcTimeoutError
 from roost.samples import ARTIFACTS, RECIPES
 from roost.serve.wine import FEATURES, sample_records
 from tests.agent.helpers import Workspace
 from tests.conftest import Cli
+from tests.serve.agent_ipc import agent_client, until_serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -64,25 +62,6 @@ HANDLER_PY = textwrap.dedent("""
 def _deploy(cli: Cli, *args: str) -> None:
     out = cli.run("deployment", "create", *args, "--wait", "--json", timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-
-
-@asynccontextmanager
-async def _client(cli: Cli) -> AsyncIterator[IpcClient]:
-    ipc = await IpcClient.connect(str(cli.root / "ipc.socket"), (cli.root / "cli.token").read_text().strip())
-    try:
-        yield ipc
-    finally:
-        await ipc.close()
-
-
-async def _until_serving(ipc: IpcClient, topic: str, payload: dict[str, Any], timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await ipc.request(topic, payload, timeout=3)
-        except IpcTimeoutError:
-            if time.monotonic() > deadline:
-                raise
 
 
 def _event(doc: Any) -> dict[str, Any]:
@@ -125,9 +104,9 @@ async def test_sample_wine_lambda_matches_the_model_server(magent: Cli) -> None:
     x = np.array([[r[f] for f in FEATURES] for r in records], dtype=np.float32)
     expected = pytest.approx([float(v) for v in booster.inplace_predict(x)], abs=1e-5)
 
-    async with _client(magent) as ipc:
+    async with agent_client(magent) as ipc:
         results = await ipc.subscribe("local/lambda/result")
-        reply = await _until_serving(ipc, "local/lambda/inference", _event(records))
+        reply = await until_serving(ipc, "local/lambda/inference", _event(records))
         assert "error" not in reply, reply
         assert reply["result"] == expected
         assert reply["statusCode"] == 200 and reply["function"] == "wine-quality"
@@ -152,15 +131,15 @@ async def test_sample_wine_lambda_matches_the_model_server(magent: Cli) -> None:
         assert (await results.get(timeout=10)).json == expected
 
         # The model server gives the same predictions for the same event.
-        served = await _until_serving(ipc, "local/inference", _event(records))
+        served = await until_serving(ipc, "local/inference", _event(records))
         assert served["predictions"] == expected
         assert served["model"] == "wine-quality@1.0.0"
         results.close()
 
 
 async def test_handler_errors_timeouts_and_context(handlers: Cli) -> None:
-    async with _client(handlers) as ipc:
-        first = await _until_serving(ipc, REQ, _event({"action": "echo"}))
+    async with agent_client(handlers) as ipc:
+        first = await until_serving(ipc, REQ, _event({"action": "echo"}))
         assert "error" not in first, first
         assert first["statusCode"] == 201 and first["function"] == "test-fn"
         assert first["result"]["event_keys"] == ["body", "isBase64Encoded"]

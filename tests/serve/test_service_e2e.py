@@ -14,8 +14,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,12 @@ import pytest
 import xgboost as xgb
 
 from roost.ipc.client import IpcClient
-from roost.ipc.errors import IpcTimeoutError
 from roost.samples import ARTIFACTS, RECIPES
 from roost.serve.image import SAMPLE_MODEL_DIR
 from roost.serve.wine import FEATURES, load_wine, sample_records, train_wine
 from tests.agent.helpers import Workspace, procs_with, wait_until
 from tests.conftest import Cli
+from tests.serve.agent_ipc import agent_client, until_serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -59,26 +58,6 @@ def _deploy(cli: Cli, *args: str) -> dict[str, Any]:
 
 def _states(cli: Cli) -> dict[str, str]:
     return {c["componentName"]: c["state"] for c in cli.json("component", "list")}
-
-
-@asynccontextmanager
-async def _client(cli: Cli) -> AsyncIterator[IpcClient]:
-    ipc = await IpcClient.connect(str(cli.root / "ipc.socket"), (cli.root / "cli.token").read_text().strip())
-    try:
-        yield ipc
-    finally:
-        await ipc.close()
-
-
-async def _until_serving(ipc: IpcClient, topic: str, payload: dict[str, Any], timeout: float = 120) -> Any:
-    """The first reply to ``payload``: the component may still be loading when the deployment ends."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await ipc.request(topic, payload, timeout=2)
-        except IpcTimeoutError:
-            if time.monotonic() > deadline:
-                raise
 
 
 def _event(records: Any, *, b64: bool = False) -> dict[str, Any]:
@@ -133,8 +112,8 @@ def wine_server(magent: Cli, samples: list[dict[str, Any]], tmp_path_factory: py
     _deploy(magent, *ws.deploy_args(), "--merge", f"{WINE}=1.0.0")
 
     async def ready() -> Any:
-        async with _client(magent) as ipc:
-            return await _until_serving(ipc, WINE_REQ, _event(samples))
+        async with agent_client(magent) as ipc:
+            return await until_serving(ipc, WINE_REQ, _event(samples))
 
     reply = asyncio.run(ready())
     assert "predictions" in reply, reply
@@ -161,8 +140,8 @@ def image_server(magent: Cli, tmp_path_factory: pytest.TempPathFactory) -> tuple
     _deploy(magent, *ws.deploy_args(), "--merge", f"{IMAGE}=1.0.0")
 
     async def ready() -> Any:
-        async with _client(magent) as ipc:
-            return await _until_serving(ipc, IMAGE_REQ, {"image_dir": str(allowed), "fname": "pelican.jpeg"})
+        async with agent_client(magent) as ipc:
+            return await until_serving(ipc, IMAGE_REQ, {"image_dir": str(allowed), "fname": "pelican.jpeg"})
 
     reply = asyncio.run(ready())
     assert "label" in reply, reply
@@ -174,7 +153,7 @@ def image_server(magent: Cli, tmp_path_factory: pytest.TempPathFactory) -> tuple
 
 async def test_wine_request_shapes_give_the_seed_predictions(wine_server: Cli, samples: list[dict[str, Any]]) -> None:
     expected = pytest.approx(SEED_PREDICTIONS, abs=1e-5)
-    async with _client(wine_server) as ipc:
+    async with agent_client(wine_server) as ipc:
         results = await ipc.subscribe(WINE_RES)
 
         # The original interface: a Lambda event published, the plain list on the result topic.
@@ -238,7 +217,7 @@ async def test_wine_bad_requests_get_named_errors_and_the_server_keeps_serving(
         ("image request to the tabular server", {"image_dir": "/tmp", "fname": "pelican.jpeg"}, "WRONG_TYPE",
          ["tabular", "wine-seed@1.0.0"]),
     ]
-    async with _client(wine_server) as ipc:
+    async with agent_client(wine_server) as ipc:
         for what, payload, code, words in cases:
             reply = await ipc.request(WINE_REQ, payload, timeout=20)
             assert set(reply) == {"error", "correlationId"}, (what, reply)
@@ -275,7 +254,7 @@ async def test_wine_concurrent_single_rows_are_micro_batched(wine_server: Cli) -
     expected = _predict(SEED_MODEL, records)
     log_file = wine_server.root / "logs" / f"{WINE}.log"
     before = _batch_counter(log_file)
-    async with _client(wine_server) as ipc:
+    async with agent_client(wine_server) as ipc:
         await ipc.request(WINE_REQ, records[0])  # the reply subscription exists before the burst
         before = _batch_counter(log_file)
         replies = await asyncio.gather(*(ipc.request(WINE_REQ, rec, timeout=30) for rec in records))
@@ -328,7 +307,7 @@ def test_sample_wine_consumer_and_image_requester(magent: Cli) -> None:
 
 async def test_image_server_labels_refuses_paths_and_bad_images(image_server: tuple[Cli, Path]) -> None:
     agent, allowed = image_server
-    async with _client(agent) as ipc:
+    async with agent_client(agent) as ipc:
         results = await ipc.subscribe(IMAGE_RES)
         for fname, label in (("pelican.jpeg", "pelican"), ("macaw.jpg", "macaw")):
             reply = await ipc.request(IMAGE_REQ, {"image_dir": str(allowed), "fname": fname}, timeout=30)
@@ -384,7 +363,7 @@ async def test_wine_hot_swap_under_load_drops_nothing_and_keeps_the_process(
     _deploy(wine_server, "--update-config", json.dumps(broken))
     wait_until(lambda: "refused, still serving wine-seed@1.0.0" in log_file.read_text(), timeout=60,
                what="the refused model update in the server log")
-    async with _client(wine_server) as ipc:
+    async with agent_client(wine_server) as ipc:
         still = await ipc.request(WINE_REQ, _event(samples))
     assert still["model"] == "wine-seed@1.0.0" and still["predictions"] == pytest.approx(old, abs=1e-5)
 
@@ -398,7 +377,7 @@ async def test_wine_hot_swap_under_load_drops_nothing_and_keeps_the_process(
             out.append((reply["model"], reply["predictions"]))
             await asyncio.sleep(0.02)  # continuous, but leaves the 2 cores some room for loading the new model
 
-    async with _client(wine_server) as ipc:
+    async with agent_client(wine_server) as ipc:
         senders = [asyncio.create_task(sender(ipc, out)) for out in seen]
         await asyncio.sleep(0.3)
         update = {WINE: {"MERGE": {"modelPath": str(model_v2), "modelVersion": "2.0.0"}}}
