@@ -31,14 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from roost import __version__
 from roost.errors import (
-    ConflictError,
     InvalidInputError,
-    NotFoundError,
     OperationTimeoutError,
     Retryable,
-    RoostError,
     UnauthorizedError,
 )
+from roost.hub.errors import HubConflictError, HubError, HubNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -53,26 +51,11 @@ SHA256_HEADER = "X-Roost-Sha256"
 USER_AGENT = f"roost/{__version__}"
 
 
-# -- errors --------------------------------------------------------------------------------------
-class HubError(RoostError):
-    """Base class of the errors the hub client raises."""
-
-    code = "HUB_ERROR"
-    status: int | None = None
-
-
+# -- errors: the hub's own tree (roost.hub.errors), plus what only a client can see ----------------
 class HubUnauthorizedError(UnauthorizedError, HubError):
     """401/403: the token or device credential was refused (revoked, expired, wrong kind)."""
 
     code = "UNAUTHORIZED"
-
-
-class HubNotFoundError(NotFoundError, HubError):
-    code = "NOT_FOUND"
-
-
-class HubConflictError(ConflictError, HubError):
-    code = "CONFLICT"
 
 
 class HubInvalidInputError(InvalidInputError, HubError):
