@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
@@ -20,20 +19,11 @@ from roost.agent.states import ComponentState
 from roost.agent.supervisor import StepSpec, Supervisor
 from roost.errors import InvalidInputError
 
-from .test_supervisor import Recorder, gone, make_spec, read_pid, wait_gone
+from .supervisor_helpers import Recorder, gone, make_spec, read_pid, wait_gone
 
 S = ComponentState
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
-
-@pytest.fixture
-async def sup() -> AsyncIterator[tuple[Supervisor, Recorder]]:
-    recorder = Recorder()
-    supervisor = Supervisor(on_state=recorder, stop_grace=1.0)
-    try:
-        yield supervisor, recorder
-    finally:
-        await supervisor.close()
 
 
 # -- run_script / ManagedProcess ---------------------------------------------------------------

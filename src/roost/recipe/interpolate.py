@@ -106,19 +106,13 @@ def _configuration(document: Mapping[str, Any], pointer: str) -> Any:
 
 
 def _own(namespace: str, rest: str, ctx: InterpolationContext) -> Any:
-    if namespace == "configuration":
-        return _configuration(ctx.configuration, rest)
-    if namespace == "artifacts" and rest == "path":
-        return ctx.artifacts_path
-    if namespace == "artifacts" and rest == "decompressedPath":
-        return ctx.decompressed_path
-    if namespace == "work" and rest == "path":
-        return ctx.work_path
     if namespace == "kernel" and rest == "rootPath":
         return ctx.kernel_root
     if namespace == "iot" and rest == "thingName":
         return ctx.thing_name
-    return _MISSING
+    own = DependencyPaths(configuration=ctx.configuration, artifacts_path=ctx.artifacts_path,
+                          decompressed_path=ctx.decompressed_path, work_path=ctx.work_path)
+    return _dependency(own, namespace, rest)
 
 
 def _dependency(dep: DependencyPaths, namespace: str, rest: str) -> Any:
