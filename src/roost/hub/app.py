@@ -29,9 +29,10 @@ from roost.hub import migrate
 from roost.hub.api import admin, components, device
 from roost.hub.api import errors as api_errors
 from roost.hub.api.auth import AuthMiddleware
-from roost.hub.api.device import RevisionWatcher
+from roost.hub.api.device import DeviceBatches, RevisionWatcher
 from roost.hub.artifacts import DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore
 from roost.hub.db import Database, default_url
+from roost.hub.presence import Presence
 from roost.hub.store import Store
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     if store is None:
         store = open_store(config or HubConfig.from_env())
     watcher = RevisionWatcher(store, interval=config.poll_interval if config else 0.5)
+    presence = Presence(store)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -100,17 +102,19 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
             yield
         finally:
             await watcher.stop()
+            await presence.stop()
             store.db.dispose()
 
     app = FastAPI(title="Roost hub", version=__version__, lifespan=lifespan,
                   description="Fleet control plane of Roost: devices, components, artifacts, deployments.")
     app.state.store = store
     app.state.watcher = watcher
+    app.state.device_batches = DeviceBatches(store, max_in_flight=1 if store.db.is_sqlite else 2)
     api_errors.install(app)
     app.include_router(admin.router)
     app.include_router(components.router)
     app.include_router(device.router)
-    app.add_middleware(AuthMiddleware, store=store)
+    app.add_middleware(AuthMiddleware, store=store, presence=presence)
 
     _document_bearer_auth(app)
 

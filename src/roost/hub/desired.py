@@ -15,20 +15,22 @@ long-polls only for its own changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from roost.hub.errors import DesiredStateConflictError
 from roost.hub.models import Component, Deployment, Device, DeviceDeployment, GroupMember, Meta
-from roost.hub.rollout import FAILED, IN_PROGRESS, QUEUED
+from roost.hub.rollout import ACTIVE, FAILED, IN_PROGRESS, QUEUED
 
 REVISION_KEY = "revision"
 CONFLICT = "DESIRED_STATE_CONFLICT"
+#: Largest IN (...) list in one statement.
+CHUNK = 500
 
 
 def current_revision(session: Session) -> int:
@@ -54,8 +56,8 @@ def mark_changed(session: Session, device_ids: Iterable[int], revision: int | No
         return revision
     if revision is None:
         revision = bump_revision(session)
-    for start in range(0, len(ids), 500):
-        session.execute(update(Device).where(Device.id.in_(ids[start:start + 500])).values(desired_revision=revision))
+    for start in range(0, len(ids), CHUNK):
+        session.execute(update(Device).where(Device.id.in_(ids[start:start + CHUNK])).values(desired_revision=revision))
     return revision
 
 
@@ -78,83 +80,198 @@ class DesiredState:
     timeout_minutes: int | None = None
 
 
-def _targets(session: Session, device: Device) -> list[tuple[str, str]]:
-    groups = session.scalars(select(GroupMember.group_name).where(GroupMember.device_id == device.id))
-    return [("device", device.name), *(("group", g) for g in sorted(groups))]
+class DeviceRef(NamedTuple):
+    """What the desired-state computation needs of a device row."""
+
+    id: int
+    name: str
+    desired_revision: int
 
 
-def effective_deployments(session: Session, device: Device) -> list[tuple[Deployment, DeviceDeployment]]:
-    """For each target of the device, its newest released, non-conflicting deployment; by seq."""
-    targets = _targets(session, device)
-    rows = session.execute(
-        select(Deployment, DeviceDeployment)
-        .join(DeviceDeployment, and_(DeviceDeployment.deployment_id == Deployment.id,
-                                     DeviceDeployment.device_id == device.id))
-        .where(or_(*(and_(Deployment.target_type == t, Deployment.target_name == n) for t, n in targets)),
-               DeviceDeployment.released_at.is_not(None),
-               or_(DeviceDeployment.reason_code.is_(None), DeviceDeployment.reason_code != CONFLICT))
-        .order_by(Deployment.seq.desc())).all()
-    chosen: dict[tuple[str, str], tuple[Deployment, DeviceDeployment]] = {}
-    for deployment, row in rows:
-        chosen.setdefault((deployment.target_type, deployment.target_name), (deployment, row))
-    return sorted(chosen.values(), key=lambda pair: pair[0].seq)
+class Probe(NamedTuple):
+    revision: int
+    #: Rows wait for a rollout release (:func:`roost.hub.rollout.release_pending`).
+    pending: bool
 
 
-def _union(pairs: list[tuple[Deployment, DeviceDeployment]]) -> dict[str, tuple[str, Deployment]]:
-    wanted: dict[str, tuple[str, Deployment]] = {}
-    for deployment, _row in pairs:
-        for name, version in sorted(deployment.components.items()):
-            if name in wanted and wanted[name][0] != version:
+def probe(session: Session, device_ids: Iterable[int]) -> dict[int, Probe]:
+    """Revision and pending flag of the devices among ``device_ids`` that exist and are not revoked
+    (one read-only statement per 500 devices)."""
+    ids = sorted(set(device_ids))
+    pending = (select(DeviceDeployment.device_id)
+               .join(Deployment, Deployment.id == DeviceDeployment.deployment_id)
+               .where(DeviceDeployment.device_id == Device.id, DeviceDeployment.released_at.is_(None),
+                      DeviceDeployment.status == QUEUED, Deployment.status == ACTIVE)
+               .correlate(Device).exists())
+    out: dict[int, Probe] = {}
+    for start in range(0, len(ids), CHUNK):
+        for device_id, revision, waiting in session.execute(
+                select(Device.id, Device.desired_revision, pending)
+                .where(Device.id.in_(ids[start:start + CHUNK]), Device.revoked_at.is_(None))):
+            out[int(device_id)] = Probe(int(revision), bool(waiting))
+    return out
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One released, non-conflicting row of a device for a deployment to one of its targets."""
+
+    deployment_id: str
+    seq: int
+    target: tuple[str, str]
+    status: str
+
+
+@dataclass(frozen=True)
+class _DeploymentSpec:
+    id: str
+    seq: int
+    components: dict[str, Any]
+    configuration: dict[str, Any]
+    failure_policy: str
+    timeout_minutes: int
+
+
+def device_refs(session: Session, device_ids: Iterable[int]) -> dict[int, DeviceRef]:
+    """The devices among ``device_ids`` that exist and are not revoked."""
+    ids = sorted(set(device_ids))
+    out: dict[int, DeviceRef] = {}
+    for start in range(0, len(ids), CHUNK):
+        for row in session.execute(select(Device.id, Device.name, Device.desired_revision).where(
+                Device.id.in_(ids[start:start + CHUNK]), Device.revoked_at.is_(None))):
+            out[int(row[0])] = DeviceRef(int(row[0]), str(row[1]), int(row[2]))
+    return out
+
+
+def _candidates(session: Session, devices: Sequence[DeviceRef]) -> dict[int, list[_Candidate]]:
+    """Per device, its released non-conflicting rows for its own targets, newest first (2 queries)."""
+    ids = [d.id for d in devices]
+    targets: dict[int, set[tuple[str, str]]] = {d.id: {("device", d.name)} for d in devices}
+    out: dict[int, list[_Candidate]] = {d.id: [] for d in devices}
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start:start + CHUNK]
+        for device_id, group in session.execute(select(GroupMember.device_id, GroupMember.group_name)
+                                                .where(GroupMember.device_id.in_(chunk))):
+            targets[int(device_id)].add(("group", str(group)))
+        rows = session.execute(
+            select(DeviceDeployment.device_id, DeviceDeployment.deployment_id, DeviceDeployment.status,
+                   Deployment.seq, Deployment.target_type, Deployment.target_name)
+            .join(Deployment, Deployment.id == DeviceDeployment.deployment_id)
+            .where(DeviceDeployment.device_id.in_(chunk), DeviceDeployment.released_at.is_not(None),
+                   or_(DeviceDeployment.reason_code.is_(None), DeviceDeployment.reason_code != CONFLICT))
+            .order_by(Deployment.seq.desc()))
+        for device_id, deployment_id, status, seq, target_type, target_name in rows:
+            target = (str(target_type), str(target_name))
+            if target in targets[int(device_id)]:
+                out[int(device_id)].append(_Candidate(str(deployment_id), int(seq), target, str(status)))
+    return out
+
+
+def _specs(session: Session, deployment_ids: Iterable[str]) -> dict[str, _DeploymentSpec]:
+    ids = sorted(set(deployment_ids))
+    out: dict[str, _DeploymentSpec] = {}
+    for start in range(0, len(ids), CHUNK):
+        for d in session.execute(select(Deployment.id, Deployment.seq, Deployment.components, Deployment.configuration,
+                                        Deployment.failure_policy, Deployment.timeout_minutes)
+                                 .where(Deployment.id.in_(ids[start:start + CHUNK]))):
+            out[str(d[0])] = _DeploymentSpec(str(d[0]), int(d[1]), dict(d[2]), dict(d[3] or {}), str(d[4]), int(d[5]))
+    return out
+
+
+def _effective(candidates: list[_Candidate], excluded: set[str]) -> list[_Candidate]:
+    """For each target, its newest candidate not ``excluded``; ordered by seq."""
+    chosen: dict[tuple[str, str], _Candidate] = {}
+    for c in candidates:  # newest first
+        if c.deployment_id not in excluded:
+            chosen.setdefault(c.target, c)
+    return sorted(chosen.values(), key=lambda c: c.seq)
+
+
+def _union(chosen: list[_Candidate], specs: dict[str, _DeploymentSpec]) -> dict[str, tuple[str, _DeploymentSpec]]:
+    wanted: dict[str, tuple[str, _DeploymentSpec]] = {}
+    for c in chosen:
+        spec = specs[c.deployment_id]
+        for name, version in sorted(spec.components.items()):
+            if name in wanted and wanted[name][0] != str(version):
                 first_version, first = wanted[name]
-                raise DesiredStateConflictError(name, (first.id, first_version), (deployment.id, str(version)))
-            wanted[name] = (str(version), deployment)
+                raise DesiredStateConflictError(name, (first.id, first_version), (spec.id, str(version)))
+            wanted[name] = (str(version), spec)
     return wanted
 
 
-def compute(session: Session, device: Device, now: datetime, *, deliver: bool = True) -> DesiredState:
-    """The device's desired state; records conflicts (and, when ``deliver``, QUEUED → IN_PROGRESS).
+def compute_many(session: Session, devices: Sequence[DeviceRef], now: datetime, *,
+                 deliver: bool = True) -> dict[int, DesiredState]:
+    """The desired state of every device in ``devices``, in a handful of statements for all of them.
 
-    Must run in a write transaction: a conflict is written onto the newer deployment's row.
+    Records conflicts (the newer deployment's row FAILED with ``DESIRED_STATE_CONFLICT``; that target
+    falls back to its previous deployment) and, when ``deliver``, marks the delivered QUEUED rows
+    IN_PROGRESS. Must run in a write transaction.
     """
-    while True:
-        pairs = effective_deployments(session, device)
-        try:
-            wanted = _union(pairs)
-            break
-        except DesiredStateConflictError as err:
-            session.execute(update(DeviceDeployment).where(
-                DeviceDeployment.deployment_id == err.second_deployment,
-                DeviceDeployment.device_id == device.id,
-            ).values(status=FAILED, reason_code=CONFLICT, message=err.message, updated_at=now))
+    if not devices:
+        return {}
+    candidates = _candidates(session, devices)
+    specs = _specs(session, {c.deployment_id for cs in candidates.values() for c in cs})
+    chosen: dict[int, list[_Candidate]] = {}
+    wanted: dict[int, dict[str, tuple[str, _DeploymentSpec]]] = {}
+    for device in devices:
+        excluded: set[str] = set()
+        while True:
+            pairs = _effective(candidates[device.id], excluded)
+            try:
+                wanted[device.id] = _union(pairs, specs)
+                chosen[device.id] = pairs
+                break
+            except DesiredStateConflictError as err:
+                excluded.add(err.second_deployment)
+                session.execute(update(DeviceDeployment).where(
+                    DeviceDeployment.deployment_id == err.second_deployment,
+                    DeviceDeployment.device_id == device.id,
+                ).values(status=FAILED, reason_code=CONFLICT, message=err.message, updated_at=now))
+    keys = sorted({(name, version) for w in wanted.values() for name, (version, _) in w.items()})
     recipes: dict[tuple[str, str], dict[str, Any]] = {}
-    if wanted:
-        keys = [(name, version) for name, (version, _) in wanted.items()]
-        for comp in session.scalars(select(Component).where(
-                or_(*(and_(Component.name == n, Component.version == v) for n, v in keys)))):
-            recipes[(comp.name, comp.version)] = comp.recipe
-    components = {
-        name: DesiredComponent(version=version, recipe=recipes.get((name, version), {}),
-                               configuration=dict(deployment.configuration.get(name) or {}))
-        for name, (version, deployment) in sorted(wanted.items())
-    }
+    for start in range(0, len(keys), CHUNK):
+        for name, version, recipe in session.execute(select(Component.name, Component.version, Component.recipe).where(
+                tuple_(Component.name, Component.version).in_(keys[start:start + CHUNK]))):
+            recipes[(str(name), str(version))] = recipe
     if deliver:
-        for _deployment, row in pairs:
-            if row.status == QUEUED:
-                row.status = IN_PROGRESS
-                row.updated_at = now
-    newest = max((d for d, _ in pairs), key=lambda d: d.seq, default=None)
-    timeouts = [d.timeout_minutes for d, _ in pairs if d.timeout_minutes]
-    return DesiredState(revision=device.desired_revision, deployments=[d.id for d, _ in pairs],
-                        components=components,
-                        failure_policy=newest.failure_policy if newest is not None else "ROLLBACK",
-                        timeout_minutes=max(timeouts) if timeouts else None)
+        delivered: dict[str, list[int]] = {}
+        for device_id, pairs in chosen.items():
+            for c in pairs:
+                if c.status == QUEUED:
+                    delivered.setdefault(c.deployment_id, []).append(device_id)
+        for deployment_id, ids in sorted(delivered.items()):
+            for start in range(0, len(ids), CHUNK):
+                session.execute(update(DeviceDeployment).where(
+                    DeviceDeployment.deployment_id == deployment_id,
+                    DeviceDeployment.device_id.in_(sorted(ids)[start:start + CHUNK]),
+                    DeviceDeployment.status == QUEUED).values(status=IN_PROGRESS, updated_at=now))
+    out: dict[int, DesiredState] = {}
+    for device in devices:
+        pairs = chosen[device.id]
+        components = {
+            name: DesiredComponent(version=version, recipe=recipes.get((name, version), {}),
+                                   configuration=dict(spec.configuration.get(name) or {}))
+            for name, (version, spec) in sorted(wanted[device.id].items())
+        }
+        in_effect = [specs[c.deployment_id] for c in pairs]
+        newest = max(in_effect, key=lambda d: d.seq, default=None)
+        timeouts = [d.timeout_minutes for d in in_effect if d.timeout_minutes]
+        out[device.id] = DesiredState(
+            revision=device.desired_revision, deployments=[d.id for d in in_effect], components=components,
+            failure_policy=newest.failure_policy if newest is not None else "ROLLBACK",
+            timeout_minutes=max(timeouts) if timeouts else None)
+    return out
 
 
-def wanted_versions(session: Session, device: Device) -> dict[str, str]:
-    """The component versions the device may download (read-only; conflicts leave out the newer)."""
-    pairs = effective_deployments(session, device)
-    wanted: dict[str, str] = {}
-    for deployment, _row in pairs:
-        for name, version in deployment.components.items():
-            wanted.setdefault(name, str(version))
-    return wanted
+def wanted_versions_many(session: Session, devices: Sequence[DeviceRef]) -> dict[int, dict[str, str]]:
+    """Per device, the component versions it may download (read-only; conflicts leave out the newer)."""
+    candidates = _candidates(session, devices)
+    specs = _specs(session, {c.deployment_id for cs in candidates.values() for c in cs})
+    out: dict[int, dict[str, str]] = {}
+    for device in devices:
+        wanted: dict[str, str] = {}
+        for c in _effective(candidates[device.id], set()):
+            for name, version in specs[c.deployment_id].components.items():
+                wanted.setdefault(name, str(version))
+        out[device.id] = wanted
+    return out

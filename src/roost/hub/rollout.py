@@ -19,6 +19,7 @@ lock the deployment row (``SELECT ... FOR UPDATE``) before a read-modify-write.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -39,6 +40,9 @@ ABORTED, COMPLETED = "ABORTED", "COMPLETED"
 DEPLOYMENT_STATUSES = (ACTIVE, SUPERSEDED, DEPLOYMENT_CANCELED, ABORTED, COMPLETED)
 
 WINDOW = timedelta(seconds=60)
+
+#: Deployment ids are UUIDs (anything else cannot name a deployment).
+DEPLOYMENT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def lock_deployment(session: Session, deployment_id: str) -> Deployment | None:

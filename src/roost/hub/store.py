@@ -14,7 +14,6 @@ On SQLite every write transaction holds the database write lock (``BEGIN IMMEDIA
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import struct
 import time
@@ -24,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from roost.hub import desired, rollout
+from roost.hub import desired, reports, rollout
 from roost.hub.artifacts import ArtifactStore, StagedFile, Staging, digest_b64
 from roost.hub.db import Database
 from roost.hub.desired import DesiredState
@@ -37,6 +36,7 @@ from roost.hub.errors import (
     ForbiddenError,
     GoneError,
     HubConflictError,
+    HubError,
     HubNotFoundError,
     UnprocessableError,
 )
@@ -47,13 +47,14 @@ from roost.hub.models import (
     Deployment,
     Device,
     DeviceDeployment,
-    DeviceReport,
     EnrollToken,
     Group,
     GroupMember,
     Meta,
 )
 from roost.hub.names import check_file_name, check_name
+from roost.hub.reports import Report as Report
+from roost.hub.reports import ReportResult as ReportResult
 from roost.hub.tokens import ADMIN_PREFIX, DEVICE_PREFIX, ENROLL_PREFIX, hash_token, new_token
 from roost.recipe import RecipeError, parse_recipe, recipe_to_dict
 
@@ -66,17 +67,12 @@ Clock = Callable[[], datetime]
 ONLINE_WINDOW = timedelta(seconds=120)
 #: last_seen_at / last_used_at are written at most this often per device / token.
 SEEN_THROTTLE = timedelta(seconds=10)
-#: Report statuses a device may send for its row of a deployment.
-REPORT_STATUSES = ("QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "ROLLED_BACK", "TIMED_OUT", "CANCELED")
 FAILURE_POLICIES = ("ROLLBACK", "DO_NOTHING")
 UNHEALTHY_STATES = ("ERRORED", "BROKEN")
 
 
-_DEPLOYMENT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
 def _known_deployment_id(deployment_id: str) -> str:
-    if not _DEPLOYMENT_ID.fullmatch(deployment_id):
+    if not rollout.DEPLOYMENT_ID.fullmatch(deployment_id):
         raise HubNotFoundError(f"deployment {deployment_id!r} does not exist", code="DEPLOYMENT_NOT_FOUND")
     return deployment_id
 
@@ -202,24 +198,6 @@ class DeploymentRequest:
     abort_failure_percent: int | None = None
     abort_min_devices: int = 1
     timeout_minutes: int = 60
-
-
-@dataclass(frozen=True)
-class Report:
-    id: str
-    revision: int | None = None
-    status: str | None = None
-    deployment_id: str | None = None
-    reason_code: str | None = None
-    message: str | None = None
-    components: dict[str, Any] | None = None
-    at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class ReportResult:
-    accepted: list[str]
-    duplicates: list[str]
 
 
 @dataclass(frozen=True)
@@ -857,103 +835,141 @@ class Store:
         return self._write(run)
 
     # -- device sync -------------------------------------------------------------------------------
+    #
+    # Each operation takes the requests of many devices and runs them in one transaction (the API
+    # coalesces concurrent requests: :mod:`roost.hub.coalesce`), answering each request on its own:
+    # a revoked device gets its own AuthenticationError in the result list, the others are unaffected.
+    # The single-device forms call the batched ones.
 
-    def _active_device(self, s: Session, device_id: int, *, lock: bool = False) -> Device:
-        query = select(Device).where(Device.id == device_id)
-        if lock:
-            query = query.with_for_update()
-        device = s.scalars(query).first()
-        if device is None or device.revoked_at is not None:
-            raise AuthenticationError("this device was revoked; enrol it again", code="DEVICE_REVOKED")
-        return device
-
-    def desired_state(self, device_id: int, after: int | None = None) -> tuple[DesiredState | None, bool]:
-        """One long-poll check: ``(state, pending)``.
+    def desired_states(self, requests: Sequence[tuple[int, int | None]],
+                       ) -> list[tuple[DesiredState | None, bool] | HubError]:
+        """Long-poll checks of many devices: per ``(device_id, after)``, ``(state, pending)``.
 
         ``state`` is the device's desired state if its revision is newer than ``after`` (always when
         ``after`` is None), else None. ``pending`` says rows wait for a rollout release (check again
-        soon). Releases due rows, records conflicts and marks delivered rows IN_PROGRESS.
+        soon). One read for all; one write only for the devices that need one, which releases due
+        rows, records conflicts and marks delivered rows IN_PROGRESS.
         """
         now = self.clock()
+        probes = self._read(lambda s: desired.probe(s, [d for d, _ in requests]))
+        work = sorted({d for d, after in requests if d in probes
+                       and (after is None or probes[d].revision > after or probes[d].pending)})
 
-        def probe(s: Session) -> tuple[int, bool]:
-            device = self._active_device(s, device_id)
-            return device.desired_revision, rollout.has_pending(s, device_id)
-        revision, pending = self._read(probe)
-        if after is not None and revision <= after and not pending:
-            return None, False
+        def run(s: Session) -> tuple[dict[int, desired.DeviceRef], dict[int, DesiredState], set[int]]:
+            released: list[int] = []
+            still_pending: set[int] = set()
+            for device_id in work:
+                if probes[device_id].pending:
+                    got, waiting = rollout.release_pending(s, device_id, now)
+                    if got:
+                        released.append(device_id)
+                    if waiting:
+                        still_pending.add(device_id)
+            desired.mark_changed(s, released)
+            refs = desired.device_refs(s, work)
+            due = {d: refs[d] for d, after in requests
+                   if d in refs and (after is None or refs[d].desired_revision > after)}
+            states = desired.compute_many(s, list(due.values()), now)
+            return refs, states, still_pending
+        refs, states, still_pending = self._write(run) if work else ({}, {}, set())
+        out: list[tuple[DesiredState | None, bool] | HubError] = []
+        for device_id, after in requests:
+            if device_id not in probes or (device_id in work and device_id not in refs):
+                out.append(AuthenticationError("this device was revoked; enrol it again", code="DEVICE_REVOKED"))
+            elif device_id in states and (after is None or states[device_id].revision > after):
+                out.append((states[device_id], device_id in still_pending))
+            else:
+                out.append((None, device_id in still_pending if device_id in work else probes[device_id].pending))
+        return out
 
-        def run(s: Session) -> tuple[DesiredState | None, bool]:
-            released, still_pending = rollout.release_pending(s, device_id, now)
-            device = self._active_device(s, device_id)
-            if released:
-                desired.mark_changed(s, [device_id])
-                s.refresh(device)
-            if after is not None and device.desired_revision <= after:
-                return None, still_pending
-            return desired.compute(s, device, now), still_pending
-        return self._write(run)
+    def desired_state(self, device_id: int, after: int | None = None) -> tuple[DesiredState | None, bool]:
+        """One long-poll check: see :meth:`desired_states`."""
+        return _one(self.desired_states([(device_id, after)]))
 
-    def record_reports(self, device_id: int, reports: list[Report]) -> ReportResult:
-        """Apply a device's reports in order, each exactly once by id."""
+    def record_reports_many(self, batch: Sequence[tuple[int, Sequence[Report]]]) -> list[ReportResult | HubError]:
+        """Apply the reports of many devices, in order, each exactly once by id (one transaction)."""
         now = self.clock()
+        return self._write(lambda s: reports.record(s, batch, now))
 
-        def run(s: Session) -> ReportResult:
-            self._active_device(s, device_id)
-            accepted: list[str] = []
-            duplicates: list[str] = []
-            touched: dict[str, set[str]] = {}
-            # The device row is written last, so this transaction locks rows in the same order as the
-            # others (device_deployments → deployments → meta → devices).
-            device_values: dict[str, Any] = {"last_seen_at": now}
-            for report in reports:
-                try:
-                    with s.begin_nested():
-                        s.add(DeviceReport(device_id=device_id, report_id=report.id, received_at=now))
-                except IntegrityError:
-                    duplicates.append(report.id)
-                    continue
-                accepted.append(report.id)
-                if report.components is not None:
-                    device_values["reported"] = {str(k): v for k, v in report.components.items()}
-                if report.revision is not None:
-                    device_values["applied_revision"] = report.revision
-                if (report.deployment_id and report.status in REPORT_STATUSES
-                        and _DEPLOYMENT_ID.fullmatch(report.deployment_id)):
-                    row = s.scalars(select(DeviceDeployment).where(
-                        DeviceDeployment.deployment_id == report.deployment_id,
-                        DeviceDeployment.device_id == device_id).with_for_update()).first()
-                    if row is not None and row.status in rollout.OPEN_STATUSES and row.released_at is not None:
-                        row.status = report.status
-                        row.reason_code = report.reason_code
-                        row.message = report.message
-                        row.updated_at = now
-                        touched.setdefault(report.deployment_id, set()).add(str(report.status))
-            for deployment_id in sorted(touched):
-                if rollout.refresh_needed(s, deployment_id, touched[deployment_id]):
-                    desired.mark_changed(s, rollout.refresh_deployment(s, deployment_id, now))
-            s.execute(update(Device).where(Device.id == device_id).values(**device_values))
-            return ReportResult(accepted=accepted, duplicates=duplicates)
-        return self._write(run)
+    def record_reports(self, device_id: int, items: Sequence[Report]) -> ReportResult:
+        """Apply a device's reports in order, each exactly once by id."""
+        return _one(self.record_reports_many([(device_id, items)]))
+
+    def touch_devices(self, seen: dict[int, datetime]) -> None:
+        """Record when devices were last seen (batched by the API; never moves a time backwards)."""
+        if seen:
+            self._write(lambda s: reports.touch(s, seen))
 
     # -- artifacts ---------------------------------------------------------------------------------
 
+    def artifacts_for_devices(self, requests: Sequence[tuple[int, str, str, str]],
+                              ) -> list[ArtifactLocation | HubError]:
+        """Per ``(device_id, name, version, file)``: where the artifact is, if that device may read
+        it (it is in the device's desired state). One read for all the requests."""
+        checked: list[tuple[int, str, str, str] | HubError] = []
+        for device_id, name, version, file_name in requests:
+            try:
+                checked.append((device_id, check_name(name, "component name"), check_name(version, "component version"),
+                                check_file_name(file_name)))
+            except HubError as err:
+                checked.append(err)
+
+        def run(s: Session) -> tuple[dict[int, desired.DeviceRef], dict[int, dict[str, str]],
+                                     dict[tuple[str, str, str], tuple[str, int]]]:
+            refs = desired.device_refs(s, [c[0] for c in checked if not isinstance(c, HubError)])
+            wanted = desired.wanted_versions_many(s, list(refs.values()))
+            keys = sorted({c[1:] for c in checked if not isinstance(c, HubError)
+                           and c[0] in refs and wanted[c[0]].get(c[1]) == c[2]})
+            rows: dict[tuple[str, str, str], tuple[str, int]] = {}
+            for start in range(0, len(keys), desired.CHUNK):
+                key = tuple_(ArtifactFile.name, ArtifactFile.version, ArtifactFile.file_name)
+                for n, v, f, sha, size in s.execute(
+                        select(ArtifactFile.name, ArtifactFile.version, ArtifactFile.file_name, ArtifactFile.sha256,
+                               ArtifactFile.size).where(key.in_(keys[start:start + desired.CHUNK]))):
+                    rows[(str(n), str(v), str(f))] = (str(sha), int(size))
+            return refs, wanted, rows
+        refs, wanted, rows = self._read(run)
+        out: list[ArtifactLocation | HubError] = []
+        for c in checked:
+            if isinstance(c, HubError):
+                out.append(c)
+                continue
+            device_id, name, version, file_name = c
+            if device_id not in refs:
+                out.append(AuthenticationError("this device was revoked; enrol it again", code="DEVICE_REVOKED"))
+            elif wanted[device_id].get(name) != version:
+                out.append(ForbiddenError(f"component {name} {version} is not in this device's desired state",
+                                          code="ARTIFACT_FORBIDDEN"))
+            else:
+                out.append(self._artifact_location(rows.get((name, version, file_name)), name, version, file_name))
+        return out
+
+    def _artifact_location(self, row: tuple[str, int] | None, name: str, version: str,
+                           file_name: str) -> ArtifactLocation | HubError:
+        if row is None:
+            return HubNotFoundError(f"artifact {name}/{version}/{file_name} does not exist", code="ARTIFACT_NOT_FOUND")
+        try:
+            path = self.artifacts.existing(name, version, file_name)
+        except HubError as err:
+            return err
+        return ArtifactLocation(path=str(path), sha256=row[0], size=row[1], file_name=file_name)
+
     def artifact(self, principal: Principal, name: str, version: str, file_name: str) -> ArtifactLocation:
         """Where an artifact is, if ``principal`` may read it (admins: all; devices: their desired state)."""
+        if principal.kind == "device":
+            return _one(self.artifacts_for_devices([(principal.id, name, version, file_name)]))
         check_name(name, "component name")
         check_name(version, "component version")
         check_file_name(file_name)
+        row = self._read(lambda s: s.execute(select(ArtifactFile.sha256, ArtifactFile.size).where(
+            ArtifactFile.name == name, ArtifactFile.version == version, ArtifactFile.file_name == file_name)).first())
+        return _one([self._artifact_location(None if row is None else (str(row[0]), int(row[1])),
+                                             name, version, file_name)])
 
-        def run(s: Session) -> ArtifactLocation:
-            if principal.kind == "device":
-                device = self._active_device(s, principal.id)
-                if desired.wanted_versions(s, device).get(name) != version:
-                    raise ForbiddenError(f"component {name} {version} is not in this device's desired state",
-                                         code="ARTIFACT_FORBIDDEN")
-            row = s.get(ArtifactFile, (name, version, file_name))
-            if row is None:
-                raise HubNotFoundError(f"artifact {name}/{version}/{file_name} does not exist",
-                                       code="ARTIFACT_NOT_FOUND")
-            path = self.artifacts.existing(name, version, file_name)
-            return ArtifactLocation(path=str(path), sha256=row.sha256, size=row.size, file_name=file_name)
-        return self._read(run)
+
+def _one(results: Sequence[T | HubError]) -> T:
+    """The single result of a batched operation run for one request (raised if it is an error)."""
+    (result,) = results
+    if isinstance(result, HubError):
+        raise result
+    return result

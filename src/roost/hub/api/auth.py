@@ -10,6 +10,11 @@ principal on the wrong kind of endpoint 403) whatever its body or parameters loo
 * every other ``/v1`` path — admin tokens only.
 
 The principal is left in ``scope["state"]["principal"]`` for :func:`admin` / :func:`device`.
+
+Device credentials are looked up in the database once per process and then remembered (hash →
+principal; a credential never changes owner). That is safe for revocation because every device
+operation of the store checks, in its own transaction, that the device is not revoked (and answers
+``DEVICE_REVOKED`` at once); the cache only saves the lookup. Admin tokens are looked up every time.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from roost.hub.api.errors import error_response, roost_error_response
 from roost.hub.errors import AuthenticationError, ForbiddenError
+from roost.hub.presence import Presence
 from roost.hub.store import Principal, Store
+from roost.hub.tokens import DEVICE_PREFIX, hash_token
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +59,31 @@ def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+class CredentialCache:
+    """Device credential hash → principal, bounded (the oldest entries go first)."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._entries: dict[str, Principal] = {}
+
+    def get(self, token: str) -> Principal | None:
+        return self._entries.get(hash_token(token)) if token.startswith(DEVICE_PREFIX) else None
+
+    def put(self, token: str, principal: Principal) -> None:
+        if principal.kind != "device":
+            return
+        if len(self._entries) >= self.size:
+            del self._entries[next(iter(self._entries))]
+        self._entries[hash_token(token)] = principal
+
+
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, store: Store) -> None:
+    def __init__(self, app: ASGIApp, store: Store, presence: Presence | None = None,
+                 cache: CredentialCache | None = None) -> None:
         self.app = app
         self.store = store
+        self.presence = presence
+        self.cache = cache if cache is not None else CredentialCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,11 +98,17 @@ class AuthMiddleware:
             await error_response(401, "UNAUTHORIZED", "send an 'Authorization: Bearer <token>' header")(
                 scope, receive, send)
             return
-        try:
-            principal = await anyio.to_thread.run_sync(self.store.authenticate, token)
-        except AuthenticationError as err:
-            await roost_error_response(err)(scope, receive, send)
-            return
+        principal = self.cache.get(token)
+        if principal is not None:
+            if self.presence is not None:
+                self.presence.seen(principal.id)
+        else:
+            try:
+                principal = await anyio.to_thread.run_sync(self.store.authenticate, token)
+            except AuthenticationError as err:
+                await roost_error_response(err)(scope, receive, send)
+                return
+            self.cache.put(token, principal)
         if need != "any" and principal.kind != need:
             what = "device credentials" if need == "device" else "an admin API token"
             await roost_error_response(ForbiddenError(f"this endpoint needs {what}"))(scope, receive, send)

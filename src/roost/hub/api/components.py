@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from roost.hub.api import auth
+from roost.hub.api import auth, device
 from roost.hub.api.admin import StoreDep
 from roost.hub.api.errors import COMMON_ERRORS, ErrorBody
 from roost.hub.api.upload import receive_upload
@@ -68,6 +68,10 @@ async def get_component(name: str, version: str, s: StoreDep) -> ComponentInfo:
                        404: {"model": ErrorBody, "description": "ARTIFACT_NOT_FOUND"}})
 async def download_artifact(name: str, version: str, file: str, request: Request, s: StoreDep) -> FileResponse:
     """Stream an artifact. Devices may read only components in their own desired state."""
-    where = await run_in_threadpool(s.artifact, auth.principal(request), name, version, file)
+    who = auth.principal(request)
+    if who.kind == "device":
+        where = await device.batches(request).artifacts.submit((who.id, name, version, file))
+    else:
+        where = await run_in_threadpool(s.artifact, who, name, version, file)
     return FileResponse(where.path, media_type="application/octet-stream", filename=where.file_name,
                         headers={"X-Roost-Sha256": where.sha256})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -12,8 +13,10 @@ from roost.hub.api import auth
 from roost.hub.api.admin import StoreDep
 from roost.hub.api.errors import COMMON_ERRORS, ErrorBody
 from roost.hub.api.schemas import INT32, EnrollRequest, ReportsIn
+from roost.hub.coalesce import Coalescer
 from roost.hub.desired import DesiredState
-from roost.hub.store import Enrolment, Report, ReportResult, Store
+from roost.hub.reports import Report, ReportResult
+from roost.hub.store import ArtifactLocation, Enrolment, Store
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +106,30 @@ async def enroll(body: EnrollRequest, s: StoreDep) -> Enrolment:
     return await run_in_threadpool(s.enroll, body.token, body.name, dict(body.labels))
 
 
+class DeviceBatches:
+    """Per process: the device endpoints' coalescers (one transaction per batch of requests).
+
+    ``max_in_flight`` batches of one kind may run at once (each holds a pooled connection); on
+    SQLite, which has one writer, batches simply queue for the write lock.
+    """
+
+    def __init__(self, store: Store, max_in_flight: int = 2) -> None:
+        self.desired: Coalescer[tuple[int, int | None], tuple[DesiredState | None, bool]] = Coalescer(
+            store.desired_states, name="desired-state", max_in_flight=max_in_flight)
+        self.reports: Coalescer[tuple[int, Sequence[Report]], ReportResult] = Coalescer(
+            store.record_reports_many, name="reports", max_in_flight=max_in_flight)
+        self.artifacts: Coalescer[tuple[int, str, str, str], ArtifactLocation] = Coalescer(
+            store.artifacts_for_devices, name="artifact-access", max_in_flight=max_in_flight)
+
+
+def batches(request: Request) -> DeviceBatches:
+    value: DeviceBatches = request.app.state.device_batches
+    return value
+
+
 @router.get("/device/desired", tags=["device"], dependencies=[Depends(auth.device)], response_model=DesiredState,
             responses={204: {"description": "No newer revision within the wait"}})
-async def desired(request: Request, s: StoreDep,
+async def desired(request: Request,
                   after: int | None = Query(None, ge=0, le=INT32, description="The revision the device has"),
                   wait: float = Query(0.0, ge=0.0, le=3600.0, description="Seconds to wait (at most 30)"),
                   ) -> DesiredState | Response:
@@ -113,11 +137,12 @@ async def desired(request: Request, s: StoreDep,
     me = auth.device(request)
     watcher: RevisionWatcher = request.app.state.watcher
     watcher.ensure_started()
+    check = batches(request).desired
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, MAX_WAIT)
     while True:
         seen = watcher.revision
-        state, pending = await run_in_threadpool(s.desired_state, me.id, after)
+        state, pending = await check.submit((me.id, after))
         if state is not None:
             return state
         remaining = deadline - loop.time()
@@ -125,15 +150,17 @@ async def desired(request: Request, s: StoreDep,
             return Response(status_code=204)
         if pending:
             await asyncio.sleep(min(watcher.interval, remaining))
-        else:
-            await watcher.wait_change(seen, remaining)
+            continue
+        await watcher.wait_change(seen, remaining)
+        if loop.time() >= deadline and watcher.healthy and watcher.revision == seen:
+            return Response(status_code=204)  # nothing changed anywhere: no need to look again
 
 
 @router.post("/device/reports", tags=["device"], dependencies=[Depends(auth.device)])
-async def reports(body: ReportsIn, request: Request, s: StoreDep) -> ReportResult:
+async def reports(body: ReportsIn, request: Request) -> ReportResult:
     """Per-deployment and per-component status; idempotent by report id (spooled reports)."""
     me = auth.device(request)
     items = [Report(id=r.id, revision=r.revision, status=r.status, deployment_id=r.deployment_id,
                     reason_code=r.reason_code, message=r.message, components=r.components, at=r.at)
              for r in body.reports]
-    return await run_in_threadpool(s.record_reports, me.id, items)
+    return await batches(request).reports.submit((me.id, items))
