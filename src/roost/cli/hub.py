@@ -76,4 +76,6 @@ def serve(root: HubRootOpt, db: DbOpt = None,
     if not as_json:
         console.print(f"hub on http://{host}:{port} (root {config.root})")
     uvicorn.run("roost.hub.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level.lower(), proxy_headers=True, timeout_graceful_shutdown=5)
+                log_level=log_level.lower(), proxy_headers=True, timeout_graceful_shutdown=5,
+                # devices keep one connection open between long polls and reports
+                timeout_keep_alive=75)
