@@ -179,7 +179,12 @@ def test_device_isolation(hub_server: HubServer) -> None:
     with hub_server.client() as admin:
         assert admin.post("/v1/devices/iso-a/revoke").json()["revoked"] is True
     with hub_server.client(token=cred_a) as a:
+        # The hub remembers credentials it has checked; revocation still holds on every device call.
         r = a.get("/v1/device/desired")
+        assert (r.status_code, error_code(r)) == (401, "DEVICE_REVOKED")
+        r = a.post("/v1/device/reports", json={"reports": [{"id": "late", "revision": 1}]})
+        assert (r.status_code, error_code(r)) == (401, "DEVICE_REVOKED")
+        r = a.get("/v1/artifacts/com.example.Secret/1.0.0/hello.py")
         assert (r.status_code, error_code(r)) == (401, "DEVICE_REVOKED")
 
 

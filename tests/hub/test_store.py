@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 
@@ -391,3 +392,87 @@ def test_device_artifact_access_is_limited_to_desired_state(store: Store) -> Non
         store.artifact(Principal("device", b, "x2"), "com.example.A", "1.0.0", "hello.py")
     with pytest.raises(InvalidNameError):
         store.artifact(pa, "com.example.A", "1.0.0", "..")
+
+
+# -- batched device operations (one transaction answers many devices' requests) ---------------------
+
+
+def test_batched_desired_states_answer_each_request(store: Store) -> None:
+    ids = {n: enrol(store, n, group="b") for n in ("b1", "b2", "b3")}
+    publish_to_store(store, "com.example.A", "1.0.0")
+    store.revoke_device("b3")
+    dep = store.create_deployment(DeploymentRequest(target="group:b", components={"com.example.A": "1.0.0"}))
+    first = store.desired_states([(ids["b1"], None), (ids["b2"], 0), (ids["b3"], None), (ids["b1"], 10**6)])
+    s1, s2, revoked, stale = first
+    assert isinstance(s1, tuple) and s1[0] is not None and s1[0].deployments == [dep.id]
+    assert isinstance(s2, tuple) and s2[0] is not None and s2[0].components["com.example.A"].version == "1.0.0"
+    assert isinstance(revoked, AuthenticationError) and revoked.code == "DEVICE_REVOKED"
+    assert stale == (None, False)  # the same device asking with a newer revision: nothing newer
+    assert rows(store, dep.id) == {"b1": ("IN_PROGRESS", None), "b2": ("IN_PROGRESS", None)}
+    revision = s1[0].revision
+    assert store.desired_states([(ids["b1"], revision), (ids["b2"], revision)]) == [(None, False), (None, False)]
+    with pytest.raises(AuthenticationError):
+        store.desired_state(ids["b3"])
+
+
+def test_batched_reports_apply_each_device_once_in_order(store: Store) -> None:
+    a, b, gone = enrol(store, "ra", group="r"), enrol(store, "rb", group="r"), enrol(store, "rc", group="r")
+    publish_to_store(store, "com.example.A", "1.0.0")
+    dep = store.create_deployment(DeploymentRequest(target="group:r", components={"com.example.A": "1.0.0"}))
+    for device_id in (a, b, gone):
+        store.desired_state(device_id)
+    store.revoke_device("rc")
+    running = {"com.example.A": {"version": "1.0.0", "state": "RUNNING"}}
+    results = store.record_reports_many([
+        (a, [Report(id="1", deployment_id=dep.id, status="IN_PROGRESS"),
+             Report(id="2", deployment_id=dep.id, status="SUCCEEDED", revision=7, components=running)]),
+        (gone, [Report(id="1", deployment_id=dep.id, status="SUCCEEDED")]),
+        (b, [Report(id="1", deployment_id=dep.id, status="FAILED", reason_code="INSTALL_FAILED")]),
+        (a, [Report(id="2", deployment_id=dep.id, status="FAILED")]),  # the same id again in the batch
+        (b, [Report(id="x", deployment_id="not-a-uuid", status="SUCCEEDED")]),  # ignored, but accepted
+    ])
+    assert [getattr(r, "accepted", None) for r in results] == [["1", "2"], None, ["1"], [], ["x"]]
+    assert isinstance(results[1], AuthenticationError) and results[1].code == "DEVICE_REVOKED"
+    assert getattr(results[3], "duplicates", None) == ["2"]
+    assert rows(store, dep.id) == {"ra": ("SUCCEEDED", None), "rb": ("FAILED", "INSTALL_FAILED"),
+                                   "rc": ("CANCELED", "DEVICE_REVOKED")}
+    device = store.get_device("ra")
+    assert device.applied_revision == 7 and device.components["com.example.A"].state == "RUNNING"
+    assert store.get_deployment(dep.id).status == "COMPLETED"
+    # Sent again (a spooled retry): all duplicates, nothing changes.
+    again = store.record_reports_many([(a, [Report(id="1", status="QUEUED", deployment_id=dep.id)])])
+    assert getattr(again[0], "duplicates", None) == ["1"]
+
+
+def test_batched_artifact_access(store: Store) -> None:
+    a, b, gone = enrol(store, "aa"), enrol(store, "ab"), enrol(store, "ac")
+    publish_to_store(store, "com.example.A", "1.0.0")
+    for name in ("aa", "ac"):
+        store.create_deployment(DeploymentRequest(target=f"device:{name}", components={"com.example.A": "1.0.0"}))
+    store.revoke_device("ac")
+    got = store.artifacts_for_devices([
+        (a, "com.example.A", "1.0.0", "hello.py"),
+        (b, "com.example.A", "1.0.0", "hello.py"),
+        (gone, "com.example.A", "1.0.0", "hello.py"),
+        (a, "com.example.A", "1.0.0", "missing.bin"),
+        (a, "com.example.A", "1.0.0", "../../etc/passwd"),
+        (a, "com.example.A", "2.0.0", "hello.py"),
+    ])
+    ok, forbidden, revoked, missing, traversal, other_version = got
+    assert getattr(ok, "file_name", None) == "hello.py" and getattr(ok, "size", 0) > 0
+    assert isinstance(forbidden, ForbiddenError) and forbidden.code == "ARTIFACT_FORBIDDEN"
+    assert isinstance(revoked, AuthenticationError) and revoked.code == "DEVICE_REVOKED"
+    assert isinstance(missing, HubNotFoundError) and missing.code == "ARTIFACT_NOT_FOUND"
+    assert isinstance(traversal, InvalidNameError)
+    assert isinstance(other_version, ForbiddenError)
+
+
+def test_touch_devices_never_moves_last_seen_backwards(store: Store, clock: FakeClock) -> None:
+    dev = enrol(store, "t1")
+    seen = store.get_device("t1").last_seen_at
+    assert seen is not None
+    clock.advance(seconds=30)
+    store.touch_devices({dev: clock()})
+    assert store.get_device("t1").last_seen_at == clock()
+    store.touch_devices({dev: clock() - timedelta(seconds=20)})  # an older sighting from another process
+    assert store.get_device("t1").last_seen_at == clock()
