@@ -256,3 +256,25 @@ def test_unknown_paths_and_openapi(hub_server: HubServer, path: str) -> None:
         assert r.status_code == 200 and "/v1/device/desired" in r.json()["paths"]
     else:
         assert (r.status_code, error_code(r)) == (404, "NOT_FOUND")
+
+
+def test_device_downloads_small_artifacts_from_memory_and_large_ones_streamed(hub_server: HubServer) -> None:
+    import hashlib
+
+    from roost.hub.store import INLINE_ARTIFACT_BYTES
+
+    small, large = b"tiny\n" * 10, bytes(range(256)) * (INLINE_ARTIFACT_BYTES // 256 + 300)
+    credential = enroll_device(hub_server, "dl-1")
+    with hub_server.client() as admin:
+        assert publish(admin, "com.example.Dl", "1.0.0", files={"s.txt": small, "l.bin": large}).status_code == 201
+        assert admin.post("/v1/deployments", json={"target": "device:dl-1",
+                                                   "components": {"com.example.Dl": "1.0.0"}}).status_code == 201
+    with hub_server.client(token=credential) as dev:
+        for file_name, data in (("s.txt", small), ("l.bin", large)):
+            r = dev.get(f"/v1/artifacts/com.example.Dl/1.0.0/{file_name}")
+            assert r.status_code == 200 and r.content == data
+            assert r.headers["x-roost-sha256"] == hashlib.sha256(data).hexdigest()
+            assert r.headers["content-type"] == "application/octet-stream"
+            assert file_name in r.headers["content-disposition"]
+        r = dev.get("/v1/artifacts/com.example.Dl/1.0.0/absent.bin")
+        assert (r.status_code, error_code(r)) == (404, "ARTIFACT_NOT_FOUND")

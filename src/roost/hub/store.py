@@ -63,6 +63,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Clock = Callable[[], datetime]
 
+#: Artifacts up to this size are read whole when a device's access is checked and served from memory
+#: (streaming a file costs several worker-thread hops; a rollout of a small component to 10,000
+#: devices is dominated by them). Larger ones stream from disk.
+INLINE_ARTIFACT_BYTES = 64 * 1024
 #: Devices seen within this window are ONLINE.
 ONLINE_WINDOW = timedelta(seconds=120)
 #: last_seen_at / last_used_at are written at most this often per device / token.
@@ -206,6 +210,8 @@ class ArtifactLocation:
     sha256: str
     size: int
     file_name: str
+    #: The file itself when it is small (at most INLINE_ARTIFACT_BYTES), read with the access check.
+    content: bytes | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -941,18 +947,23 @@ class Store:
                 out.append(ForbiddenError(f"component {name} {version} is not in this device's desired state",
                                           code="ARTIFACT_FORBIDDEN"))
             else:
-                out.append(self._artifact_location(rows.get((name, version, file_name)), name, version, file_name))
+                out.append(self._artifact_location(rows.get((name, version, file_name)), name, version, file_name,
+                                                   inline=True))
         return out
 
     def _artifact_location(self, row: tuple[str, int] | None, name: str, version: str,
-                           file_name: str) -> ArtifactLocation | HubError:
+                           file_name: str, *, inline: bool = False) -> ArtifactLocation | HubError:
         if row is None:
             return HubNotFoundError(f"artifact {name}/{version}/{file_name} does not exist", code="ARTIFACT_NOT_FOUND")
         try:
             path = self.artifacts.existing(name, version, file_name)
+            content = path.read_bytes() if inline and row[1] <= INLINE_ARTIFACT_BYTES else None
         except HubError as err:
             return err
-        return ArtifactLocation(path=str(path), sha256=row[0], size=row[1], file_name=file_name)
+        except OSError as err:
+            return HubNotFoundError(f"artifact {name}/{version}/{file_name} cannot be read: {err.strerror}",
+                                    code="ARTIFACT_NOT_FOUND")
+        return ArtifactLocation(path=str(path), sha256=row[0], size=row[1], file_name=file_name, content=content)
 
     def artifact(self, principal: Principal, name: str, version: str, file_name: str) -> ArtifactLocation:
         """Where an artifact is, if ``principal`` may read it (admins: all; devices: their desired state)."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from roost.hub.api import auth, device
@@ -66,12 +67,15 @@ async def get_component(name: str, version: str, s: StoreDep) -> ComponentInfo:
                              "headers": {"X-Roost-Sha256": {"description": "hex SHA-256 of the file",
                                                             "schema": {"type": "string"}}}},
                        404: {"model": ErrorBody, "description": "ARTIFACT_NOT_FOUND"}})
-async def download_artifact(name: str, version: str, file: str, request: Request, s: StoreDep) -> FileResponse:
+async def download_artifact(name: str, version: str, file: str, request: Request, s: StoreDep) -> Response:
     """Stream an artifact. Devices may read only components in their own desired state."""
     who = auth.principal(request)
     if who.kind == "device":
         where = await device.batches(request).artifacts.submit((who.id, name, version, file))
     else:
         where = await run_in_threadpool(s.artifact, who, name, version, file)
-    return FileResponse(where.path, media_type="application/octet-stream", filename=where.file_name,
-                        headers={"X-Roost-Sha256": where.sha256})
+    headers = {"X-Roost-Sha256": where.sha256}
+    if where.content is not None:  # small: read with the access check (see store.INLINE_ARTIFACT_BYTES)
+        headers["Content-Disposition"] = f"attachment; filename*=utf-8''{quote(where.file_name)}"
+        return Response(where.content, media_type="application/octet-stream", headers=headers)
+    return FileResponse(where.path, media_type="application/octet-stream", filename=where.file_name, headers=headers)
