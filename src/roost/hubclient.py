@@ -212,6 +212,8 @@ class DesiredComponent(_Model):
     version: str
     recipe: dict[str, Any]
     configuration: dict[str, Any] | None = None
+    #: False for a dependency the hub resolved for the deployed (root) components.
+    root: bool = True
 
 
 class Desired(_Model):

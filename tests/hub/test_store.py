@@ -476,3 +476,62 @@ def test_touch_devices_never_moves_last_seen_backwards(store: Store, clock: Fake
     assert store.get_device("t1").last_seen_at == clock()
     store.touch_devices({dev: clock() - timedelta(seconds=20)})  # an older sighting from another process
     assert store.get_device("t1").last_seen_at == clock()
+
+
+# -- component dependencies ------------------------------------------------------------------------
+
+
+def _publish_with(store: Store, name: str, version: str, extra: str = "") -> None:
+    staging = store.artifacts.staging()
+    writer = staging.open("hello.py")
+    writer.write(b"print('hi')\n")
+    try:
+        store.publish_component(make_recipe(name, version, ("hello.py",), extra), staging, [writer.finish()])
+    finally:
+        staging.cleanup()
+
+
+def _needs(*deps: tuple[str, str]) -> str:
+    return "ComponentDependencies:\n" + "".join(f"  {d}:\n    VersionRequirement: '{r}'\n" for d, r in deps)
+
+
+def test_deployments_resolve_component_dependencies(store: Store) -> None:
+    dev = enrol(store, "dep-1")
+    for version in ("1.0.0", "1.1.0", "2.0.0"):
+        _publish_with(store, "com.example.Base", version)
+    _publish_with(store, "com.example.Mid", "1.0.0", _needs(("com.example.Base", ">=1.0.0 <2.0.0")))
+    _publish_with(store, "com.example.App", "1.0.0", _needs(("com.example.Mid", "^1.0.0")))
+    dep = store.create_deployment(DeploymentRequest(target="device:dep-1", components={"com.example.App": "1.0.0"}))
+    assert dep.components == {"com.example.App": "1.0.0"}
+    assert dep.dependencies == {"com.example.Base": "1.1.0", "com.example.Mid": "1.0.0"}  # transitively
+    state, _ = store.desired_state(dev)
+    assert state is not None
+    assert {n: (c.version, c.root) for n, c in state.components.items()} == {
+        "com.example.App": ("1.0.0", True), "com.example.Base": ("1.1.0", False), "com.example.Mid": ("1.0.0", False)}
+    assert state.components["com.example.Base"].recipe["ComponentVersion"] == "1.1.0"
+    from roost.hub.store import Principal
+    me = Principal("device", dev, "dep-1")
+    assert store.artifact(me, "com.example.Base", "1.1.0", "hello.py").size > 0  # a dependency's artifacts
+    with pytest.raises(ForbiddenError):
+        store.artifact(me, "com.example.Base", "2.0.0", "hello.py")
+    # A root that names the dependency itself pins it; nothing else is resolved for it.
+    pinned = store.create_deployment(DeploymentRequest(
+        target="device:dep-1", components={"com.example.App": "1.0.0", "com.example.Base": "1.0.0"}))
+    assert pinned.dependencies == {"com.example.Mid": "1.0.0"}
+
+
+def test_unresolvable_dependencies_are_refused_with_their_code(store: Store) -> None:
+    enrol(store, "dep-2")
+    _publish_with(store, "com.example.Base", "1.0.0")
+    _publish_with(store, "com.example.Lonely", "1.0.0", _needs(("com.example.Nowhere", "*")))
+    _publish_with(store, "com.example.Old", "1.0.0", _needs(("com.example.Base", "^1.0.0")))
+    _publish_with(store, "com.example.New", "1.0.0", _needs(("com.example.Base", "^2.0.0")))
+    with pytest.raises(UnprocessableError) as missing:
+        store.create_deployment(DeploymentRequest(target="device:dep-2", components={"com.example.Lonely": "1.0.0"}))
+    assert missing.value.code == "DEPENDENCY_MISSING" and "com.example.Nowhere" in missing.value.message
+    with pytest.raises(UnprocessableError) as conflict:
+        store.create_deployment(DeploymentRequest(target="device:dep-2", components={
+            "com.example.Old": "1.0.0", "com.example.New": "1.0.0"}))
+    assert conflict.value.code == "DEPENDENCY_CONFLICT"
+    assert "com.example.Old" in conflict.value.message and "com.example.New" in conflict.value.message
+    assert store.list_deployments() == []  # nothing was created

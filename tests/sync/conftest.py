@@ -156,8 +156,11 @@ def wait_for(pred: Any, timeout: float = 30.0, what: str = "condition", interval
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def write_component(base: Path, name: str, version: str, *, body: str = "", s3: bool = True) -> tuple[Path, Path]:
-    """A recipe (Greengrass style, s3:// URI) and its artifact folder; returns (recipe, artifacts dir)."""
+def write_component(base: Path, name: str, version: str, *, body: str = "", s3: bool = True,
+                    extra: str = "") -> tuple[Path, Path]:
+    """A recipe (Greengrass style, s3:// URI) and its artifact folder; returns (recipe, artifacts dir).
+
+    ``extra`` is appended to the recipe (top-level YAML, e.g. ``ComponentDependencies``)."""
     art = base / f"{name}-{version}-art"
     art.mkdir(parents=True, exist_ok=True)
     (art / "main.py").write_text(
@@ -170,5 +173,5 @@ def write_component(base: Path, name: str, version: str, *, body: str = "", s3: 
         "ComponentConfiguration:\n  DefaultConfiguration:\n    greeting: hi\n"
         "Manifests:\n  - Platform:\n      os: linux\n"
         "    Lifecycle:\n      Run: python3 -u {artifacts:path}/main.py\n"
-        f"    Artifacts:\n      - URI: {uri}\n")
+        f"    Artifacts:\n      - URI: {uri}\n" + extra)
     return recipe, art

@@ -213,6 +213,28 @@ def test_hub_outage_spools_and_delivers_exactly_once_in_order(hub: Hub, agents: 
     assert log.count("unavailable") == 2 and log.count("reachable again") == 1, log[len(log_before) - 2000:]
 
 
+def test_hub_resolves_component_dependencies(hub: Hub, agents: dict[str, Agent], tmp_path: Path) -> None:
+    base, app, orphan = "com.example.Base", "com.example.App", "com.example.Orphan"
+    needs = lambda dep, rng: f"ComponentDependencies:\n  {dep}:\n    VersionRequirement: '{rng}'\n"  # noqa: E731
+    for name, version, extra in ((base, "1.0.0", ""), (base, "1.1.0", ""), (base, "2.0.0", ""),
+                                 (app, "1.0.0", needs(base, "^1.0.0")), (orphan, "1.0.0", needs("com.example.Gone", "*"))):
+        recipe, art = write_component(tmp_path, name, version, extra=extra)
+        roost_json(*hub.cli("component", "publish", "--recipe", str(recipe), "--artifacts", str(art)))
+    code, dep, err = _deploy(hub, "device:edge-a", f"{app}=1.0.0")
+    assert code == 0, (dep, err)
+    # The newest version that satisfies the recipe's range, installed beside the root.
+    assert dep["dependencies"] == {base: "1.1.0"}
+    assert _results(dep)["edge-a"]["status"] == "SUCCEEDED"
+    components = agents["edge-a"].components()
+    assert components[app] == ("1.0.0", "RUNNING") and components[base] == ("1.1.0", "RUNNING")
+    assert components[HELLO][1] == "RUNNING"  # the group's deployment still applies beside it
+    # A dependency nobody published: refused at creation, naming what is missing.
+    proc = roost(*hub.cli("deployment", "create", "--target", "device:edge-a", "--component", f"{orphan}=1.0.0",
+                          "--json"))
+    assert proc.returncode != 0
+    assert "DEPENDENCY_MISSING" in proc.stdout + proc.stderr and "com.example.Gone" in proc.stdout + proc.stderr
+
+
 def test_revoked_device_is_cut_off_and_says_so_once(hub: Hub, agents: dict[str, Agent]) -> None:
     b = agents["edge-b"]
     out = roost_json(*hub.cli("device", "revoke", "edge-b"))

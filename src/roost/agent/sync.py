@@ -477,7 +477,8 @@ class HubSync:
             else 300.0
         config = {name: comp.configuration for name, comp in desired.components.items() if comp.configuration}
         return {"recipeDirectoryPath": str(recipe_dir), "artifactsDirectoryPath": str(artifact_dir),
-                "hubComponents": {name: comp.version for name, comp in desired.components.items()},
+                # The roots only: dependencies are in recipe_dir and the deployer resolves them.
+                "hubComponents": {name: comp.version for name, comp in desired.components.items() if comp.root},
                 "hubRevision": desired.revision, "componentToConfiguration": config,
                 "failureHandlingPolicy": policy if policy in ("ROLLBACK", "DO_NOTHING") else "ROLLBACK",
                 "timeoutSeconds": min(timeout, 86400.0)}

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from roost.hub.errors import DesiredStateConflictError
 from roost.hub.models import Component, Deployment, Device, DeviceDeployment, GroupMember, Meta
 from roost.hub.rollout import ACTIVE, FAILED, IN_PROGRESS, QUEUED
+from roost.recipe import sort_versions
 
 REVISION_KEY = "revision"
 CONFLICT = "DESIRED_STATE_CONFLICT"
@@ -66,6 +67,8 @@ class DesiredComponent:
     version: str
     recipe: dict[str, Any]
     configuration: dict[str, Any] = field(default_factory=dict)
+    #: False for a dependency the hub resolved (the agent installs it for the roots that need it).
+    root: bool = True
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ class _DeploymentSpec:
     id: str
     seq: int
     components: dict[str, Any]
+    dependencies: dict[str, Any]
     configuration: dict[str, Any]
     failure_policy: str
     timeout_minutes: int
@@ -171,10 +175,11 @@ def _specs(session: Session, deployment_ids: Iterable[str]) -> dict[str, _Deploy
     ids = sorted(set(deployment_ids))
     out: dict[str, _DeploymentSpec] = {}
     for start in range(0, len(ids), CHUNK):
-        for d in session.execute(select(Deployment.id, Deployment.seq, Deployment.components, Deployment.configuration,
-                                        Deployment.failure_policy, Deployment.timeout_minutes)
+        for d in session.execute(select(Deployment.id, Deployment.seq, Deployment.components, Deployment.dependencies,
+                                        Deployment.configuration, Deployment.failure_policy, Deployment.timeout_minutes)
                                  .where(Deployment.id.in_(ids[start:start + CHUNK]))):
-            out[str(d[0])] = _DeploymentSpec(str(d[0]), int(d[1]), dict(d[2]), dict(d[3] or {}), str(d[4]), int(d[5]))
+            out[str(d[0])] = _DeploymentSpec(str(d[0]), int(d[1]), dict(d[2]), dict(d[3] or {}), dict(d[4] or {}),
+                                             str(d[5]), int(d[6]))
     return out
 
 
@@ -197,6 +202,21 @@ def _union(chosen: list[_Candidate], specs: dict[str, _DeploymentSpec]) -> dict[
                 raise DesiredStateConflictError(name, (first.id, first_version), (spec.id, str(version)))
             wanted[name] = (str(version), spec)
     return wanted
+
+
+def _dependencies(chosen: list[_Candidate], specs: dict[str, _DeploymentSpec],
+                  roots: dict[str, tuple[str, _DeploymentSpec]]) -> dict[str, str]:
+    """Dependency versions of the deployments in effect, for components no deployment names as a root.
+
+    Two deployments that resolved one dependency differently: the higher version goes (the agent's
+    resolver checks it against every requirer's range and fails the deployment if it does not fit).
+    """
+    found: dict[str, list[str]] = {}
+    for c in chosen:
+        for name, version in specs[c.deployment_id].dependencies.items():
+            if name not in roots:
+                found.setdefault(name, []).append(str(version))
+    return {name: sort_versions(sorted(set(versions)))[-1] for name, versions in sorted(found.items())}
 
 
 def compute_many(session: Session, devices: Sequence[DeviceRef], now: datetime, *,
@@ -227,7 +247,9 @@ def compute_many(session: Session, devices: Sequence[DeviceRef], now: datetime, 
                     DeviceDeployment.deployment_id == err.second_deployment,
                     DeviceDeployment.device_id == device.id,
                 ).values(status=FAILED, reason_code=CONFLICT, message=err.message, updated_at=now))
-    keys = sorted({(name, version) for w in wanted.values() for name, (version, _) in w.items()})
+    deps = {device_id: _dependencies(chosen[device_id], specs, w) for device_id, w in wanted.items()}
+    keys = sorted({(name, version) for w in wanted.values() for name, (version, _) in w.items()}
+                  | {(name, version) for d in deps.values() for name, version in d.items()})
     recipes: dict[tuple[str, str], dict[str, Any]] = {}
     for start in range(0, len(keys), CHUNK):
         for name, version, recipe in session.execute(select(Component.name, Component.version, Component.recipe).where(
@@ -253,6 +275,9 @@ def compute_many(session: Session, devices: Sequence[DeviceRef], now: datetime, 
                                    configuration=dict(spec.configuration.get(name) or {}))
             for name, (version, spec) in sorted(wanted[device.id].items())
         }
+        for name, version in deps[device.id].items():
+            components[name] = DesiredComponent(version=version, recipe=recipes.get((name, version), {}), root=False)
+        components = dict(sorted(components.items()))
         in_effect = [specs[c.deployment_id] for c in pairs]
         newest = max(in_effect, key=lambda d: d.seq, default=None)
         timeouts = [d.timeout_minutes for d in in_effect if d.timeout_minutes]
@@ -270,8 +295,11 @@ def wanted_versions_many(session: Session, devices: Sequence[DeviceRef]) -> dict
     out: dict[int, dict[str, str]] = {}
     for device in devices:
         wanted: dict[str, str] = {}
-        for c in _effective(candidates[device.id], set()):
+        chosen = _effective(candidates[device.id], set())
+        for c in chosen:
             for name, version in specs[c.deployment_id].components.items():
                 wanted.setdefault(name, str(version))
+        roots = {name: (version, specs[chosen[0].deployment_id]) for name, version in wanted.items()} if chosen else {}
+        wanted.update(_dependencies(chosen, specs, roots))
         out[device.id] = wanted
     return out

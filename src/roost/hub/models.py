@@ -131,6 +131,9 @@ class Deployment(Base):
     target_type: Mapped[str] = mapped_column(String(16), nullable=False)
     target_name: Mapped[str] = mapped_column(String(128), nullable=False)
     components: Mapped[dict[str, Any]] = mapped_column(nullable=False)
+    #: Versions the hub chose for the components' dependencies (ComponentDependencies), resolved at
+    #: creation against the registry: ``{name: version}``, roots not included.
+    dependencies: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
     configuration: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
     failure_policy: Mapped[str] = mapped_column(String(16), nullable=False, default="ROLLBACK")
     max_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)

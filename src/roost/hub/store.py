@@ -13,6 +13,7 @@ On SQLite every write transaction holds the database write lock (``BEGIN IMMEDIA
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import struct
@@ -56,7 +57,7 @@ from roost.hub.names import check_file_name, check_name
 from roost.hub.reports import Report as Report
 from roost.hub.reports import ReportResult as ReportResult
 from roost.hub.tokens import ADMIN_PREFIX, DEVICE_PREFIX, ENROLL_PREFIX, hash_token, new_token
-from roost.recipe import RecipeError, parse_recipe, recipe_to_dict
+from roost.recipe import Recipe, RecipeError, parse_recipe, recipe_to_dict, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,8 @@ class DeploymentInfo:
     revision: int
     counts: dict[str, int]
     devices: list[DeploymentDevice] | None = None
+    #: Dependency versions the hub resolved for ``components`` (not listed there).
+    dependencies: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -717,7 +720,8 @@ class Store:
             configuration=dict(d.configuration), failure_policy=d.failure_policy, max_per_minute=d.max_per_minute,
             abort_failure_percent=d.abort_failure_percent, abort_min_devices=d.abort_min_devices,
             timeout_minutes=d.timeout_minutes, created_at=d.created_at, status=d.status,
-            status_reason=d.status_reason, revision=d.seq, counts=tally, devices=devices)
+            status_reason=d.status_reason, revision=d.seq, counts=tally, devices=devices,
+            dependencies={str(k): str(v) for k, v in (d.dependencies or {}).items()})
 
     def _validate_deployment(self, s: Session, req: DeploymentRequest) -> None:
         for name, version in req.components.items():
@@ -747,6 +751,29 @@ class Store:
         if req.abort_failure_percent is not None and req.abort_failure_percent > 100:
             raise UnprocessableError("abort_failure_percent must be at most 100", code="INVALID_ROLLOUT")
 
+    def _resolve_dependencies(self, s: Session, roots: dict[str, str]) -> dict[str, str]:
+        """The versions of every component the roots need (ComponentDependencies, transitively).
+
+        Each dependency gets the highest published version that satisfies every requirer
+        (:func:`roost.recipe.resolve`, the resolver the agent uses for local deployments).
+        """
+        available: dict[str, list[Recipe]] = {}
+        frontier = sorted(roots)
+        while frontier:
+            name = frontier.pop()
+            if name in available:
+                continue
+            available[name] = [parse_recipe(json.dumps(recipe), source=f"hub recipe {name}-{version}", fmt="json")
+                               for version, recipe in s.execute(select(Component.version, Component.recipe)
+                                                                .where(Component.name == name))]
+            frontier.extend(sorted({dep for r in available[name] for dep in r.dependencies} - set(available)))
+        try:
+            resolved = resolve(roots, available)
+        except RecipeError as err:
+            raise UnprocessableError(f"cannot resolve the deployment's dependencies: {err.message}",
+                                     code=err.code) from err
+        return {name: recipe.version for name, recipe in resolved.items() if name not in roots}
+
     def create_deployment(self, req: DeploymentRequest) -> DeploymentInfo:
         """A new revision for a target; it supersedes the target's previous deployment."""
         kind, target_name = parse_target(req.target)
@@ -755,6 +782,7 @@ class Store:
 
         def run(s: Session) -> DeploymentInfo:
             self._validate_deployment(s, req)
+            dependencies = self._resolve_dependencies(s, req.components)
             if kind == "device":
                 target = self._device(s, target_name)
                 device_ids = [] if target.revoked_at is not None else [target.id]
@@ -777,7 +805,7 @@ class Store:
                          message=f"superseded by deployment {deployment_id}", updated_at=now))
             deployment = Deployment(
                 id=deployment_id, seq=seq, target_type=kind, target_name=target_name,
-                components=dict(req.components), configuration=dict(req.configuration),
+                components=dict(req.components), dependencies=dependencies, configuration=dict(req.configuration),
                 failure_policy=req.failure_policy, max_per_minute=req.max_per_minute,
                 abort_failure_percent=req.abort_failure_percent, abort_min_devices=req.abort_min_devices,
                 timeout_minutes=req.timeout_minutes, created_at=now,
