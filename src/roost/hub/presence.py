@@ -15,6 +15,7 @@ from datetime import datetime
 
 import anyio.to_thread
 
+from roost.hub.background import BackgroundLoop
 from roost.hub.store import SEEN_THROTTLE, Store
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class Presence:
         self._pending: dict[int, datetime] = {}
         #: The last time written (or queued) per device: at most one write per SEEN_THROTTLE.
         self._written: dict[int, datetime] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop(self._run)
 
     def seen(self, device_id: int) -> None:
         now = self.store.clock()
@@ -35,11 +36,7 @@ class Presence:
         if last is None or now - last >= SEEN_THROTTLE:
             self._written[device_id] = now
             self._pending[device_id] = now
-            self.ensure_started()
-
-    def ensure_started(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._loop.ensure_started()
 
     async def _run(self) -> None:
         while True:
@@ -58,11 +55,5 @@ class Presence:
                 self._pending.setdefault(device_id, when)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._loop.stop()
         await self.flush()

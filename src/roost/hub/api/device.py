@@ -13,6 +13,7 @@ from roost.hub.api import auth
 from roost.hub.api.admin import StoreDep
 from roost.hub.api.errors import COMMON_ERRORS, ErrorBody
 from roost.hub.api.schemas import INT32, EnrollRequest, ReportsIn
+from roost.hub.background import BackgroundLoop
 from roost.hub.coalesce import Coalescer
 from roost.hub.desired import DesiredState
 from roost.hub.reports import Report, ReportResult
@@ -45,11 +46,13 @@ class RevisionWatcher:
         #: False until the first successful read, and while reads fail.
         self.healthy = False
         self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop(self._run)
 
     def ensure_started(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._loop.ensure_started()
+
+    async def stop(self) -> None:
+        await self._loop.stop()
 
     async def _run(self) -> None:
         failing = False
@@ -87,14 +90,6 @@ class RevisionWatcher:
         except TimeoutError:
             pass
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
 
 
 @router.post("/enroll", status_code=201, tags=["device"],
