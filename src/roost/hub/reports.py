@@ -143,9 +143,17 @@ def record(session: Session, batch: Sequence[tuple[int, Sequence[Report]]], now:
 
 
 def touch(session: Session, seen: dict[int, datetime]) -> None:
-    """Set ``last_seen_at`` of devices (never backwards: another hub process may have seen them later)."""
-    when = bindparam("b_seen", type_=Device.last_seen_at.type)
-    stmt = (update(Device)
-            .where(Device.id == bindparam("b_id"), or_(Device.last_seen_at.is_(None), Device.last_seen_at < when))
-            .values(last_seen_at=when))
-    session.connection().execute(stmt, [{"b_id": d, "b_seen": t} for d, t in sorted(seen.items())])
+    """Set ``last_seen_at`` of devices (never backwards: another hub process may have seen them later).
+
+    Times are grouped by the second (``last_seen_at`` only decides ONLINE within two minutes), so a
+    flush of thousands of devices is a few statements, not one per device.
+    """
+    by_second: dict[datetime, list[int]] = {}
+    for device_id, when in seen.items():
+        by_second.setdefault(when.replace(microsecond=0), []).append(device_id)
+    for when, ids in sorted(by_second.items()):
+        ids.sort()
+        for start in range(0, len(ids), desired.CHUNK):
+            session.execute(update(Device).where(
+                Device.id.in_(ids[start:start + desired.CHUNK]),
+                or_(Device.last_seen_at.is_(None), Device.last_seen_at < when)).values(last_seen_at=when))
