@@ -49,18 +49,23 @@ class ReportResult:
 
 
 def _insert_new(session: Session, keys: list[tuple[int, str]], now: datetime) -> set[tuple[int, str]]:
-    """Insert the report ids; return those that were not there yet."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    new: set[tuple[int, str]] = set()
-    conn = session.connection()
-    for start in range(0, len(keys), desired.CHUNK):
-        chunk = keys[start:start + desired.CHUNK]
-        stmt = (insert(DeviceReport)
-                .values([{"device_id": d, "report_id": r, "received_at": now} for d, r in chunk])
-                .on_conflict_do_nothing()
-                .returning(DeviceReport.device_id, DeviceReport.report_id))
-        new.update((int(d), str(r)) for d, r in conn.execute(stmt))
-    return new
+    """Insert the report ids; return those that were not there yet.
+
+    One cached statement run for all the rows (SQLAlchemy's "insertmanyvalues" batches it into
+    multi-row INSERTs); ``RETURNING`` names the rows inserted, ``ON CONFLICT DO NOTHING`` skips the rest.
+    """
+    if not keys:
+        return set()
+    stmt = _INSERT_IGNORE[session.get_bind().dialect.name == "postgresql"]
+    rows = session.connection().execute(stmt, [{"device_id": d, "report_id": r, "received_at": now} for d, r in keys])
+    return {(int(d), str(r)) for d, r in rows}
+
+
+_INSERT_IGNORE = {
+    is_pg: (postgresql.insert if is_pg else sqlite.insert)(DeviceReport).on_conflict_do_nothing()
+    .returning(DeviceReport.device_id, DeviceReport.report_id)
+    for is_pg in (False, True)
+}
 
 
 _ROW_UPDATE = (
