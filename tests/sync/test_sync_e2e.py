@@ -216,8 +216,9 @@ def test_hub_outage_spools_and_delivers_exactly_once_in_order(hub: Hub, agents: 
 def test_hub_resolves_component_dependencies(hub: Hub, agents: dict[str, Agent], tmp_path: Path) -> None:
     base, app, orphan = "com.example.Base", "com.example.App", "com.example.Orphan"
     needs = lambda dep, rng: f"ComponentDependencies:\n  {dep}:\n    VersionRequirement: '{rng}'\n"  # noqa: E731
-    for name, version, extra in ((base, "1.0.0", ""), (base, "1.1.0", ""), (base, "2.0.0", ""),
-                                 (app, "1.0.0", needs(base, "^1.0.0")), (orphan, "1.0.0", needs("com.example.Gone", "*"))):
+    catalogue = ((base, "1.0.0", ""), (base, "1.1.0", ""), (base, "2.0.0", ""),
+                 (app, "1.0.0", needs(base, "^1.0.0")), (orphan, "1.0.0", needs("com.example.Gone", "*")))
+    for name, version, extra in catalogue:
         recipe, art = write_component(tmp_path, name, version, extra=extra)
         roost_json(*hub.cli("component", "publish", "--recipe", str(recipe), "--artifacts", str(art)))
     code, dep, err = _deploy(hub, "device:edge-a", f"{app}=1.0.0")
