@@ -47,7 +47,8 @@ def serve(root: HubRootOpt, db: DbOpt = None,
                                                                              "(default ROOT/artifacts).")] = None,
           host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
           port: Annotated[int, typer.Option("--port")] = 8080,
-          workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
+          workers: Annotated[int, typer.Option("--workers", min=1, help=(
+              "Worker processes, all on the one database; for thousands of devices, one per core."))] = 1,
           max_artifact_bytes: Annotated[int, typer.Option("--max-artifact-bytes", min=1,
                                                           help="Largest artifact file accepted.")]
           = 1024 * 1024 * 1024,
