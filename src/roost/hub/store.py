@@ -544,7 +544,11 @@ class Store:
                 s.add(DeviceDeployment(deployment_id=current.id, device_id=device.id, status=rollout.QUEUED,
                                        released_at=released, updated_at=now))
                 current.status = rollout.ACTIVE
-        desired.mark_changed(s, [device.id])
+                if released is not None:
+                    # Only then does the device's desired state change (and the revision move, waking
+                    # long polls): joining a group without a deployment, or before the rollout
+                    # releases the device, changes nothing the device would receive.
+                    desired.mark_changed(s, [device.id])
         return True
 
     def _group_info(self, s: Session, name: str) -> GroupInfo:
