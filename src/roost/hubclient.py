@@ -192,6 +192,8 @@ class Deployment(_Model):
     id: str
     target: str | None = None
     components: dict[str, str] = Field(default_factory=dict)
+    #: Versions the hub resolved for the components' dependencies.
+    dependencies: dict[str, str] = Field(default_factory=dict)
     status: str | None = None
     created_at: str | None = None
     devices: list[DeviceResult] = Field(default_factory=list)
@@ -202,7 +204,7 @@ class Deployment(_Model):
     def _no_devices(cls, value: Any) -> Any:
         return [] if value is None else value  # the list form leaves the per-device rows out
 
-    @field_validator("components", "counts", mode="before")
+    @field_validator("components", "dependencies", "counts", mode="before")
     @classmethod
     def _no_mapping(cls, value: Any) -> Any:
         return {} if value is None else value

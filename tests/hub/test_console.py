@@ -20,7 +20,7 @@ from sqlalchemy import update
 from roost.hub.console import sessions
 from roost.hub.models import ApiToken
 from roost.hub.store import Store
-from tests.hub.conftest import HubServer, enroll_device, publish
+from tests.hub.conftest import HubServer, enroll_device, make_recipe, publish
 
 XSS = "<script>alert('x')</script>"
 IMG = '<img src=x onerror="alert(1)">'
@@ -298,3 +298,19 @@ def test_signing_key_is_created_once_and_shared(store: Store) -> None:
     assert sessions.read_session(key, cookie) is not None
     assert sessions.read_session(b"x" * 32, cookie) is None
     assert sessions.read_session(key, cookie + "x") is None
+
+
+def test_deployment_page_shows_the_resolved_dependencies(hub_server: HubServer) -> None:
+    enroll_device(hub_server, "dep-edge")
+    needs = "ComponentDependencies:\n  com.example.Base:\n    VersionRequirement: '^1.0.0'\n"
+    with hub_server.client() as admin:
+        assert publish(admin, "com.example.Base", "1.2.0").status_code == 201
+        assert publish(admin, "com.example.App", "1.0.0",
+                       recipe=make_recipe("com.example.App", "1.0.0", ("hello.py",), needs)).status_code == 201
+        dep = admin.post("/v1/deployments", json={"target": "device:dep-edge",
+                                                  "components": {"com.example.App": "1.0.0"}}).json()
+        assert dep["dependencies"] == {"com.example.Base": "1.2.0"}
+    with browser(hub_server) as client:
+        sign_in(hub_server, client)
+        page = client.get(f"/console/deployments/{dep['id']}").text
+        assert "Dependencies" in page and "com.example.Base <b>1.2.0</b>" in page

@@ -225,6 +225,8 @@ def test_hub_resolves_component_dependencies(hub: Hub, agents: dict[str, Agent],
     assert code == 0, (dep, err)
     # The newest version that satisfies the recipe's range, installed beside the root.
     assert dep["dependencies"] == {base: "1.1.0"}
+    shown = roost(*hub.cli("deployment", "status", str(dep["id"])))
+    assert shown.returncode == 0 and f"dependencies: {base}@1.1.0" in shown.stdout
     assert _results(dep)["edge-a"]["status"] == "SUCCEEDED"
     components = agents["edge-a"].components()
     assert components[app] == ("1.0.0", "RUNNING") and components[base] == ("1.1.0", "RUNNING")

@@ -284,6 +284,9 @@ def print_deployment(dep: Deployment, as_json: bool) -> None:
                   f"({ok}/{total} succeeded, {bad} failed, {pending} pending)")
     if dep.components:
         console.print("  components: " + ", ".join(f"{n}@{v}" for n, v in dep.components.items()), highlight=False)
+    if dep.dependencies:
+        console.print("  dependencies: " + ", ".join(f"{n}@{v}" for n, v in dep.dependencies.items()),
+                      highlight=False)
     if dep.devices:
         table("Devices", ["device", "status", "reason", "message"],
               [(d.device, styled(d.status), d.reason_code, d.message) for d in dep.devices])
