@@ -14,7 +14,9 @@ One run (per database and fleet size):
    which at 10,000 devices would put the load generator, not the hub, on the critical path of this
    2-core machine. Each device does what ``roost.agent.sync.HubSync`` does, minus running the
    component: a first ``GET /v1/device/desired?after=0&wait=25`` and a heartbeat report, then
-   the long poll ``after=<rev>&wait=25`` (sleeping 1 s after a 204 that came in under 1 s); on a
+   the long poll ``after=<rev>&wait=25`` (sleeping 1 s after a 204 that came in under 1 s), and a
+   heartbeat report every ``HEARTBEAT`` seconds (the agent's default; each device starts at a
+   random phase; sent between two polls, as a device has one connection here); on a
    new revision, a report IN_PROGRESS for each new deployment, the download of every artifact
    (SHA-256 checked against ``X-Roost-Sha256`` and the recipe's ``Digest``), then a report
    SUCCEEDED (with component states) — every report with a unique id. Reports go on the same
@@ -46,6 +48,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -68,6 +71,8 @@ GROUP = "fleet"
 COMPONENT, VERSION, ARTIFACT = "com.example.FleetBench", "1.0.0", "hello.py"
 ARTIFACT_BYTES = b"print('hello from the fleet benchmark')\n" + b"#" * 23 + b"\n"
 POLL_WAIT = 25
+#: The agent's heartbeat period (roost.agent.sync.HubSync's heartbeat_seconds default).
+HEARTBEAT = 300.0
 LONG_POLL_GRACE = 15.0
 CALL_TIMEOUT = 30.0
 
@@ -193,6 +198,7 @@ class SimDevice:
         self.succeeded: set[str] = set()
         self.states: dict[str, dict[str, str]] = {}
         self.backoff = Backoff()  # the agent's own: full jitter, 0.5 s doubling to 60 s
+        self.next_heartbeat = time.monotonic() + random.uniform(0.0, HEARTBEAT)
 
     async def call(self, kind: str, method: str, path: str, body: Any = None,
                    timeout: float = CALL_TIMEOUT) -> tuple[int, dict[bytes, bytes], bytes]:
@@ -245,6 +251,14 @@ class SimDevice:
             if desired is not None and int(desired["revision"]) > self.revision:
                 try:
                     await self.apply(desired)
+                except HttpError as err:
+                    self.stats.errors.append(f"{self.name}: {err}")
+                    await self.backoff.wait()
+                continue
+            if time.monotonic() >= self.next_heartbeat:
+                self.next_heartbeat += HEARTBEAT
+                try:
+                    await self.send("report-heartbeat", [self._report(None, None, self.revision)])
                 except HttpError as err:
                     self.stats.errors.append(f"{self.name}: {err}")
                     await self.backoff.wait()
@@ -633,7 +647,7 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         result["api_latency_ms"] = {"n": len(api), "p50": round(pct(api, 0.5) * 1e3, 1),
                                     "p99": round(pct(api, 0.99) * 1e3, 1), "max": round(max(api, default=0) * 1e3, 1)}
         by_kind = {}
-        for kind in ("artifact", "report-in-progress", "report-succeeded"):
+        for kind in ("artifact", "report-in-progress", "report-succeeded", "report-heartbeat"):
             v = [c[2] for c in during if c[0] == kind]
             by_kind[kind] = {"n": len(v), "p50": round(pct(v, 0.5) * 1e3, 1), "p99": round(pct(v, 0.99) * 1e3, 1)}
         result["latency_by_kind_ms"] = by_kind

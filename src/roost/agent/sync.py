@@ -14,8 +14,10 @@ a :class:`HubSync` beside its supervisor and deployer. Three tasks:
   TIMED_OUT, with the device's component states and the deployer's notes (a local component the
   hub overrode). The revision counts as applied (``state.db`` meta ``hub_applied_revision``) once
   its result is spooled: a crash before that re-applies it after restart (a no-op if it was done).
-* **heartbeat** — every ``heartbeat_seconds`` (and soon after any component state change) a
-  report without a deployment id carrying the component states; it also refreshes last-seen.
+* **heartbeat** — soon after any component state change, and every ``heartbeat_seconds``
+  (300) otherwise, a report without a deployment id carrying the component states. Liveness
+  (the hub's last-seen) comes from the long poll itself, at least every ``poll_wait`` seconds, so
+  an unchanged fleet sends no periodic reports that would only repeat what the hub knows.
 * **send** — delivers the :class:`~roost.agent.spool.Spool` in order, in batches, deleting
   reports once the hub acknowledged them.
 
@@ -25,7 +27,7 @@ recovery once. A refused credential (a revoked device) is logged once too; the a
 running its components and retries at the backoff cap. The credential is never logged.
 
 Tuning for labs and tests (environment of the agent process): ``ROOST_SYNC_HEARTBEAT_SECONDS``
-(default 30), ``ROOST_SYNC_POLL_WAIT`` (25), ``ROOST_SYNC_BACKOFF_CAP`` (60),
+(default 300), ``ROOST_SYNC_POLL_WAIT`` (25), ``ROOST_SYNC_BACKOFF_CAP`` (60),
 ``ROOST_SYNC_SPOOL_MAX`` (1000).
 """
 
@@ -232,7 +234,7 @@ def _env_float(name: str, default: float) -> float:
 # -- the sync task ---------------------------------------------------------------------------------
 class HubSync:
     def __init__(self, paths: AgentPaths, config: HubConfig, deployer: Deployer, store: Store, *,
-                 client: DeviceClient | None = None, heartbeat_seconds: float = 30.0, poll_wait: float = 25.0,
+                 client: DeviceClient | None = None, heartbeat_seconds: float = 300.0, poll_wait: float = 25.0,
                  backoff_cap: float = 60.0, spool_max: int = DEFAULT_MAX_REPORTS,
                  rand: Callable[[], float] = random.random) -> None:
         self.paths = paths
@@ -260,7 +262,7 @@ class HubSync:
         if config is None:
             return None
         return cls(agent.paths, config, agent.deployer, agent.store,
-                   heartbeat_seconds=_env_float("ROOST_SYNC_HEARTBEAT_SECONDS", 30.0),
+                   heartbeat_seconds=_env_float("ROOST_SYNC_HEARTBEAT_SECONDS", 300.0),
                    poll_wait=_env_float("ROOST_SYNC_POLL_WAIT", 25.0),
                    backoff_cap=_env_float("ROOST_SYNC_BACKOFF_CAP", 60.0),
                    spool_max=int(_env_float("ROOST_SYNC_SPOOL_MAX", DEFAULT_MAX_REPORTS)))
