@@ -535,3 +535,21 @@ def test_unresolvable_dependencies_are_refused_with_their_code(store: Store) -> 
     assert conflict.value.code == "DEPENDENCY_CONFLICT"
     assert "com.example.Old" in conflict.value.message and "com.example.New" in conflict.value.message
     assert store.list_deployments() == []  # nothing was created
+
+
+def test_enrolment_answers_the_first_poll_at_once_without_moving_the_revision(store: Store) -> None:
+    first = enrol(store, "e-1", group="quiet")
+    state, _ = store.desired_state(first, 0)  # the agent's first poll: after=0
+    assert state is not None and state.components == {} and state.revision >= 1
+    before = store.revision()
+    second = enrol(store, "e-2", group="quiet")  # no deployment for the group: nothing changes
+    assert store.revision() == before
+    state2, _ = store.desired_state(second, 0)
+    assert state2 is not None and state2.revision == before
+    assert store.desired_state(first, state.revision) == (None, False)  # nobody else sees a change
+    publish_to_store(store, "com.example.A", "1.0.0")
+    store.create_deployment(DeploymentRequest(target="group:quiet", components={"com.example.A": "1.0.0"}))
+    third = enrol(store, "e-3", group="quiet")  # joins a group with a deployment: its state changes
+    assert store.revision() > before + 1
+    state3, _ = store.desired_state(third, before)
+    assert state3 is not None and set(state3.components) == {"com.example.A"}

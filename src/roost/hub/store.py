@@ -404,8 +404,13 @@ class Store:
                                 .values(used_at=now))
             if getattr(claimed, "rowcount", 0) != 1:
                 raise GoneError("this enrolment token was already used", code="ENROLL_TOKEN_USED")
+            # A new device starts at the current revision: its first poll (after=0) is answered at once
+            # with its state, and nothing wakes the fleet's long polls (only a hub that has never
+            # changed anything moves its counter, once). Joining a group with a released deployment
+            # moves it as any change does.
+            revision = desired.current_revision(s) or desired.bump_revision(s)
             device = Device(name=name, credential_hash=hash_token(credential), labels=dict(labels or {}),
-                            created_at=now, last_seen_at=now, reported={}, desired_revision=0)
+                            created_at=now, last_seen_at=now, reported={}, desired_revision=revision)
             s.add(device)
             try:
                 s.flush()
