@@ -616,6 +616,9 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         log(f"{db} {n}: all SUCCEEDED in {result['all_succeeded_seconds']} s; counts {result['final_counts']}; "
             f"load {load()}")
 
+        # Reports the hub has committed (and counted) may still be on their way back to the devices:
+        # let them arrive before the clients stop (the numbers above are already taken).
+        time.sleep(3.0)
         for c in clients:
             assert c.stdin is not None and c.stdout is not None
             c.stdin.write("STOP\n")
@@ -649,7 +652,8 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         by_kind = {}
         for kind in ("artifact", "report-in-progress", "report-succeeded", "report-heartbeat"):
             v = [c[2] for c in during if c[0] == kind]
-            by_kind[kind] = {"n": len(v), "p50": round(pct(v, 0.5) * 1e3, 1), "p99": round(pct(v, 0.99) * 1e3, 1)}
+            if v:
+                by_kind[kind] = {"n": len(v), "p50": round(pct(v, 0.5) * 1e3, 1), "p99": round(pct(v, 0.99) * 1e3, 1)}
         result["latency_by_kind_ms"] = by_kind
         result["delivery_s"] = {"n": len(delivered), "p50": round(pct(delivered, 0.5), 2),
                                 "p99": round(pct(delivered, 0.99), 2)}
