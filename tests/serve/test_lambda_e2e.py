@@ -23,7 +23,7 @@ from roost.samples import ARTIFACTS, RECIPES
 from roost.serve.wine import FEATURES, sample_records
 from tests.agent.helpers import Workspace
 from tests.conftest import Cli
-from tests.serve.agent_ipc import agent_client, until_serving
+from tests.serve.agent_ipc import agent_client, running_agent, until_serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -70,14 +70,8 @@ def _event(doc: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def magent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
-    cli = Cli(tmp_path_factory.mktemp("lambda-e2e") / "root")
-    proc = cli.run("agent", "start", "--detach", "--thing-name", "lambda-device")
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    try:
+    with running_agent(tmp_path_factory.mktemp("lambda-e2e") / "root", "lambda-device") as cli:
         yield cli
-    finally:
-        stop = cli.run("agent", "stop")
-        assert stop.returncode == 0, stop.stderr
 
 
 @pytest.fixture(scope="module")

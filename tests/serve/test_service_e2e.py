@@ -28,7 +28,7 @@ from roost.serve.image import SAMPLE_MODEL_DIR
 from roost.serve.wine import FEATURES, load_wine, sample_records, train_wine
 from tests.agent.helpers import Workspace, procs_with, wait_until
 from tests.conftest import Cli
-from tests.serve.agent_ipc import agent_client, until_serving
+from tests.serve.agent_ipc import agent_client, running_agent, until_serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -80,14 +80,8 @@ def _predict(model: Path, records: list[dict[str, Any]]) -> list[float]:
 @pytest.fixture(scope="module")
 def magent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     """One real agent for the whole module."""
-    cli = Cli(tmp_path_factory.mktemp("serve-e2e") / "root")
-    proc = cli.run("agent", "start", "--detach", "--thing-name", "serve-device")
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    try:
+    with running_agent(tmp_path_factory.mktemp("serve-e2e") / "root", "serve-device") as cli:
         yield cli
-    finally:
-        stop = cli.run("agent", "stop")
-        assert stop.returncode == 0, stop.stderr
 
 
 @pytest.fixture(scope="module")

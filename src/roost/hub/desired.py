@@ -15,7 +15,7 @@ long-polls only for its own changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -205,7 +205,7 @@ def _union(chosen: list[_Candidate], specs: dict[str, _DeploymentSpec]) -> dict[
 
 
 def _dependencies(chosen: list[_Candidate], specs: dict[str, _DeploymentSpec],
-                  roots: dict[str, tuple[str, _DeploymentSpec]]) -> dict[str, str]:
+                  roots: Collection[str]) -> dict[str, str]:
     """Dependency versions of the deployments in effect, for components no deployment names as a root.
 
     Two deployments that resolved one dependency differently: the higher version goes (the agent's
@@ -299,7 +299,6 @@ def wanted_versions_many(session: Session, devices: Sequence[DeviceRef]) -> dict
         for c in chosen:
             for name, version in specs[c.deployment_id].components.items():
                 wanted.setdefault(name, str(version))
-        roots = {name: (version, specs[chosen[0].deployment_id]) for name, version in wanted.items()} if chosen else {}
-        wanted.update(_dependencies(chosen, specs, roots))
+        wanted.update(_dependencies(chosen, specs, set(wanted)))
         out[device.id] = wanted
     return out
