@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.hub.conftest import HubServer, enroll_device, make_recipe, publish
 
@@ -218,9 +219,9 @@ def test_long_poll_wakes_on_deployment_and_reports(hub_server: HubServer) -> Non
                   "components": {"com.example.A": {"version": "1.0.0", "state": "RUNNING"}},
                   "at": "2030-01-01T00:00:00Z"}
         r = dev.post("/v1/device/reports", json={"reports": [report]})
-        assert r.status_code == 200 and r.json() == {"accepted": ["r-1"], "duplicates": []}
+        assert r.status_code == 200 and r.json() == {"accepted": ["r-1"], "duplicates": [], "revisions_ignored": []}
         r = dev.post("/v1/device/reports", json={"reports": [report]})
-        assert r.json() == {"accepted": [], "duplicates": ["r-1"]}
+        assert r.json() == {"accepted": [], "duplicates": ["r-1"], "revisions_ignored": []}
         info = admin.get(f"/v1/deployments/{dep['id']}").json()
         assert info["status"] == "COMPLETED" and info["counts"]["SUCCEEDED"] == 1
         assert info["devices"][0]["device"] == "lp-1"
@@ -278,3 +279,113 @@ def test_device_downloads_small_artifacts_from_memory_and_large_ones_streamed(hu
             assert file_name in r.headers["content-disposition"]
         r = dev.get("/v1/artifacts/com.example.Dl/1.0.0/absent.bin")
         assert (r.status_code, error_code(r)) == (404, "ARTIFACT_NOT_FOUND")
+
+
+def test_a_device_reports_only_on_its_own_deployments_and_revisions(hub_server: HubServer) -> None:
+    own = enroll_device(hub_server, "rep-own")
+    other = enroll_device(hub_server, "rep-other")
+    with hub_server.client() as admin:
+        assert publish(admin, "com.example.A", "1.0.0").status_code == 201
+        dep = admin.post("/v1/deployments", json={"target": "device:rep-own",
+                                                  "components": {"com.example.A": "1.0.0"}}).json()
+    running = {"com.example.A": {"version": "1.0.0", "state": "RUNNING"}}
+    with hub_server.client(token=own) as a, hub_server.client(token=other) as b, hub_server.client() as admin:
+        given_a = a.get("/v1/device/desired").json()["revision"]
+        given_b = b.get("/v1/device/desired").json()["revision"]
+        assert given_b < given_a
+        # Another device's deployment: 403, and nothing of the request is applied.
+        forged = {"id": "forged", "deployment_id": dep["id"], "revision": given_b, "status": "FAILED",
+                  "components": running}
+        r = b.post("/v1/device/reports", json={"reports": [forged]})
+        assert (r.status_code, error_code(r)) == (403, "DEPLOYMENT_NOT_FOR_DEVICE")
+        assert dep["id"] in r.json()["error"]["message"]
+        # A revision this device was never given (another device's): 409, nothing applied.
+        r = b.post("/v1/device/reports", json={"reports": [{"id": "future", "revision": given_a}]})
+        assert (r.status_code, error_code(r)) == (409, "REVISION_NOT_GIVEN")
+        info = admin.get(f"/v1/deployments/{dep['id']}").json()
+        assert [(d["device"], d["status"]) for d in info["devices"]] == [("rep-own", "IN_PROGRESS")]
+        device_b = admin.get("/v1/devices/rep-other").json()
+        assert device_b["applied_revision"] is None and device_b["components"] == {}
+        # The device's own deployment and revision: accepted; an older revision later is not applied.
+        done = {"id": "done", "deployment_id": dep["id"], "revision": given_a, "status": "SUCCEEDED",
+                "components": running}
+        r = a.post("/v1/device/reports", json={"reports": [done]})
+        assert r.status_code == 200 and r.json() == {"accepted": ["done"], "duplicates": [], "revisions_ignored": []}
+        r = a.post("/v1/device/reports", json={"reports": [{"id": "reset", "revision": 0}]})
+        assert r.status_code == 200 and r.json() == {"accepted": ["reset"], "duplicates": [],
+                                                     "revisions_ignored": ["reset"]}
+        device_a = admin.get("/v1/devices/rep-own").json()
+        assert device_a["applied_revision"] == given_a
+        assert admin.get(f"/v1/deployments/{dep['id']}").json()["status"] == "COMPLETED"
+
+
+def test_a_forged_report_in_a_coalesced_batch_is_refused_alone(hub_server: HubServer) -> None:
+    """Reports of several devices held while the database is locked go to the store as one batch;
+    the forged ones get their own 403/409, the honest ones are applied."""
+    import sqlite3
+
+    names = [f"bat-{i}" for i in range(5)]
+    creds = {n: enroll_device(hub_server, n, group="bat") for n in names}
+    intruder = enroll_device(hub_server, "bat-intruder")
+    with hub_server.client() as admin:
+        assert publish(admin, "com.example.A", "1.0.0").status_code == 201
+        dep = admin.post("/v1/deployments", json={"target": "group:bat",
+                                                  "components": {"com.example.A": "1.0.0"}}).json()
+    given = {}
+    for name, cred in [*creds.items(), ("bat-intruder", intruder)]:
+        with hub_server.client(token=cred) as dev:
+            given[name] = dev.get("/v1/device/desired").json()["revision"]
+    blocker = (creds["bat-4"], {"id": "bat-4-ok", "deployment_id": dep["id"], "revision": given["bat-4"],
+                                "status": "SUCCEEDED"})
+    bodies: list[tuple[str, dict[str, object]]] = [
+        (creds[n], {"id": f"{n}-ok", "deployment_id": dep["id"], "revision": given[n], "status": "SUCCEEDED"})
+        for n in names[:3]]
+    bodies.insert(1, (intruder, {"id": "intruder", "deployment_id": dep["id"], "revision": given["bat-intruder"],
+                                 "status": "FAILED"}))
+    bodies.insert(3, (creds["bat-3"], {"id": "too-new", "deployment_id": dep["id"],
+                                       "revision": given["bat-3"] + 1, "status": "SUCCEEDED"}))
+    app = hub_server._server.config.app
+    assert isinstance(app, FastAPI)
+    coalescer = app.state.device_batches.reports
+    answers: dict[str, httpx.Response] = {}
+
+    def send(cred: str, report: dict[str, object]) -> None:
+        with hub_server.client(token=cred) as dev:
+            answers[str(report["id"])] = dev.post("/v1/device/reports", json={"reports": [report]})
+
+    def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 20  # a bound on a hang, not a measurement
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=send, args=body) for body in [blocker, *bodies]]
+    lock = sqlite3.connect(hub_server.root / "hub.db", timeout=30, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # the hub's report transactions wait for this write lock
+    try:
+        batches_before = coalescer.batches
+        # On SQLite one batch runs at a time: the blocker's, waiting for the lock; the others queue
+        # behind it and go together as the next batch.
+        threads[0].start()
+        until(lambda: coalescer._in_flight == 1, "the first report did not reach the store")
+        for t in threads[1:]:
+            t.start()
+        until(lambda: len(coalescer._queue) == len(bodies), "the reports did not queue")
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    for t in threads:
+        t.join(timeout=30)
+    assert coalescer.batches - batches_before == 2 and coalescer.largest_batch >= len(bodies)
+    codes = {k: (r.status_code, r.json().get("error", {}).get("code")) for k, r in answers.items()}
+    assert codes == {"bat-0-ok": (200, None), "bat-1-ok": (200, None), "bat-2-ok": (200, None),
+                     "bat-4-ok": (200, None), "intruder": (403, "DEPLOYMENT_NOT_FOR_DEVICE"),
+                     "too-new": (409, "REVISION_NOT_GIVEN")}
+    with hub_server.client() as admin:
+        info = admin.get(f"/v1/deployments/{dep['id']}").json()
+        assert {d["device"]: d["status"] for d in info["devices"]} == {
+            "bat-0": "SUCCEEDED", "bat-1": "SUCCEEDED", "bat-2": "SUCCEEDED", "bat-3": "IN_PROGRESS",
+            "bat-4": "SUCCEEDED"}
+        applied = {n: admin.get(f"/v1/devices/{n}").json()["applied_revision"] for n in [*names, "bat-intruder"]}
+    assert applied == {**{n: given[n] for n in ("bat-0", "bat-1", "bat-2", "bat-4")}, "bat-3": None,
+                       "bat-intruder": None}

@@ -14,6 +14,8 @@ from roost.hub.errors import (
     HubConflictError,
     HubNotFoundError,
     InvalidNameError,
+    ReportForbiddenError,
+    RevisionNotGivenError,
     UnprocessableError,
 )
 from roost.hub.store import DeploymentRequest, Report, Store
@@ -419,29 +421,161 @@ def test_batched_reports_apply_each_device_once_in_order(store: Store) -> None:
     a, b, gone = enrol(store, "ra", group="r"), enrol(store, "rb", group="r"), enrol(store, "rc", group="r")
     publish_to_store(store, "com.example.A", "1.0.0")
     dep = store.create_deployment(DeploymentRequest(target="group:r", components={"com.example.A": "1.0.0"}))
+    served = {}
     for device_id in (a, b, gone):
-        store.desired_state(device_id)
+        state, _ = store.desired_state(device_id)
+        assert state is not None
+        served[device_id] = state.revision
     store.revoke_device("rc")
     running = {"com.example.A": {"version": "1.0.0", "state": "RUNNING"}}
     results = store.record_reports_many([
         (a, [Report(id="1", deployment_id=dep.id, status="IN_PROGRESS"),
-             Report(id="2", deployment_id=dep.id, status="SUCCEEDED", revision=7, components=running)]),
+             Report(id="2", deployment_id=dep.id, status="SUCCEEDED", revision=served[a], components=running)]),
         (gone, [Report(id="1", deployment_id=dep.id, status="SUCCEEDED")]),
         (b, [Report(id="1", deployment_id=dep.id, status="FAILED", reason_code="INSTALL_FAILED")]),
         (a, [Report(id="2", deployment_id=dep.id, status="FAILED")]),  # the same id again in the batch
-        (b, [Report(id="x", deployment_id="not-a-uuid", status="SUCCEEDED")]),  # ignored, but accepted
+        (b, [Report(id="x", deployment_id="not-a-uuid", status="SUCCEEDED")]),  # no deployment of b's
     ])
-    assert [getattr(r, "accepted", None) for r in results] == [["1", "2"], None, ["1"], [], ["x"]]
+    assert [getattr(r, "accepted", None) for r in results] == [["1", "2"], None, ["1"], [], None]
     assert isinstance(results[1], AuthenticationError) and results[1].code == "DEVICE_REVOKED"
     assert getattr(results[3], "duplicates", None) == ["2"]
+    assert isinstance(results[4], ReportForbiddenError) and results[4].code == "DEPLOYMENT_NOT_FOR_DEVICE"
     assert rows(store, dep.id) == {"ra": ("SUCCEEDED", None), "rb": ("FAILED", "INSTALL_FAILED"),
                                    "rc": ("CANCELED", "DEVICE_REVOKED")}
     device = store.get_device("ra")
-    assert device.applied_revision == 7 and device.components["com.example.A"].state == "RUNNING"
+    assert device.applied_revision == served[a] and device.components["com.example.A"].state == "RUNNING"
     assert store.get_deployment(dep.id).status == "COMPLETED"
     # Sent again (a spooled retry): all duplicates, nothing changes.
     again = store.record_reports_many([(a, [Report(id="1", status="QUEUED", deployment_id=dep.id)])])
     assert getattr(again[0], "duplicates", None) == ["1"]
+    # The refused report's id was not recorded: the same id with valid content is a new report.
+    assert store.record_reports(b, [Report(id="x", revision=served[b])]).accepted == ["x"]
+
+
+# -- what a device may report (only on itself) -----------------------------------------------------
+
+
+def test_a_device_reports_only_on_deployments_made_for_it(store: Store) -> None:
+    """Deployments to the device, to a group it is in, was in, or joined later: yes; any other: 403."""
+    publish_to_store(store, "com.example.A", "1.0.0")
+    own, member, leaver = enrol(store, "own"), enrol(store, "member", group="g"), enrol(store, "leaver", group="g")
+    outsider = enrol(store, "outsider")
+    to_own = store.create_deployment(DeploymentRequest(target="device:own", components={"com.example.A": "1.0.0"}))
+    to_group = store.create_deployment(DeploymentRequest(target="group:g", components={"com.example.A": "1.0.0"}))
+    joiner = enrol(store, "joiner")
+    store.add_group_members("g", ["joiner"])  # joins after the deployment: receives it
+    revision = {}
+    for device_id in (own, member, leaver, joiner, outsider):
+        state, _ = store.desired_state(device_id)
+        assert state is not None
+        revision[device_id] = state.revision
+    store.remove_group_member("g", "leaver")  # its row stays (CANCELED): it was given the deployment
+
+    before = store.get_device("outsider")
+    running = {"com.example.A": {"version": "1.0.0", "state": "RUNNING"}}
+    for forged in (to_own.id, to_group.id, "00000000-0000-0000-0000-000000000000", "not-a-uuid"):
+        with pytest.raises(ReportForbiddenError) as refused:
+            store.record_reports(outsider, [Report(id=f"f-{forged}", deployment_id=forged, status="SUCCEEDED",
+                                                   revision=revision[outsider], components=running)])
+        assert refused.value.code == "DEPLOYMENT_NOT_FOR_DEVICE" and forged in refused.value.message
+    # A forged report among honest ones in the same request: the whole request is refused.
+    with pytest.raises(ReportForbiddenError):
+        store.record_reports(own, [Report(id="ok-first", revision=revision[own], components=running),
+                                   Report(id="forged", deployment_id=to_group.id, status="FAILED")])
+    # Nothing of the refused requests was applied: rows, reported state, applied revision, last seen.
+    assert rows(store, to_own.id) == {"own": ("IN_PROGRESS", None)}
+    assert rows(store, to_group.id) == {"member": ("IN_PROGRESS", None), "leaver": ("CANCELED", "REMOVED_FROM_GROUP"),
+                                        "joiner": ("IN_PROGRESS", None)}
+    after = store.get_device("outsider")
+    assert (after.applied_revision, after.components, after.last_seen_at) == (
+        before.applied_revision, before.components, before.last_seen_at)
+    assert store.get_device("own").applied_revision is None and store.get_device("own").components == {}
+
+    # Each device on its own deployments: accepted and applied.
+    store.record_reports(own, [Report(id="ok-first", revision=revision[own], components=running),
+                               Report(id="own-done", deployment_id=to_own.id, status="SUCCEEDED")])
+    for device_id in (member, joiner):
+        result = store.record_reports(device_id, [Report(id="done", deployment_id=to_group.id, status="SUCCEEDED",
+                                                         revision=revision[device_id])])
+        assert result.accepted == ["done"]
+    late = store.record_reports(leaver, [Report(id="late", deployment_id=to_group.id, status="SUCCEEDED",
+                                                revision=revision[leaver])])
+    assert late.accepted == ["late"]  # its own (closed) row: accepted, the row stays as it is
+    assert rows(store, to_own.id) == {"own": ("SUCCEEDED", None)}
+    assert rows(store, to_group.id) == {"member": ("SUCCEEDED", None), "leaver": ("CANCELED", "REMOVED_FROM_GROUP"),
+                                        "joiner": ("SUCCEEDED", None)}
+    assert store.get_device("own").applied_revision == revision[own]
+    assert store.get_device("leaver").applied_revision == revision[leaver]
+
+
+def test_applied_revision_moves_only_to_revisions_given_and_never_backwards(store: Store) -> None:
+    publish_to_store(store, "com.example.A", "1.0.0")
+    dev, other = enrol(store, "rv1"), enrol(store, "rv2")
+    dep = store.create_deployment(DeploymentRequest(target="device:rv1", components={"com.example.A": "1.0.0"}))
+    state, _ = store.desired_state(dev)
+    other_state, _ = store.desired_state(other)
+    assert state is not None and other_state is not None and other_state.revision < state.revision
+    given = state.revision
+
+    # Newer than anything the hub gave this device: refused, nothing applied.
+    for claimed in (given + 1, 2**31 - 1):
+        with pytest.raises(RevisionNotGivenError) as refused:
+            store.record_reports(dev, [Report(id=f"future-{claimed}", deployment_id=dep.id, status="SUCCEEDED",
+                                              revision=claimed)])
+        assert refused.value.code == "REVISION_NOT_GIVEN" and str(given) in refused.value.message
+    # Another device's (newer) revision is not this device's either.
+    with pytest.raises(RevisionNotGivenError):
+        store.record_reports(other, [Report(id="borrowed", revision=given)])
+    assert rows(store, dep.id) == {"rv1": ("IN_PROGRESS", None)}
+    assert store.get_device("rv1").applied_revision is None and store.get_device("rv2").applied_revision is None
+
+    # The revision given: applied.
+    result = store.record_reports(dev, [Report(id="applied", deployment_id=dep.id, status="SUCCEEDED",
+                                               revision=given)])
+    assert (result.accepted, result.revisions_ignored) == (["applied"], [])
+    assert store.get_device("rv1").applied_revision == given
+    # Older (an agent whose local state was reset reports 0): the rest of the report is recorded,
+    # the revision is not applied and the answer says so.
+    running = {"com.example.A": {"version": "1.0.0", "state": "RUNNING"}}
+    older = store.record_reports(dev, [Report(id="reset", revision=0, components=running),
+                                       Report(id="same", revision=given)])
+    assert (older.accepted, older.revisions_ignored) == (["reset", "same"], ["reset"])
+    device = store.get_device("rv1")
+    assert device.applied_revision == given and device.components["com.example.A"].state == "RUNNING"
+    # In one request, the newest wins whatever the order.
+    store.create_deployment(DeploymentRequest(target="device:rv1", components={}))
+    newer, _ = store.desired_state(dev, given)
+    assert newer is not None and newer.revision > given
+    batch = store.record_reports_many([(dev, [Report(id="n1", revision=newer.revision)]),
+                                       (dev, [Report(id="n2", revision=given)])])
+    assert [getattr(r, "revisions_ignored", None) for r in batch] == [[], ["n2"]]
+    assert store.get_device("rv1").applied_revision == newer.revision
+
+
+def test_a_forged_report_in_a_batch_is_refused_and_the_others_apply(store: Store) -> None:
+    publish_to_store(store, "com.example.A", "1.0.0")
+    ids = {n: enrol(store, n, group="fleet") for n in ("fa", "fb", "fc")}
+    intruder = enrol(store, "intruder")
+    dep = store.create_deployment(DeploymentRequest(target="group:fleet", components={"com.example.A": "1.0.0"}))
+    given = {}
+    for name, device_id in [*ids.items(), ("intruder", intruder)]:
+        state, _ = store.desired_state(device_id)
+        assert state is not None
+        given[name] = state.revision
+    ok = [(ids[n], [Report(id=f"{n}-1", deployment_id=dep.id, status="SUCCEEDED", revision=given[n])])
+          for n in ("fa", "fb")]
+    results = store.record_reports_many([
+        ok[0],
+        (intruder, [Report(id="i-1", deployment_id=dep.id, status="FAILED", revision=given["intruder"])]),
+        (ids["fc"], [Report(id="fc-1", deployment_id=dep.id, status="SUCCEEDED", revision=given["fc"] + 1)]),
+        ok[1],
+    ])
+    assert getattr(results[0], "accepted", None) == ["fa-1"] and getattr(results[3], "accepted", None) == ["fb-1"]
+    assert isinstance(results[1], ReportForbiddenError) and results[1].code == "DEPLOYMENT_NOT_FOR_DEVICE"
+    assert isinstance(results[2], RevisionNotGivenError) and results[2].code == "REVISION_NOT_GIVEN"
+    assert rows(store, dep.id) == {"fa": ("SUCCEEDED", None), "fb": ("SUCCEEDED", None), "fc": ("IN_PROGRESS", None)}
+    assert store.get_device("fa").applied_revision == given["fa"]
+    assert store.get_device("fc").applied_revision is None and store.get_device("intruder").applied_revision is None
 
 
 def test_batched_artifact_access(store: Store) -> None:

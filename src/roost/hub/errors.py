@@ -7,8 +7,14 @@ the REST layer maps the *class* to an HTTP status in :mod:`roost.hub.api.errors`
 * :class:`InvalidNameError` — a name with ``/``, ``..``, NUL or other forbidden characters (400).
 * :class:`AuthenticationError` — no, unknown, revoked or expired credentials; get new ones (401).
 * :class:`ForbiddenError` — the credentials are valid but may not do this (403).
+
+  * :class:`ReportForbiddenError` — ``DEPLOYMENT_NOT_FOR_DEVICE``: a device reported on a
+    deployment that was never made for it (no row of that deployment for this device).
 * :class:`HubNotFoundError` — an unknown device, component, deployment or artifact (404).
 * :class:`HubConflictError` — the request conflicts with stored state, e.g. ``VERSION_EXISTS`` (409).
+
+  * :class:`RevisionNotGivenError` — ``REVISION_NOT_GIVEN``: a device reported a revision newer than
+    any the hub has given it.
 * :class:`GoneError` — a one-time thing that was already used (``ENROLL_TOKEN_USED``, 410).
 * :class:`PayloadTooLargeError` — an upload over the size cap (413).
 * :class:`UnprocessableError` — well-formed but unusable input: a malformed recipe, a deployment
@@ -48,6 +54,13 @@ class ForbiddenError(HubError):
     code = "FORBIDDEN"
 
 
+class ReportForbiddenError(ForbiddenError):
+    """A device report names a deployment that was not made for this device: it may report only on
+    deployments whose desired state it was given. Nothing of the request is applied; do not resend it."""
+
+    code = "DEPLOYMENT_NOT_FOR_DEVICE"
+
+
 class HubNotFoundError(HubError, NotFoundError):
     """A named thing does not exist."""
 
@@ -58,6 +71,13 @@ class HubConflictError(HubError, ConflictError):
     """The request conflicts with stored state (a published version, a taken device name)."""
 
     code = "CONFLICT"
+
+
+class RevisionNotGivenError(HubConflictError):
+    """A device report claims a revision newer than the newest the hub has given this device (its
+    ``desired_revision``). Nothing of the request is applied; the report cannot become valid."""
+
+    code = "REVISION_NOT_GIVEN"
 
 
 class GoneError(HubError, ConflictError):

@@ -154,9 +154,16 @@ async def desired(request: Request,
             return Response(status_code=204)  # nothing changed anywhere: no need to look again
 
 
-@router.post("/device/reports", tags=["device"])
+@router.post("/device/reports", tags=["device"],
+             responses={403: {"model": ErrorBody, "description": "DEPLOYMENT_NOT_FOR_DEVICE (or FORBIDDEN)"},
+                        409: {"model": ErrorBody, "description": "REVISION_NOT_GIVEN"}})
 async def reports(body: ReportsIn, request: Request) -> ReportResult:
-    """Per-deployment and per-component status; idempotent by report id (spooled reports)."""
+    """Per-deployment and per-component status; idempotent by report id (spooled reports).
+
+    A device reports only on deployments made for it (403 ``DEPLOYMENT_NOT_FOR_DEVICE``) and with
+    revisions the hub gave it (409 ``REVISION_NOT_GIVEN``); such a request is refused whole. An
+    applied revision older than the recorded one is not applied (``revisions_ignored``).
+    """
     me = auth.device(request)
     items = [Report(id=r.id, revision=r.revision, status=r.status, deployment_id=r.deployment_id,
                     reason_code=r.reason_code, message=r.message, components=r.components, at=r.at)
