@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from pathlib import Path
 
 from roost.agent.agent import run_agent
+from roost.agent.logfile import AGENT_LOG_BACKUPS, AGENT_LOG_MAX_BYTES, configure_agent_logging
 from roost.agent.paths import AgentPaths
 from roost.errors import RoostError
 
@@ -20,8 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None)
     parser.add_argument("--thing-name", default=None)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-file", default=None, help="Log to this size-capped rotating file (default: stderr).")
+    parser.add_argument("--log-max-bytes", type=int, default=AGENT_LOG_MAX_BYTES)
+    parser.add_argument("--log-backups", type=int, default=AGENT_LOG_BACKUPS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_agent_logging(args.log_level, Path(args.log_file) if args.log_file else None,
+                            max_bytes=args.log_max_bytes, backups=args.log_backups)
     try:
         try:
             import uvloop

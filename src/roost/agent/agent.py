@@ -207,6 +207,11 @@ class Agent:
 
     async def update_configuration(self, principal: str, key_path: list[str], value_to_merge: Any,
                                    timestamp: float) -> None:
+        from roost.agent.authz import check_configuration_update
+
+        # Policy (accessControl) changes only through a deployment; the IPC server checks this
+        # too, the core refuses it whoever calls. Checked before anything changes.
+        check_configuration_update(principal, key_path, value_to_merge)
         record = self._live(principal)
         if not key_path and not isinstance(value_to_merge, Mapping):
             raise InvalidInputError("valueToMerge must be an object when keyPath is empty",

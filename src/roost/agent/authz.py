@@ -35,18 +35,46 @@ What needs a policy in Roost (see :mod:`roost.agent.ipc_server`):
   have no resource, so listing the operation is enough. The privileged CLI principal is
   allowed everything.
 * UpdateState on oneself is always allowed.
+
+Policy itself (:data:`POLICY_KEYS`: ``accessControl``) changes only through a deployment: an
+IPC ``UpdateConfiguration`` whose ``keyPath`` starts with a policy key, or whose ``keyPath`` is
+empty (the root, the only ancestor of a top-level key) and whose ``valueToMerge`` contains one,
+is refused as a whole with :class:`~roost.agent.errors.PolicyChangeRefusedError`
+(:func:`check_configuration_update`). The full table of what each operation checks is in
+``docs/ipc.md``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
+
+from roost.agent.errors import PolicyChangeRefusedError
 
 PUBSUB_SERVICE: Final = "aws.greengrass.ipc.pubsub"
 CONFIG_SERVICE: Final = "aws.greengrass.ipc.config"
 CLI_SERVICE: Final = "aws.greengrass.Cli"
+
+#: Top-level configuration keys the agent reads as policy: they change only through a deployment.
+POLICY_KEYS: Final = ("accessControl",)
+
+
+def policy_keys_touched(key_path: Sequence[str], value_to_merge: Any) -> list[str]:
+    """The policy keys an ``UpdateConfiguration`` at ``key_path`` with ``value_to_merge`` would change."""
+    if key_path:
+        return [key_path[0]] if key_path[0] in POLICY_KEYS else []
+    if isinstance(value_to_merge, Mapping):
+        return [key for key in POLICY_KEYS if key in value_to_merge]
+    return []
+
+
+def check_configuration_update(component: str, key_path: Sequence[str], value_to_merge: Any) -> None:
+    """Raise :class:`PolicyChangeRefusedError` if the update would touch a policy key."""
+    touched = policy_keys_touched(key_path, value_to_merge)
+    if touched:
+        raise PolicyChangeRefusedError(component, touched)
 
 
 @lru_cache(maxsize=4096)

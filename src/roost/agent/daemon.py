@@ -1,4 +1,11 @@
-"""Running the agent as a background process: the PID lock, ``--detach`` and ``agent stop``."""
+"""Running the agent as a background process: the PID lock, ``--detach`` and ``agent stop``.
+
+A detached agent logs through a size-capped rotating handler into ``logs/agent.log`` (10 MiB,
+``.1`` .. ``.3`` backups: see :func:`roost.agent.logfile.configure_agent_logging`). Its
+stdout/stderr go to ``logs/agent.out``, truncated at every start: only what bypasses logging
+lands there (an uncaught traceback at start, a C-level crash), and ``start_detached`` shows its
+tail with the log's when the agent dies during start.
+"""
 
 from __future__ import annotations
 
@@ -82,6 +89,11 @@ def socket_ready(path: Path) -> bool:
         s.close()
 
 
+def agent_stdio_log(paths: AgentPaths) -> Path:
+    """Where a detached agent's stdout/stderr go (truncated at each start)."""
+    return paths.logs / "agent.out"
+
+
 def start_detached(paths: AgentPaths, thing_name: str | None, timeout: float = 60.0,
                    extra_args: list[str] | None = None) -> int:
     """Start the agent in the background; return its PID once the IPC socket accepts connections."""
@@ -92,16 +104,20 @@ def start_detached(paths: AgentPaths, thing_name: str | None, timeout: float = 6
     args = [sys.executable, "-m", "roost.agent", "--root", str(paths.root)]
     if thing_name:
         args += ["--thing-name", thing_name]
+    args += ["--log-file", str(paths.agent_log)]
     args += extra_args or []
-    with open(paths.agent_log, "ab") as out:
+    stdio = agent_stdio_log(paths)
+    with open(stdio, "wb") as out:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
                                 close_fds=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         code = proc.poll()
         if code is not None:
-            raise AgentError(f"the agent exited with code {code} during start; see {paths.agent_log}:\n"
-                             + tail(paths.agent_log, 15), code="AGENT_START_FAILED")
+            # An uncaught traceback is in agent.out (and logged); a refusal is only in agent.log.
+            shown = tail(stdio, 15) or tail(paths.agent_log, 15)
+            raise AgentError(f"the agent exited with code {code} during start; see {paths.agent_log} and {stdio}:\n"
+                             + shown, code="AGENT_START_FAILED")
         if running_pid(paths) == proc.pid and socket_ready(paths.ipc_socket):
             return proc.pid
         time.sleep(0.02)

@@ -11,13 +11,26 @@ A flat module: every class derives from :class:`AgentError` (itself a
   component's current state (starting a component that is not installed, ...).
 * :class:`ComponentNotFoundError` (``COMPONENT_NOT_FOUND``) — no component of that name is known.
 * :class:`ComponentBusyError` (``COMPONENT_BUSY``) — the component must be stopped first.
+* :class:`PolicyChangeRefusedError` (``POLICY_CHANGE_REFUSED``) — an IPC ``UpdateConfiguration``
+  touched ``accessControl`` (policy); change policy through a deployment instead.
+* :class:`IpcNotAuthenticatedError` (``IPC_NOT_AUTHENTICATED``) — an IPC operation arrived on a
+  connection that has not completed CONNECT.
+* :class:`IpcStreamLimitError` (``IPC_STREAM_LIMIT``) — a component has as many open IPC
+  streams (subscriptions) as it may; close some before opening more.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from roost.errors import ConflictError, NotFoundError, OperationTimeoutError, RoostError
+from roost.errors import (
+    ConflictError,
+    NotFoundError,
+    OperationTimeoutError,
+    Retryable,
+    RoostError,
+    UnauthorizedError,
+)
 
 
 class AgentError(RoostError):
@@ -111,3 +124,32 @@ class DeploymentError(AgentError):
     """A deployment cannot be applied (component not deployed, a component failed to start, ...)."""
 
     code = "DEPLOYMENT_FAILED"
+
+
+class PolicyChangeRefusedError(UnauthorizedError, AgentError):
+    """A component tried to change policy (``accessControl``) through IPC ``UpdateConfiguration``.
+
+    Policy changes only through a deployment; the whole update was refused and nothing changed.
+    """
+
+    code = "POLICY_CHANGE_REFUSED"
+
+    def __init__(self, component: str, keys: Sequence[str]) -> None:
+        self.component = component
+        self.keys = tuple(keys)
+        super().__init__(
+            f"{component} may not change {', '.join(self.keys)} through UpdateConfiguration: policy changes "
+            "only through a deployment; nothing was changed"
+        )
+
+
+class IpcNotAuthenticatedError(UnauthorizedError, AgentError):
+    """An IPC operation on a connection that has not completed CONNECT."""
+
+    code = "IPC_NOT_AUTHENTICATED"
+
+
+class IpcStreamLimitError(Retryable, AgentError):
+    """The component already holds as many open IPC streams as it may."""
+
+    code = "IPC_STREAM_LIMIT"

@@ -6,11 +6,27 @@ own :class:`roost.ipc.client.IpcClient` work. The server is a thin transport: it
 authorises (:mod:`roost.agent.authz`), calls the agent's :class:`~roost.agent.ipc_core.IpcCore`
 or the :class:`~roost.agent.pubsub.PubSub` broker, and serialises.
 
-Connection rules:
+Connection rules (the limits are :class:`IpcLimits`):
 
+* At most ``max_connections`` connections at once. One more is accepted only to be told why:
+  a PROTOCOL_ERROR ``agent at its connection limit (N)`` with code ``IPC_BUSY`` (Roost's client
+  raises :class:`~roost.ipc.errors.AgentBusyError`; awsiotsdk sees a failed connect), then
+  the server half-closes it and drops it when the client closes, or after ``refused_linger`` s.
+  The listen backlog is sized for the cap, so bursts of connects wait instead of failing.
 * The first frame must be CONNECT (``:version`` 0.1.0, payload ``{"authToken": ...}``) within
-  ``connect_timeout`` seconds, else the connection is closed. A wrong token gets a CONNECT_ACK
-  without the accepted flag, then the connection is closed.
+  ``connect_timeout`` seconds, else the connection is closed. Before CONNECT succeeds a frame
+  may be at most ``preconnect_max_frame`` bytes (the CONNECT frame is ~150 bytes) and the read
+  buffer is 2 KiB, so an unauthenticated peer costs almost nothing; after CONNECT frames may be
+  ``max_message_size``. The read buffer grows for a busy or large message and is trimmed back
+  when the connection is idle. A wrong token gets a CONNECT_ACK without the accepted flag,
+  then the connection is closed.
+* A component (all its connections together) may hold ``max_streams_per_component`` open
+  streams (subscriptions), and one connection ``max_streams_per_connection``; one more is
+  answered with a ServiceError carrying code ``IPC_STREAM_LIMIT``; its other streams go on.
+* Refusals (failed CONNECTs, over-cap connections, malformed or oversized frames, unauthorised
+  operations) are logged once, then counted and summarised once per ``refusal_log_interval``
+  (:class:`~roost.agent.logfile.RateLimitedLog`), then the recovery once: a flood of them
+  cannot fill the disk.
 * Every request gets an answer, a response or an application error; awsiotsdk's blocking calls
   would wait forever otherwise.
 * A malformed frame (bad CRC, too large, garbage) gets a PROTOCOL_ERROR and closes only that
@@ -31,18 +47,22 @@ import inspect
 import json
 import logging
 import os
+import resource
 import stat
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
 
 from roost.agent import authz
+from roost.agent.errors import IpcNotAuthenticatedError, IpcStreamLimitError
 from roost.agent.ipc_core import IpcCore
+from roost.agent.logfile import RateLimitedLog
 from roost.agent.pubsub import RECEIVE_ALL_MESSAGES, PubSub, validate_topic, validate_topic_filter
 from roost.errors import ConflictError, InvalidInputError, NotFoundError, RoostError, UnauthorizedError
 from roost.ipc import rpc
-from roost.ipc.errors import FrameError
+from roost.ipc.errors import AgentBusyError, FrameError
 from roost.ipc.eventstream import Message, MessageDecoder, encode_frame
 
 logger = logging.getLogger(__name__)
@@ -52,6 +72,12 @@ MAX_PAYLOAD_SIZE: Final = rpc.MAX_PAYLOAD_SIZE
 DEFAULT_MAX_MESSAGE_SIZE: Final = rpc.MAX_FRAME_SIZE
 DEFAULT_WRITE_BUFFER_CAP: Final = 8 * 1024 * 1024
 SOCKET_MODE: Final = 0o660
+#: Read buffer of a connection that has not completed CONNECT (and of an idle one after a trim).
+PRECONNECT_BUFFER: Final = 2048
+#: Refused (over-cap) connections lingering at once to read their refusal; beyond, closed at once.
+MAX_LINGERING: Final = 64
+#: Where data from refused connections is read into and dropped (shared: costs nothing per connection).
+_DISCARD: Final = memoryview(bytearray(4096))
 LIFECYCLE_STATES: Final = ("RUNNING", "ERRORED")
 
 _EMPTY_JSON: Final = b"{}"
@@ -60,19 +86,8 @@ _PUBLISH_ACK_HEADER: Final = rpc.header_prefix(
 )
 
 
-class _Reject(Exception):
-    """An answer with a specific IPC error shape (raised inside handlers)."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-
-
 def _error_shape(operation: str, err: BaseException) -> tuple[str, str, dict[str, Any] | None]:
     """Map an exception raised while handling ``operation`` to (error type, message, extra)."""
-    if isinstance(err, _Reject):
-        return err.error_type, err.message, None
     # Every RoostError carries its stable code in ``context.code`` (awsiotsdk ignores the field;
     # Roost's CLI turns it back into the same error and exit code).
     code = {"context": {"code": err.code}} if isinstance(err, RoostError) else None
@@ -116,30 +131,88 @@ _Result = dict[str, Any] | Awaitable[dict[str, Any]] | None
 Handler = Callable[["_Connection", int, str, dict[str, Any]], _Result]
 
 
+@dataclass(frozen=True)
+class IpcLimits:
+    """The IPC server's resource bounds (see the module docstring for what each one does)."""
+
+    #: Connections held at once (authenticated or not); one more is refused with IPC_BUSY.
+    max_connections: int = 1024
+    #: Seconds a new connection has to complete CONNECT.
+    connect_timeout: float = 5.0
+    #: Largest frame accepted before CONNECT succeeds (the CONNECT frame itself is tiny).
+    preconnect_max_frame: int = 8 * 1024
+    #: Largest frame accepted after CONNECT.
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    #: Open streams (subscriptions) per component, across all its connections.
+    max_streams_per_component: int = 1024
+    #: Open streams per connection.
+    max_streams_per_connection: int = 1024
+    #: Unsent bytes per connection before a slow consumer is dropped.
+    write_buffer_cap: int = DEFAULT_WRITE_BUFFER_CAP
+    #: Seconds between two summary lines of repeated refusals.
+    refusal_log_interval: float = 60.0
+    #: Seconds between housekeeping passes (trimming idle read buffers, refusal summaries).
+    housekeeping_interval: float = 10.0
+    #: Seconds a refused (over-cap) connection may stay open to read its refusal.
+    refused_linger: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "preconnect_max_frame", "max_message_size", "max_streams_per_component",
+                     "max_streams_per_connection", "write_buffer_cap"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"IPC limit {name} must be at least 1, got {getattr(self, name)}",
+                                        code="INVALID_IPC_LIMIT")
+        for name in ("connect_timeout", "refusal_log_interval", "housekeeping_interval", "refused_linger"):
+            if getattr(self, name) <= 0:
+                raise InvalidInputError(f"IPC limit {name} must be positive, got {getattr(self, name)}",
+                                        code="INVALID_IPC_LIMIT")
+
+    @property
+    def backlog(self) -> int:
+        """Listen backlog sized for the cap (the kernel clamps it to net.core.somaxconn)."""
+        return max(128, min(self.max_connections, 65535))
+
+
 class IpcServer:
-    """The asyncio Unix-socket server. ``await start()``; ``await stop()``."""
+    """The asyncio Unix-socket server. ``await start()``; ``await stop()``.
+
+    ``limits`` bounds what connections may cost (:class:`IpcLimits`); the keyword arguments
+    override single fields of it (``IpcServer(path, core, max_connections=64)``).
+    """
 
     def __init__(
         self,
         socket_path: Path,
         core: IpcCore,
         *,
-        connect_timeout: float = 5.0,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        max_streams_per_connection: int = 1024,
-        write_buffer_cap: int = DEFAULT_WRITE_BUFFER_CAP,
+        limits: IpcLimits | None = None,
         pubsub: PubSub | None = None,
+        **overrides: Any,
     ) -> None:
         self.socket_path = Path(socket_path)
         self.core = core
-        self.connect_timeout = connect_timeout
-        self.max_message_size = max_message_size
-        self.max_streams_per_connection = max_streams_per_connection
-        self.write_buffer_cap = write_buffer_cap
+        base = limits if limits is not None else IpcLimits()
+        if overrides:
+            unknown = set(overrides) - set(IpcLimits.__dataclass_fields__)
+            if unknown:
+                raise TypeError(f"unknown IpcServer option(s): {', '.join(sorted(unknown))}")
+            base = IpcLimits(**{**base.__dict__, **overrides})
+        self.limits = base
+        self.connect_timeout = base.connect_timeout
+        self.max_message_size = base.max_message_size
+        self.max_streams_per_connection = base.max_streams_per_connection
+        self.write_buffer_cap = base.write_buffer_cap
         self.pubsub = pubsub if pubsub is not None else PubSub()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: open streams per principal, across its connections
+        self._streams_by_principal: dict[str, int] = {}
+        self._lingering = 0
+        self._housekeeping: asyncio.TimerHandle | None = None
+        interval = base.refusal_log_interval
+        self.refused_connections = RateLimitedLog(logger, "IPC connections", interval=interval)
+        self.refused_operations = RateLimitedLog(logger, "IPC operations", interval=interval)
         # One-entry cache of the SubscriptionResponseMessage payload during a fan-out.
         self._cache_msg: Any = None
         self._cache_topic: str | None = None
@@ -165,20 +238,42 @@ class IpcServer:
             raise RuntimeError("IpcServer is not started")
         return self._loop
 
+    def open_streams(self, principal: str) -> int:
+        """Streams (subscriptions) ``principal`` holds open across its connections."""
+        return self._streams_by_principal.get(principal, 0)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         path = self.socket_path
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(path.lstat().st_mode):
                 path.unlink()  # a stale socket from a previous agent run
-        self._server = await self._loop.create_unix_server(lambda: _Connection(self), path=str(path))
+        _ensure_fd_limit(self.limits.max_connections)
+        self._server = await self._loop.create_unix_server(
+            lambda: _Connection(self), path=str(path), backlog=self.limits.backlog
+        )
         os.chmod(path, SOCKET_MODE)
-        logger.info("IPC server listening on %s", path)
+        self._housekeeping = self._loop.call_later(self.limits.housekeeping_interval, self._housekeep)
+        logger.info("IPC server listening on %s (at most %d connections)", path, self.limits.max_connections)
+
+    def _housekeep(self) -> None:
+        """Periodic: give idle connections their small read buffer back; log refusal summaries."""
+        self._housekeeping = None
+        for conn in self._connections:
+            if not conn.closing:
+                conn.decoder.trim()
+        self.refused_connections.tick()
+        self.refused_operations.tick()
+        if self._server is not None:
+            self._housekeeping = self.loop.call_later(self.limits.housekeeping_interval, self._housekeep)
 
     async def stop(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            self._housekeeping = None
         server.close()
         for conn in list(self._connections):
             conn.close()
@@ -251,8 +346,10 @@ class _Connection(asyncio.BufferedProtocol):
     def __init__(self, server: IpcServer) -> None:
         self.server = server
         self.core = server.core
-        self.decoder = MessageDecoder(server.max_message_size)
+        self.decoder = MessageDecoder(server.limits.preconnect_max_frame, PRECONNECT_BUFFER)
         self.transport: asyncio.Transport | None = None
+        #: an over-cap connection being told so (not counted, reads are dropped)
+        self.refused = False
         self.principal: str | None = None
         self.privileged = False
         self.closing = False
@@ -273,11 +370,33 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport = cast(asyncio.Transport, transport)
-        self.server._connections.add(self)
-        transport.set_write_buffer_limits(high=self.server.write_buffer_cap)
-        self._connect_timer = self.server.loop.call_later(self.server.connect_timeout, self._connect_timed_out)
+        server = self.server
+        cap = server.limits.max_connections
+        if len(server._connections) >= cap:
+            self._refuse_for_load(transport, cap)
+            return
+        server._connections.add(self)
+        transport.set_write_buffer_limits(high=server.write_buffer_cap)
+        self._connect_timer = server.loop.call_later(server.connect_timeout, self._connect_timed_out)
+
+    def _refuse_for_load(self, transport: asyncio.Transport, cap: int) -> None:
+        """Tell an over-cap peer why (IPC_BUSY) and let it go, without counting it."""
+        self.refused = self.closing = True
+        server = self.server
+        server.refused_connections.note(f"connection limit ({cap})")
+        transport.write(rpc.protocol_error(f"agent at its connection limit ({cap}); retry later", AgentBusyError.code))
+        if server._lingering >= MAX_LINGERING or not transport.can_write_eof():
+            transport.close()
+            return
+        # Half-close: the client can still send its CONNECT (no EPIPE) and read the refusal;
+        # the connection goes when the client closes, or after the linger time.
+        server._lingering += 1
+        transport.write_eof()
+        self._connect_timer = server.loop.call_later(server.limits.refused_linger, transport.abort)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self.refused:
+            return _DISCARD
         return self.decoder.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -289,7 +408,10 @@ class _Connection(asyncio.BufferedProtocol):
             try:
                 messages = self.decoder.buffer_updated(nbytes)
             except FrameError as err:
-                self._protocol_failure(f"malformed frame ({err.code}): {err.message}")
+                kind = "oversized frame" if err.code == "FRAME_TOO_LARGE" else "malformed frame"
+                if self.principal is None:
+                    kind += " before CONNECT"
+                self._protocol_failure(f"malformed frame ({err.code}): {err.message}", kind)
                 return
             on_message = self._on_message
             for message in messages:
@@ -308,10 +430,8 @@ class _Connection(asyncio.BufferedProtocol):
         if self.closing:
             return
         self.closing = True
-        logger.warning(
-            "dropping IPC connection of %s: more than %d bytes waiting to be sent (consumer too slow)",
-            self._who(),
-            self.server.write_buffer_cap,
+        self.server.refused_connections.note(
+            f"slow consumer dropped (more than {self.server.write_buffer_cap} bytes waiting to be sent)", self._who()
         )
         transport = self.transport
         if transport is not None:
@@ -322,6 +442,13 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self.refused:
+            self.refused = False
+            if self._connect_timer is not None:  # it was lingering
+                self._connect_timer.cancel()
+                self._connect_timer = None
+                self.server._lingering -= 1
+            return
         if self._deferred_timer is not None:
             self._deferred_timer.cancel()
             self._deferred_timer = None
@@ -329,11 +456,8 @@ class _Connection(asyncio.BufferedProtocol):
             self._connect_timer.cancel()
             self._connect_timer = None
         streams, self.streams = self.streams, {}
-        for end in streams.values():
-            try:
-                end()
-            except Exception:
-                logger.exception("ending an IPC subscription of %s failed", self._who())
+        for sid in list(streams):
+            self._stream_closed(streams.pop(sid))
         for task in self.tasks:
             task.cancel()
         self.server._connections.discard(self)
@@ -342,6 +466,39 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _who(self) -> str:
         return self.principal if self.principal is not None else "an unauthenticated peer"
+
+    def require_principal(self) -> str:
+        """The authenticated principal; :class:`IpcNotAuthenticatedError` if CONNECT has not succeeded."""
+        principal = self.principal
+        if principal is None:
+            raise IpcNotAuthenticatedError("this IPC connection has not completed CONNECT: no operation is allowed")
+        return principal
+
+    def add_stream(self, sid: int, end: Callable[[], None]) -> None:
+        """Record an open stream (counted against the component's limit); ``end`` closes it."""
+        principal = self.require_principal()
+        self.streams[sid] = end
+        counts = self.server._streams_by_principal
+        counts[principal] = counts.get(principal, 0) + 1
+
+    def end_stream(self, sid: int) -> None:
+        end = self.streams.pop(sid, None)
+        if end is not None:
+            self._stream_closed(end)
+
+    def _stream_closed(self, end: Callable[[], None]) -> None:
+        principal = self.principal
+        if principal is not None:
+            counts = self.server._streams_by_principal
+            left = counts.get(principal, 0) - 1
+            if left > 0:
+                counts[principal] = left
+            else:
+                counts.pop(principal, None)
+        try:
+            end()
+        except Exception:
+            logger.exception("ending an IPC subscription of %s failed", self._who())
 
     def close(self) -> None:
         if not self.closing:
@@ -391,15 +548,15 @@ class _Connection(asyncio.BufferedProtocol):
             transport.write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
 
-    def _protocol_failure(self, reason: str) -> None:
-        logger.warning("closing IPC connection of %s: %s", self._who(), reason)
+    def _protocol_failure(self, reason: str, kind: str | None = None) -> None:
+        self.server.refused_connections.note(kind or "protocol error", f"{self._who()}: {reason}")
         self.write(rpc.protocol_error(reason))
         self.close()
 
     def _connect_timed_out(self) -> None:
         self._connect_timer = None
         if self.principal is None and not self.closing:
-            logger.info("closing IPC connection: no CONNECT within %.1f s", self.server.connect_timeout)
+            self.server.refused_connections.note(f"no CONNECT within {self.server.connect_timeout:g} s")
             self.close()
 
     # -- messages ---------------------------------------------------------------------------
@@ -444,12 +601,13 @@ class _Connection(asyncio.BufferedProtocol):
                 logger.exception("IPC authentication failed with an unexpected error")
                 principal = None
         if principal is None:
-            logger.info("IPC connection rejected: unknown or missing authToken")
+            self.server.refused_connections.note("unknown or missing authToken")
             self.write(rpc.connect_ack(False))
             self.close()
             return
         self.principal = principal
         self.privileged = bool(self.core.is_privileged(principal))
+        self.decoder.max_message_size = self.server.max_message_size
         self.write(rpc.connect_ack(True))
 
     def _on_application_message(self, headers: dict[str, Any], payload: bytes) -> None:
@@ -457,11 +615,9 @@ class _Connection(asyncio.BufferedProtocol):
         if type(sid) is not int or sid <= 0:
             self._protocol_failure(f"application message with invalid :stream-id {sid!r}")
             return
-        end = self.streams.get(sid)
-        if end is not None:
+        if sid in self.streams:
             if headers.get(rpc.H_MESSAGE_FLAGS, 0) & rpc.FLAG_TERMINATE_STREAM:
-                del self.streams[sid]
-                end()
+                self.end_stream(sid)
             return
         if sid <= self.last_stream_id:
             return  # a late message (e.g. terminate) on a stream that already ended
@@ -508,6 +664,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _write_error(self, sid: int, operation: str, err: BaseException) -> None:
         error_type, message, extra = _error_shape(operation, err)
+        if isinstance(err, UnauthorizedError | IpcStreamLimitError):
+            code = err.code
+            self.server.refused_operations.note(f"{rpc.short_name(operation)} ({code})", f"{self._who()}: {message}")
         self.write(rpc.application_error(sid, error_type, message, extra=extra))
 
     async def _finish(self, sid: int, operation: str, pending: Awaitable[dict[str, Any]]) -> None:
@@ -524,10 +683,9 @@ class _Connection(asyncio.BufferedProtocol):
             self._write_error(sid, operation, err)
 
     def authorize(self, service: str, operation: str, resource: str | None) -> None:
+        principal = self.require_principal()
         if self.privileged:
             return
-        principal = self.principal
-        assert principal is not None
         acl = self.core.access_control(principal)
         # Decisions are cached while the core hands back the very same accessControl object;
         # a new object (the configuration changed) starts a fresh cache.
@@ -546,10 +704,18 @@ class _Connection(asyncio.BufferedProtocol):
             raise UnauthorizedError(f"principal {principal} is not authorized to perform {service}:{operation}{target}")
 
     def check_stream_capacity(self) -> None:
-        if len(self.streams) >= self.server.max_streams_per_connection:
-            raise _Reject(
-                rpc.ERR_SERVICE,
-                f"too many open streams on this connection (limit {self.server.max_streams_per_connection})",
+        """Raise :class:`IpcStreamLimitError` if one more stream would exceed a limit."""
+        principal = self.require_principal()
+        limits = self.server.limits
+        if len(self.streams) >= limits.max_streams_per_connection:
+            raise IpcStreamLimitError(
+                f"too many open streams on this connection (limit {limits.max_streams_per_connection}); "
+                "close a subscription first"
+            )
+        if self.server.open_streams(principal) >= limits.max_streams_per_component:
+            raise IpcStreamLimitError(
+                f"too many open streams for {principal} across its connections "
+                f"(limit {limits.max_streams_per_component}); close a subscription first"
             )
 
     def send_config_event(self, sid: int, component: str, key_path: list[str]) -> None:
@@ -587,8 +753,7 @@ def _publish_to_topic(conn: _Connection, sid: int, operation: str, request: dict
     if not isinstance(publish_message, dict):
         raise InvalidInputError("publishMessage must be an object with jsonMessage or binaryMessage")
     conn.authorize(authz.PUBSUB_SERVICE, operation, topic)
-    principal = conn.principal
-    assert principal is not None
+    principal = conn.require_principal()
     json_message = publish_message.get("jsonMessage")
     if json_message is not None:
         if not isinstance(json_message, dict):
@@ -618,18 +783,16 @@ def _subscribe_to_topic(conn: _Connection, sid: int, operation: str, request: di
         raise InvalidInputError(f"receiveMode must be one of {', '.join(rpc.RECEIVE_MODES)}, got {mode!r}")
     conn.authorize(authz.PUBSUB_SERVICE, operation, topic)
     conn.check_stream_capacity()
-    principal = conn.principal
-    assert principal is not None
+    principal = conn.require_principal()
     conn.write(rpc.application_message(sid, rpc.response_model(operation), rpc.dumps({"topicName": topic})))
     pubsub = conn.server.pubsub
     handle = pubsub.subscribe(topic, principal, _TopicStream(conn, sid).deliver, mode)
-    conn.streams[sid] = lambda: pubsub.unsubscribe(handle)
+    conn.add_stream(sid, lambda: pubsub.unsubscribe(handle))
     return None
 
 
 async def _get_configuration(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
-    principal = conn.principal
-    assert principal is not None
+    principal = conn.require_principal()
     component = _string_field(request, "componentName", required=False) or principal
     key_path = _key_path(request)
     if component != principal:
@@ -641,11 +804,12 @@ async def _get_configuration(conn: _Connection, sid: int, operation: str, reques
 
 
 async def _update_configuration(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
-    principal = conn.principal
-    assert principal is not None
+    principal = conn.require_principal()
     key_path = _key_path(request)
     if "valueToMerge" not in request:
         raise InvalidInputError("valueToMerge is required")
+    # Policy changes only through a deployment: the whole update is refused, nothing changes.
+    authz.check_configuration_update(principal, key_path, request["valueToMerge"])
     raw_ts = request.get("timestamp")
     if raw_ts is None:
         timestamp = time.time()
@@ -658,8 +822,7 @@ async def _update_configuration(conn: _Connection, sid: int, operation: str, req
 
 
 def _subscribe_to_configuration_update(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> None:
-    principal = conn.principal
-    assert principal is not None
+    principal = conn.require_principal()
     component = _string_field(request, "componentName", required=False) or principal
     key_path = _key_path(request)
     if component != principal:
@@ -673,13 +836,12 @@ def _subscribe_to_configuration_update(conn: _Connection, sid: int, operation: s
 
     unsubscribe = conn.core.subscribe_configuration(principal, component, key_path, changed)
     conn.write(rpc.application_message(sid, rpc.response_model(operation), _EMPTY_JSON))
-    conn.streams[sid] = unsubscribe
+    conn.add_stream(sid, unsubscribe)
     return None
 
 
 async def _update_state(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
-    principal = conn.principal
-    assert principal is not None
+    principal = conn.require_principal()
     state = request.get("state")
     if state not in LIFECYCLE_STATES:
         raise InvalidInputError(f"state must be one of {', '.join(LIFECYCLE_STATES)}, got {state!r}")
@@ -697,8 +859,7 @@ _CLI_RESOURCE_FIELD: Final = {
 
 
 async def _cli_operation(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
-    principal = conn.principal
-    assert principal is not None
+    principal = conn.require_principal()
     field = _CLI_RESOURCE_FIELD.get(operation)
     resource = _string_field(request, field) if field is not None else None
     conn.authorize(authz.CLI_SERVICE, operation, resource)
@@ -717,3 +878,26 @@ _HANDLERS: Final[dict[str, Handler]] = {
     rpc.OP_UPDATE_STATE: _update_state,
     **{op: _cli_operation for op in rpc.CLI_OPERATIONS},
 }
+
+
+def registered_operations() -> list[str]:
+    """Every operation the server answers (full names), for docs/ipc.md's table and its test."""
+    return sorted(_HANDLERS)
+
+
+def _ensure_fd_limit(max_connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE so the connection cap, not EMFILE, is what limits connections."""
+    wanted = max_connections + 256  # components' pipes, the store, log files, sockets to the hub
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if new > soft:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+                soft = new
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        logger.warning(
+            "the open-file limit (%d) is below what %d IPC connections need (~%d): connections may be "
+            "refused by the OS before the agent's own limit; raise the hard limit (ulimit -Hn)",
+            soft, max_connections, wanted,
+        )

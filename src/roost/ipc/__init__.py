@@ -10,6 +10,7 @@ from roost.ipc.client import (
     SyncSubscription,
 )
 from roost.ipc.errors import (
+    AgentBusyError,
     ConflictIpcError,
     ConnectionRefusedByServer,
     FrameError,
@@ -25,6 +26,7 @@ from roost.ipc.errors import (
 )
 
 __all__ = [
+    "AgentBusyError",
     "ConfigurationUpdate",
     "ConflictIpcError",
     "ConnectionRefusedByServer",

@@ -32,6 +32,7 @@ import inspect
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -40,6 +41,7 @@ from typing import Any, Final, Generic, TypeVar, cast
 
 from roost.ipc import rpc
 from roost.ipc.errors import (
+    AgentBusyError,
     ConnectionRefusedByServer,
     FrameError,
     InvalidArgumentsIpcError,
@@ -296,6 +298,28 @@ class _ClientProtocol(asyncio.BufferedProtocol):
         self.client._connection_lost(exc)
 
 
+def _connect_socket(path: str) -> socket.socket:
+    """A connected non-blocking Unix socket, or a specific error.
+
+    A full listen backlog answers a non-blocking ``connect`` with EAGAIN at once: that is the
+    agent being overloaded (:class:`AgentBusyError`), not a lost connection.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        sock.connect(path)
+    except BlockingIOError as err:
+        sock.close()
+        raise AgentBusyError(
+            f"the IPC server at {path} is not accepting connections: its listen backlog is full "
+            "(too many connections waiting); retry later"
+        ) from err
+    except OSError as err:
+        sock.close()
+        raise IpcConnectionClosedError(f"cannot connect to the IPC socket {path}: {err}") from err
+    return sock
+
+
 def _expire(future: asyncio.Future[Any], make_error: Callable[[], BaseException]) -> None:
     if not future.done():
         future.set_exception(make_error())
@@ -365,16 +389,21 @@ class IpcClient:
             raise IpcError(f"no IPC auth token: pass auth_token or set {ENV_TOKEN}", code="IPC_NOT_CONFIGURED")
         client = cls(path)
         loop = client._loop
+        sock = _connect_socket(path)
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_unix_connection(lambda: _ClientProtocol(client, client._max_message_size), path)
+                await loop.create_unix_connection(lambda: _ClientProtocol(client, client._max_message_size),
+                                                  sock=sock)
                 assert client._transport is not None
                 client._transport.write(rpc.connect_message(token))
                 accepted = await client._connect_future
         except TimeoutError:
+            if client._transport is None:
+                sock.close()
             client._abort(None)
             raise IpcTimeoutError(f"no CONNECT_ACK from the IPC server at {path} within {timeout} s") from None
         except OSError as err:
+            sock.close()
             raise IpcConnectionClosedError(f"cannot connect to the IPC socket {path}: {err}") from err
         if not accepted:
             client._abort(None)
@@ -479,6 +508,17 @@ class IpcClient:
             self._write(rpc.ping_response(message.payload))
         elif mtype == rpc.PROTOCOL_ERROR or mtype == rpc.INTERNAL_ERROR:
             text = message.payload.decode("utf-8", "replace")
+            try:
+                doc = _loads(message.payload) if message.payload else {}
+            except ValueError:
+                doc = {}
+            if isinstance(doc, dict) and doc.get("code") == AgentBusyError.code and self._closed is None:
+                # The agent is at its connection limit: a specific, retryable error with its words.
+                self._closed = AgentBusyError(
+                    f"the IPC server at {self.socket_path} refused the connection: {doc.get('message', text)}"
+                )
+                self._abort(None)
+                return
             self._abort(ProtocolError(f"the IPC server reported a protocol error: {text}"))
 
     def _write(self, data: bytes) -> None:

@@ -11,6 +11,7 @@
           ├── ProtocolError                PROTOCOL_ERROR    valid frames, wrong conversation
           ├── ConnectionRefusedByServer    CONNECT_REJECTED  SVCUID refused (Reauthenticate)
           ├── IpcConnectionClosedError     CONNECTION_CLOSED the connection went away (Retryable)
+          │    └── AgentBusyError          IPC_BUSY          the agent refused the connection for load (Retryable)
           ├── IpcTimeoutError              IPC_TIMEOUT       no answer in time (Retryable)
           └── ServiceErrorResponse         SERVICE_ERROR_RESPONSE  the server answered with an error
                ├── UnauthorizedIpcError    UNAUTHORIZED
@@ -73,6 +74,13 @@ class IpcConnectionClosedError(Retryable, IpcError):
     """The IPC connection closed while a call was pending; reconnect and retry."""
 
     code = "CONNECTION_CLOSED"
+
+
+class AgentBusyError(IpcConnectionClosedError):
+    """The agent refused the connection because it is at its connection limit (or its listen
+    backlog is full): retry later, with backoff. The message names the limit."""
+
+    code = "IPC_BUSY"
 
 
 class IpcTimeoutError(Retryable, IpcError):

@@ -250,6 +250,13 @@ class MessageDecoder:
     :meth:`get_buffer` (the transport reads straight into the decoder's reused buffer: no
     allocation per read) then :meth:`buffer_updated`.
 
+    Memory: the buffer starts at ``buffer_size`` bytes. A read that fills all the space offered
+    marks the peer as busy: from then on reads get at least 16 KiB into a buffer of at least
+    64 KiB. A message larger than the buffer grows it to that message's size (never above
+    ``max_message_size``: the prelude is checked first); once the message is consumed it shrinks
+    back. :meth:`trim` returns an idle decoder to its initial size, so a server with many
+    quiet connections pays ``buffer_size`` per connection, not 64 KiB.
+
     Header sections that differ from an earlier one only in the ``:stream-id`` value (every
     request of a kind, from one peer) are not decoded again: the earlier decode is copied and
     the stream id patched in.
@@ -258,25 +265,56 @@ class MessageDecoder:
     lost its framing); close the connection.
     """
 
-    __slots__ = ("_buf", "_end", "_layouts", "_max", "_need", "_start")
+    __slots__ = ("_base", "_buf", "_end", "_initial", "_layouts", "_max", "_min_read", "_need", "_offered",
+                 "_start")
 
-    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, buffer_size: int = _BUFFER_SIZE) -> None:
+        if buffer_size < PRELUDE_SIZE:
+            raise ValueError(f"buffer_size must be at least {PRELUDE_SIZE}")
         self._max = max_message_size
-        self._buf = bytearray(_BUFFER_SIZE)
+        self._initial = buffer_size
+        self._base = buffer_size
+        self._min_read = min(_MIN_READ, buffer_size)
+        self._buf = bytearray(buffer_size)
         self._start = 0
         self._end = 0
         self._need = 0
+        self._offered = 0
         self._layouts: list[_Layout] = []
+
+    @property
+    def max_message_size(self) -> int:
+        """Frames whose declared total length exceeds this raise :class:`FrameTooLargeError`."""
+        return self._max
+
+    @max_message_size.setter
+    def max_message_size(self, value: int) -> None:
+        self._max = value
 
     @property
     def buffered(self) -> int:
         """Bytes received that do not yet form a complete message."""
         return self._end - self._start
 
+    @property
+    def capacity(self) -> int:
+        """Bytes currently allocated for the read buffer."""
+        return len(self._buf)
+
     def check_eof(self) -> None:
         """Raise :class:`FrameTruncatedError` if the stream ended inside a message."""
         if self._end > self._start:
             raise FrameTruncatedError(f"stream ended inside a message ({self._end - self._start} bytes pending)")
+
+    def trim(self) -> bool:
+        """Give an idle decoder (nothing pending) its initial small buffer back; True if it shrank."""
+        if self._end != self._start or (len(self._buf) <= self._initial and self._base == self._initial):
+            return False
+        self._buf = bytearray(self._initial)
+        self._start = self._end = self._need = 0
+        self._base = self._initial
+        self._min_read = min(_MIN_READ, self._initial)
+        return True
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Free space to read into (then call :meth:`buffer_updated` with the count read)."""
@@ -284,22 +322,30 @@ class MessageDecoder:
         start, end = self._start, self._end
         size = len(buf)
         pending = end - start
-        want = max(self._need, pending + _MIN_READ)
-        if pending == 0 and size > _BUFFER_SIZE and want <= _BUFFER_SIZE:
-            self._buf = buf = bytearray(_BUFFER_SIZE)  # a large message is done: shrink back
+        min_read = self._min_read
+        base = self._base
+        want = max(self._need, pending + min_read)
+        if pending == 0 and size > base and want <= base:
+            self._buf = buf = bytearray(base)  # a large message is done: shrink back
             self._start = self._end = 0
-        elif size - start < want or size - end < _MIN_READ:
-            if want > size:
-                new = bytearray(max(want, size * 2))
+        elif size < base or size - start < want or size - end < min_read:
+            if want > size or size < base:
+                new = bytearray(max(want, size * 2 if want > size else 0, base))
                 new[:pending] = buf[start:end]
                 self._buf = buf = new
             else:
                 buf[:pending] = buf[start:end]
             self._start, self._end = 0, pending
-        return memoryview(buf)[self._end :]
+        view = memoryview(buf)[self._end :]
+        self._offered = len(view)
+        return view
 
     def buffer_updated(self, nbytes: int) -> list[Message]:
         """``nbytes`` were written at the start of the last :meth:`get_buffer`; return the messages completed."""
+        if nbytes >= self._offered and self._base < _BUFFER_SIZE:
+            # The read filled all the space offered: a busy peer; read in large chunks from now on.
+            self._base = _BUFFER_SIZE
+            self._min_read = _MIN_READ
         self._end += nbytes
         return self._parse()
 

@@ -251,9 +251,15 @@ def ping_response(payload: bytes = b"") -> bytes:
     return build(PING_RESPONSE, 0, payload)
 
 
-def protocol_error(message: str) -> bytes:
-    """A connection-level PROTOCOL_ERROR (the sender closes the connection after it)."""
-    return build(PROTOCOL_ERROR, 0, dumps({"message": message}))
+def protocol_error(message: str, code: str | None = None) -> bytes:
+    """A connection-level PROTOCOL_ERROR (the sender closes the connection after it).
+
+    ``code`` (a Roost error code such as ``IPC_BUSY``) lets Roost's client raise the matching
+    error; other clients only see the message."""
+    doc: dict[str, Any] = {"message": message}
+    if code is not None:
+        doc["code"] = code
+    return build(PROTOCOL_ERROR, 0, dumps(doc))
 
 
 def internal_error(message: str) -> bytes:
