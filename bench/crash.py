@@ -202,7 +202,8 @@ def agent_processes(root: str | Path) -> list[int]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if "agent" not in argv or "--root" not in argv:
+        # `python -m roost.agent --root R ...` (the detached agent) or `roost agent start --root R`
+        if not ({"agent", "roost.agent"} & set(argv)) or "--root" not in argv:
             continue
         i = argv.index("--root")
         if i + 1 < len(argv) and argv[i + 1] in roots:
@@ -365,6 +366,7 @@ class Harness:
         self.rng = rng
         self.settle_timeout = settle_timeout
         self.agent_starts: list[float] = []
+        self.prepared = 0
 
     # agent lifecycle
     def start_agent(self) -> None:
@@ -453,25 +455,47 @@ class Harness:
                                f"{proc.stderr[-500:]}")
         return str(json.loads(proc.stdout)["deploymentId"])
 
+    def deploy_and_wait(self, args: list[str]) -> float:
+        """Submit, wait (bounded) for the deployment's end and for a settled agent; seconds to the end."""
+        dep_id = self.submit(args)
+        t0 = time.monotonic()
+        deadline = t0 + 120
+        while time.monotonic() < deadline:
+            out = ipc(self.root, "GetLocalDeploymentStatus", {"deploymentId": dep_id, "waitSeconds": 20},
+                      timeout=30)
+            if out is not None and out["deployment"]["status"] not in ACTIVE_DEPLOYMENT:
+                break
+        took = time.monotonic() - t0
+        ok, _c, _d = self.settle()
+        if not ok:
+            raise HarnessError("the agent did not settle after an uninterrupted deployment")
+        return took
+
     def calibrate(self, n: int) -> list[float]:
         """Seconds from the return of ``deployment create`` to the deployment's end, for n deployments."""
         durations = []
         for _ in range(n):
-            comps = self.components() or []
-            _ops, args = self.choose(comps)
-            dep_id = self.submit(args)
-            t0 = time.monotonic()
-            deadline = t0 + 120
-            while time.monotonic() < deadline:
-                out = ipc(self.root, "GetLocalDeploymentStatus", {"deploymentId": dep_id, "waitSeconds": 20},
-                          timeout=30)
-                if out is not None and out["deployment"]["status"] not in ACTIVE_DEPLOYMENT:
-                    break
-            durations.append(time.monotonic() - t0)
-            ok, _c, _d = self.settle()
-            if not ok:
-                raise HarnessError("the agent did not settle during calibration")
+            comps = self.prepare()
+            durations.append(self.deploy_and_wait(self.choose(comps)[1]))
         return durations
+
+    def prepare(self) -> list[dict[str, Any]]:
+        """Make sure at least two roots run before a trial, so that changes and removals happen as often
+        as additions (a deployment killed in progress is rolled back, which empties the device over time).
+        The preparing deployment is not interrupted. Returns the agent's components."""
+        comps = self.components() or []
+        roots = {c["componentName"] for c in comps if c.get("isRoot")}
+        if len(roots) >= 2:
+            return comps
+        missing = [n for n in NAMES if n not in roots]
+        self.rng.shuffle(missing)
+        args = ["deployment", "create", "--root", str(self.root), "--recipe-dir", str(self.recipes),
+                "--artifact-dir", str(self.artifacts), "--json"]
+        for name in missing[:self.rng.randint(2 - len(roots), len(missing))]:
+            args += ["--merge", f"{name}={self.rng.choice(VERSIONS)}"]
+        self.deploy_and_wait(args)
+        self.prepared += 1
+        return self.components() or []
 
 
 def check(procs: list[Proc], comps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -553,8 +577,9 @@ def run(args: argparse.Namespace) -> int:
     totals = Counter[str]()
     calibration: list[float] = []
     typical = 0.0
+    timing: dict[str, list[float]] = {}
     error: str | None = None
-    t_start = time.monotonic()
+    t_start = t_trials = time.monotonic()
     deadline = t_start + args.max_minutes * 60 if args.max_minutes else None
     try:
         log(f"crash harness: root {root}, seed {args.seed}, {args.trials} trials")
@@ -570,6 +595,8 @@ def run(args: argparse.Namespace) -> int:
                 break
             trial = one_trial(harness, i, typical, stop_check=(i % args.stop_every == 0))
             trials.append(trial)
+            for part, secs in trial["timing_s"].items():
+                timing.setdefault(part, []).append(secs)
             for kind in {op[0] for op in trial["ops"]}:
                 kinds[kind] += 1
             failed = trial["failed"]
@@ -588,10 +615,10 @@ def run(args: argparse.Namespace) -> int:
                 log(f"trial {i}: {'FAILED' if failed else 'ok'} ({trial['phase']['deployment_status']}, "
                     f"delay {trial['kill_delay_s']:.2f} s) totals: {dict(totals)}")
         trials_elapsed = time.monotonic() - t_trials
-    except HarnessError as err:
-        error = str(err)
-        log(f"harness error: {err}")
-        trials_elapsed = time.monotonic() - t_start
+    except (HarnessError, KeyboardInterrupt, SystemExit) as err:
+        error = f"{type(err).__name__}: {err}"
+        log(f"harness error: {error}")
+        trials_elapsed = time.monotonic() - (t_trials if trials else t_start)
     finally:
         leftovers_at_end = cleanup(harness)
         if not args.keep:
@@ -607,11 +634,13 @@ def run(args: argparse.Namespace) -> int:
         "stop_checks": totals["stop_checks"], "stop_leftover_trials": totals["stop_leftover_trials"],
         "stop_leftover_processes": totals["stop_leftovers"],
         "unsettled_trials": totals["unsettled_trials"], "missing_trials": totals["missing_trials"],
+        "preparing_deployments": harness.prepared,
         "killed_by_harness": totals["killed_by_harness"], "killed_at_final_cleanup": leftovers_at_end,
         "trials_elapsed_s": round(trials_elapsed, 1),
         "trials_per_minute": round(done / trials_elapsed * 60, 2) if done and trials_elapsed > 0 else None,
         "agent_start_median_s": round(statistics.median(harness.agent_starts), 3) if harness.agent_starts else None,
         "harness_error": error,
+        "trial_seconds_median_by_part": {k: round(statistics.median(v), 3) for k, v in timing.items()},
     }
     result = {
         "benchmark": "crash",
@@ -645,17 +674,23 @@ def run(args: argparse.Namespace) -> int:
 
 def one_trial(h: Harness, index: int, max_delay: float, *, stop_check: bool) -> dict[str, Any]:
     t0 = time.monotonic()
-    comps_before = h.components() or []
+    prepared_before = h.prepared
+    comps_before = h.prepare()
     ops, args = h.choose(comps_before)
+    marks = {"start": time.monotonic()}
     dep_id = h.submit(args)
+    marks["submitted"] = time.monotonic()
     delay = h.rng.uniform(0, max_delay)
     time.sleep(delay)
     killed = h.kill_agent()
     at_kill = db_view(h.root, dep_id)
     procs_at_kill = scan(h.root)
     transient = transient_steps(procs_at_kill)
+    marks["killed"] = time.monotonic()
     h.start_agent()
+    marks["restarted"] = time.monotonic()
     settled, comps, deps = h.settle()
+    marks["settled"] = time.monotonic()
     procs = scan(h.root)
     result = check(procs, comps)
     leftover = len(result["leftovers"])
@@ -672,10 +707,12 @@ def one_trial(h: Harness, index: int, max_delay: float, *, stop_check: bool) -> 
         killed_by_harness = kill_procs(after)
         failed = failed or bool(stop_leftovers) or stop_rc != 0
         h.start_agent()
+    marks["end"] = time.monotonic()
     ours = next((d for d in deps if d.get("deploymentId") == dep_id), None)
     trial: dict[str, Any] = {
         "trial": index,
         "ops": ops,
+        "prepared": h.prepared > prepared_before,
         "kill_delay_s": round(delay, 3),
         "agent_pid_killed": killed,
         "phase": {"deployment_status": at_kill.get("deployment_status", "UNKNOWN"),
@@ -693,6 +730,12 @@ def one_trial(h: Harness, index: int, max_delay: float, *, stop_check: bool) -> 
         "stop_leftover_details": stop_leftovers,
         "killed_by_harness": killed_by_harness,
         "seconds": round(time.monotonic() - t0, 2),
+        "timing_s": {"prepare": round(marks["start"] - t0, 3),
+                     "submit": round(marks["submitted"] - marks["start"], 3),
+                     "delay_and_kill": round(marks["killed"] - marks["submitted"], 3),
+                     "restart": round(marks["restarted"] - marks["killed"], 3),
+                     "settle": round(marks["settled"] - marks["restarted"], 3),
+                     "check_and_stop": round(marks["end"] - marks["settled"], 3)},
         "failed": failed,
     }
     return trial
