@@ -87,3 +87,66 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         RotatingLog(tmp_path / "e.log", max_bytes=10)
     with pytest.raises(ValueError, match="backups"):
         RotatingLog(tmp_path / "e.log", backups=-1)
+
+
+# -- the agent's own log and rate-limited refusals -------------------------------------------------
+
+
+def test_agent_log_handler_rotates_at_the_cap_and_truncates_huge_records(tmp_path: Path) -> None:
+    import logging
+
+    from roost.agent.logfile import CappedRotatingFileHandler
+
+    path = tmp_path / "logs" / "agent.log"
+    path.parent.mkdir()
+    handler = CappedRotatingFileHandler(path, maxBytes=4096, backupCount=2, encoding="utf-8")
+    log = logging.getLogger("test.agentlog.rotation")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        for i in range(2000):
+            log.warning("refused connection %d: unknown or missing authToken", i)
+        log.error("x" * 100_000)  # one record far above the cap
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    files = sorted(path.parent.iterdir())
+    assert [f.name for f in files] == ["agent.log", "agent.log.1", "agent.log.2"]
+    assert all(f.stat().st_size <= 4096 for f in files), [f.stat().st_size for f in files]
+    assert "[truncated]" in path.read_text()
+
+
+def test_rate_limited_log_is_o1_lines_per_interval_and_logs_recovery_once() -> None:
+    import logging
+
+    from roost.agent.logfile import RateLimitedLog
+
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    log = logging.getLogger("test.ratelimited")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(Collect())
+    now = [100.0]
+    rl = RateLimitedLog(log, "IPC connections", interval=60.0, clock=lambda: now[0])
+    for i in range(1234):
+        rl.note("unknown or missing authToken" if i % 2 else "connection limit (1024)")
+    assert len(records) == 1 and records[0].startswith("refused IPC connections: connection limit (1024)")
+    rl.tick()  # the interval has not passed: nothing
+    assert len(records) == 1
+    now[0] += 60
+    rl.tick()
+    assert records[1] == ("refused 1233 IPC connections in the last 60 s: 617 unknown or missing authToken, "
+                          "616 connection limit (1024)")
+    now[0] += 60
+    rl.tick()  # a quiet interval: the recovery, once
+    assert records[2] == "no IPC connections refused in the last 60 s (1234 in all so far)"
+    now[0] += 60
+    rl.tick()
+    assert len(records) == 3 and not rl.degraded
+    rl.note("unknown or missing authToken")  # a new degradation is logged at once again
+    assert len(records) == 4

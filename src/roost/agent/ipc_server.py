@@ -348,8 +348,9 @@ class _Connection(asyncio.BufferedProtocol):
         self.core = server.core
         self.decoder = MessageDecoder(server.limits.preconnect_max_frame, PRECONNECT_BUFFER)
         self.transport: asyncio.Transport | None = None
-        #: an over-cap connection being told so (not counted, reads are dropped)
+        #: the final answer is sent: reads are dropped, the connection no longer counts
         self.refused = False
+        self._linger_timer: asyncio.TimerHandle | None = None
         self.principal: str | None = None
         self.privileged = False
         self.closing = False
@@ -381,18 +382,37 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _refuse_for_load(self, transport: asyncio.Transport, cap: int) -> None:
         """Tell an over-cap peer why (IPC_BUSY) and let it go, without counting it."""
-        self.refused = self.closing = True
-        server = self.server
-        server.refused_connections.note(f"connection limit ({cap})")
+        self.server.refused_connections.note(f"connection limit ({cap})")
         transport.write(rpc.protocol_error(f"agent at its connection limit ({cap}); retry later", AgentBusyError.code))
+        self._linger_close()
+
+    def _linger_close(self) -> None:
+        """Close after a final answer so that the peer can read it.
+
+        Closing a Unix socket with unread input resets the peer, which then loses what was
+        sent to it. So: send what is pending, half-close (the peer can still write its CONNECT
+        or the rest of a frame: no EPIPE), drop everything it sends into a shared scratch
+        buffer, and go when it closes or after ``refused_linger`` s. The connection stops
+        counting against the cap at once; at most :data:`MAX_LINGERING` linger at a time
+        (beyond that, plain close).
+        """
+        if self.refused:
+            return
+        if self._deferred:
+            self.write(b"")
+        self.flush()
+        self._release()
+        self.closing = self.refused = True
+        transport = self.transport
+        if transport is None:
+            return
+        server = self.server
         if server._lingering >= MAX_LINGERING or not transport.can_write_eof():
             transport.close()
             return
-        # Half-close: the client can still send its CONNECT (no EPIPE) and read the refusal;
-        # the connection goes when the client closes, or after the linger time.
         server._lingering += 1
         transport.write_eof()
-        self._connect_timer = server.loop.call_later(server.limits.refused_linger, transport.abort)
+        self._linger_timer = server.loop.call_later(server.limits.refused_linger, transport.abort)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.refused:
@@ -442,13 +462,14 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        if self.refused:
-            self.refused = False
-            if self._connect_timer is not None:  # it was lingering
-                self._connect_timer.cancel()
-                self._connect_timer = None
-                self.server._lingering -= 1
-            return
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+            self.server._lingering -= 1
+        self._release()
+
+    def _release(self) -> None:
+        """End the connection's streams, tasks and timers; it no longer counts (idempotent)."""
         if self._deferred_timer is not None:
             self._deferred_timer.cancel()
             self._deferred_timer = None
@@ -551,7 +572,7 @@ class _Connection(asyncio.BufferedProtocol):
     def _protocol_failure(self, reason: str, kind: str | None = None) -> None:
         self.server.refused_connections.note(kind or "protocol error", f"{self._who()}: {reason}")
         self.write(rpc.protocol_error(reason))
-        self.close()
+        self._linger_close()
 
     def _connect_timed_out(self) -> None:
         self._connect_timer = None
@@ -603,7 +624,7 @@ class _Connection(asyncio.BufferedProtocol):
         if principal is None:
             self.server.refused_connections.note("unknown or missing authToken")
             self.write(rpc.connect_ack(False))
-            self.close()
+            self._linger_close()
             return
         self.principal = principal
         self.privileged = bool(self.core.is_privileged(principal))
