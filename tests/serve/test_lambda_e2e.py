@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 HANDLERS = "com.test.LambdaHandlers"
 REQ, RES = "test/lambda/request", "test/lambda/result"
+MEMORY_MB = 64
 
 # An ordinary Lambda handler: knows nothing of Roost. The request body says what to do.
 HANDLER_PY = textwrap.dedent("""
@@ -43,6 +44,11 @@ HANDLER_PY = textwrap.dedent("""
         CALLS["n"] += 1
         request = json.loads(event["body"])
         action = request.get("action")
+        if action == "allocate":  # hold that many MiB, touched, for the rest of the invocation
+            block = bytearray(request["mib"] * 1024 * 1024)
+            block[::4096] = b"x" * len(block[::4096])
+            return {"statusCode": 200, "body": json.dumps({"allocated": len(block), "pid": os.getpid(),
+                                                           "calls": CALLS["n"]})}
         if action == "raise":
             raise CorkedBottleError("the bottle is corked")
         if action == "sleep":
@@ -53,7 +59,7 @@ HANDLER_PY = textwrap.dedent("""
             second = context.get_remaining_time_in_millis()
             return {"statusCode": 200, "body": json.dumps({
                 "function_name": context.function_name, "aws_request_id": context.aws_request_id,
-                "remaining": [first, second]})}
+                "memory_limit_in_mb": context.memory_limit_in_mb, "remaining": [first, second]})}
         return {"statusCode": 201, "body": json.dumps({
             "calls": CALLS["n"], "pid": os.getpid(), "event_keys": sorted(event), "request": request})}
 """)
@@ -79,7 +85,7 @@ def handlers(magent: Cli, tmp_path_factory: pytest.TempPathFactory) -> Cli:
     ws = Workspace(tmp_path_factory.mktemp("lambda-ws"))
     ws.component(HANDLERS, "1.0.0", {
         "Run": "roost lambda run --handler handlers.handler --path {artifacts:path} --timeout 1 "
-               f"--function-name test-fn --request-topic {REQ} --result-topic {RES}"},
+               f"--memory-mb {MEMORY_MB} --function-name test-fn --request-topic {REQ} --result-topic {RES}"},
         files={"handlers.py": HANDLER_PY},
         config={"accessControl": {"aws.greengrass.ipc.pubsub": {f"{HANDLERS}:pubsub:1": {
             "operations": ["aws.greengrass#SubscribeToTopic", "aws.greengrass#PublishToTopic"],
@@ -167,6 +173,7 @@ async def test_handler_errors_timeouts_and_context(handlers: Cli) -> None:
         ctx = await ipc.request(REQ, _event({"action": "context"}))
         assert "error" not in ctx, ctx
         assert ctx["result"]["function_name"] == "test-fn"
+        assert ctx["result"]["memory_limit_in_mb"] == str(MEMORY_MB)
         assert ctx["result"]["aws_request_id"] == ctx["requestId"]
         first_ms, second_ms = ctx["result"]["remaining"]
         assert 0 < second_ms < first_ms <= 1000
@@ -182,5 +189,33 @@ async def test_handler_errors_timeouts_and_context(handlers: Cli) -> None:
         replies = await asyncio.gather(*(ipc.request(REQ, _event({"action": "echo", "i": i}), timeout=30)
                                          for i in range(10)))
         assert sorted(r["result"]["request"]["i"] for r in replies) == list(range(10))
+    states = {c["componentName"]: c["state"] for c in handlers.json("component", "list")}
+    assert states[HANDLERS] == "RUNNING"
+
+
+async def test_memory_limit_is_enforced_and_the_host_keeps_serving(handlers: Cli) -> None:
+    async with agent_client(handlers) as ipc:
+        first = await until_serving(ipc, REQ, _event({"action": "echo"}))
+        assert "error" not in first, first
+        # Below the limit: the memory is really there (touched) and the same worker goes on.
+        below = await ipc.request(REQ, _event({"action": "allocate", "mib": MEMORY_MB // 2}), timeout=30)
+        assert "error" not in below, below
+        assert below["result"]["allocated"] == MEMORY_MB // 2 * 1024 * 1024
+        pid = below["result"]["pid"]
+        # Over it: a Lambda-style out-of-memory error naming the limit, not a crash of the host.
+        over = await ipc.request(REQ, _event({"action": "allocate", "mib": 4 * MEMORY_MB}), timeout=30)
+        assert over["error"]["code"] == "HANDLER_OUT_OF_MEMORY", over
+        assert f"--memory-mb {MEMORY_MB}" in over["error"]["message"]
+        assert "MemoryError" in over["error"]["message"] and over["requestId"] in over["error"]["message"]
+        # The next invocation runs in a fresh execution environment, and succeeds.
+        fresh = await ipc.request(REQ, _event({"action": "echo"}), timeout=60)
+        assert "error" not in fresh, fresh
+        assert fresh["result"]["pid"] != pid and fresh["result"]["calls"] == 1
+        again = await ipc.request(REQ, _event({"action": "allocate", "mib": MEMORY_MB // 2}), timeout=30)
+        assert "error" not in again and again["result"]["pid"] == fresh["result"]["pid"], again
+        # Allocations that each fit, one after the other (each freed at the end of its invocation).
+        for _ in range(3):
+            fits = await ipc.request(REQ, _event({"action": "allocate", "mib": MEMORY_MB // 2}), timeout=30)
+            assert "error" not in fits and fits["result"]["pid"] == fresh["result"]["pid"], fits
     states = {c["componentName"]: c["state"] for c in handlers.json("component", "list")}
     assert states[HANDLERS] == "RUNNING"

@@ -53,7 +53,14 @@ def serve(model: Annotated[Path | None, typer.Option("--model", help="XGBoost mo
 lambda_app = typer.Typer(help="Host unchanged AWS Lambda handlers as components.", no_args_is_help=True)
 
 
-@lambda_app.command("run")
+LAMBDA_RUN_HELP = (
+    "Run handler(event, context) for each request on the request topic.\n\n"
+    "The handler runs in a worker process, one invocation at a time: --timeout kills and replaces a worker "
+    "that overruns; --memory-mb limits what the invocations allocate (RLIMIT_AS, set once the handler is "
+    "imported; a handler over it gets HANDLER_OUT_OF_MEMORY and the worker is replaced).")
+
+
+@lambda_app.command("run", help=LAMBDA_RUN_HELP)
 @handle_errors
 def lambda_run(handler: Annotated[str, typer.Option("--handler", help="module.function")],
                path: Annotated[Path | None, typer.Option("--path", help="Folder holding the module.")] = None,
@@ -61,10 +68,15 @@ def lambda_run(handler: Annotated[str, typer.Option("--handler", help="module.fu
                result_topic: Annotated[str, typer.Option("--result-topic")] = "local/result",
                timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Per invocation, s.")] = 3.0,
                function_name: Annotated[str | None, typer.Option("--function-name")] = None,
-               memory_mb: Annotated[int, typer.Option("--memory-mb", min=1)] = 128,
+               memory_mb: Annotated[int, typer.Option(
+                   "--memory-mb", min=1, max=1024 * 1024,
+                   help="MiB the invocations may allocate: the worker's address space (RLIMIT_AS) is limited, "
+                        "once the handler is imported, to its virtual size then plus this. Virtual memory counts "
+                        "(a new thread's stack and malloc arena too; imports made inside an invocation too); the "
+                        "import itself is not limited. Over it: HANDLER_OUT_OF_MEMORY and a fresh worker.")] = 128,
                concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 1,
                log_level: Annotated[str, typer.Option("--log-level")] = "INFO") -> None:
-    """Run handler(event, context) for each request on the request topic."""
+    """Run handler(event, context) for each request on the request topic (help text: LAMBDA_RUN_HELP)."""
     from roost.serve.lambda_host import LambdaOptions, run_lambda
 
     _logging(log_level)
