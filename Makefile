@@ -1,12 +1,18 @@
 # Roost: the two commands are `make demo` and `make test`. Each sets up .venv on its own.
-PY ?= python3
+# The interpreter: python3, unless other users could not run it (scripts/pick-python says why).
+ifeq ($(origin PY),undefined)
+PY := $(shell scripts/pick-python)
+endif
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck pytest bench bench-inference bench-fleet browser clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/pick-python
+	@# A .venv built on another interpreter is rebuilt from scratch.
+	@if [ -f $(VENV)/pyvenv.cfg ] && [ "$$($(BIN)/python -c 'import os,sys; print(os.path.realpath(sys._base_executable))' 2>/dev/null)" != "$$($(PY) -c 'import os,sys; print(os.path.realpath(sys.executable))')" ]; then \
+	  echo "note: .venv was built on another interpreter; rebuilding it on $(PY)"; rm -rf $(VENV); fi
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,31 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+
+
+def _searchable(path: Path) -> None:
+    """Let other users pass through ``path`` and its parents below the temp folder (o+x, no listing)."""
+    top = Path(tempfile.gettempdir()).resolve()
+    for folder in (path, *path.parents):
+        if folder == top or folder == folder.parent:
+            break
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(folder, (mode & 0o7777) | 0o711)
+
+
+# An agent run as root (as in CI) runs components as an unprivileged user, who must reach the
+# agent's root folder; pytest makes its temp folders 0700, so they are opened to search here.
+_pytest_mktemp = pytest.TempPathFactory.mktemp
+
+
+def _mktemp_searchable(self: pytest.TempPathFactory, basename: str, numbered: bool = True) -> Path:
+    path = _pytest_mktemp(self, basename, numbered)
+    _searchable(path)
+    return path
+
+
+pytest.TempPathFactory.mktemp = _mktemp_searchable  # type: ignore[method-assign]
 
 
 def require_service(name: str, available: bool, why: str) -> None:

@@ -183,8 +183,8 @@ def test_agent_sigkill_restart_brings_back_components_without_duplicates(agent: 
 def test_remove_restart_stop_and_broken(agent: Cli, tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws")
     marker = f"m-{uuid.uuid4().hex[:8]}"
-    counter = tmp_path / "runs"
-    ws.component("com.test.Flaky", "1.0.0", {"Run": {"Script": f"echo run >> {counter}; exit 1"}})
+    counter = agent.root / "work" / "com.test.Flaky" / "runs"  # the component writes only in its work folder
+    ws.component("com.test.Flaky", "1.0.0", {"Run": {"Script": "echo run >> {work:path}/runs; exit 1"}})
     ws.component("com.test.Svc", "1.0.0", {"Run": SLEEPER.format(marker=marker)})
     assert deploy(agent, ws, "--merge", "com.test.Svc=1.0.0")["status"] == "SUCCEEDED"
     out = deploy(agent, ws, "--merge", "com.test.Flaky=1.0.0", "--failure-policy", "DO_NOTHING")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def test_roost_and_awsiotsdk_components_through_the_agent(agent: Cli, tmp_path: 
                  config={"topic": "sensors/+/reading",
                          "accessControl": _pubsub_acl("com.test.Collector", "SubscribeToTopic", "sensors/#")})
     ws.component("com.test.Sensor", "1.0.0",
-                 {"Run": "python3 -u {artifacts:path}/sensor.py sensors/{iot:thingName}/reading"},
+                 # awsiotsdk is installed in the test environment, not in the component's own: name that interpreter
+                 {"Run": f"{sys.executable} -u {{artifacts:path}}/sensor.py sensors/{{iot:thingName}}/reading"},
                  files={"sensor.py": SENSOR},
                  config={"greeting": "hello",
                          "accessControl": _pubsub_acl("com.test.Sensor", "PublishToTopic", "sensors/*/reading")},

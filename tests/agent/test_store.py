@@ -12,12 +12,17 @@ def test_components_survive_reopen(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     store.replace_components({"a": ComponentRecord("a", "1.0.0", True, {"k": 1}),
                               "b": ComponentRecord("b", "2.0.0", False, {})})
-    store.set_process("a", 1234, 99.5)
+    store.intend("t1", "a", "install")
+    store.intend("t2", "a", "run")
+    store.spawned("t2", 1234, 99.5)
     store.close()
     again = Store(tmp_path / "state.db")
     comps = again.components()
     assert comps["a"].configuration == {"k": 1} and comps["a"].is_root and not comps["b"].is_root
-    assert again.recorded_processes() == [("a", 1234, 99.5)]
+    assert [(e.tag, e.component, e.step, e.pgid, e.create_time) for e in again.journal()] == [
+        ("t1", "a", "install", None, None), ("t2", "a", "run", 1234, 99.5)]
+    again.ended("t1")
+    assert [e.tag for e in again.journal()] == ["t2"]
     again.replace_components({"b": ComponentRecord("b", "2.1.0", True, {})})
     assert list(again.components()) == ["b"] and again.component("b").version == "2.1.0"
     with pytest.raises(NotFoundError):
@@ -36,3 +41,11 @@ def test_deployments_keep_order_and_status(tmp_path: Path) -> None:
     assert [d.id for d in store.deployments("QUEUED")] == ["d2"]
     with pytest.raises(NotFoundError):
         store.deployment("nope")
+
+
+def test_state_file_is_private_and_run_with_survives(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    assert (tmp_path / "state.db").stat().st_mode & 0o777 == 0o600
+    store.replace_components({"a": ComponentRecord("a", "1.0.0", True, {}, run_with={"posixUser": "nobody"})})
+    store.close()
+    assert Store(tmp_path / "state.db").component("a").run_with == {"posixUser": "nobody"}

@@ -25,16 +25,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-file", default=None, help="Log to this size-capped rotating file (default: stderr).")
     parser.add_argument("--log-max-bytes", type=int, default=AGENT_LOG_MAX_BYTES)
     parser.add_argument("--log-backups", type=int, default=AGENT_LOG_BACKUPS)
+    parser.add_argument("--component-default-user", default=None,
+                        help="user[:group] components run as when the agent is root (default roost-components)")
+    parser.add_argument("--component-python", default=None,
+                        help="interpreter of the components' Python environments (default: the system python3)")
     args = parser.parse_args(argv)
+    options = {"component_default_user": args.component_default_user, "component_python": args.component_python}
     configure_agent_logging(args.log_level, Path(args.log_file) if args.log_file else None,
                             max_bytes=args.log_max_bytes, backups=args.log_backups)
     try:
         try:
             import uvloop
         except ImportError:  # uvloop is a dependency; plain asyncio still works where it cannot build
-            asyncio.run(run_agent(AgentPaths.at(args.root), args.thing_name))
+            asyncio.run(run_agent(AgentPaths.at(args.root), args.thing_name, **options))
         else:
-            uvloop.run(run_agent(AgentPaths.at(args.root), args.thing_name))
+            uvloop.run(run_agent(AgentPaths.at(args.root), args.thing_name, **options))
     except RoostError as err:
         logging.getLogger("roost.agent").error("%s (%s)", err.message, err.code)
         return 1

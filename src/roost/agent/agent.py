@@ -23,11 +23,13 @@ from roost.agent.errors import AgentError
 from roost.agent.ipc_server import IpcServer
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
-from roost.agent.process import kill_process_group
+from roost.agent.process import reap_journal
 from roost.agent.specs import SpecContext, build_spec
 from roost.agent.states import ComponentState
 from roost.agent.store import ComponentRecord, Store
 from roost.agent.supervisor import ComponentSpec, Supervisor
+from roost.agent.users import Isolation
+from roost.agent.workspace import Workspace
 from roost.errors import InvalidInputError, NotFoundError, RoostError
 from roost.recipe import Recipe, current_platform, dependency_order
 
@@ -46,17 +48,21 @@ ConfigCallback = Callable[[str, list[str]], None]
 
 class Agent:
     def __init__(self, paths: AgentPaths, thing_name: str | None = None, *,
-                 restart_backoff: tuple[float, float] = (1.0, 60.0)) -> None:
+                 restart_backoff: tuple[float, float] = (1.0, 60.0), component_default_user: str | None = None,
+                 component_python: str | None = None) -> None:
         self.paths = paths
         paths.ensure()
+        self.isolation = Isolation.for_agent(component_default_user)
+        self.workspace = Workspace(paths, self.isolation, component_python)
         self.store = Store(paths.state_db)
         stored_name = self.store.get_meta("thing_name")
         self.thing_name = thing_name or stored_name or os.uname().nodename
         self.store.set_meta("thing_name", self.thing_name)
         self.packages = PackageStore(paths)
-        self.supervisor = Supervisor(on_state=self._on_state)
+        self.supervisor = Supervisor(on_state=self._on_state, journal=self.store, prepare=self.workspace.prepare)
         self.spec_ctx = SpecContext(paths=paths, thing_name=self.thing_name, platform=current_platform(),
-                                    restart_backoff=restart_backoff)
+                                    restart_backoff=restart_backoff, isolation=self.isolation,
+                                    workspace=self.workspace)
         self.deployer = Deployer(paths, self.store, self.packages, self.supervisor, self._build_specs,
                                  self._on_applied)
         self.server = IpcServer(paths.ipc_socket, self)
@@ -73,6 +79,11 @@ class Agent:
     # -- start / stop ------------------------------------------------------------------------------
     async def start(self) -> None:
         self._stop_leftovers()
+        self.workspace.secure_root()
+        if self.isolation.enabled:
+            problem = self.workspace.check_reachable()
+            if problem is not None:
+                log.warning("%s", problem)
         self._cli_token = secrets.token_urlsafe(32)
         self._register_token(CLI_PRINCIPAL, self._cli_token)
         tmp = self.paths.cli_token.with_name("cli.token.part")
@@ -82,6 +93,8 @@ class Agent:
         os.replace(tmp, self.paths.cli_token)
         await self._start_installed()
         await self.server.start()
+        if self.isolation.enabled:  # component users connect; every connection authenticates (SVCUID)
+            os.chmod(self.paths.ipc_socket, 0o666)
         self.deployer.start()
         if (self.paths.root / "hub.json").exists():  # enrolled with a hub: run the sync loop
             from roost.agent.sync import HubSync
@@ -105,21 +118,23 @@ class Agent:
         order = self.deployer.order_of(self.deployer.current_specs)
         await self.supervisor.stop_all(list(reversed(order)))
         await self.supervisor.close()
-        for name in self.deployer.current_specs:
-            with contextlib.suppress(RoostError):
-                self.store.set_process(name, None, None)
+        self._stop_leftovers()  # processes killed without waiting (cancelled steps) are confirmed gone
         await self.server.stop()
         self.paths.cli_token.unlink(missing_ok=True)
         self.store.close()
         log.info("agent stopped")
 
     def _stop_leftovers(self) -> None:
-        """Stop component processes a killed agent left behind, before starting anything."""
-        for name, pgid, create_time in self.store.recorded_processes():
-            killed = kill_process_group(pgid, create_time)
-            if killed:
-                log.warning("stopped %d leftover process(es) of %s from a previous agent", killed, name)
-            self.store.set_process(name, None, None)
+        """Stop every process in the journal: left by a killed agent, before anything starts."""
+        entries = self.store.journal()
+        if not entries:
+            return
+        for name, killed in sorted(reap_journal(entries).items()):
+            log.warning("stopped %d leftover process(es) of %s", killed, name)
+        for entry in entries:
+            if entry.tag is not None:
+                self.store.ended(entry.tag)
+        self.store.clear_legacy_processes()
 
     async def _start_installed(self) -> None:
         records = self.store.components()
@@ -131,9 +146,17 @@ class Agent:
                 recipes[name] = self.packages.get(name, rec.version)
             except RoostError as err:
                 log.error("cannot restore %s@%s: %s", name, rec.version, err)
-        specs = self._build_specs(recipes, records)
+        specs: dict[str, ComponentSpec] = {}
+        for name in list(recipes):
+            try:  # one by one: a component that cannot be restored (its user is gone...) stays down alone
+                specs.update(self._build_specs({name: recipes[name], **{d: recipes[d] for d in
+                                                recipes[name].dependencies if d in recipes}}, records))
+            except RoostError as err:
+                log.error("cannot restore %s@%s: %s", name, records[name].version, err)
         for name in dependency_order(recipes):
-            spec = specs[name]
+            spec = specs.get(name)
+            if spec is None:
+                continue
             self.supervisor.add(spec)
             self.deployer.current_specs[name] = spec
             try:
@@ -149,7 +172,7 @@ class Agent:
         for name, recipe in recipes.items():
             deps = {d: (recipes[d], records[d].configuration) for d in recipe.dependencies if d in recipes}
             specs[name] = build_spec(recipe, records[name].configuration, self._token_for(name),
-                                     self.spec_ctx, deps)
+                                     self.spec_ctx, deps, records[name].run_with)
         return specs
 
     def _token_for(self, name: str) -> str:
@@ -168,22 +191,23 @@ class Agent:
             if name != CLI_PRINCIPAL and name not in records:
                 token = self._tokens.pop(name)
                 self._token_index.pop(hashlib.sha256(token.encode()).digest(), None)
+        for name in self._applied_configs:
+            if name not in records:
+                self.workspace.remove(name)
         for name, record in records.items():
-            # Rows of new components exist only now: record their process groups for crash recovery.
-            self._record_process(name)
+            # Rows of new components exist only now: record their states.
+            self._record_state(name)
             if name in self._applied_configs and self._applied_configs[name] != record.configuration:
                 self._notify_config(name, [])
         self._applied_configs = {n: r.configuration for n, r in records.items()}
 
     def _on_state(self, name: str, old: ComponentState, new: ComponentState, reason: str | None) -> None:
-        self._record_process(name)
+        self._record_state(name)
         self.deployer.on_state(name, old, new, reason)
 
-    def _record_process(self, name: str) -> None:
+    def _record_state(self, name: str) -> None:
         with contextlib.suppress(RoostError):
             self.store.set_state(name, self.supervisor.state(name).value)
-            ids = self.supervisor.process_ids(name)
-            self.store.set_process(name, ids[0] if ids else None, ids[1] if ids else None)
 
     # -- IpcCore -----------------------------------------------------------------------------------
     def authenticate(self, token: str) -> str | None:
@@ -308,14 +332,16 @@ def _name(request: Mapping[str, Any]) -> str:
     return name
 
 
-async def run_agent(paths: AgentPaths, thing_name: str | None) -> None:
+async def run_agent(paths: AgentPaths, thing_name: str | None, *, component_default_user: str | None = None,
+                    component_python: str | None = None) -> None:
     """Run an agent in the foreground until SIGTERM/SIGINT; then stop everything cleanly."""
     import signal
 
     from roost.agent.daemon import PidLock
 
     with PidLock(paths.pid_file):
-        agent = Agent(paths, thing_name)
+        agent = Agent(paths, thing_name, component_default_user=component_default_user,
+                      component_python=component_python)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.request_stop)

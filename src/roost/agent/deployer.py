@@ -268,6 +268,7 @@ class Deployer:
         if unknown_conf:
             raise DeploymentError(f"configuration given for component(s) not in the deployment: "
                                   f"{', '.join(sorted(unknown_conf))}", code="INVALID_DEPLOYMENT")
+        run_with_info = _run_with_info(request.componentToRunWithInfo, set(recipes))
         artifact_root = Path(request.artifactsDirectoryPath) if request.artifactsDirectoryPath else None
         records: dict[str, ComponentRecord] = {}
         for name, recipe in recipes.items():
@@ -288,11 +289,15 @@ class Deployer:
                 if not set(update) <= {"MERGE", "RESET"}:
                     update = {"MERGE": update}
                 conf = apply_update(conf, recipe.default_configuration, update, name)
+            # A run-with entry replaces the previous one; without one the component keeps its own.
+            run_with = run_with_info.get(name, old.run_with if old else {})
             records[name] = ComponentRecord(name, recipe.version, name in local, conf, hub_root=name in hub,
                                             local_version=local[name] if name in local and local[name] !=
-                                            recipe.version else None)
+                                            recipe.version else None, run_with=dict(run_with))
         specs = self.build_specs(recipes, records)
         notes = [f"the hub's {n}@{hub[n]} overrides the local deployment's {n}@{local[n]}" for n in overridden]
+        notes += [f"{n}: systemResourceLimits are not enforced by this agent (recorded only)"
+                  for n, info in sorted(run_with_info.items()) if "systemResourceLimits" in info]
         return Target(recipes, records, specs, dependency_order(recipes), notes)
 
     # -- phase 2 -------------------------------------------------------------------------------
@@ -377,6 +382,31 @@ class Deployer:
             await self.supervisor.start(name)
         self.store.replace_components(dict(previous))
         await self.on_applied(previous)
+
+
+_RUN_WITH_KEYS = frozenset({"posixUser", "windowsUser", "systemResourceLimits"})
+
+
+def _run_with_info(raw: Mapping[str, Any], components: set[str]) -> dict[str, dict[str, Any]]:
+    """Validate Greengrass' ``componentToRunWithInfo``: component -> {posixUser, windowsUser, systemResourceLimits}."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, info in raw.items():
+        if name not in components:
+            raise DeploymentError(f"componentToRunWithInfo names {name}, which is not in the deployment",
+                                  code="INVALID_DEPLOYMENT")
+        if not isinstance(info, Mapping):
+            raise DeploymentError(f"componentToRunWithInfo.{name} must be an object, not {type(info).__name__}",
+                                  code="INVALID_DEPLOYMENT")
+        unknown = sorted(set(info) - _RUN_WITH_KEYS)
+        if unknown:
+            raise DeploymentError(f"componentToRunWithInfo.{name}: unknown field(s) {', '.join(unknown)} "
+                                  f"(expected {', '.join(sorted(_RUN_WITH_KEYS))})", code="INVALID_DEPLOYMENT")
+        for key in ("posixUser", "windowsUser"):
+            if key in info and not isinstance(info[key], str):
+                raise DeploymentError(f"componentToRunWithInfo.{name}.{key} must be a string",
+                                      code="INVALID_DEPLOYMENT")
+        out[name] = dict(info)
+    return out
 
 
 def _code(err: BaseException) -> str:

@@ -17,6 +17,8 @@ A flat module: every class derives from :class:`AgentError` (itself a
   connection that has not completed CONNECT.
 * :class:`IpcStreamLimitError` (``IPC_STREAM_LIMIT``) — a component has as many open IPC
   streams (subscriptions) as it may; close some before opening more.
+* :class:`PosixUserError` (``POSIX_USER_INVALID``, ``POSIX_USER_UNKNOWN``, ``POSIX_GROUP_UNKNOWN``,
+  ``POSIX_USER_UNAVAILABLE``) — a component's user cannot be honoured; fix the deployment.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Sequence
 
 from roost.errors import (
     ConflictError,
+    InvalidInputError,
     NotFoundError,
     OperationTimeoutError,
     Retryable,
@@ -124,6 +127,13 @@ class DeploymentError(AgentError):
     """A deployment cannot be applied (component not deployed, a component failed to start, ...)."""
 
     code = "DEPLOYMENT_FAILED"
+
+
+class PosixUserError(InvalidInputError, AgentError):
+    """A component's ``posixUser`` cannot be honoured (unknown user or group, malformed, or the
+    agent is not root): fix the deployment's ``componentToRunWithInfo`` or the device's users."""
+
+    code = "POSIX_USER_INVALID"
 
 
 class PolicyChangeRefusedError(UnauthorizedError, AgentError):

@@ -12,7 +12,10 @@ from pathlib import Path
 
 from roost.errors import InvalidInputError
 
-DEFAULT_ROOT = Path(os.environ.get("ROOST_ROOT", "~/.roost")).expanduser()
+#: ``$ROOST_ROOT``, else ``/var/lib/roost`` for root (components, running as other users, must be
+#: able to reach it: root's home is private), else ``~/.roost``.
+DEFAULT_ROOT = Path(os.environ.get("ROOST_ROOT")
+                    or ("/var/lib/roost" if os.geteuid() == 0 else "~/.roost")).expanduser()
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,24 @@ class AgentPaths:
 
     def work(self, name: str) -> Path:
         return safe_join(self.root / "work", name)
+
+    @property
+    def envs_root(self) -> Path:
+        return self.root / "envs"
+
+    def env_dir(self, name: str) -> Path:
+        """The component's own Python environment (see :mod:`roost.agent.workspace`)."""
+        return safe_join(self.envs_root, name)
+
+    @property
+    def bin(self) -> Path:
+        """Commands components find on their PATH (``roost``)."""
+        return self.root / "bin"
+
+    @property
+    def sdk(self) -> Path:
+        """Only the ``roost.ipc`` client package, importable by components."""
+        return self.root / "sdk"
 
     def log_file(self, name: str) -> Path:
         return safe_join(self.logs, f"{name}.log")

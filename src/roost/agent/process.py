@@ -13,6 +13,11 @@ Stopping a process means stopping everything it started:
 * after the shell has been reaped, its pid (and so the group id) may be reused by an unrelated
   process, so group members are then only killed if they carry the marker.
 
+Every process is started as the component's user (:class:`~roost.agent.users.RunAs`) when the
+agent says so, and is written to a :class:`ProcessJournal` *before* it is spawned (its tag), then
+with its process group once spawned, and removed only once nothing of it is alive: after an agent
+crash, :func:`reap_journal` finds every leftover by its tag and its group, and stops it.
+
 Exit is detected with a pidfd (Linux >= 5.3; polling otherwise) rather than with
 ``asyncio.subprocess``, whose ``wait()`` also waits for the pipes to close and so would hang
 while a daemon started by a Startup script keeps stdout open.
@@ -30,14 +35,16 @@ import subprocess
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
 from roost.agent.errors import LifecycleTimeoutError
 from roost.agent.logfile import RotatingLog
+from roost.agent.users import RunAs
 from roost.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -203,18 +210,108 @@ def _protocol_factory(reader: asyncio.StreamReader) -> Callable[[], asyncio.Stre
     return lambda: asyncio.StreamReaderProtocol(reader)
 
 
+# -- the journal of started processes ------------------------------------------------------
+
+class ProcessJournal(Protocol):
+    """Durable record of the processes the agent started (:class:`roost.agent.store.Store`)."""
+
+    def intend(self, tag: str, component: str, step: str) -> None: ...
+
+    def spawned(self, tag: str, pgid: int, create_time: float) -> None: ...
+
+    def ended(self, tag: str) -> None: ...
+
+
+class JournalRow(Protocol):
+    @property
+    def tag(self) -> str | None: ...
+
+    @property
+    def component(self) -> str: ...
+
+    @property
+    def pgid(self) -> int | None: ...
+
+    @property
+    def create_time(self) -> float | None: ...
+
+
+def _procs_by_tag(tags: set[str]) -> dict[str, list[psutil.Process]]:
+    found: dict[str, list[psutil.Process]] = {}
+    if not tags:
+        return found
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        if proc.pid == me:
+            continue
+        try:
+            tag = proc.environ().get(TAG_ENV)
+        except (psutil.Error, OSError):
+            continue
+        if tag in tags and _alive(proc):
+            found.setdefault(tag, []).append(proc)
+    return found
+
+
+def _leader_matches(pgid: int, create_time: float | None) -> bool:
+    try:
+        leader = psutil.Process(pgid)
+        return create_time is not None and abs(leader.create_time() - create_time) <= CREATE_TIME_TOLERANCE \
+            and _alive(leader)
+    except psutil.Error:
+        return False
+
+
+def reap_journal(rows: Sequence[JournalRow]) -> dict[str, int]:
+    """SIGKILL every live process of ``rows`` (left by an agent that died); return counts per component.
+
+    A row's processes are those carrying its tag (wherever they moved: new sessions, double
+    forks), the members of its process group while the recorded leader is still the same process,
+    and their descendants. Rows without a tag (written by older agents) go through
+    :func:`kill_process_group`. Waits up to :data:`KILL_WAIT` s for the processes to disappear.
+    """
+    counts: dict[str, int] = {}
+    by_tag = _procs_by_tag({r.tag for r in rows if r.tag is not None})
+    victims: dict[int, psutil.Process] = {}
+    own_group = os.getpgrp()
+    for row in rows:
+        if row.tag is None:
+            if row.pgid is not None:
+                counts[row.component] = counts.get(row.component, 0) + kill_process_group(row.pgid, row.create_time)
+            continue
+        procs = {p.pid: p for p in by_tag.get(row.tag, [])}
+        if row.pgid is not None and row.pgid > 1 and row.pgid != own_group and _leader_matches(row.pgid,
+                                                                                               row.create_time):
+            procs.update({p.pid: p for p in _group_members(row.pgid)})
+        procs.update({p.pid: p for p in _descendants(list(procs.values()))})
+        procs.pop(os.getpid(), None)
+        if procs:
+            counts[row.component] = counts.get(row.component, 0) + len(procs)
+            victims.update(procs)
+    _signal_all(victims.values(), signal.SIGKILL)
+    deadline = time.monotonic() + KILL_WAIT
+    pending = [p for p in victims.values() if _alive(p)]
+    while pending and time.monotonic() < deadline:
+        time.sleep(_POLL_INTERVAL)
+        pending = [p for p in pending if _alive(p)]
+    if pending:
+        logger.error("left-over processes %s survived SIGKILL", [p.pid for p in pending])
+    return counts
+
+
 # -- one process ---------------------------------------------------------------------------
 
 class ManagedProcess:
     """One ``/bin/sh -c`` process in its own process group, with its output logged."""
 
     def __init__(self, popen: subprocess.Popen[bytes], *, log: RotatingLog, name: str, step: str,
-                 tag: str, started_at: float) -> None:
+                 tag: str, started_at: float, journal: ProcessJournal | None = None) -> None:
         self._popen = popen
         self._log = log
         self.name = name
         self.step = step
         self._tag = tag
+        self._journal = journal
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._loop = asyncio.get_running_loop()
         self._exit: asyncio.Future[int] = self._loop.create_future()
@@ -231,18 +328,40 @@ class ManagedProcess:
 
     @classmethod
     async def spawn(cls, script: str, *, env: Mapping[str, str], cwd: Path, log: RotatingLog, name: str,
-                    step: str = "run") -> ManagedProcess:
-        """Start ``script``; raises OSError if it cannot be started (bad ``cwd``...)."""
+                    step: str = "run", run_as: RunAs | None = None,
+                    journal: ProcessJournal | None = None) -> ManagedProcess:
+        """Start ``script`` (as ``run_as`` when given; the agent's user otherwise).
+
+        The process is written to ``journal`` before it is spawned. Raises OSError if it cannot
+        be started (bad ``cwd``, unknown user, the journal cannot be written...).
+        """
         tag = uuid.uuid4().hex
         full_env = dict(env)
         full_env[TAG_ENV] = tag
+        if journal is not None:
+            try:
+                journal.intend(tag, name, step)
+            except Exception as err:
+                raise OSError(f"cannot record the {step} process of {name} before starting it: {err}") from err
         started_at = time.time()
-        # Popen forks synchronously, as asyncio's own subprocess support does; it takes about a ms.
-        popen = subprocess.Popen(  # noqa: ASYNC220
-            ["/bin/sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, cwd=cwd, env=full_env, start_new_session=True, close_fds=True)
-        self = cls(popen, log=log, name=name, step=step, tag=tag, started_at=started_at)
+        identity: dict[str, object] = {}
+        if run_as is not None:
+            identity = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
         try:
+            # Popen forks synchronously, as asyncio's own subprocess support does; it takes about a ms.
+            popen = subprocess.Popen(  # noqa: ASYNC220
+                ["/bin/sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, cwd=cwd, env=full_env, start_new_session=True, close_fds=True,
+                **identity)  # type: ignore[call-overload]
+        except BaseException:
+            if journal is not None:
+                with contextlib.suppress(Exception):
+                    journal.ended(tag)
+            raise
+        self = cls(popen, log=log, name=name, step=step, tag=tag, started_at=started_at, journal=journal)
+        try:
+            if journal is not None:
+                journal.spawned(tag, popen.pid, self.create_time)
             self._watch_exit()
             assert popen.stdout is not None
             assert popen.stderr is not None
@@ -344,6 +463,8 @@ class ManagedProcess:
             if pending:
                 await asyncio.wait(pending, timeout=DRAIN_TIMEOUT)
             self._close_io()
+            if not self._collect():
+                self._forget()
             return code
         except BaseException:
             self.kill()
@@ -351,6 +472,15 @@ class ManagedProcess:
             raise
 
     # -- internals ---------------------------------------------------------------------
+
+    def _forget(self) -> None:
+        """Nothing of this process is alive: drop it from the journal."""
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            try:
+                journal.ended(self._tag)
+            except Exception as err:  # the row stays; the next agent start finds nothing to stop
+                logger.warning("%s: cannot remove the %s process from the journal: %s", self.name, self.step, err)
 
     def _watch_exit(self) -> None:
         try:
@@ -425,9 +555,11 @@ class StepResult:
 
 
 async def run_step(script: str, *, env: Mapping[str, str], cwd: Path, log: RotatingLog, timeout: float | None,
-                   name: str, step: str, grace: float = DEFAULT_GRACE) -> StepResult:
+                   name: str, step: str, grace: float = DEFAULT_GRACE, run_as: RunAs | None = None,
+                   journal: ProcessJournal | None = None) -> StepResult:
     """Run a one-shot step to completion; see :func:`run_script`. Also returns the stderr tail."""
-    proc = await ManagedProcess.spawn(script, env=env, cwd=cwd, log=log, name=name, step=step)
+    proc = await ManagedProcess.spawn(script, env=env, cwd=cwd, log=log, name=name, step=step, run_as=run_as,
+                                      journal=journal)
     try:
         try:
             code = await asyncio.wait_for(proc.wait(), timeout)

@@ -1,22 +1,25 @@
 """From an installed recipe to the supervisor's :class:`ComponentSpec`.
 
-Selects the manifest for this platform, interpolates the recipe variables and builds the
-component's environment: the Greengrass variables (``SVCUID``, the IPC socket path, the thing
-name, ``GGC_VERSION``), their ``ROOST_*`` twins, and the lifecycle ``Setenv``.
+Selects the manifest for this platform, interpolates the recipe variables, decides the user the
+component runs as (its ``componentToRunWithInfo.posixUser`` through :class:`~roost.agent.users.Isolation`)
+and builds the component's environment: the Greengrass variables (``SVCUID``, the IPC socket
+path, the thing name, ``GGC_VERSION``), their ``ROOST_*`` twins, its own ``PATH`` (its Python
+environment, then ``ROOT/bin``, then the system's: never the agent's interpreter, see
+:mod:`roost.agent.workspace`), ``HOME``/``USER`` of its user, and the lifecycle ``Setenv``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from roost import GGC_COMPAT_VERSION
 from roost.agent.paths import AgentPaths
 from roost.agent.supervisor import ComponentSpec, StepSpec
+from roost.agent.users import Isolation
+from roost.agent.workspace import Workspace
 from roost.recipe import (
     DependencyPaths,
     InterpolationContext,
@@ -41,6 +44,8 @@ class SpecContext:
     platform: Mapping[str, str]
     error_reset_time: float = 3600.0
     restart_backoff: tuple[float, float] = (1.0, 60.0)
+    isolation: Isolation = field(default_factory=Isolation.off)
+    workspace: Workspace | None = None
 
 
 def select(recipe: Recipe, platform: Mapping[str, str]) -> SelectedRecipe:
@@ -48,10 +53,15 @@ def select(recipe: Recipe, platform: Mapping[str, str]) -> SelectedRecipe:
 
 
 def build_spec(recipe: Recipe, configuration: Mapping[str, Any], svcuid: str, ctx: SpecContext,
-               dependencies: Mapping[str, tuple[Recipe, Mapping[str, Any]]]) -> ComponentSpec:
+               dependencies: Mapping[str, tuple[Recipe, Mapping[str, Any]]],
+               run_with: Mapping[str, Any] | None = None) -> ComponentSpec:
     """The supervisor spec of ``recipe`` with ``configuration``; ``dependencies`` give the
-    recipe and configuration of each dependency, for ``{dep:configuration:/x}`` variables."""
+    recipe and configuration of each dependency, for ``{dep:configuration:/x}`` variables;
+    ``run_with`` is the deployment's ``componentToRunWithInfo`` entry. Raises
+    :class:`~roost.agent.errors.PosixUserError` when its ``posixUser`` cannot be honoured."""
     paths = ctx.paths
+    posix_user = (run_with or {}).get("posixUser")
+    run_as = ctx.isolation.resolve(posix_user if isinstance(posix_user, str) else None, recipe.name)
     selected = recipe.select(ctx.platform)
     deps = {
         name: DependencyPaths(configuration=conf,
@@ -68,6 +78,8 @@ def build_spec(recipe: Recipe, configuration: Mapping[str, Any], svcuid: str, ct
         dependencies=deps)
     lifecycle = interpolate_lifecycle(selected.lifecycle, ictx)
     env = base_environment(recipe.name, svcuid, paths, ctx.thing_name)
+    if ctx.workspace is not None:
+        env.update(ctx.workspace.environment(recipe.name, run_as, env.get("PATH", os.defpath)))
     env.update(lifecycle.setenv)
     return ComponentSpec(
         name=recipe.name, version=recipe.version,
@@ -75,7 +87,7 @@ def build_spec(recipe: Recipe, configuration: Mapping[str, Any], svcuid: str, ct
         run=_step(lifecycle.run, None), shutdown=_step(lifecycle.shutdown, "shutdown"),
         recover=_step(lifecycle.recover, "recover"),
         env=env, work_dir=paths.work(recipe.name), log_path=paths.log_file(recipe.name),
-        error_reset_time=ctx.error_reset_time, restart_backoff=ctx.restart_backoff)
+        error_reset_time=ctx.error_reset_time, restart_backoff=ctx.restart_backoff, run_as=run_as)
 
 
 def _step(step: LifecycleStep | None, kind: str | None) -> StepSpec | None:
@@ -88,9 +100,7 @@ def _step(step: LifecycleStep | None, kind: str | None) -> StepSpec | None:
 
 def base_environment(name: str, svcuid: str, paths: AgentPaths, thing_name: str) -> dict[str, str]:
     env = {k: os.environ[k] for k in _PASS_THROUGH if k in os.environ}
-    # `python3` in a recipe finds the interpreter the agent runs on (with roost.ipc importable).
-    py_bin = str(Path(sys.executable).parent)
-    env["PATH"] = py_bin + os.pathsep + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     socket = str(paths.ipc_socket)
     env.update({
         "SVCUID": svcuid,

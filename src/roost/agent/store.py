@@ -1,13 +1,22 @@
 """The agent's persistent state in ``ROOT/state.db`` (SQLite, WAL).
 
-What survives an agent crash (even SIGKILL): the installed component set with versions and
-configuration, the process groups the components were running in (so a restarted agent can stop
-leftovers before starting anything), and the deployment history and queue.
+What survives an agent crash (even SIGKILL): the installed component set with versions,
+configuration and run-with settings, the journal of every process the agent started (so a
+restarted agent can stop leftovers before starting anything), and the deployment history and
+queue.
+
+**The process journal** is write-ahead: :meth:`Store.intend` commits a row (a fresh tag, the
+component, the step) *before* the process is spawned, and the process carries the tag in its
+environment (``ROOST_PROCESS_TAG``); :meth:`Store.spawned` adds its process group id and start
+time; :meth:`Store.ended` deletes the row once none of its processes is alive. There is no moment
+at which a live process is unknown to the journal: a crash between the intent and the spawn
+leaves a row whose processes are found by their tag. The file is created mode 0600.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -33,6 +42,14 @@ CREATE TABLE IF NOT EXISTS components (
     pgid INTEGER,
     proc_create_time REAL,
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS processes (
+    tag TEXT PRIMARY KEY,
+    component TEXT NOT NULL,
+    step TEXT NOT NULL,
+    pgid INTEGER,
+    create_time REAL,
+    intended_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deployments (
     id TEXT PRIMARY KEY,
@@ -63,6 +80,20 @@ class ComponentRecord:
     proc_create_time: float | None = None
     hub_root: bool = False
     local_version: str | None = None
+    #: Greengrass' ``componentToRunWithInfo`` entry (``posixUser``, ...), kept across deployments.
+    run_with: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A process the agent started: its tag (None for rows of agents older than the journal),
+    component, step, and (once spawned) process group id and leader start time."""
+
+    tag: str | None
+    component: str
+    step: str
+    pgid: int | None
+    create_time: float | None
 
 
 @dataclass
@@ -101,10 +132,15 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        if not path.exists():  # owner-only: component users must not read the agent's state
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(components)")}
+        if "run_with" not in columns:  # a state.db written before run-with settings were kept
+            self._db.execute("ALTER TABLE components ADD COLUMN run_with TEXT NOT NULL DEFAULT '{}'")
         self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                          (str(SCHEMA_VERSION),))
 
@@ -133,9 +169,9 @@ class Store:
     # -- components ----------------------------------------------------------------------------
     def components(self) -> dict[str, ComponentRecord]:
         rows = self._db.execute("SELECT name, version, is_root, configuration, state, pgid, proc_create_time, "
-                                "hub_root, local_version FROM components ORDER BY name").fetchall()
-        return {r[0]: ComponentRecord(r[0], r[1], bool(r[2]), json.loads(r[3]), r[4], r[5], r[6], bool(r[7]), r[8])
-                for r in rows}
+                                "hub_root, local_version, run_with FROM components ORDER BY name").fetchall()
+        return {r[0]: ComponentRecord(r[0], r[1], bool(r[2]), json.loads(r[3]), r[4], r[5], r[6], bool(r[7]), r[8],
+                                      json.loads(r[9])) for r in rows}
 
     def component(self, name: str) -> ComponentRecord:
         found = self.components().get(name)
@@ -152,12 +188,12 @@ class Store:
             for r in records.values():
                 self._db.execute(
                     "INSERT INTO components(name, version, is_root, hub_root, local_version, configuration, state, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                    "run_with, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                     "version = excluded.version, is_root = excluded.is_root, hub_root = excluded.hub_root, "
                     "local_version = excluded.local_version, configuration = excluded.configuration, "
-                    "updated_at = excluded.updated_at",
+                    "run_with = excluded.run_with, updated_at = excluded.updated_at",
                     (r.name, r.version, int(r.is_root), int(r.hub_root), r.local_version,
-                     json.dumps(r.configuration), r.state, now))
+                     json.dumps(r.configuration), r.state, json.dumps(r.run_with), now))
 
     def set_configuration(self, name: str, configuration: dict[str, Any]) -> None:
         self._db.execute("UPDATE components SET configuration = ?, updated_at = ? WHERE name = ?",
@@ -167,14 +203,32 @@ class Store:
         self._db.execute("UPDATE components SET state = ?, updated_at = ? WHERE name = ?",
                          (state, time.time(), name))
 
-    def set_process(self, name: str, pgid: int | None, create_time: float | None) -> None:
-        self._db.execute("UPDATE components SET pgid = ?, proc_create_time = ? WHERE name = ?",
-                         (pgid, create_time, name))
+    # -- the process journal (see the module docstring) ----------------------------------------
+    def intend(self, tag: str, component: str, step: str) -> None:
+        """Record, before spawning it, that a process tagged ``tag`` is about to start."""
+        self._db.execute("INSERT INTO processes(tag, component, step, intended_at) VALUES (?, ?, ?, ?)",
+                         (tag, component, step, time.time()))
 
-    def recorded_processes(self) -> list[tuple[str, int, float | None]]:
-        rows = self._db.execute("SELECT name, pgid, proc_create_time FROM components "
-                                "WHERE pgid IS NOT NULL").fetchall()
-        return [(r[0], int(r[1]), r[2]) for r in rows]
+    def spawned(self, tag: str, pgid: int, create_time: float) -> None:
+        self._db.execute("UPDATE processes SET pgid = ?, create_time = ? WHERE tag = ?", (pgid, create_time, tag))
+
+    def ended(self, tag: str) -> None:
+        """None of the processes tagged ``tag`` is alive any more."""
+        self._db.execute("DELETE FROM processes WHERE tag = ?", (tag,))
+
+    def journal(self) -> list[JournalEntry]:
+        """Every process the agent started and has not seen end (oldest first)."""
+        rows = self._db.execute("SELECT tag, component, step, pgid, create_time FROM processes "
+                                "ORDER BY intended_at").fetchall()
+        entries = [JournalEntry(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        # Process groups recorded by agents older than the journal (no tag to search by).
+        legacy = self._db.execute("SELECT name, pgid, proc_create_time FROM components "
+                                  "WHERE pgid IS NOT NULL").fetchall()
+        entries += [JournalEntry(None, r[0], "run", int(r[1]), r[2]) for r in legacy]
+        return entries
+
+    def clear_legacy_processes(self) -> None:
+        self._db.execute("UPDATE components SET pgid = NULL, proc_create_time = NULL WHERE pgid IS NOT NULL")
 
     # -- deployments ---------------------------------------------------------------------------
     def add_deployment(self, deployment_id: str, request: dict[str, Any]) -> DeploymentRecord:

@@ -28,9 +28,17 @@ timeout. Cancelling any supervisor call or task kills the processes it owns.
 ``ROOST_PROCESS_TAG`` marker used to find its processes), runs in ``spec.work_dir`` (created if
 missing) and writes its output to ``spec.log_path``.
 
-**RequiresPrivilege.** The agent runs every step as its own user. When the agent is not root and
-a step asks for privilege, the step runs anyway, unprivileged, and a warning is logged once per
-component: a step that really needs root then fails with its own error.
+**Users.** A step runs as ``spec.run_as`` (the component's user, see :mod:`roost.agent.users`),
+or as the agent's user when that is None. ``RequiresPrivilege: true`` steps run as the agent's
+user (root when isolation is on). When the agent is not root and a step asks for privilege, the
+step runs anyway, unprivileged, and a warning is logged once per component: a step that really
+needs root then fails with its own error. Before Install and before each start, ``prepare(spec)``
+makes the component's folders ready for its user (the agent chowns its work folder and creates
+its Python environment).
+
+**Process journal.** Every process is written to ``journal`` before it is spawned and removed
+once nothing of it is alive (see :mod:`roost.agent.process`), so a restarted agent finds the
+leftovers of a crashed one.
 
 Every state change goes through :func:`~roost.agent.states.check_transition`, is logged once at
 INFO with its reason and is passed to ``on_state(name, old, new, reason)``.
@@ -58,8 +66,17 @@ from roost.agent.errors import (
     LifecycleTimeoutError,
 )
 from roost.agent.logfile import RotatingLog
-from roost.agent.process import DEFAULT_GRACE, KILL_WAIT, ManagedProcess, StepResult, run_step, skip_step
+from roost.agent.process import (
+    DEFAULT_GRACE,
+    KILL_WAIT,
+    ManagedProcess,
+    ProcessJournal,
+    StepResult,
+    run_step,
+    skip_step,
+)
 from roost.agent.states import ComponentState, check_transition
+from roost.agent.users import RunAs
 from roost.errors import InvalidInputError, RoostError
 
 logger = logging.getLogger(__name__)
@@ -105,6 +122,12 @@ class ComponentSpec:
     error_reset_time: float = 3600.0
     max_errors: int = 3
     restart_backoff: tuple[float, float] = (1.0, 60.0)
+    #: The user its steps run as (None: the agent's own user).
+    run_as: RunAs | None = None
+
+
+def _make_work_dir(spec: ComponentSpec) -> None:
+    spec.work_dir.mkdir(parents=True, exist_ok=True)
 
 
 _Waiter = tuple[frozenset[ComponentState], "asyncio.Future[ComponentState]"]
@@ -137,10 +160,13 @@ class Supervisor:
     """Runs the lifecycle of the components added to it (see the module docstring)."""
 
     def __init__(self, on_state: StateCallback | None = None, clock: Callable[[], float] = time.monotonic,
-                 *, stop_grace: float = DEFAULT_GRACE) -> None:
+                 *, stop_grace: float = DEFAULT_GRACE, journal: ProcessJournal | None = None,
+                 prepare: Callable[[ComponentSpec], None] = _make_work_dir) -> None:
         self._on_state = on_state
         self._clock = clock
         self.stop_grace = stop_grace
+        self._journal = journal
+        self._prepare = prepare
         self._components: dict[str, _Component] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -360,9 +386,9 @@ class Supervisor:
         step = spec.install
         reason = "no Install step"
         try:
-            spec.work_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            error = LifecycleStepError(spec.name, "install", None, [f"cannot create {spec.work_dir}: {err}"])
+            self._prepare(spec)
+        except (OSError, RoostError) as err:
+            error = LifecycleStepError(spec.name, "install", None, [f"cannot prepare {spec.work_dir}: {err}"])
             self._record_error(comp, str(error), schedule=False)
             raise error from err
         if step is not None:
@@ -410,10 +436,11 @@ class Supervisor:
         step_name, step = ("run", run) if run is not None else ("startup", startup)
         assert step is not None
         try:
-            spec.work_dir.mkdir(parents=True, exist_ok=True)
+            self._prepare(spec)
             proc = await ManagedProcess.spawn(step.script, env=self._env(comp, step_name, step),
-                                              cwd=spec.work_dir, log=comp.log, name=spec.name, step=step_name)
-        except OSError as err:
+                                              cwd=spec.work_dir, log=comp.log, name=spec.name, step=step_name,
+                                              run_as=self._run_as(comp, step), journal=self._journal)
+        except (OSError, RoostError) as err:
             error = LifecycleStepError(spec.name, step_name, None, [str(err)])
             self._record_error(comp, str(error))
             raise error from err
@@ -610,6 +637,10 @@ class Supervisor:
         env.update(step.setenv)
         return env
 
+    @staticmethod
+    def _run_as(comp: _Component, step: StepSpec) -> RunAs | None:
+        return None if step.requires_privilege else comp.spec.run_as
+
     def _runnable(self, comp: _Component, step_name: str, step: StepSpec | None) -> StepSpec | None:
         """``step`` unless it is absent or its Skipif says to skip it."""
         if step is None:
@@ -630,12 +661,15 @@ class Supervisor:
         spec = comp.spec
         if self._runnable(comp, step_name, step) is None:
             return None
-        spec.work_dir.mkdir(parents=True, exist_ok=True)
         timeout = self._timeout(step_name, step)
+        try:
+            self._prepare(spec)
+        except (OSError, RoostError) as err:
+            raise LifecycleStepError(spec.name, step_name, None, [f"cannot prepare {spec.work_dir}: {err}"]) from err
         try:
             result = await run_step(step.script, env=self._env(comp, step_name, step), cwd=spec.work_dir,
                                     log=comp.log, timeout=timeout, name=spec.name, step=step_name,
-                                    grace=self.stop_grace)
+                                    grace=self.stop_grace, run_as=self._run_as(comp, step), journal=self._journal)
         except OSError as err:
             raise LifecycleStepError(spec.name, step_name, None, [str(err)]) from err
         logger.info("%s: %s step exited with code %d", spec.name, step_name, result.exit_code)

@@ -12,7 +12,8 @@ from roost.cli.output import console, emit_json, handle_errors
 
 app = typer.Typer(help="Run the device agent: supervisor, deployer and local IPC server.", no_args_is_help=True)
 
-RootOpt = Annotated[str | None, typer.Option("--root", help="Agent root folder (default ~/.roost or $ROOST_ROOT).")]
+RootOpt = Annotated[str | None, typer.Option("--root", help="Agent root folder (default $ROOST_ROOT, else "
+                                                            "/var/lib/roost as root, ~/.roost otherwise).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -31,14 +32,26 @@ def start(root: RootOpt = None,
           = None,
           label: Annotated[list[str] | None, typer.Option("--label", help="k=v device label sent at enrolment "
                                                                           "(repeatable).")] = None,
+          component_user: Annotated[str | None, typer.Option(
+              "--component-default-user", help="user[:group] that components run as when the agent is root and "
+                                               "a deployment names no posixUser (default roost-components, "
+                                               "created if missing).")] = None,
+          component_python: Annotated[str | None, typer.Option(
+              "--component-python", help="Interpreter of the components' own Python environments "
+                                         "(default: the system python3).")] = None,
           as_json: JsonOpt = False) -> None:
     """Start the agent on ROOT (foreground unless --detach)."""
     paths = AgentPaths.at(root)
+    options = ["--log-level", log_level]
+    if component_user:
+        options += ["--component-default-user", component_user]
+    if component_python:
+        options += ["--component-python", component_python]
     from roost.cli.hubcmd import enroll_for_start
 
     thing_name = enroll_for_start(paths, hub, enroll_token, thing_name, label or [])
     if detach:
-        pid = start_detached(paths, thing_name, extra_args=["--log-level", log_level])
+        pid = start_detached(paths, thing_name, extra_args=options)
         if as_json:
             emit_json({"pid": pid, "root": str(paths.root), "socket": str(paths.ipc_socket)})
         else:
@@ -46,7 +59,7 @@ def start(root: RootOpt = None,
         return
     from roost.agent.__main__ import main as agent_main
 
-    args = ["--root", str(paths.root), "--log-level", log_level]
+    args = ["--root", str(paths.root), *options]
     if thing_name:
         args += ["--thing-name", thing_name]
     raise typer.Exit(agent_main(args))
