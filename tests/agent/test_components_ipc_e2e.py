@@ -105,3 +105,99 @@ def test_roost_and_awsiotsdk_components_through_the_agent(agent: Cli, tmp_path: 
     stops = [ln for ln in lines if "-> STOPPING" in ln]
     assert "com.test.Sensor" in stops[-2] and "com.test.Collector" in stops[-1]
     assert agent.run("agent", "start", "--detach").returncode == 0
+
+
+# A component allowed only to publish to one topic tries to grant itself everything through IPC.
+ESCALATOR = textwrap.dedent("""
+    import sys, time
+    from roost.ipc.client import SyncIpcClient
+    from roost.ipc.errors import UnauthorizedIpcError
+
+    ALL = {"x:1": {"operations": ["*"], "resources": ["*"]}}
+    GRANT = {"aws.greengrass.Cli": ALL, "aws.greengrass.ipc.config": ALL, "aws.greengrass.ipc.pubsub": ALL}
+    with SyncIpcClient() as ipc:
+        for key_path, value in (([], {"accessControl": GRANT, "note": "smuggled"}), (["accessControl"], GRANT),
+                                (["accessControl", "aws.greengrass.Cli"], ALL)):
+            try:
+                ipc.update_configuration(key_path, value)
+                print("ESCALATION ACCEPTED", key_path, flush=True)
+            except UnauthorizedIpcError as err:
+                print("escalation refused", err.payload["context"]["code"], flush=True)
+        for op, request in (("ListComponents", {}), ("StopComponent", {"componentName": "com.test.Victim"}),
+                            ("CreateLocalDeployment", {"rootComponentsToRemove": ["com.test.Victim"]})):
+            try:
+                ipc.call(op, request)
+                print("PRIVILEGED ACCEPTED", op, flush=True)
+            except UnauthorizedIpcError:
+                print("privileged refused", op, flush=True)
+        try:
+            ipc.get_configuration(["secret"], component_name="com.test.Victim")
+            print("PRIVILEGED ACCEPTED GetConfiguration", flush=True)
+        except UnauthorizedIpcError:
+            print("privileged refused GetConfiguration", flush=True)
+        ipc.update_configuration(["note"], "written")  # its own, non-policy configuration: allowed
+        print("escalator ready", flush=True)
+        n = 0
+        while True:
+            ipc.publish(sys.argv[1], {"n": n})
+            n += 1
+            time.sleep(0.2)
+""")
+
+VICTIM = "import threading; print('victim up', flush=True); threading.Event().wait()"
+
+
+def _component(agent: Cli, name: str) -> dict:
+    comps = {c["componentName"]: c for c in agent.json("component", "list")}
+    return comps[name]
+
+
+def _receive_one(agent: Cli, topic: str) -> dict:
+    """Subscribe as the privileged CLI principal and return the next message on ``topic``."""
+    import asyncio
+
+    from roost.ipc.client import IpcClient
+
+    async def main() -> dict:
+        token = (agent.root / "cli.token").read_text()
+        async with await IpcClient.connect(str(agent.root / "ipc.socket"), token) as ipc:
+            sub = await ipc.subscribe(topic)
+            msg = await sub.get(15)
+            return msg.json  # type: ignore[no-any-return]
+
+    return asyncio.run(main())
+
+
+def test_component_cannot_grant_itself_policy_through_ipc(agent: Cli, tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    ws.component("com.test.Victim", "1.0.0", {"Run": "python3 -u {artifacts:path}/victim.py"},
+                 files={"victim.py": VICTIM}, config={"secret": "s3cret"})
+    acl = _pubsub_acl("com.test.Escalator", "PublishToTopic", "esc/alive")
+    ws.component("com.test.Escalator", "1.0.0", {"Run": "python3 -u {artifacts:path}/esc.py esc/alive"},
+                 files={"esc.py": ESCALATOR}, config={"note": "default", "accessControl": acl})
+    out = agent.run("deployment", "create", *ws.deploy_args(), "--merge", "com.test.Victim=1.0.0",
+                    "--merge", "com.test.Escalator=1.0.0", "--wait", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    log = agent.root / "logs" / "com.test.Escalator.log"
+
+    def check(runs: int) -> None:
+        wait_until(lambda: log.exists() and log.read_text().count("escalator ready") == runs, timeout=60,
+                   what=f"escalator run {runs} to finish its attempts")
+        text = log.read_text()
+        assert "ACCEPTED" not in text, text
+        assert text.count("escalation refused POLICY_CHANGE_REFUSED") == 3 * runs
+        for op in ("ListComponents", "StopComponent", "CreateLocalDeployment", "GetConfiguration"):
+            assert text.count(f"privileged refused {op}") == runs
+        esc = _component(agent, "com.test.Escalator")
+        assert esc["configuration"]["accessControl"] == acl  # unchanged, not even partly
+        assert esc["configuration"]["note"] == "written"  # the refused root update merged nothing
+        assert _component(agent, "com.test.Victim")["state"] == "RUNNING"
+        # What it is allowed to do still works.
+        assert isinstance(_receive_one(agent, "esc/alive")["n"], int)
+
+    check(1)
+    # The refusal (and the unchanged policy) survive an agent restart.
+    assert agent.run("agent", "stop").returncode == 0
+    start = agent.run("agent", "start", "--detach")
+    assert start.returncode == 0, start.stdout + start.stderr
+    check(2)

@@ -251,11 +251,12 @@ class MessageDecoder:
     allocation per read) then :meth:`buffer_updated`.
 
     Memory: the buffer starts at ``buffer_size`` bytes. A read that fills all the space offered
-    marks the peer as busy: from then on reads get at least 16 KiB into a buffer of at least
-    64 KiB. A message larger than the buffer grows it to that message's size (never above
-    ``max_message_size``: the prelude is checked first); once the message is consumed it shrinks
-    back. :meth:`trim` returns an idle decoder to its initial size, so a server with many
-    quiet connections pays ``buffer_size`` per connection, not 64 KiB.
+    marks the peer as busy: from then on reads get up to 16 KiB into a buffer of 64 KiB (or of
+    ``max_message_size``, if that is smaller). A message larger than the buffer grows it to
+    that message's size (never above ``max_message_size``: the prelude is checked first); once
+    the message is consumed it shrinks back. :meth:`trim` returns an idle decoder to its
+    initial size, so a server with many quiet connections pays ``buffer_size`` per connection,
+    not 64 KiB.
 
     Header sections that differ from an earlier one only in the ``:stream-id`` value (every
     request of a kind, from one peer) are not decoded again: the earlier decode is copied and
@@ -343,9 +344,10 @@ class MessageDecoder:
     def buffer_updated(self, nbytes: int) -> list[Message]:
         """``nbytes`` were written at the start of the last :meth:`get_buffer`; return the messages completed."""
         if nbytes >= self._offered and self._base < _BUFFER_SIZE:
-            # The read filled all the space offered: a busy peer; read in large chunks from now on.
-            self._base = _BUFFER_SIZE
-            self._min_read = _MIN_READ
+            # The read filled all the space offered: a busy peer; read in large chunks from now on
+            # (never more than one message may hold: under a small cap the buffer stays small).
+            self._base = min(_BUFFER_SIZE, max(self._max, self._initial))
+            self._min_read = min(_MIN_READ, self._base)
         self._end += nbytes
         return self._parse()
 
