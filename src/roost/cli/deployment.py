@@ -51,6 +51,9 @@ def create(root: RootOpt = None,
            update_config: Annotated[str | None, typer.Option("--update-config",
                                                              help='JSON (or @file): {"NAME": {"MERGE": {}, '
                                                                   '"RESET": []}}')] = None,
+           run_with: Annotated[list[str] | None, typer.Option(
+               "--run-with", help="NAME:posixUser=USER[:GROUP]: the user a component runs as when the agent is "
+                                  "root (repeatable; greengrass-cli's --runWith).")] = None,
            failure_policy: Annotated[str, typer.Option("--failure-policy", help="ROLLBACK or DO_NOTHING")]
            = "ROLLBACK",
            wait: Annotated[bool, typer.Option("--wait", help="Wait for the end; exit 0 only if SUCCEEDED.")]
@@ -88,6 +91,8 @@ def create(root: RootOpt = None,
         "failureHandlingPolicy": failure_policy.upper(),
         "timeoutSeconds": timeout,
     }
+    if run_with:
+        request["componentToRunWithInfo"] = _parse_run_with(run_with)
     if recipe_dir is not None:
         request["recipeDirectoryPath"] = str(recipe_dir.resolve())
     if artifact_dir is not None:
@@ -98,6 +103,18 @@ def create(root: RootOpt = None,
             f"deployment {deployment_id} queued")
         return
     _wait_and_report(root, deployment_id, timeout + 30, as_json)
+
+
+def _parse_run_with(items: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        name, sep, setting = item.partition(":")
+        key, eq, value = setting.partition("=")
+        if not name or not sep or not eq or key not in ("posixUser", "windowsUser") or not value:
+            raise InvalidInputError(f"invalid --run-with {item!r}: expected NAME:posixUser=USER[:GROUP]",
+                                    code="INVALID_ARGUMENT")
+        out.setdefault(name, {})[key] = value
+    return out
 
 
 def _wait_and_report(root: str | None, deployment_id: str, timeout: float, as_json: bool) -> None:
