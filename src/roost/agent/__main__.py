@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from roost.agent.agent import run_agent
+from roost.agent.ipc_server import IpcLimits
 from roost.agent.logfile import AGENT_LOG_BACKUPS, AGENT_LOG_MAX_BYTES, configure_agent_logging
 from roost.agent.paths import AgentPaths
 from roost.errors import RoostError
@@ -29,8 +30,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="user[:group] components run as when the agent is root (default roost-components)")
     parser.add_argument("--component-python", default=None,
                         help="interpreter of the components' Python environments (default: the system python3)")
+    parser.add_argument("--ipc-max-connections", type=int, default=IpcLimits.max_connections,
+                        help="IPC connections held at once; one more is refused with IPC_BUSY")
+    parser.add_argument("--ipc-max-streams", type=int, default=IpcLimits.max_streams_per_component,
+                        help="open IPC streams (subscriptions) per component")
     args = parser.parse_args(argv)
-    options = {"component_default_user": args.component_default_user, "component_python": args.component_python}
+    if args.ipc_max_connections < 1 or args.ipc_max_streams < 1:
+        parser.error("--ipc-max-connections and --ipc-max-streams must be at least 1")
+    limits = IpcLimits(max_connections=args.ipc_max_connections, max_streams_per_component=args.ipc_max_streams)
+    options = {"component_default_user": args.component_default_user, "component_python": args.component_python,
+               "ipc_limits": limits}
     configure_agent_logging(args.log_level, Path(args.log_file) if args.log_file else None,
                             max_bytes=args.log_max_bytes, backups=args.log_backups)
     try:

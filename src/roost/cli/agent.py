@@ -39,6 +39,12 @@ def start(root: RootOpt = None,
           component_python: Annotated[str | None, typer.Option(
               "--component-python", help="Interpreter of the components' own Python environments "
                                          "(default: the system python3).")] = None,
+          ipc_max_connections: Annotated[int | None, typer.Option(
+              "--ipc-max-connections", min=1, help="IPC connections held at once (default 1024); one more is "
+                                                   "refused with IPC_BUSY.")] = None,
+          ipc_max_streams: Annotated[int | None, typer.Option(
+              "--ipc-max-streams", min=1, help="Open IPC streams (subscriptions) per component (default 1024).")]
+          = None,
           as_json: JsonOpt = False) -> None:
     """Start the agent on ROOT (foreground unless --detach)."""
     paths = AgentPaths.at(root)
@@ -47,6 +53,10 @@ def start(root: RootOpt = None,
         options += ["--component-default-user", component_user]
     if component_python:
         options += ["--component-python", component_python]
+    if ipc_max_connections is not None:
+        options += ["--ipc-max-connections", str(ipc_max_connections)]
+    if ipc_max_streams is not None:
+        options += ["--ipc-max-streams", str(ipc_max_streams)]
     from roost.cli.hubcmd import enroll_for_start
 
     thing_name = enroll_for_start(paths, hub, enroll_token, thing_name, label or [])
