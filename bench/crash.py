@@ -559,6 +559,8 @@ def run(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     own_tmp = tempfile.mkdtemp(prefix="roost-crash-")
     workdir = Path(own_tmp)
+    # run as root, the agent runs components as an unprivileged user, who must reach the root
+    os.chmod(workdir, 0o755)
     root = Path(args.root).resolve() if args.root else workdir / "root"
     if args.root and root.exists() and any(root.iterdir()):
         log(f"--root {root} is not empty; refusing to reuse it")
@@ -606,7 +608,8 @@ def run(args: argparse.Namespace) -> int:
                 totals[key] += trial[key]
             totals["leftover_trials"] += int(bool(trial["leftover_processes"]))
             totals["duplicate_trials"] += int(bool(trial["duplicate_components"]))
-            totals["stop_checks"] += int(trial["stop_checked"])
+            totals["stop_checks_scheduled"] += int(trial["stop_scheduled"])
+            totals["stop_checks"] += int(trial["stop_rc"] is not None)
             totals["stop_leftover_trials"] += int(bool(trial["stop_leftovers"]))
             totals["unsettled_trials"] += int(not trial["settled"])
             totals["missing_trials"] += int(bool(trial["check"]["missing"]))
@@ -631,7 +634,8 @@ def run(args: argparse.Namespace) -> int:
         "failed_trials": totals["failed_trials"],
         "leftover_trials": totals["leftover_trials"], "leftover_processes": totals["leftover_processes"],
         "duplicate_trials": totals["duplicate_trials"], "duplicate_components": totals["duplicate_components"],
-        "stop_checks": totals["stop_checks"], "stop_leftover_trials": totals["stop_leftover_trials"],
+        "stop_checks": totals["stop_checks"], "stop_checks_scheduled": totals["stop_checks_scheduled"],
+        "stop_leftover_trials": totals["stop_leftover_trials"],
         "stop_leftover_processes": totals["stop_leftovers"],
         "unsettled_trials": totals["unsettled_trials"], "missing_trials": totals["missing_trials"],
         "preparing_deployments": harness.prepared,
@@ -664,7 +668,8 @@ def run(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"crash: {done} trials, {summary['leftover_trials']} with leftovers "
           f"({summary['leftover_processes']} processes), {summary['duplicate_trials']} with duplicates, "
-          f"{summary['stop_checks']} stop checks ({summary['stop_leftover_trials']} with leftovers), "
+          f"{summary['stop_checks']} agent-stop checks ({summary['stop_checks_scheduled']} scheduled, the others "
+          f"after a failed check; {summary['stop_leftover_trials']} left processes), "
           f"{summary['unsettled_trials']} unsettled; {summary['trials_per_minute']} trials/min; seed {args.seed}"
           f"{'; HARNESS ERROR: ' + error if error else ''} -> {out}")
     if error is not None:
@@ -724,7 +729,7 @@ def one_trial(h: Harness, index: int, max_delay: float, *, stop_check: bool) -> 
         "check": result,
         "leftover_processes": leftover,
         "duplicate_components": dup,
-        "stop_checked": stop_check,
+        "stop_scheduled": stop_check,
         "stop_rc": stop_rc,
         "stop_leftovers": len(stop_leftovers),
         "stop_leftover_details": stop_leftovers,

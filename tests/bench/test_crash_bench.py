@@ -113,7 +113,7 @@ def test_three_crash_trials_leave_no_leftover_and_no_duplicate(tmp_path: Path) -
     result = json.loads(out.read_text())
     summary = result["summary"]
     assert summary["harness_error"] is None, proc.stderr[-3000:]
-    assert summary["trials"] == 3 and summary["stop_checks"] == 1
+    assert summary["trials"] == 3 and summary["stop_checks_scheduled"] == 1
     assert len(result["config"]["calibration_deployments_s"]) == 2
     assert {"cpu_model", "nproc", "git_commit", "roost_version", "timestamp"} <= set(result["machine"])
     assert sum(row["trials"] for row in result["kills_by_deployment_status"].values()) == 3
