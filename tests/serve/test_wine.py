@@ -43,3 +43,10 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
     assert model["learner"]["feature_names"] == list(FEATURES)
     assert len(model["learner"]["gradient_booster"]["model"]["trees"]) == 400
     assert train_wine(tmp_path / "c.json", seed=3).read_bytes() != a.read_bytes()
+
+
+def test_the_consumer_sample_ships_the_upstream_records() -> None:
+    """The WineConsumer component carries its records as an artifact (it needs only roost.ipc)."""
+    shipped = Path(__file__).resolve().parents[2] / "src/roost/samples/artifacts/com.roost.WineConsumer/1.0.0"
+    assert json.loads((shipped / "records.json").read_text()) == sample_records()
+    assert "roost.serve" not in (shipped / "consumer.py").read_text()

@@ -1,16 +1,18 @@
 """Sample component: send wine records for inference and log the results (like the original consumer).
 
-Sends a Lambda-style event every INTERVAL_SECONDS until MSG_COUNT_LIMIT results came back (0: run
-forever). Pub/sub keeps no messages for absent subscribers, so a request sent before the model
-server subscribed gets no answer: after RETRY_SECONDS without a result the request is sent again.
+Sends a Lambda-style event (the records of the JSON file named by the first argument: the upstream
+consumer's two sample records) every INTERVAL_SECONDS until MSG_COUNT_LIMIT results came back
+(0: run forever). It needs only the roost.ipc client (or awsiotsdk), like any component. Pub/sub
+keeps no messages for absent subscribers, so a request sent before the model server subscribed
+gets no answer: after RETRY_SECONDS without a result the request is sent again.
 """
 
 import json
 import os
 import queue
+import sys
 
 from roost.ipc.client import Received, SyncIpcClient
-from roost.serve.wine import sample_records
 
 limit = int(os.environ.get("MSG_COUNT_LIMIT", "10"))
 interval = float(os.environ.get("INTERVAL_SECONDS", "5"))
@@ -24,7 +26,8 @@ def on_result(message: Received) -> None:
 
 with SyncIpcClient() as ipc:
     ipc.subscribe(os.environ["RESULT_TOPIC"], on_result)
-    body = json.dumps(sample_records())
+    with open(sys.argv[1], encoding="utf-8") as fh:
+        body = json.dumps(json.load(fh))
     received = 0
     while limit == 0 or received < limit:
         print(f"request: {body}", flush=True)
