@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ)
     if args.src:
         env["PYTHONPATH"] = str(Path(args.src).resolve()) + os.pathsep + env.get("PYTHONPATH", "")
-    start = subprocess.run([sys.executable, "-m", "roost", "agent", "start", "--detach", "--root", str(root)],
+    extra = ["--ipc-max-connections", str(args.max_connections)] if args.max_connections else []
+    start = subprocess.run([sys.executable, "-m", "roost", "agent", "start", "--detach", "--root", str(root), *extra],
                            capture_output=True, text=True, timeout=120, env=env, check=False)
     if start.returncode != 0:
         raise SystemExit(f"agent did not start: {start.stdout}{start.stderr}")
@@ -233,6 +234,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=1500, help="idle unauthenticated connections")
     parser.add_argument("--authenticated", type=int, default=500, help="idle authenticated connections")
     parser.add_argument("--preconnect-cap", type=int, default=8 * 1024, help="the agent's pre-CONNECT frame cap")
+    parser.add_argument("--max-connections", type=int, default=None,
+                        help="the agent's --ipc-max-connections (default: the agent's own, 1024)")
     parser.add_argument("--src", default=None, help="run the agent from this source tree (PYTHONPATH)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
