@@ -526,7 +526,8 @@ def check(procs: list[Proc], comps: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(src_commit: str | None = None) -> dict[str, Any]:
+    """The machine, and the code under test: ``src_commit`` when given (``--commit``), else the working tree."""
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -544,7 +545,8 @@ def machine_info() -> dict[str, Any]:
         version = "unknown"
     return {
         "cpu_model": cpu, "nproc": os.cpu_count(), "python": platform.python_version(),
-        "kernel": platform.release(), "git_commit": commit, "src_modified_since_commit": bool(dirty),
+        "kernel": platform.release(), "git_commit": src_commit or commit,
+        "src_modified_since_commit": False if src_commit else bool(dirty), "harness_commit": commit,
         "roost_version": version, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -656,7 +658,7 @@ def run(args: argparse.Namespace) -> int:
                    "components": {n: list(VERSIONS) for n in NAMES}},
         "code_under_test": {"commit": src_commit, "exported": True} if src_commit
         else {"commit": None, "working_tree": str(REPO / "src")},
-        "machine": {**machine_info(), "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
+        "machine": {**machine_info(src_commit), "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
         "summary": summary,
         "kinds": dict(kinds),
         "kills_by_deployment_status": by_phase,
