@@ -14,7 +14,7 @@ from roost.agent.store import DeploymentRecord
 from roost.agent.sync import HubConfig, _outcome, detect_labels, ensure_enrolled
 from roost.cli.output import EXIT_CONFLICT, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAUTHORIZED, exit_code_for
 from roost.errors import ConflictError, InvalidInputError, NotFoundError, UnauthorizedError
-from roost.hubclient import HubClient, HubServerError, HubUnreachableError
+from roost.hub.client import HubClient, HubServerError, HubUnreachableError
 
 
 def _client(status: int, body: object) -> HubClient:

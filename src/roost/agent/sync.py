@@ -57,7 +57,7 @@ from roost.agent.paths import AgentPaths, safe_join
 from roost.agent.spool import DEFAULT_MAX_REPORTS, Backoff, Spool
 from roost.agent.store import DeploymentRecord, Store
 from roost.errors import ConflictError, InvalidInputError, RoostError
-from roost.hubclient import (
+from roost.hub.client import (
     Desired,
     DeviceClient,
     HubError,

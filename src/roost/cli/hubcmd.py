@@ -36,7 +36,7 @@ from roost.cli.output import (
     table,
 )
 from roost.errors import ConflictError, InvalidInputError
-from roost.hubclient import Deployment, HubClient
+from roost.hub.client import Deployment, HubClient
 
 HubOpt = Annotated[str | None, typer.Option("--hub", envvar="ROOST_HUB", help="Hub URL (or $ROOST_HUB).")]
 #: ``--hub`` on commands that also have a local form: only the option switches (no $ROOST_HUB), so an

@@ -30,7 +30,7 @@ from roost.errors import ConflictError, InvalidInputError, NotFoundError, Reauth
 
 class HubError(RoostError):
     """Base class of every error the hub raises on purpose, and of what the hub client
-    (:mod:`roost.hubclient`) raises for the hub's answers (then ``status`` is the HTTP status)."""
+    (:mod:`roost.hub.client`) raises for the hub's answers (then ``status`` is the HTTP status)."""
 
     code = "HUB_ERROR"
     status: int | None = None
