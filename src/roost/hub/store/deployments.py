@@ -1,0 +1,205 @@
+"""Deployments to a device or a group."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from roost.hub import desired, rollout
+from roost.hub.errors import HubConflictError, HubNotFoundError, UnprocessableError
+from roost.hub.models import Component, Deployment, Device, DeviceDeployment, GroupMember
+from roost.hub.names import check_name
+from roost.hub.store.fleet import FleetStore
+from roost.hub.store.records import DeploymentDevice, DeploymentInfo, DeploymentRequest
+from roost.recipe import Recipe, RecipeError, parse_recipe, resolve
+
+logger = logging.getLogger(__name__)
+
+FAILURE_POLICIES = ("ROLLBACK", "DO_NOTHING")
+
+
+def _known_deployment_id(deployment_id: str) -> str:
+    if not rollout.DEPLOYMENT_ID.fullmatch(deployment_id):
+        raise HubNotFoundError(f"deployment {deployment_id!r} does not exist", code="DEPLOYMENT_NOT_FOUND")
+    return deployment_id
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    kind, sep, name = target.partition(":")
+    if not sep or kind not in ("device", "group") or not name:
+        raise UnprocessableError(f"invalid target {target!r}: expected device:NAME or group:NAME",
+                                 code="INVALID_TARGET")
+    return kind, check_name(name, f"{kind} name")
+
+
+class DeploymentStore(FleetStore):
+    """Deployments: validation, dependency resolution, creation (superseding), status, cancelation."""
+
+    # -- deployments -------------------------------------------------------------------------------
+
+    def _deployment_info(self, s: Session, d: Deployment, *, with_devices: bool) -> DeploymentInfo:
+        devices = None
+        if with_devices:
+            rows = s.execute(select(DeviceDeployment, Device.name)
+                             .join(Device, Device.id == DeviceDeployment.device_id)
+                             .where(DeviceDeployment.deployment_id == d.id).order_by(Device.name)).all()
+            devices = [DeploymentDevice(name, r.status, r.reason_code, r.message, r.released_at, r.updated_at)
+                       for r, name in rows]
+        tally = rollout.counts(s, d.id)
+        tally["total"] = sum(tally.values())
+        return DeploymentInfo(
+            id=d.id, target=f"{d.target_type}:{d.target_name}", components=dict(d.components),
+            configuration=dict(d.configuration), failure_policy=d.failure_policy, max_per_minute=d.max_per_minute,
+            abort_failure_percent=d.abort_failure_percent, abort_min_devices=d.abort_min_devices,
+            timeout_minutes=d.timeout_minutes, created_at=d.created_at, status=d.status,
+            status_reason=d.status_reason, revision=d.seq, counts=tally, devices=devices,
+            dependencies={str(k): str(v) for k, v in (d.dependencies or {}).items()})
+
+    def _validate_deployment(self, s: Session, req: DeploymentRequest) -> None:
+        for name, version in req.components.items():
+            check_name(name, "component name")
+            check_name(version, "component version")
+            if s.get(Component, (name, version)) is None:
+                known = s.scalar(select(Component.name).where(Component.name == name).limit(1)) is not None
+                what = f"version {version} of component {name}" if known else f"component {name}"
+                raise UnprocessableError(f"{what} is not published", code="UNKNOWN_COMPONENT")
+        stray = sorted(set(req.configuration) - set(req.components))
+        if stray:
+            raise UnprocessableError(f"configuration given for component(s) not in the deployment: "
+                                     f"{', '.join(stray)}", code="INVALID_CONFIGURATION")
+        for name, update_ in req.configuration.items():
+            if not isinstance(update_, dict) or not set(update_) <= {"MERGE", "RESET"}:
+                raise UnprocessableError(f"configuration of {name} must be {{\"MERGE\": {{...}}, \"RESET\": [...]}}",
+                                         code="INVALID_CONFIGURATION")
+        if req.failure_policy not in FAILURE_POLICIES:
+            raise UnprocessableError(f"failure_policy must be one of {', '.join(FAILURE_POLICIES)}",
+                                     code="INVALID_FAILURE_POLICY")
+        for label, value, low in (("max_per_minute", req.max_per_minute, 1),
+                                  ("abort_failure_percent", req.abort_failure_percent, 0),
+                                  ("abort_min_devices", req.abort_min_devices, 1),
+                                  ("timeout_minutes", req.timeout_minutes, 1)):
+            if value is not None and value < low:
+                raise UnprocessableError(f"{label} must be at least {low}", code="INVALID_ROLLOUT")
+        if req.abort_failure_percent is not None and req.abort_failure_percent > 100:
+            raise UnprocessableError("abort_failure_percent must be at most 100", code="INVALID_ROLLOUT")
+
+    def _resolve_dependencies(self, s: Session, roots: dict[str, str]) -> dict[str, str]:
+        """The versions of every component the roots need (ComponentDependencies, transitively).
+
+        Each dependency gets the highest published version that satisfies every requirer
+        (:func:`roost.recipe.resolve`, the resolver the agent uses for local deployments).
+        """
+        available: dict[str, list[Recipe]] = {}
+        frontier = sorted(roots)
+        while frontier:
+            name = frontier.pop()
+            if name in available:
+                continue
+            available[name] = [parse_recipe(json.dumps(recipe), source=f"hub recipe {name}-{version}", fmt="json")
+                               for version, recipe in s.execute(select(Component.version, Component.recipe)
+                                                                .where(Component.name == name))]
+            frontier.extend(sorted({dep for r in available[name] for dep in r.dependencies} - set(available)))
+        try:
+            resolved = resolve(roots, available)
+        except RecipeError as err:
+            raise UnprocessableError(f"cannot resolve the deployment's dependencies: {err.message}",
+                                     code=err.code) from err
+        return {name: recipe.version for name, recipe in resolved.items() if name not in roots}
+
+    def create_deployment(self, req: DeploymentRequest) -> DeploymentInfo:
+        """A new revision for a target; it supersedes the target's previous deployment."""
+        kind, target_name = parse_target(req.target)
+        now = self.clock()
+        deployment_id = str(uuid.uuid4())
+
+        def run(s: Session) -> DeploymentInfo:
+            self._validate_deployment(s, req)
+            dependencies = self._resolve_dependencies(s, req.components)
+            if kind == "device":
+                target = self._device(s, target_name)
+                device_ids = [] if target.revoked_at is not None else [target.id]
+            else:
+                self._ensure_group(s, target_name)
+                device_ids = list(s.scalars(select(GroupMember.device_id)
+                                            .join(Device, Device.id == GroupMember.device_id)
+                                            .where(GroupMember.group_name == target_name,
+                                                   Device.revoked_at.is_(None)).order_by(GroupMember.device_id)))
+            previous = list(s.scalars(select(Deployment).where(
+                Deployment.target_type == kind, Deployment.target_name == target_name,
+                Deployment.status == rollout.ACTIVE).order_by(Deployment.seq).with_for_update()))
+            seq = desired.bump_revision(s)
+            for prev in previous:
+                prev.status = rollout.SUPERSEDED
+                prev.status_reason = f"superseded by deployment {deployment_id}"
+                s.execute(update(DeviceDeployment).where(
+                    DeviceDeployment.deployment_id == prev.id, DeviceDeployment.status.in_(rollout.OPEN_STATUSES),
+                ).values(status=rollout.CANCELED, reason_code="SUPERSEDED",
+                         message=f"superseded by deployment {deployment_id}", updated_at=now))
+            deployment = Deployment(
+                id=deployment_id, seq=seq, target_type=kind, target_name=target_name,
+                components=dict(req.components), dependencies=dependencies, configuration=dict(req.configuration),
+                failure_policy=req.failure_policy, max_per_minute=req.max_per_minute,
+                abort_failure_percent=req.abort_failure_percent, abort_min_devices=req.abort_min_devices,
+                timeout_minutes=req.timeout_minutes, created_at=now,
+                status=rollout.ACTIVE if device_ids else rollout.COMPLETED)
+            s.add(deployment)
+            s.flush()
+            first = device_ids if req.max_per_minute is None else device_ids[:req.max_per_minute]
+            released = set(first)
+            if device_ids:
+                s.execute(insert(DeviceDeployment), [
+                    {"deployment_id": deployment_id, "device_id": i, "status": rollout.QUEUED,
+                     "released_at": now if i in released else None, "updated_at": now} for i in device_ids])
+            desired.mark_changed(s, released, seq)
+            return self._deployment_info(s, deployment, with_devices=True)
+        info = self._write(run)
+        logger.info("deployment %s to %s: %d devices", deployment_id, req.target, info.counts["total"])
+        return info
+
+    def get_deployment(self, deployment_id: str) -> DeploymentInfo:
+        _known_deployment_id(deployment_id)
+        now = self.clock()
+
+        def run(s: Session) -> DeploymentInfo:
+            desired.mark_changed(s, rollout.refresh_deployment(s, deployment_id, now))
+            d = s.get(Deployment, deployment_id)
+            if d is None:
+                raise HubNotFoundError(f"deployment {deployment_id} does not exist", code="DEPLOYMENT_NOT_FOUND")
+            return self._deployment_info(s, d, with_devices=True)
+        return self._write(run)
+
+    def list_deployments(self, limit: int = 500) -> list[DeploymentInfo]:
+        now = self.clock()
+
+        def refresh(s: Session) -> None:
+            for deployment_id in rollout.open_deployments(s):
+                desired.mark_changed(s, rollout.refresh_deployment(s, deployment_id, now))
+        self._write(refresh)
+
+        def run(s: Session) -> list[DeploymentInfo]:
+            rows = s.scalars(select(Deployment).order_by(Deployment.seq.desc()).limit(limit))
+            return [self._deployment_info(s, d, with_devices=False) for d in rows]
+        return self._read(run)
+
+    def cancel_deployment(self, deployment_id: str) -> DeploymentInfo:
+        """Stop a deployment: devices that have not started it keep their previous state."""
+        _known_deployment_id(deployment_id)
+        now = self.clock()
+
+        def run(s: Session) -> DeploymentInfo:
+            d = rollout.lock_deployment(s, deployment_id)
+            if d is None:
+                raise HubNotFoundError(f"deployment {deployment_id} does not exist", code="DEPLOYMENT_NOT_FOUND")
+            if d.status == rollout.ACTIVE:
+                d.status = rollout.DEPLOYMENT_CANCELED
+                d.status_reason = "canceled by an administrator"
+                desired.mark_changed(s, rollout.cancel_queued(s, d, now, "CANCELED", "the deployment was canceled"))
+            elif d.status != rollout.DEPLOYMENT_CANCELED:
+                raise HubConflictError(f"deployment {deployment_id} is {d.status} and can no longer be canceled",
+                                       code="DEPLOYMENT_FINISHED")
+            return self._deployment_info(s, d, with_devices=True)
+        return self._write(run)
