@@ -7,7 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench bench-inference bench-fleet browser clean
+install: $(STAMP)
+
+.PHONY: install demo test lint typecheck pytest bench bench-inference bench-fleet browser clean
 
 $(STAMP): pyproject.toml scripts/pick-python
 	@# A .venv built on another interpreter is rebuilt from scratch.
@@ -46,6 +48,7 @@ bench-fleet: $(STAMP)
 # ROOST_REQUIRE_SERVICES=1.
 browser:
 	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  echo "note: installing Debian's chromium (and the libraries it needs) for the console's browser tests" && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "note: /usr/bin/chromium is missing and could not be installed; browser tests will skip"
 
