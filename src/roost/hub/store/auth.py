@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from roost.hub import desired
+from roost.hub.contract import PrincipalKind
 from roost.hub.errors import AuthenticationError, GoneError, HubConflictError, UnprocessableError
 from roost.hub.models import ApiToken, Device, EnrollToken, Meta
 from roost.hub.names import check_name
@@ -45,7 +46,7 @@ class AuthStore(FleetStore):
     def admin_token_name(self, token_id: int) -> str | None:
         """The name of the admin API token ``token_id`` while it is valid, else None (console sessions)."""
         def run(s: Session) -> str | None:
-            row = s.execute(select(ApiToken.name).where(ApiToken.id == token_id, ApiToken.role == "admin",
+            row = s.execute(select(ApiToken.name).where(ApiToken.id == token_id, ApiToken.role == PrincipalKind.ADMIN,
                                                         ApiToken.revoked_at.is_(None))).first()
             return None if row is None else str(row[0])
         return self._read(run)
@@ -79,7 +80,7 @@ class AuthStore(FleetStore):
         token = new_token(ADMIN_PREFIX)
 
         def run(s: Session) -> None:
-            s.add(ApiToken(name=name, token_hash=hash_token(token), role="admin", created_at=self.clock()))
+            s.add(ApiToken(name=name, token_hash=hash_token(token), role=PrincipalKind.ADMIN, created_at=self.clock()))
         self._write(run)
         logger.info("created admin API token %r", name)
         return token
@@ -102,7 +103,7 @@ class AuthStore(FleetStore):
             if last_seen is None or now - last_seen >= SEEN_THROTTLE:
                 self._write(lambda s: s.execute(update(Device).where(Device.id == device_id)
                                                 .values(last_seen_at=now)))
-            return Principal("device", device_id, name)
+            return Principal(PrincipalKind.DEVICE, device_id, name)
 
         def find_token(s: Session) -> tuple[int, str, datetime | None, datetime | None] | None:
             row = s.execute(select(ApiToken.id, ApiToken.name, ApiToken.revoked_at, ApiToken.last_used_at)
@@ -117,7 +118,7 @@ class AuthStore(FleetStore):
         if last_used is None or now - last_used >= timedelta(seconds=60):
             self._write(lambda s: s.execute(update(ApiToken).where(ApiToken.id == token_id)
                                             .values(last_used_at=now)))
-        return Principal("admin", token_id, token_name)
+        return Principal(PrincipalKind.ADMIN, token_id, token_name)
 
     # -- enrolment ---------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from roost.hub import desired, rollout
+from roost.hub.contract import OPEN_STATUSES, DeploymentStatus, DeviceDeploymentStatus, FailurePolicy, TargetType
 from roost.hub.errors import HubConflictError, HubNotFoundError, UnprocessableError
 from roost.hub.models import Component, Deployment, Device, DeviceDeployment, GroupMember
 from roost.hub.names import check_name
@@ -19,7 +20,7 @@ from roost.recipe import Recipe, RecipeError, parse_recipe, resolve
 
 logger = logging.getLogger(__name__)
 
-FAILURE_POLICIES = ("ROLLBACK", "DO_NOTHING")
+FAILURE_POLICIES: tuple[FailurePolicy, ...] = tuple(FailurePolicy)
 
 
 def _known_deployment_id(deployment_id: str) -> str:
@@ -30,7 +31,7 @@ def _known_deployment_id(deployment_id: str) -> str:
 
 def parse_target(target: str) -> tuple[str, str]:
     kind, sep, name = target.partition(":")
-    if not sep or kind not in ("device", "group") or not name:
+    if not sep or kind not in tuple(TargetType) or not name:
         raise UnprocessableError(f"invalid target {target!r}: expected device:NAME or group:NAME",
                                  code="INVALID_TARGET")
     return kind, check_name(name, f"{kind} name")
@@ -119,7 +120,7 @@ class DeploymentStore(FleetStore):
         def run(s: Session) -> DeploymentInfo:
             self._validate_deployment(s, req)
             dependencies = self._resolve_dependencies(s, req.components)
-            if kind == "device":
+            if kind == TargetType.DEVICE:
                 target = self._device(s, target_name)
                 device_ids = [] if target.revoked_at is not None else [target.id]
             else:
@@ -130,14 +131,14 @@ class DeploymentStore(FleetStore):
                                                    Device.revoked_at.is_(None)).order_by(GroupMember.device_id)))
             previous = list(s.scalars(select(Deployment).where(
                 Deployment.target_type == kind, Deployment.target_name == target_name,
-                Deployment.status == rollout.ACTIVE).order_by(Deployment.seq).with_for_update()))
+                Deployment.status == DeploymentStatus.ACTIVE).order_by(Deployment.seq).with_for_update()))
             seq = desired.bump_revision(s)
             for prev in previous:
-                prev.status = rollout.SUPERSEDED
+                prev.status = DeploymentStatus.SUPERSEDED
                 prev.status_reason = f"superseded by deployment {deployment_id}"
                 s.execute(update(DeviceDeployment).where(
-                    DeviceDeployment.deployment_id == prev.id, DeviceDeployment.status.in_(rollout.OPEN_STATUSES),
-                ).values(status=rollout.CANCELED, reason_code="SUPERSEDED",
+                    DeviceDeployment.deployment_id == prev.id, DeviceDeployment.status.in_(OPEN_STATUSES),
+                ).values(status=DeviceDeploymentStatus.CANCELED, reason_code="SUPERSEDED",
                          message=f"superseded by deployment {deployment_id}", updated_at=now))
             deployment = Deployment(
                 id=deployment_id, seq=seq, target_type=kind, target_name=target_name,
@@ -145,14 +146,14 @@ class DeploymentStore(FleetStore):
                 failure_policy=req.failure_policy, max_per_minute=req.max_per_minute,
                 abort_failure_percent=req.abort_failure_percent, abort_min_devices=req.abort_min_devices,
                 timeout_minutes=req.timeout_minutes, created_at=now,
-                status=rollout.ACTIVE if device_ids else rollout.COMPLETED)
+                status=DeploymentStatus.ACTIVE if device_ids else DeploymentStatus.COMPLETED)
             s.add(deployment)
             s.flush()
             first = device_ids if req.max_per_minute is None else device_ids[:req.max_per_minute]
             released = set(first)
             if device_ids:
                 s.execute(insert(DeviceDeployment), [
-                    {"deployment_id": deployment_id, "device_id": i, "status": rollout.QUEUED,
+                    {"deployment_id": deployment_id, "device_id": i, "status": DeviceDeploymentStatus.QUEUED,
                      "released_at": now if i in released else None, "updated_at": now} for i in device_ids])
             desired.mark_changed(s, released, seq)
             return self._deployment_info(s, deployment, with_devices=True)
@@ -194,11 +195,11 @@ class DeploymentStore(FleetStore):
             d = rollout.lock_deployment(s, deployment_id)
             if d is None:
                 raise HubNotFoundError(f"deployment {deployment_id} does not exist", code="DEPLOYMENT_NOT_FOUND")
-            if d.status == rollout.ACTIVE:
-                d.status = rollout.DEPLOYMENT_CANCELED
+            if d.status == DeploymentStatus.ACTIVE:
+                d.status = DeploymentStatus.CANCELED
                 d.status_reason = "canceled by an administrator"
                 desired.mark_changed(s, rollout.cancel_queued(s, d, now, "CANCELED", "the deployment was canceled"))
-            elif d.status != rollout.DEPLOYMENT_CANCELED:
+            elif d.status != DeploymentStatus.CANCELED:
                 raise HubConflictError(f"deployment {deployment_id} is {d.status} and can no longer be canceled",
                                        code="DEPLOYMENT_FINISHED")
             return self._deployment_info(s, d, with_devices=True)

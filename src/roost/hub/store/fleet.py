@@ -5,13 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from roost.hub import desired, rollout
+from roost.hub.contract import (
+    OPEN_STATUSES,
+    DeploymentStatus,
+    DeviceDeploymentStatus,
+    DeviceHealth,
+    DeviceStatus,
+    TargetType,
+)
 from roost.hub.errors import HubNotFoundError
 from roost.hub.models import Deployment, Device, DeviceDeployment, Group, GroupMember
 from roost.hub.names import check_name
@@ -39,18 +47,17 @@ class FleetStore(StoreBase):
             for name, v in sorted((device.reported or {}).items())
         }
         if device.revoked_at is not None:
-            status: Literal["ONLINE", "OFFLINE", "REVOKED"] = "REVOKED"
+            status = DeviceStatus.REVOKED
         elif device.last_seen_at is not None and now - device.last_seen_at <= ONLINE_WINDOW:
-            status = "ONLINE"
+            status = DeviceStatus.ONLINE
         else:
-            status = "OFFLINE"
-        health: Literal["HEALTHY", "UNHEALTHY", "UNKNOWN"]
+            status = DeviceStatus.OFFLINE
         if not reported:
-            health = "UNKNOWN"
+            health = DeviceHealth.UNKNOWN
         elif any(c.state in UNHEALTHY_STATES for c in reported.values()):
-            health = "UNHEALTHY"
+            health = DeviceHealth.UNHEALTHY
         else:
-            health = "HEALTHY"
+            health = DeviceHealth.HEALTHY
         return DeviceInfo(name=device.name, labels=dict(device.labels or {}), groups=groups,
                           created_at=device.created_at, last_seen_at=device.last_seen_at,
                           revoked=device.revoked_at is not None, components=reported, status=status,
@@ -105,9 +112,9 @@ class FleetStore(StoreBase):
             if device.revoked_at is None:
                 device.revoked_at = now
                 s.execute(update(DeviceDeployment).where(
-                    DeviceDeployment.device_id == device.id, DeviceDeployment.status.in_(rollout.OPEN_STATUSES),
-                ).values(status=rollout.CANCELED, reason_code="DEVICE_REVOKED", message="the device was revoked",
-                         updated_at=now))
+                    DeviceDeployment.device_id == device.id, DeviceDeployment.status.in_(OPEN_STATUSES),
+                ).values(status=DeviceDeploymentStatus.CANCELED, reason_code="DEVICE_REVOKED",
+                         message="the device was revoked", updated_at=now))
             return self._device_info(s, device, self._groups_of(s, [device.id])[device.id], now)
         info = self._write(run)
         logger.info("device %s revoked", name)
@@ -140,17 +147,17 @@ class FleetStore(StoreBase):
         s.add(GroupMember(group_name=group, device_id=device.id))
         s.flush()
         current = s.scalars(select(Deployment).where(
-            Deployment.target_type == "group", Deployment.target_name == group,
-            Deployment.status.in_((rollout.ACTIVE, rollout.COMPLETED))).order_by(Deployment.seq.desc())
-            .limit(1).with_for_update()).first()
+            Deployment.target_type == TargetType.GROUP, Deployment.target_name == group,
+            Deployment.status.in_((DeploymentStatus.ACTIVE, DeploymentStatus.COMPLETED)))
+            .order_by(Deployment.seq.desc()).limit(1).with_for_update()).first()
         if current is not None and device.revoked_at is None:
             quota = rollout.release_quota(s, current, now)
             released = now if quota is None or quota > 0 else None
             existing = s.get(DeviceDeployment, (current.id, device.id))
             if existing is None:
-                s.add(DeviceDeployment(deployment_id=current.id, device_id=device.id, status=rollout.QUEUED,
-                                       released_at=released, updated_at=now))
-                current.status = rollout.ACTIVE
+                s.add(DeviceDeployment(deployment_id=current.id, device_id=device.id,
+                                       status=DeviceDeploymentStatus.QUEUED, released_at=released, updated_at=now))
+                current.status = DeploymentStatus.ACTIVE
                 if released is not None:
                     # Only then does the device's desired state change (and the revision move, waking
                     # long polls): joining a group without a deployment, or before the rollout
@@ -187,12 +194,12 @@ class FleetStore(StoreBase):
                 raise HubNotFoundError(f"device {device_name} is not a member of group {group}",
                                        code="MEMBER_NOT_FOUND")
             s.delete(member)
-            group_deployments = select(Deployment.id).where(Deployment.target_type == "group",
+            group_deployments = select(Deployment.id).where(Deployment.target_type == TargetType.GROUP,
                                                             Deployment.target_name == group)
             s.execute(update(DeviceDeployment).where(
-                DeviceDeployment.device_id == device.id, DeviceDeployment.status.in_(rollout.OPEN_STATUSES),
+                DeviceDeployment.device_id == device.id, DeviceDeployment.status.in_(OPEN_STATUSES),
                 DeviceDeployment.deployment_id.in_(group_deployments),
-            ).values(status=rollout.CANCELED, reason_code="REMOVED_FROM_GROUP",
+            ).values(status=DeviceDeploymentStatus.CANCELED, reason_code="REMOVED_FROM_GROUP",
                      message=f"the device left group {group}", updated_at=now))
             desired.mark_changed(s, [device.id])
             return self._group_info(s, group)

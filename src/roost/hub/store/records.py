@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
+
+from roost.hub.contract import DeviceHealth, DeviceStatus, FailurePolicy, PrincipalKind
 
 
 @dataclass(frozen=True)
 class Principal:
-    kind: Literal["admin", "device"]
+    kind: PrincipalKind
     id: int
     name: str
 
@@ -52,8 +54,8 @@ class DeviceInfo:
     last_seen_at: datetime | None
     revoked: bool
     components: dict[str, ReportedComponent]
-    status: Literal["ONLINE", "OFFLINE", "REVOKED"]
-    health: Literal["HEALTHY", "UNHEALTHY", "UNKNOWN"]
+    status: DeviceStatus
+    health: DeviceHealth
     applied_revision: int | None
     desired_revision: int
     deployments: list[DeviceDeploymentInfo] | None = None
@@ -117,7 +119,7 @@ class DeploymentRequest:
     target: str
     components: dict[str, str]
     configuration: dict[str, Any] = field(default_factory=dict)
-    failure_policy: str = "ROLLBACK"
+    failure_policy: str = FailurePolicy.ROLLBACK
     max_per_minute: int | None = None
     abort_failure_percent: int | None = None
     abort_min_devices: int = 1

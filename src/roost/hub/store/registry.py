@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from roost.hub import desired
 from roost.hub.artifacts import StagedFile, Staging, digest_b64
+from roost.hub.contract import PrincipalKind
 from roost.hub.errors import (
     AuthenticationError,
     ForbiddenError,
@@ -204,7 +205,7 @@ class RegistryStore(StoreBase):
 
     def artifact(self, principal: Principal, name: str, version: str, file_name: str) -> ArtifactLocation:
         """Where an artifact is, if ``principal`` may read it (admins: all; devices: their desired state)."""
-        if principal.kind == "device":
+        if principal.kind == PrincipalKind.DEVICE:
             return _one(self.artifacts_for_devices([(principal.id, name, version, file_name)]))
         check_name(name, "component name")
         check_name(version, "component version")
