@@ -70,7 +70,7 @@ async def test_reply_nowait_and_deferred_acks(connect: ClientFactory) -> None:
 
 async def test_publish_nowait_failure_is_logged_once(connect: ClientFactory, caplog: pytest.LogCaptureFixture) -> None:
     client = await connect("tok-a")
-    with caplog.at_level(logging.ERROR, logger="roost.ipc.client"):
+    with caplog.at_level(logging.ERROR, logger="roost.ipc.async_client"):
         client.publish_nowait("secret/topic", {"a": 1})
         client.publish_nowait("secret/topic", {"a": 2})
         await client.publish("sensors/ok", {"a": 3})  # answered after both failures
