@@ -56,16 +56,16 @@ from roost.agent.errors import ArtifactError
 from roost.agent.paths import AgentPaths, safe_join
 from roost.agent.spool import DEFAULT_MAX_REPORTS, Backoff, Spool
 from roost.agent.store import DeploymentRecord, Store
-from roost.errors import ConflictError, InvalidInputError, RoostError
+from roost.errors import ConflictError, InvalidInputError, RoostError, UnauthorizedError
 from roost.hub.client import (
     Desired,
     DeviceClient,
     HubError,
     HubProtocolError,
-    HubUnauthorizedError,
     enroll,
     normalize_url,
 )
+from roost.hub.contract import DeviceDeploymentStatus as HubStatus
 from roost.recipe import current_platform, parse_recipe
 
 if TYPE_CHECKING:
@@ -80,7 +80,8 @@ MAX_MESSAGE = 1900
 #: Reports sent per ``POST /v1/device/reports``.
 BATCH = 50
 #: Deployment status of the hub when the deployer's outcome is X.
-ROLLED_BACK, FAILED, TIMED_OUT, IN_PROGRESS, CANCELED = "ROLLED_BACK", "FAILED", "TIMED_OUT", "IN_PROGRESS", "CANCELED"
+ROLLED_BACK, FAILED, TIMED_OUT = HubStatus.ROLLED_BACK, HubStatus.FAILED, HubStatus.TIMED_OUT
+IN_PROGRESS, CANCELED = HubStatus.IN_PROGRESS, HubStatus.CANCELED
 #: Store meta: the hub deployments this device reported SUCCEEDED (not reported again while effective).
 SUCCEEDED_META = "hub_succeeded_deployments"
 
@@ -344,7 +345,7 @@ class HubSync:
                 continue
             try:
                 await self.client.send_reports([e.report for e in batch])
-            except HubUnauthorizedError as err:
+            except UnauthorizedError as err:
                 self.health.refused(err)
                 await self._send_backoff.wait()
                 continue
@@ -383,7 +384,7 @@ class HubSync:
             started = time.monotonic()
             try:
                 desired = await self.client.desired(self.applied_revision, self.poll_wait)
-            except HubUnauthorizedError as err:
+            except UnauthorizedError as err:
                 self.health.refused(err)
                 await self._poll_backoff.wait()
                 continue
@@ -420,7 +421,7 @@ class HubSync:
         try:
             try:
                 recipe_dir, artifact_dir = await self._fetch(desired, work)
-            except HubUnauthorizedError as err:
+            except UnauthorizedError as err:
                 self.health.refused(err)
                 raise _RetryLater from err
             except HubError as err:
@@ -472,17 +473,14 @@ class HubSync:
                 return record
 
     def _request(self, desired: Desired, recipe_dir: Path, artifact_dir: Path) -> dict[str, Any]:
-        extra = desired.model_extra or {}
-        policy = str(extra.get("failure_policy") or "ROLLBACK").upper()
-        timeout_minutes = extra.get("timeout_minutes")
-        timeout = float(timeout_minutes) * 60 if isinstance(timeout_minutes, (int, float)) and timeout_minutes > 0 \
-            else 300.0
+        timeout_minutes = desired.timeout_minutes
+        timeout = float(timeout_minutes) * 60 if timeout_minutes is not None and timeout_minutes > 0 else 300.0
         config = {name: comp.configuration for name, comp in desired.components.items() if comp.configuration}
         return {"recipeDirectoryPath": str(recipe_dir), "artifactsDirectoryPath": str(artifact_dir),
                 # The roots only: dependencies are in recipe_dir and the deployer resolves them.
                 "hubComponents": {name: comp.version for name, comp in desired.components.items() if comp.root},
                 "hubRevision": desired.revision, "componentToConfiguration": config,
-                "failureHandlingPolicy": policy if policy in ("ROLLBACK", "DO_NOTHING") else "ROLLBACK",
+                "failureHandlingPolicy": desired.failure_policy.value,
                 "timeoutSeconds": min(timeout, 86400.0)}
 
     async def _fetch(self, desired: Desired, work: Path) -> tuple[Path, Path]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from roost.cli.hubcmd import HubOpt, JsonOpt, TokenOpt, admin_client, parse_pairs
-from roost.cli.output import console, emit_json, handle_errors, styled, table
+from roost.cli.output import console, emit_json, handle_errors, styled, table, when
 
 app = typer.Typer(help="Devices enrolled with a hub: enrolment tokens, labels, revocation.", no_args_is_help=True)
 
@@ -28,7 +28,7 @@ def enroll_token(hub: HubOpt = None, token: TokenOpt = None,
         return
     console.print(result.token, highlight=False, soft_wrap=True)
     if result.expires_at:
-        console.print(f"[dim]one use; expires {result.expires_at}[/]")
+        console.print(f"[dim]one use; expires {when(result.expires_at)}[/]")
 
 
 @app.command("list")
@@ -41,7 +41,7 @@ def list_(hub: HubOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) 
         emit_json([d.model_dump(mode="json") for d in devices])
         return
     table("Devices", ["name", "status", "groups", "last seen", "components", "labels"],
-          [(d.name, styled("REVOKED" if d.revoked else d.status or ""), ", ".join(d.groups), d.last_seen_at,
+          [(d.name, styled("REVOKED" if d.revoked else d.status), ", ".join(d.groups), when(d.last_seen_at),
             ", ".join(f"{n}@{c.version} {c.state}" for n, c in d.components.items()),
             " ".join(f"{k}={v}" for k, v in d.labels.items())) for d in devices])
 
@@ -55,8 +55,8 @@ def show(name: str, hub: HubOpt = None, token: TokenOpt = None, as_json: JsonOpt
     if as_json:
         emit_json(device.model_dump(mode="json"))
         return
-    console.print(f"[bold]{device.name}[/] {styled('REVOKED' if device.revoked else device.status or '')}  "
-                  f"last seen {device.last_seen_at or 'never'}")
+    console.print(f"[bold]{device.name}[/] {styled('REVOKED' if device.revoked else device.status)}  "
+                  f"last seen {when(device.last_seen_at) or 'never'}")
     console.print("groups: " + (", ".join(device.groups) or "none"), highlight=False)
     console.print("labels: " + (" ".join(f"{k}={v}" for k, v in device.labels.items()) or "none"), highlight=False)
     table("Components", ["name", "version", "state"],

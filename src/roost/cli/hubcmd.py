@@ -34,9 +34,11 @@ from roost.cli.output import (
     handle_errors,
     styled,
     table,
+    when,
 )
 from roost.errors import ConflictError, InvalidInputError
 from roost.hub.client import Deployment, HubClient
+from roost.hub.contract import DONE_STATUSES, ENDED_DEPLOYMENT_STATUSES, DeploymentStatus, DeviceDeploymentStatus
 
 HubOpt = Annotated[str | None, typer.Option("--hub", envvar="ROOST_HUB", help="Hub URL (or $ROOST_HUB).")]
 #: ``--hub`` on commands that also have a local form: only the option switches (no $ROOST_HUB), so an
@@ -47,11 +49,8 @@ TokenOpt = Annotated[str | None, typer.Option("--token", envvar="ROOST_TOKEN", s
                                               help="Admin API token (or $ROOST_TOKEN).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
-#: A device's deployment status that will not change any more.
-DEVICE_DONE = frozenset({"SUCCEEDED", "FAILED", "ROLLED_BACK", "TIMED_OUT", "CANCELED"})
-DEVICE_FAILED = DEVICE_DONE - {"SUCCEEDED"}
-#: A deployment status after which no device row changes.
-DEPLOYMENT_ENDED = frozenset({"COMPLETED", "ABORTED", "CANCELED", "SUPERSEDED"})
+#: A device's deployment status that will not change any more, other than SUCCEEDED.
+DEVICE_FAILED = tuple(s for s in DONE_STATUSES if s is not DeviceDeploymentStatus.SUCCEEDED)
 
 for _state, _style in {"ROLLED_BACK": "magenta", "TIMED_OUT": "red", "ACTIVE": "yellow", "COMPLETED": "green",
                        "ABORTED": "red", "SUPERSEDED": "dim", "REVOKED": "red"}.items():
@@ -228,8 +227,8 @@ def deployment_list(hub: str | None, token: str | None, as_json: bool) -> None:
         emit_json([d.model_dump(mode="json") for d in deps])
         return
     table("Hub deployments", ["id", "target", "components", "status", "created"],
-          [(d.id, d.target, ", ".join(f"{n}@{v}" for n, v in d.components.items()), styled(d.status or ""),
-            d.created_at) for d in deps])
+          [(d.id, d.target, ", ".join(f"{n}@{v}" for n, v in d.components.items()), styled(d.status),
+            when(d.created_at)) for d in deps])
 
 
 def deployment_cancel(hub: str | None, token: str | None, deployment_id: str, as_json: bool) -> None:
@@ -239,15 +238,15 @@ def deployment_cancel(hub: str | None, token: str | None, deployment_id: str, as
 
 def _tally(dep: Deployment) -> tuple[int, int, int, int]:
     """(total, succeeded, failed, pending) over the deployment's devices."""
-    statuses = [d.status for d in dep.devices]
-    ok = sum(s == "SUCCEEDED" for s in statuses)
+    statuses = [d.status for d in dep.devices or []]
+    ok = sum(s == DeviceDeploymentStatus.SUCCEEDED for s in statuses)
     bad = sum(s in DEVICE_FAILED for s in statuses)
     return len(statuses), ok, bad, len(statuses) - ok - bad
 
 
 def _finished(dep: Deployment) -> bool:
     pending = _tally(dep)[3]
-    return (dep.status or "") in DEPLOYMENT_ENDED or pending == 0
+    return dep.status in ENDED_DEPLOYMENT_STATUSES or pending == 0
 
 
 def _wait_and_report(client: HubClient, deployment_id: str, timeout: float, as_json: bool) -> None:
@@ -256,7 +255,7 @@ def _wait_and_report(client: HubClient, deployment_id: str, timeout: float, as_j
     with Progress(TextColumn("deployment {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err_console,
                   transient=False, disable=as_json) as progress:
-        task = progress.add_task(deployment_id[:8], total=max(1, len(dep.devices)), detail="")
+        task = progress.add_task(deployment_id[:8], total=max(1, len(dep.devices or [])), detail="")
         while True:
             total, ok, bad, pending = _tally(dep)
             progress.update(task, total=max(1, total), completed=ok + bad,
@@ -267,7 +266,7 @@ def _wait_and_report(client: HubClient, deployment_id: str, timeout: float, as_j
             dep = client.deployment(deployment_id)
     print_deployment(dep, as_json)
     total, ok, bad, pending = _tally(dep)
-    if ok == total and (dep.status or "") not in ("ABORTED", "CANCELED"):
+    if ok == total and dep.status not in (DeploymentStatus.ABORTED, DeploymentStatus.CANCELED):
         return
     if pending and not _finished(dep):
         err_console.print(f"[yellow]gave up waiting after {timeout:g} s: {pending} device(s) pending[/]")
@@ -280,7 +279,7 @@ def print_deployment(dep: Deployment, as_json: bool) -> None:
         emit_json(dep.model_dump(mode="json"))
         return
     total, ok, bad, pending = _tally(dep)
-    console.print(f"deployment {dep.id} → {dep.target}: {styled(dep.status or '?')}  "
+    console.print(f"deployment {dep.id} → {dep.target}: {styled(dep.status)}  "
                   f"({ok}/{total} succeeded, {bad} failed, {pending} pending)")
     if dep.components:
         console.print("  components: " + ", ".join(f"{n}@{v}" for n, v in dep.components.items()), highlight=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import wraps
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -86,6 +87,11 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
 STATE_STYLE = {"RUNNING": "green", "FINISHED": "blue", "ERRORED": "red", "BROKEN": "bold red",
                "SUCCEEDED": "green", "FAILED": "red", "IN_PROGRESS": "yellow", "QUEUED": "dim",
                "CANCELED": "magenta"}
+
+
+def when(value: datetime | None) -> str | None:
+    """A time as the hub's JSON spells it (``2026-01-02T03:04:05.123456Z``); ``None`` stays ``None``."""
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 def styled(state: str) -> str:

@@ -8,12 +8,18 @@ Two halves:
 * :class:`DeviceClient` (asynchronous, ``httpx.AsyncClient``) — what the agent's sync loop calls
   with its device credential: the desired-state long poll, artifact downloads, report delivery.
 
-Every call has a timeout. The hub's errors (``{"error": {"code", "message"}}``) become
-:class:`~roost.errors.RoostError` subclasses carrying the hub's code: 401/403 →
-:class:`HubUnauthorizedError`, 404 → :class:`HubNotFoundError`, 409 → :class:`HubConflictError`,
-other 4xx → :class:`HubInvalidInputError`, 5xx → :class:`HubServerError` (retryable). A hub that
-cannot be reached is :class:`HubUnreachableError` (retryable); one that does not answer in time,
-:class:`HubTimeoutError` (retryable). Credentials are sent in headers only and never logged.
+The records it returns and the bodies it sends are the hub's own (:mod:`roost.hub.contract`);
+so are the errors: the hub's answers (``{"error": {"code", "message"}}``) become the hub's error
+classes (:mod:`roost.hub.errors`) through the contract's one status table
+(:func:`roost.hub.contract.error_for`), keeping the hub's code: 401 → ``AuthenticationError``, 403 →
+``ForbiddenError`` (both ``UnauthorizedError``: re-authenticate), 404 → ``HubNotFoundError``, 409 →
+``HubConflictError``, 410 → ``GoneError``, other 4xx → ``HubInvalidInputError`` and its kin, 5xx →
+``HubServerError`` (retryable). Only what a client alone can see is declared here: a hub that
+cannot be reached is :class:`HubUnreachableError` (retryable), one that does not answer in time
+:class:`HubTimeoutError` (retryable), an answer this client does not understand
+:class:`HubProtocolError`, a download whose bytes differ from the hub's digest
+:class:`DigestMismatchError`. Every call has a timeout. Credentials are sent in headers only and
+never logged. This module imports nothing of FastAPI or Starlette.
 """
 
 from __future__ import annotations
@@ -27,16 +33,35 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError
 
 from roost import __version__
-from roost.errors import (
-    InvalidInputError,
-    OperationTimeoutError,
-    Retryable,
-    UnauthorizedError,
+from roost.errors import InvalidInputError, OperationTimeoutError, Retryable
+from roost.hub.contract import (
+    SHA256_HEADER,
+    Artifact,
+    Component,
+    Deployment,
+    DeploymentDevice,
+    Desired,
+    DesiredComponent,
+    Device,
+    Enrollment,
+    EnrollToken,
+    Group,
+    ReportedComponent,
+    error_for,
 )
-from roost.hub.errors import HubConflictError, HubError, HubNotFoundError
+from roost.hub.errors import (
+    AuthenticationError,
+    ForbiddenError,
+    GoneError,
+    HubConflictError,
+    HubError,
+    HubInvalidInputError,
+    HubNotFoundError,
+    HubServerError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,28 +71,10 @@ DEFAULT_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
 #: Extra read time allowed beyond the server-side wait of a long poll.
 LONG_POLL_GRACE = 15.0
-#: The header the hub sends with every artifact: its SHA-256 (hex).
-SHA256_HEADER = "X-Roost-Sha256"
 USER_AGENT = f"roost/{__version__}"
 
 
-# -- errors: the hub's own tree (roost.hub.errors), plus what only a client can see ----------------
-class HubUnauthorizedError(UnauthorizedError, HubError):
-    """401/403: the token or device credential was refused (revoked, expired, wrong kind)."""
-
-    code = "UNAUTHORIZED"
-
-
-class HubInvalidInputError(InvalidInputError, HubError):
-    code = "INVALID_INPUT"
-
-
-class HubServerError(Retryable, HubError):
-    """5xx: the hub failed; the same call may succeed later."""
-
-    code = "HUB_SERVER_ERROR"
-
-
+# -- errors only a client can see (the hub's own are roost.hub.errors) --------------------------------
 class HubUnreachableError(Retryable, HubError):
     """No connection to the hub (refused, DNS, reset): retry later with backoff."""
 
@@ -86,8 +93,14 @@ class HubProtocolError(HubError):
     code = "HUB_PROTOCOL_ERROR"
 
 
+class DigestMismatchError(HubError):
+    """A downloaded artifact's SHA-256 differs from what the hub says it should be."""
+
+    code = "ARTIFACT_DIGEST_MISMATCH"
+
+
 def error_from_response(response: httpx.Response) -> HubError:
-    """The :class:`HubError` for a non-2xx response (the response body must have been read)."""
+    """The hub's error for a non-2xx response (the response body must have been read)."""
     code: str | None = None
     message = ""
     try:
@@ -104,21 +117,8 @@ def error_from_response(response: httpx.Response) -> HubError:
     if not message:
         message = (response.text or response.reason_phrase or "").strip()[:500]
     status = response.status_code
-    cls: type[HubError]
-    if status in (401, 403):
-        cls = HubUnauthorizedError
-    elif status == 404:
-        cls = HubNotFoundError
-    elif status in (409, 410):  # 410: a one-time thing already used (an enrolment token)
-        cls = HubConflictError
-    elif 400 <= status < 500:
-        cls = HubInvalidInputError
-    else:
-        cls = HubServerError
     where = f"{response.request.method} {response.request.url.path}"
-    error = cls(f"hub: {message or 'HTTP ' + str(status)} ({where} → {status})", code=code)
-    error.status = status
-    return error
+    return error_for(status, code, f"hub: {message or 'HTTP ' + str(status)} ({where} → {status})")
 
 
 def _transport_error(err: httpx.TransportError, base_url: str) -> HubError:
@@ -128,102 +128,7 @@ def _transport_error(err: httpx.TransportError, base_url: str) -> HubError:
     return HubUnreachableError(f"cannot reach the hub at {base_url}: {reason}")
 
 
-# -- models ----------------------------------------------------------------------------------------
 M = TypeVar("M", bound=BaseModel)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class Enrollment(_Model):
-    """The answer to ``POST /v1/enroll``."""
-
-    device: str
-    credential: str = Field(repr=False)
-
-
-class EnrollToken(_Model):
-    token: str = Field(repr=False)
-    expires_at: str | None = None
-
-
-class ReportedComponent(_Model):
-    version: str | None = None
-    state: str | None = None
-
-
-class Device(_Model):
-    name: str
-    labels: dict[str, Any] = Field(default_factory=dict)
-    groups: list[str] = Field(default_factory=list)
-    last_seen_at: str | None = None
-    revoked: bool = False
-    components: dict[str, ReportedComponent] = Field(default_factory=dict)
-    status: str | None = None
-
-
-class Group(_Model):
-    name: str
-    devices: list[str] = Field(default_factory=list)
-
-
-class PublishedArtifact(_Model):
-    file: str
-    sha256: str
-    size: int
-
-
-class Component(_Model):
-    name: str
-    version: str
-    artifacts: list[PublishedArtifact] = Field(default_factory=list)
-
-
-class DeviceResult(_Model):
-    device: str
-    status: str
-    reason_code: str | None = None
-    message: str | None = None
-    updated_at: str | None = None
-
-
-class Deployment(_Model):
-    id: str
-    target: str | None = None
-    components: dict[str, str] = Field(default_factory=dict)
-    #: Versions the hub resolved for the components' dependencies.
-    dependencies: dict[str, str] = Field(default_factory=dict)
-    status: str | None = None
-    created_at: str | None = None
-    devices: list[DeviceResult] = Field(default_factory=list)
-    counts: dict[str, int] = Field(default_factory=dict)
-
-    @field_validator("devices", mode="before")
-    @classmethod
-    def _no_devices(cls, value: Any) -> Any:
-        return [] if value is None else value  # the list form leaves the per-device rows out
-
-    @field_validator("components", "dependencies", "counts", mode="before")
-    @classmethod
-    def _no_mapping(cls, value: Any) -> Any:
-        return {} if value is None else value
-
-
-class DesiredComponent(_Model):
-    version: str
-    recipe: dict[str, Any]
-    configuration: dict[str, Any] | None = None
-    #: False for a dependency the hub resolved for the deployed (root) components.
-    root: bool = True
-
-
-class Desired(_Model):
-    """A device's desired state at ``revision`` (``GET /v1/device/desired``)."""
-
-    revision: int
-    deployments: list[str] = Field(default_factory=list)
-    components: dict[str, DesiredComponent] = Field(default_factory=dict)
 
 
 def _parse(model: type[M], data: Any, what: str) -> M:
@@ -442,12 +347,6 @@ def _recipe_type(path: Path) -> str:
 
 
 # -- device client ---------------------------------------------------------------------------------
-class DigestMismatchError(HubError):
-    """A downloaded artifact's SHA-256 differs from what the hub says it should be."""
-
-    code = "ARTIFACT_DIGEST_MISMATCH"
-
-
 class DeviceClient:
     """The agent's side of the sync protocol, with the device credential."""
 
@@ -527,8 +426,9 @@ class DeviceClient:
 
 
 __all__ = [
-    "Component", "Deployment", "Desired", "DesiredComponent", "Device", "DeviceClient", "DeviceResult",
-    "DigestMismatchError", "EnrollToken", "Enrollment", "Group", "HubClient", "HubConflictError", "HubError",
-    "HubInvalidInputError", "HubNotFoundError", "HubProtocolError", "HubServerError", "HubTimeoutError",
-    "HubUnauthorizedError", "HubUnreachableError", "enroll", "error_from_response", "normalize_url",
+    "SHA256_HEADER", "Artifact", "AuthenticationError", "Component", "Deployment", "DeploymentDevice", "Desired",
+    "DesiredComponent", "Device", "DeviceClient", "DigestMismatchError", "EnrollToken", "Enrollment",
+    "ForbiddenError", "GoneError", "Group", "HubClient", "HubConflictError", "HubError", "HubInvalidInputError",
+    "HubNotFoundError", "HubProtocolError", "HubServerError", "HubTimeoutError", "HubUnreachableError",
+    "ReportedComponent", "enroll", "error_from_response", "normalize_url",
 ]

@@ -16,18 +16,21 @@ long-polls only for its own changes.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from roost.hub.contract import Desired, DesiredComponent, FailurePolicy
 from roost.hub.errors import DesiredStateConflictError
 from roost.hub.models import Component, Deployment, Device, DeviceDeployment, GroupMember, Meta
 from roost.hub.rollout import ACTIVE, FAILED, IN_PROGRESS, QUEUED
 from roost.recipe import sort_versions
 
+#: What a device should run (the contract's :class:`~roost.hub.contract.Desired`), under its store name.
+DesiredState = Desired
 REVISION_KEY = "revision"
 CONFLICT = "DESIRED_STATE_CONFLICT"
 #: Largest IN (...) list in one statement.
@@ -60,27 +63,6 @@ def mark_changed(session: Session, device_ids: Iterable[int], revision: int | No
     for start in range(0, len(ids), CHUNK):
         session.execute(update(Device).where(Device.id.in_(ids[start:start + CHUNK])).values(desired_revision=revision))
     return revision
-
-
-@dataclass(frozen=True)
-class DesiredComponent:
-    version: str
-    recipe: dict[str, Any]
-    configuration: dict[str, Any] = field(default_factory=dict)
-    #: False for a dependency the hub resolved (the agent installs it for the roots that need it).
-    root: bool = True
-
-
-@dataclass(frozen=True)
-class DesiredState:
-    """What a device should run. ``failure_policy`` is that of the newest deployment in effect (the
-    change the device is about to apply); ``timeout_minutes`` the longest of them."""
-
-    revision: int
-    deployments: list[str]
-    components: dict[str, DesiredComponent]
-    failure_policy: str = "ROLLBACK"
-    timeout_minutes: int | None = None
 
 
 class DeviceRef(NamedTuple):
@@ -283,7 +265,7 @@ def compute_many(session: Session, devices: Sequence[DeviceRef], now: datetime, 
         timeouts = [d.timeout_minutes for d in in_effect if d.timeout_minutes]
         out[device.id] = DesiredState(
             revision=device.desired_revision, deployments=[d.id for d in in_effect], components=components,
-            failure_policy=newest.failure_policy if newest is not None else "ROLLBACK",
+            failure_policy=FailurePolicy(newest.failure_policy) if newest is not None else FailurePolicy.ROLLBACK,
             timeout_minutes=max(timeouts) if timeouts else None)
     return out
 

@@ -25,7 +25,7 @@ the REST layer maps the *class* to an HTTP status in :mod:`roost.hub.api.errors`
 
 from __future__ import annotations
 
-from roost.errors import ConflictError, InvalidInputError, NotFoundError, Reauthenticate, RoostError
+from roost.errors import ConflictError, InvalidInputError, NotFoundError, Retryable, RoostError, UnauthorizedError
 
 
 class HubError(RoostError):
@@ -36,19 +36,25 @@ class HubError(RoostError):
     status: int | None = None
 
 
-class InvalidNameError(HubError, InvalidInputError):
+class HubInvalidInputError(HubError, InvalidInputError):
+    """The request is malformed (400); fix it."""
+
+    code = "INVALID_INPUT"
+
+
+class InvalidNameError(HubInvalidInputError):
     """A name (device, group, component, version, artifact file) is not allowed; fix it."""
 
     code = "INVALID_NAME"
 
 
-class AuthenticationError(Reauthenticate, HubError):
+class AuthenticationError(HubError, UnauthorizedError):
     """No credentials, unknown ones, or revoked/expired ones: obtain valid credentials."""
 
     code = "UNAUTHORIZED"
 
 
-class ForbiddenError(HubError):
+class ForbiddenError(HubError, UnauthorizedError):
     """The caller is authenticated but may not do this (a device calling an admin endpoint)."""
 
     code = "FORBIDDEN"
@@ -111,3 +117,9 @@ class DesiredStateConflictError(UnprocessableError):
             f"component {component} is wanted at version {self.first_version} by deployment "
             f"{self.first_deployment} and at version {self.second_version} by deployment {self.second_deployment}"
         )
+
+
+class HubServerError(Retryable, HubError):
+    """5xx: the hub failed (its database is down, a bug); the same call may succeed later."""
+
+    code = "HUB_SERVER_ERROR"

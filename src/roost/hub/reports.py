@@ -20,7 +20,7 @@ device_deployments (sorted by deployment, device) → deployments → meta → d
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -29,11 +29,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from roost.hub import desired, rollout
+from roost.hub.contract import OPEN_STATUSES, DeviceDeploymentStatus
+from roost.hub.contract import ReportResult as ReportResult
 from roost.hub.errors import AuthenticationError, HubError, ReportForbiddenError, RevisionNotGivenError
 from roost.hub.models import Device, DeviceDeployment, DeviceReport
 
 #: Statuses a device may report for its row of a deployment.
-REPORT_STATUSES = ("QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "ROLLED_BACK", "TIMED_OUT", "CANCELED")
+REPORT_STATUSES: tuple[DeviceDeploymentStatus, ...] = tuple(DeviceDeploymentStatus)
 
 
 @dataclass(frozen=True)
@@ -46,17 +48,6 @@ class Report:
     message: str | None = None
     components: dict[str, Any] | None = None
     at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class ReportResult:
-    """The answer to one request: report ids applied now, ids applied before (not again), and the
-    ids among ``accepted`` whose revision was older than the device's recorded applied revision
-    (their revision is not applied: it never moves backwards; the rest of those reports is)."""
-
-    accepted: list[str]
-    duplicates: list[str]
-    revisions_ignored: list[str] = field(default_factory=list)
 
 
 def _insert_new(session: Session, keys: list[tuple[int, str]], now: datetime) -> set[tuple[int, str]]:
@@ -84,7 +75,7 @@ _ROW_UPDATE = (
     .where(DeviceDeployment.deployment_id == bindparam("b_deployment"),
            DeviceDeployment.device_id == bindparam("b_device"),
            # (not IN (...): an expanding parameter, which executemany cannot take)
-           or_(*(DeviceDeployment.status == status for status in rollout.OPEN_STATUSES)),
+           or_(*(DeviceDeployment.status == status for status in OPEN_STATUSES)),
            DeviceDeployment.released_at.is_not(None))
     .values(status=bindparam("b_status"), reason_code=bindparam("b_reason"), message=bindparam("b_message"),
             updated_at=bindparam("b_now"))

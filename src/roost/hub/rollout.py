@@ -26,18 +26,19 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from roost.hub.contract import FAILURE_STATUSES, FINISHED_STATUSES, OPEN_STATUSES, DeploymentStatus
+from roost.hub.contract import DeviceDeploymentStatus as Row
 from roost.hub.models import Deployment, DeviceDeployment
 
-QUEUED, IN_PROGRESS, SUCCEEDED, FAILED = "QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED"
-ROLLED_BACK, TIMED_OUT, CANCELED = "ROLLED_BACK", "TIMED_OUT", "CANCELED"
-DEVICE_STATUSES = (QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, ROLLED_BACK, TIMED_OUT, CANCELED)
-OPEN_STATUSES = (QUEUED, IN_PROGRESS)
-FINISHED_STATUSES = (SUCCEEDED, FAILED, ROLLED_BACK, TIMED_OUT)
-FAILURE_STATUSES = (FAILED, ROLLED_BACK, TIMED_OUT)
+# The statuses are the contract's enums (roost.hub.contract); the short names read better in queries.
+QUEUED, IN_PROGRESS, SUCCEEDED, FAILED = Row.QUEUED, Row.IN_PROGRESS, Row.SUCCEEDED, Row.FAILED
+ROLLED_BACK, TIMED_OUT, CANCELED = Row.ROLLED_BACK, Row.TIMED_OUT, Row.CANCELED
+DEVICE_STATUSES: tuple[Row, ...] = tuple(Row)
 
-ACTIVE, SUPERSEDED, DEPLOYMENT_CANCELED = "ACTIVE", "SUPERSEDED", "CANCELED"
-ABORTED, COMPLETED = "ABORTED", "COMPLETED"
-DEPLOYMENT_STATUSES = (ACTIVE, SUPERSEDED, DEPLOYMENT_CANCELED, ABORTED, COMPLETED)
+ACTIVE, SUPERSEDED = DeploymentStatus.ACTIVE, DeploymentStatus.SUPERSEDED
+DEPLOYMENT_CANCELED = DeploymentStatus.CANCELED
+ABORTED, COMPLETED = DeploymentStatus.ABORTED, DeploymentStatus.COMPLETED
+DEPLOYMENT_STATUSES: tuple[DeploymentStatus, ...] = tuple(DeploymentStatus)
 
 WINDOW = timedelta(seconds=60)
 
@@ -102,7 +103,7 @@ def counts(session: Session, deployment_id: str) -> dict[str, int]:
     rows = session.execute(
         select(DeviceDeployment.status, func.count()).where(DeviceDeployment.deployment_id == deployment_id)
         .group_by(DeviceDeployment.status)).all()
-    out = dict.fromkeys(DEVICE_STATUSES, 0)
+    out: dict[str, int] = {status.value: 0 for status in DEVICE_STATUSES}
     for status, n in rows:
         out[status] = int(n)
     return out

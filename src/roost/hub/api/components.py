@@ -11,8 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from roost.hub.api import auth, device
 from roost.hub.api.admin import StoreDep
-from roost.hub.api.errors import COMMON_ERRORS, ErrorBody
+from roost.hub.api.errors import COMMON_ERRORS
 from roost.hub.api.upload import receive_upload
+from roost.hub.contract import SHA256_HEADER, Component, ErrorBody
 from roost.hub.store import ComponentInfo
 
 router = APIRouter(prefix="/v1", responses=COMMON_ERRORS)
@@ -34,7 +35,7 @@ UPLOAD_BODY: dict[str, Any] = {
 
 
 @router.post("/components", status_code=201, tags=["components"], dependencies=[Depends(auth.admin)],
-             openapi_extra=UPLOAD_BODY,
+             response_model=Component, openapi_extra=UPLOAD_BODY,
              responses={409: {"model": ErrorBody, "description": "VERSION_EXISTS"},
                         413: {"model": ErrorBody, "description": "ARTIFACT_TOO_LARGE"}})
 async def publish_component(request: Request, s: StoreDep) -> ComponentInfo:
@@ -49,12 +50,14 @@ async def publish_component(request: Request, s: StoreDep) -> ComponentInfo:
         await run_in_threadpool(staging.cleanup)
 
 
-@router.get("/components", tags=["components"], dependencies=[Depends(auth.admin)])
+@router.get("/components", tags=["components"], dependencies=[Depends(auth.admin)],
+            response_model=list[Component])
 async def list_components(s: StoreDep) -> list[ComponentInfo]:
     return await run_in_threadpool(s.list_components)
 
 
 @router.get("/components/{name}/{version}", tags=["components"], dependencies=[Depends(auth.admin)],
+            response_model=Component,
             responses={404: {"model": ErrorBody, "description": "COMPONENT_NOT_FOUND"}})
 async def get_component(name: str, version: str, s: StoreDep) -> ComponentInfo:
     """One version, with its stored recipe (including the hub-computed digests)."""
@@ -64,7 +67,7 @@ async def get_component(name: str, version: str, s: StoreDep) -> ComponentInfo:
 @router.get("/artifacts/{name}/{version}/{file}", tags=["components"],
             response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}},
-                             "headers": {"X-Roost-Sha256": {"description": "hex SHA-256 of the file",
+                             "headers": {SHA256_HEADER: {"description": "hex SHA-256 of the file",
                                                             "schema": {"type": "string"}}}},
                        404: {"model": ErrorBody, "description": "ARTIFACT_NOT_FOUND"}})
 async def download_artifact(name: str, version: str, file: str, request: Request, s: StoreDep) -> Response:
@@ -74,7 +77,7 @@ async def download_artifact(name: str, version: str, file: str, request: Request
         where = await device.batches(request).artifacts.submit((who.id, name, version, file))
     else:
         where = await run_in_threadpool(s.artifact, who, name, version, file)
-    headers = {"X-Roost-Sha256": where.sha256}
+    headers = {SHA256_HEADER: where.sha256}
     if where.content is not None:  # small: read with the access check (see store.INLINE_ARTIFACT_BYTES)
         headers["Content-Disposition"] = f"attachment; filename*=utf-8''{quote(where.file_name)}"
         return Response(where.content, media_type="application/octet-stream", headers=headers)

@@ -11,12 +11,11 @@ from starlette.concurrency import run_in_threadpool
 
 from roost.hub.api import auth
 from roost.hub.api.admin import StoreDep
-from roost.hub.api.errors import COMMON_ERRORS, ErrorBody
-from roost.hub.api.schemas import INT32, EnrollRequest, ReportsIn
+from roost.hub.api.errors import COMMON_ERRORS
 from roost.hub.background import BackgroundLoop
 from roost.hub.coalesce import Coalescer
-from roost.hub.desired import DesiredState
-from roost.hub.reports import Report, ReportResult
+from roost.hub.contract import INT32, Desired, Enrollment, EnrollRequest, ErrorBody, ReportResult, ReportsIn
+from roost.hub.reports import Report
 from roost.hub.store import ArtifactLocation, Enrolment, Store
 
 logger = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ class RevisionWatcher:
 
 
 
-@router.post("/enroll", status_code=201, tags=["device"],
+@router.post("/enroll", status_code=201, tags=["device"], response_model=Enrollment,
              responses={401: {"model": ErrorBody, "description": "ENROLL_TOKEN_INVALID / ENROLL_TOKEN_EXPIRED"},
                         409: {"model": ErrorBody, "description": "DEVICE_EXISTS"},
                         410: {"model": ErrorBody, "description": "ENROLL_TOKEN_USED"}})
@@ -109,7 +108,7 @@ class DeviceBatches:
     """
 
     def __init__(self, store: Store, max_in_flight: int = 2) -> None:
-        self.desired: Coalescer[tuple[int, int | None], tuple[DesiredState | None, bool]] = Coalescer(
+        self.desired: Coalescer[tuple[int, int | None], tuple[Desired | None, bool]] = Coalescer(
             store.desired_states, name="desired-state", max_in_flight=max_in_flight)
         self.reports: Coalescer[tuple[int, Sequence[Report]], ReportResult] = Coalescer(
             store.record_reports_many, name="reports", max_in_flight=max_in_flight)
@@ -125,12 +124,12 @@ def batches(request: Request) -> DeviceBatches:
 # The device routes take no FastAPI dependencies: AuthMiddleware has already admitted only device
 # credentials to /v1/device/..., and auth.device(request) reads the principal it left (dependency
 # resolution is a large share of a request's cost at fleet scale).
-@router.get("/device/desired", tags=["device"], response_model=DesiredState,
+@router.get("/device/desired", tags=["device"], response_model=Desired,
             responses={204: {"description": "No newer revision within the wait"}})
 async def desired(request: Request,
                   after: int | None = Query(None, ge=0, le=INT32, description="The revision the device has"),
                   wait: float = Query(0.0, ge=0.0, le=3600.0, description="Seconds to wait (at most 30)"),
-                  ) -> DesiredState | Response:
+                  ) -> Desired | Response:
     """Long poll: the device's desired state as soon as its revision is newer than ``after``."""
     me = auth.device(request)
     watcher: RevisionWatcher = request.app.state.watcher
@@ -154,7 +153,7 @@ async def desired(request: Request,
             return Response(status_code=204)  # nothing changed anywhere: no need to look again
 
 
-@router.post("/device/reports", tags=["device"],
+@router.post("/device/reports", tags=["device"], response_model=ReportResult,
              responses={403: {"model": ErrorBody, "description": "DEPLOYMENT_NOT_FOR_DEVICE (or FORBIDDEN)"},
                         409: {"model": ErrorBody, "description": "REVISION_NOT_GIVEN"}})
 async def reports(body: ReportsIn, request: Request) -> ReportResult:

@@ -1,4 +1,5 @@
-"""Map hub errors to HTTP at the boundary: every error body is ``{"error": {"code", "message"}}``."""
+"""Map hub errors to HTTP at the boundary, with the contract's one table
+(:mod:`roost.hub.contract.errors`): every error body is ``{"error": {"code", "message"}}``."""
 
 from __future__ import annotations
 
@@ -7,57 +8,12 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from roost.errors import ConflictError, InvalidInputError, NotFoundError, RoostError
-from roost.hub.errors import (
-    AuthenticationError,
-    ForbiddenError,
-    GoneError,
-    HubConflictError,
-    HubNotFoundError,
-    InvalidNameError,
-    PayloadTooLargeError,
-    UnprocessableError,
-)
+from roost.errors import RoostError
+from roost.hub.contract import CODE_BY_STATUS, INTERNAL_ERROR, ErrorBody, status_for
 
 logger = logging.getLogger(__name__)
-
-#: Most specific first.
-STATUS_BY_CLASS: tuple[tuple[type[RoostError], int], ...] = (
-    (AuthenticationError, 401),
-    (ForbiddenError, 403),
-    (PayloadTooLargeError, 413),
-    (GoneError, 410),
-    (HubConflictError, 409),
-    (HubNotFoundError, 404),
-    (InvalidNameError, 400),
-    (UnprocessableError, 422),
-    (NotFoundError, 404),
-    (ConflictError, 409),
-    (InvalidInputError, 400),
-)
-
-HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
-              405: "METHOD_NOT_ALLOWED", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
-              422: "VALIDATION_ERROR"}
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
-def status_for(err: RoostError) -> int:
-    for cls, status in STATUS_BY_CLASS:
-        if isinstance(err, cls):
-            return status
-    return 500
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -91,12 +47,12 @@ def install(app: FastAPI) -> None:
 
     async def on_http(_request: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, StarletteHTTPException)
-        return error_response(err.status_code, HTTP_CODES.get(err.status_code, f"HTTP_{err.status_code}"),
+        return error_response(err.status_code, CODE_BY_STATUS.get(err.status_code, f"HTTP_{err.status_code}"),
                               str(err.detail))
 
     async def on_unexpected(_request: Request, err: Exception) -> JSONResponse:
         logger.error("unhandled error in the hub", exc_info=err)
-        return error_response(500, "INTERNAL_ERROR", "internal error; see the hub's log")
+        return error_response(500, INTERNAL_ERROR, "internal error; see the hub's log")
 
     app.add_exception_handler(RoostError, on_roost_error)
     app.add_exception_handler(RequestValidationError, on_validation)

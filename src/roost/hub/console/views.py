@@ -8,15 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from roost.hub.contract import FAILURE_STATUSES
+from roost.hub.contract import DeviceDeploymentStatus as Row
 from roost.hub.store import ComponentInfo, DeploymentInfo
 
 #: Per-device statuses shown as one bar segment each: (css class, label, statuses).
 SEGMENTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("ok", "succeeded", ("SUCCEEDED",)),
-    ("bad", "failed", ("FAILED", "ROLLED_BACK", "TIMED_OUT")),
-    ("busy", "in progress", ("IN_PROGRESS",)),
-    ("wait", "queued", ("QUEUED",)),
-    ("off", "canceled", ("CANCELED",)),
+    ("ok", "succeeded", (Row.SUCCEEDED,)),
+    ("bad", "failed", FAILURE_STATUSES),
+    ("busy", "in progress", (Row.IN_PROGRESS,)),
+    ("wait", "queued", (Row.QUEUED,)),
+    ("off", "canceled", (Row.CANCELED,)),
 )
 
 #: Status word → badge colour class.

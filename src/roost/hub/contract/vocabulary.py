@@ -28,16 +28,16 @@ class DeviceDeploymentStatus(StrEnum):
     CANCELED = "CANCELED"
 
 
+# The sets are tuples in declaration order, so SQL ``IN (...)`` statements built from them are stable.
+_D = DeviceDeploymentStatus
 #: A device's row that may still change (the device has not finished it).
-OPEN_STATUSES = frozenset({DeviceDeploymentStatus.QUEUED, DeviceDeploymentStatus.IN_PROGRESS})
+OPEN_STATUSES: tuple[DeviceDeploymentStatus, ...] = (_D.QUEUED, _D.IN_PROGRESS)
 #: A row the device finished (CANCELED is not "finished": the device never ran it).
-FINISHED_STATUSES = frozenset({DeviceDeploymentStatus.SUCCEEDED, DeviceDeploymentStatus.FAILED,
-                               DeviceDeploymentStatus.ROLLED_BACK, DeviceDeploymentStatus.TIMED_OUT})
+FINISHED_STATUSES: tuple[DeviceDeploymentStatus, ...] = (_D.SUCCEEDED, _D.FAILED, _D.ROLLED_BACK, _D.TIMED_OUT)
 #: Finished rows that count as failures (the abort rule; the console's red segment).
-FAILURE_STATUSES = frozenset({DeviceDeploymentStatus.FAILED, DeviceDeploymentStatus.ROLLED_BACK,
-                              DeviceDeploymentStatus.TIMED_OUT})
+FAILURE_STATUSES: tuple[DeviceDeploymentStatus, ...] = (_D.FAILED, _D.ROLLED_BACK, _D.TIMED_OUT)
 #: A row that will not change any more.
-DONE_STATUSES = frozenset(DeviceDeploymentStatus) - OPEN_STATUSES
+DONE_STATUSES: tuple[DeviceDeploymentStatus, ...] = tuple(s for s in _D if s not in OPEN_STATUSES)
 
 
 class DeploymentStatus(StrEnum):
@@ -51,7 +51,8 @@ class DeploymentStatus(StrEnum):
 
 
 #: A deployment status after which no device row changes.
-ENDED_DEPLOYMENT_STATUSES = frozenset(DeploymentStatus) - {DeploymentStatus.ACTIVE}
+ENDED_DEPLOYMENT_STATUSES: tuple[DeploymentStatus, ...] = tuple(s for s in DeploymentStatus
+                                                                if s is not DeploymentStatus.ACTIVE)
 
 
 class DeviceStatus(StrEnum):
