@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from roost.agent.ipc import IpcServer
 from roost.agent.ipc_core import CLI_PRINCIPAL
-from roost.agent.ipc_server import IpcServer
 from roost.errors import ConflictError, InvalidInputError, NotFoundError
 from roost.ipc.client import IpcClient
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.agent.ipc_server import IpcServer
+from roost.agent.ipc import IpcServer
 from roost.ipc.client import IpcClient
 
 from .conftest import COMP_A, MemoryCore

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.agent.ipc_server import IpcServer
+from roost.agent.ipc import IpcServer
 from roost.ipc import rpc
 from roost.ipc.client import IpcClient, Received
 from roost.ipc.eventstream import MessageDecoder, encode_frame

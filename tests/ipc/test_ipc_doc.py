@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from roost.agent import ipc_server
+from roost.agent.ipc import operations
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ipc.md"
 ROW = re.compile(r"^\| `(aws\.greengrass#\w+)` \| (.+) \|$")
@@ -23,7 +23,7 @@ def _table() -> dict[str, str]:
 
 def test_every_registered_operation_is_documented_and_nothing_else() -> None:
     table = _table()
-    registered = set(ipc_server.registered_operations())
+    registered = set(operations.registered_operations())
     assert registered, "the server registers no operation?"
     assert sorted(registered - set(table)) == [], "operations missing from docs/ipc.md"
     assert sorted(set(table) - registered) == [], "docs/ipc.md documents operations the server does not have"

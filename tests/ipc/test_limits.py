@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from roost.agent import ipc_server
 from roost.agent.errors import IpcNotAuthenticatedError
-from roost.agent.ipc_server import PRECONNECT_BUFFER, IpcLimits, IpcServer, _Connection
+from roost.agent.ipc import IpcLimits, IpcServer, operations
+from roost.agent.ipc.connection import PRECONNECT_BUFFER, _Connection
 from roost.errors import InvalidInputError
 from roost.ipc import rpc
 from roost.ipc.client import IpcClient
@@ -159,7 +159,7 @@ def _prelude(total: int, headers: int = 0) -> bytes:
     return head + struct.pack(">I", zlib.crc32(head))
 
 
-@pytest.mark.parametrize("claimed", [ipc_server.IpcLimits().preconnect_max_frame + 1, 1_400_000])
+@pytest.mark.parametrize("claimed", [IpcLimits().preconnect_max_frame + 1, 1_400_000])
 async def test_oversized_frame_before_connect_is_refused_and_closed(
     claimed: int, server: IpcServer, connect: ClientFactory
 ) -> None:
@@ -282,14 +282,14 @@ async def test_cli_principal_cannot_change_policy_over_ipc_either(connect: Clien
 # -- every operation checks authentication for real -----------------------------------------------------
 
 
-@pytest.mark.parametrize("operation", ipc_server.registered_operations())
+@pytest.mark.parametrize("operation", operations.registered_operations())
 async def test_handlers_refuse_an_unauthenticated_connection(operation: str, server: IpcServer) -> None:
     conn = _Connection(server)  # never CONNECTed
     request: dict[str, Any] = {"topic": "sensors/x", "publishMessage": {"jsonMessage": {"message": 1}},
                                "valueToMerge": {}, "state": "RUNNING", "componentName": COMP_A,
                                "deploymentId": "d"}
     async def call() -> None:
-        result = ipc_server._HANDLERS[operation](conn, 1, operation, request)
+        result = operations._HANDLERS[operation](conn, 1, operation, request)
         if asyncio.iscoroutine(result):
             await result
 
@@ -304,7 +304,7 @@ async def test_handlers_refuse_an_unauthenticated_connection(operation: str, ser
 async def test_a_burst_of_refused_connects_logs_o1_lines(
     make_server: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="roost.agent.ipc_server")
+    caplog.set_level(logging.INFO, logger="roost.agent.ipc")
     server = await make_server()
     n = 150
     for _ in range(n):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from roost.agent.ipc_server import IpcServer
+from roost.agent.ipc import IpcServer
 from roost.ipc import rpc
 from roost.ipc.client import ConfigurationUpdate, IpcClient, Received, SyncIpcClient
 from roost.ipc.errors import (
@@ -226,7 +226,7 @@ async def _read_until_eof(reader: asyncio.StreamReader, timeout: float = 3) -> l
 async def test_silent_peer_is_closed_after_connect_timeout(
     server: IpcServer, connect: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="roost.agent.ipc_server")
+    caplog.set_level(logging.INFO, logger="roost.agent.ipc")
     reader, writer = await _raw(server)
     a = await connect("tok-a")
     loop = asyncio.get_running_loop()

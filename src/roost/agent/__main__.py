@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from roost.agent.agent import run_agent
-from roost.agent.ipc_server import IpcLimits
+from roost.agent.ipc import IpcLimits
 from roost.agent.logfile import AGENT_LOG_BACKUPS, AGENT_LOG_MAX_BYTES, configure_agent_logging
 from roost.agent.paths import AgentPaths
 from roost.errors import RoostError

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from roost.agent.configuration import get_path, merge_at
 from roost.agent.deployer import Deployer
 from roost.agent.errors import AgentError
-from roost.agent.ipc_server import IpcLimits, IpcServer
+from roost.agent.ipc import IpcLimits, IpcServer
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
 from roost.agent.process import reap_journal
