@@ -3,9 +3,8 @@
 Instances are built by :mod:`roost.recipe.validate` (through :func:`roost.recipe.parse_recipe`),
 which guarantees every invariant documented here; constructing them by hand skips validation.
 
-Timeouts: ``LifecycleStep.timeout`` is what the recipe says (``None`` when absent) so that a
-recipe round-trips unchanged; :meth:`LifecycleStep.effective_timeout` applies the Greengrass
-defaults (:data:`DEFAULT_TIMEOUTS`).
+Lifecycles (:class:`Lifecycle`, :class:`LifecycleStep`, their timeouts) are defined in
+:mod:`roost.recipe.lifecycle` and re-exported here.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from roost.recipe.errors import RecipeError
+from roost.recipe.lifecycle import DEFAULT_TIMEOUTS, Lifecycle, LifecycleStep, StepKind, selected_global_lifecycle
 from roost.recipe.platform import platform_matches
 
 __all__ = [
@@ -35,75 +35,14 @@ __all__ = [
     "UnarchiveMode",
 ]
 
-StepKind = Literal["bootstrap", "install", "startup", "run", "shutdown", "recover"]
 PermissionLevel = Literal["NONE", "OWNER", "ALL"]
 UnarchiveMode = Literal["NONE", "ZIP"]
 DependencyType = Literal["HARD", "SOFT"]
 
-#: Greengrass' default step timeouts in seconds; ``None`` means "runs until stopped".
-DEFAULT_TIMEOUTS: Mapping[StepKind, float | None] = {
-    "bootstrap": 120.0,
-    "install": 120.0,
-    "startup": 120.0,
-    "run": None,
-    "shutdown": 15.0,
-    "recover": 60.0,
-}
 
 #: Artifact URI schemes a recipe may use. ``docker:`` parses; the deployer decides whether it
 #: can honour it (it needs a Docker engine).
 ARTIFACT_SCHEMES: frozenset[str] = frozenset({"s3", "greengrass", "file", "docker", "http", "https"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class LifecycleStep:
-    """One lifecycle step. A recipe step given as a plain string is ``{Script: <string>}``."""
-
-    script: str
-    timeout: float | None = None
-    setenv: dict[str, str] = field(default_factory=dict)
-    requires_privilege: bool = False
-    skipif: str | None = None
-
-    def effective_timeout(self, kind: StepKind) -> float | None:
-        """The recipe's timeout, else the Greengrass default for ``kind`` (``None`` for run)."""
-        return self.timeout if self.timeout is not None else DEFAULT_TIMEOUTS[kind]
-
-    @property
-    def skip_condition(self) -> tuple[Literal["onpath", "exists"], str] | None:
-        """``Skipif`` split into ``("onpath", exe)`` or ``("exists", path)``, or ``None``."""
-        if self.skipif is None:
-            return None
-        keyword, _, argument = self.skipif.strip().partition(" ")
-        kind: Literal["onpath", "exists"] = "onpath" if keyword == "onpath" else "exists"
-        return kind, argument.strip()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Lifecycle:
-    """A manifest's (or the selected global) lifecycle. Startup and Run never coexist."""
-
-    setenv: dict[str, str] = field(default_factory=dict)
-    bootstrap: LifecycleStep | None = None
-    install: LifecycleStep | None = None
-    startup: LifecycleStep | None = None
-    run: LifecycleStep | None = None
-    shutdown: LifecycleStep | None = None
-    recover: LifecycleStep | None = None
-
-    def step(self, kind: StepKind) -> LifecycleStep | None:
-        """The step of the given kind, if the recipe defines it."""
-        step: LifecycleStep | None = getattr(self, kind)
-        return step
-
-    def steps(self) -> dict[StepKind, LifecycleStep]:
-        """Every defined step, in execution order (bootstrap, install, startup/run, ...)."""
-        kinds: tuple[StepKind, ...] = ("bootstrap", "install", "startup", "run", "shutdown", "recover")
-        return {kind: step for kind in kinds if (step := self.step(kind)) is not None}
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.setenv and not self.steps()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,8 +140,6 @@ class Recipe:
         the manifest's Selections the way Greengrass does (``all`` is the fallback). Raises
         :class:`RecipeError` with code ``PLATFORM_UNSUPPORTED`` when no manifest matches.
         """
-        from roost.recipe.validate import selected_global_lifecycle
-
         if not self.manifests:
             lifecycle = selected_global_lifecycle(self, None)
             return SelectedRecipe(recipe=self, manifest_index=None, lifecycle=lifecycle, artifacts=[])

@@ -8,28 +8,28 @@ step keys are also accepted all lower-case, as the Greengrass nucleus does.
 
 from __future__ import annotations
 
-import difflib
-import json
-import math
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import nodesemver
 
-from roost.recipe.errors import RecipeError
+from roost.recipe.checks import join_path as _join
+from roost.recipe.lifecycle import (
+    Lifecycle,
+    LifecycleBuilder,
+    build_lifecycle,
+    filter_selections,
+    selected_global_lifecycle,
+)
 from roost.recipe.model import (
     ARTIFACT_SCHEMES,
     Artifact,
     ArtifactPermission,
     Dependency,
     DependencyType,
-    Lifecycle,
-    LifecycleStep,
     Manifest,
     PermissionLevel,
     Recipe,
-    StepKind,
     UnarchiveMode,
 )
 
@@ -49,7 +49,6 @@ RECIPE_FORMAT_VERSION = "2020-01-25"
 COMPONENT_TYPES: frozenset[str] = frozenset(
     {"aws.greengrass.generic", "aws.greengrass.lambda", "aws.greengrass.plugin", "aws.greengrass.nucleus"}
 )
-ALL_SELECTION = "all"
 MAX_NODES = 200_000
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -59,7 +58,6 @@ _SEMVER_RE = re.compile(
     rf"(?:-{_IDENT}(?:\.{_IDENT})*)?"
     r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
 )
-_SKIPIF_RE = re.compile(r"(onpath|exists)\s+\S.*", re.DOTALL)
 
 _TOP_FIELDS = (
     "RecipeFormatVersion",
@@ -79,16 +77,11 @@ _ARTIFACT_FIELDS = ("URI", "Digest", "Algorithm", "Unarchive", "Permission")
 _PERMISSION_FIELDS = ("Read", "Execute")
 _DEPENDENCY_FIELDS = ("VersionRequirement", "DependencyType")
 _CONFIGURATION_FIELDS = ("DefaultConfiguration",)
-_STEP_FIELDS = ("Script", "Timeout", "Setenv", "RequiresPrivilege", "Skipif")
-_LIFECYCLE_FIELDS = ("Setenv", "Bootstrap", "Install", "Startup", "Run", "Shutdown", "Recover")
 _POLICY_FIELDS = ("policyDescription", "operations", "resources")
 _ALGORITHMS = ("SHA-256", "SHA-384", "SHA-512")
 _PERMISSION_LEVELS: tuple[PermissionLevel, ...] = ("NONE", "OWNER", "ALL")
 _UNARCHIVE_MODES: tuple[UnarchiveMode, ...] = ("NONE", "ZIP")
 _DEPENDENCY_TYPES: tuple[DependencyType, ...] = ("HARD", "SOFT")
-
-_T = TypeVar("_T")
-
 
 def is_valid_component_name(name: str) -> bool:
     """ComponentName rule: 1-128 of ``[A-Za-z0-9._-]``, no ``..`` (it becomes a folder name)."""
@@ -110,185 +103,10 @@ def is_valid_range(requirement: str) -> bool:
         return False
 
 
-def _join(base: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{base}[{key}]"
-    return f"{base}.{key}" if base else key
-
-
-class _Builder:
+class _Builder(LifecycleBuilder):
     """Validates one document; carries the source name for error messages."""
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    # -- primitives ---------------------------------------------------------------------------
-
-    def fail(self, path: str, problem: str, expected: str = "") -> RecipeError:
-        return RecipeError(problem, source=self.source, field_path=path, expected=expected)
-
-    def mismatch(self, path: str, expected: str, got: Any) -> RecipeError:
-        return RecipeError.mismatch(self.source, path, expected, got)
-
-    def mapping(self, value: Any, path: str, expected: str = "an object") -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.mismatch(path, expected, value)
-        for key in value:
-            if not isinstance(key, str):
-                raise self.fail(path, f"field names must be strings, got {key!r}", "string field names")
-        return value
-
-    def fields(
-        self, value: Any, path: str, allowed: Sequence[str], *, lowercase: bool = False, expected: str = ""
-    ) -> dict[str, Any]:
-        """Check an object's keys; return it keyed by canonical (PascalCase) field name."""
-        obj = self.mapping(value, path, expected or "an object")
-        canonical = {name: name for name in allowed}
-        if lowercase:
-            canonical.update({name.lower(): name for name in allowed})
-        result: dict[str, Any] = {}
-        for key, item in obj.items():
-            name = canonical.get(key)
-            if name is None:
-                folded = {known.lower(): known for known in allowed}
-                hint = difflib.get_close_matches(key.lower(), list(folded), n=1)
-                did_you_mean = f" (did you mean {folded[hint[0]]!r}?)" if hint else ""
-                allowed_text = ", ".join(allowed)
-                raise self.fail(
-                    _join(path, key),
-                    f"unknown field {key!r}{did_you_mean}; allowed fields: {allowed_text}",
-                    f"one of {allowed_text}",
-                )
-            if name in result:
-                raise self.fail(_join(path, key), f"{name} is given twice (in two spellings)", "one spelling")
-            result[name] = item
-        return result
-
-    def string(self, value: Any, path: str, expected: str = "a string") -> str:
-        if not isinstance(value, str):
-            raise self.mismatch(path, expected, value)
-        return value
-
-    def optional_string(self, obj: Mapping[str, Any], key: str, path: str) -> str | None:
-        value = obj.get(key)
-        return None if value is None else self.string(value, _join(path, key))
-
-    def choice(self, value: Any, path: str, choices: Sequence[_T]) -> _T:
-        expected = "one of " + ", ".join(str(c) for c in choices)
-        if not isinstance(value, str) or value not in choices:
-            raise self.mismatch(path, expected, value)
-        return choices[choices.index(cast(_T, value))]
-
-    def boolean(self, value: Any, path: str) -> bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise self.mismatch(path, "true or false", value)
-
-    def string_list(self, value: Any, path: str) -> list[str]:
-        if not isinstance(value, list):
-            raise self.mismatch(path, "a list of strings", value)
-        return [self.string(item, _join(path, i)) for i, item in enumerate(value)]
-
-    def json_value(self, value: Any, path: str) -> None:
-        """Check that ``value`` is plain JSON (string keys, finite numbers)."""
-        if value is None or isinstance(value, str | bool | int):
-            return
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise self.mismatch(path, "a finite number", value)
-            return
-        if isinstance(value, list):
-            for i, item in enumerate(value):
-                self.json_value(item, _join(path, i))
-            return
-        if isinstance(value, dict):
-            for key, item in self.mapping(value, path).items():
-                self.json_value(item, _join(path, key))
-            return
-        raise self.mismatch(path, "a JSON value", value)
-
-    def positive_number(self, value: Any, path: str) -> float:
-        expected = "a positive number of seconds"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.mismatch(path, expected, value)
-        try:
-            number = float(value)
-        except OverflowError as err:
-            raise self.mismatch(path, expected, value) from err
-        if not math.isfinite(number) or number <= 0:
-            raise self.mismatch(path, expected, value)
-        return number
-
-    def setenv(self, value: Any, path: str) -> dict[str, str]:
-        obj = self.mapping(value, path, "an object of environment variables")
-        result: dict[str, str] = {}
-        for key, item in obj.items():
-            if not key or "=" in key or "\0" in key:
-                raise self.fail(_join(path, key), "invalid environment variable name", "a name without '='")
-            result[key] = self.env_value(item, _join(path, key))
-        return result
-
-    def env_value(self, value: Any, path: str) -> str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, int):
-            return str(value)
-        if isinstance(value, float) and math.isfinite(value):
-            return json.dumps(value)
-        raise self.mismatch(path, "a string, number or boolean", value)
-
     # -- recipe parts -------------------------------------------------------------------------
-
-    def step(self, value: Any, path: str) -> LifecycleStep:
-        if isinstance(value, str):
-            return LifecycleStep(script=value)
-        if not isinstance(value, dict):
-            raise self.mismatch(path, "a string or an object with Script", value)
-        obj = self.fields(value, path, _STEP_FIELDS, lowercase=True)
-        if "Script" not in obj:
-            raise self.fail(_join(path, "Script"), "missing required field Script", "a string")
-        script = self.string(obj["Script"], _join(path, "Script"))
-        timeout: float | None = None
-        raw_timeout = obj.get("Timeout")
-        if raw_timeout is not None:
-            timeout = self.positive_number(raw_timeout, _join(path, "Timeout"))
-        setenv = self.setenv(obj["Setenv"], _join(path, "Setenv")) if obj.get("Setenv") is not None else {}
-        privileged = obj.get("RequiresPrivilege")
-        requires_privilege = (
-            False if privileged is None else self.boolean(privileged, _join(path, "RequiresPrivilege"))
-        )
-        skipif = self.optional_string(obj, "Skipif", path)
-        if skipif is not None and not _SKIPIF_RE.fullmatch(skipif.strip()):
-            raise self.mismatch(_join(path, "Skipif"), "'onpath <executable>' or 'exists <file>'", skipif)
-        return LifecycleStep(
-            script=script,
-            timeout=timeout,
-            setenv=setenv,
-            requires_privilege=requires_privilege,
-            skipif=skipif.strip() if skipif is not None else None,
-        )
-
-    def lifecycle(self, value: Any, path: str) -> Lifecycle:
-        obj = self.fields(value, path, _LIFECYCLE_FIELDS, lowercase=True)
-        if obj.get("Startup") is not None and obj.get("Run") is not None:
-            raise self.fail(
-                path,
-                "Startup and Run cannot both be given: Startup is for background processes that "
-                "return once started, Run for a foreground process",
-                "either Startup or Run",
-            )
-        steps: dict[StepKind, LifecycleStep] = {}
-        kinds: tuple[StepKind, ...] = ("bootstrap", "install", "startup", "run", "shutdown", "recover")
-        for kind in kinds:
-            field_name = kind.capitalize()
-            if obj.get(field_name) is not None:
-                steps[kind] = self.step(obj[field_name], _join(path, field_name))
-        setenv = self.setenv(obj["Setenv"], _join(path, "Setenv")) if obj.get("Setenv") is not None else {}
-        return Lifecycle(setenv=setenv, **steps)
 
     def platform(self, value: Any, path: str) -> dict[str, str]:
         obj = self.mapping(value, path, "an object of platform attributes")
@@ -508,56 +326,6 @@ def _check_node_count(document: Any, builder: _Builder) -> None:
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
-
-
-def filter_selections(source: Mapping[str, Any], keywords: set[str], selectors: Sequence[str]) -> Any:
-    """Greengrass' platform-selection filter over a (global) lifecycle section.
-
-    At any level, a map with at least one key in ``keywords`` (every selection named by any
-    manifest, plus ``all``) is a selector map: the value of the first of ``selectors`` present
-    (else of ``all``) replaces it, and is filtered in turn; other maps are filtered entry by
-    entry. Returns ``None`` when filtering removes everything at this level.
-    """
-    if any(key in keywords for key in source):
-        chosen = next((source[s] for s in selectors if source.get(s) is not None), None)
-        if chosen is None:
-            chosen = source.get(ALL_SELECTION)
-        if chosen is None:
-            return None
-        return filter_selections(chosen, keywords, selectors) if isinstance(chosen, dict) else chosen
-    result: dict[str, Any] = {}
-    for key, value in source.items():
-        filtered = filter_selections(value, keywords, selectors) if isinstance(value, dict) else value
-        if filtered is not None:
-            result[key] = filtered
-    return result
-
-
-def selected_global_lifecycle(recipe: Recipe, manifest_index: int | None) -> Lifecycle:
-    """The recipe's global Lifecycle as seen by one manifest (``None``: the recipe has none)."""
-    if not recipe.global_lifecycle:
-        return Lifecycle()
-    keywords = {ALL_SELECTION}
-    for manifest in recipe.manifests:
-        keywords.update(manifest.selections)
-    selectors = [] if manifest_index is None else recipe.manifests[manifest_index].selections
-    filtered = filter_selections(recipe.global_lifecycle, keywords, selectors)
-    if not isinstance(filtered, dict) or not filtered:
-        return Lifecycle()
-    try:
-        return _Builder(recipe.source).lifecycle(filtered, "Lifecycle")
-    except RecipeError as err:
-        if manifest_index is None:
-            raise
-        where = f"as selected for Manifests[{manifest_index}] with Selections {selectors or ['all']}"
-        raise RecipeError(
-            f"{err.problem} ({where})", source=err.source, field_path=err.field_path, expected=err.expected
-        ) from err
-
-
-def build_lifecycle(value: Any, source: str = "<string>", path: str = "Lifecycle") -> Lifecycle:
-    """Validate one raw Lifecycle object."""
-    return _Builder(source).lifecycle(value, path)
 
 
 def build_recipe(document: Any, source: str = "<string>") -> Recipe:
