@@ -9,9 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from roost.agent.enrolment import HubConfig, detect_labels, ensure_enrolled
 from roost.agent.paths import AgentPaths
 from roost.agent.store import DeploymentRecord
-from roost.agent.sync import HubConfig, _outcome, detect_labels, ensure_enrolled
+from roost.agent.sync import _outcome
 from roost.cli.output import EXIT_CONFLICT, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAUTHORIZED, exit_code_for
 from roost.errors import ConflictError, InvalidInputError, NotFoundError, UnauthorizedError
 from roost.hub.client import HubClient, HubServerError, HubUnreachableError

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost.errors import InvalidInputError
+from roost.paths import safe_join as safe_join
 
 #: ``$ROOST_ROOT``, else ``/var/lib/roost`` for root (components, running as other users, must be
 #: able to reach it: root's home is private), else ``~/.roost``.
@@ -90,16 +90,3 @@ class AgentPaths:
                   self.root / "packages" / "artifacts", self.root / "packages" / "artifacts-unarchived"):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
-
-
-def safe_join(base: Path, *parts: str) -> Path:
-    """Join ``parts`` below ``base``; refuse anything that would escape it.
-
-    Names come from recipes and IPC requests, so ``..``, absolute paths and separators are
-    rejected instead of being resolved.
-    """
-    for part in parts:
-        if not part or part in (".", "..") or "/" in part or "\\" in part or "\x00" in part:
-            raise InvalidInputError(f"invalid path segment {part!r}: names may not contain '/', '..' or NUL",
-                                    code="INVALID_PATH")
-    return base.joinpath(*parts)

@@ -1,7 +1,7 @@
-"""The agent's hub sync: enrolment, the desired-state long poll, applying revisions, reporting.
+"""The agent's hub sync: the desired-state long poll, applying revisions, reporting.
 
-A device enrolled with a hub (``ROOT/hub.json``, mode 0600: ``{hub, device, credential}``) runs
-a :class:`HubSync` beside its supervisor and deployer. Three tasks:
+A device enrolled with a hub (``ROOT/hub.json``, see :mod:`roost.agent.enrolment`) runs a
+:class:`HubSync` beside its supervisor and deployer. Three tasks:
 
 * **poll** — ``GET /v1/device/desired?after=REV&wait=25``. On a newer revision: report
   IN_PROGRESS for each hub deployment in it, download every artifact of every component (streamed
@@ -38,42 +38,29 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import random
 import shutil
-import socket
-import sqlite3
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from roost.agent.artifacts import digest_matches, file_digest
 from roost.agent.deployer import SUCCEEDED, TERMINAL, Deployer
+from roost.agent.enrolment import HubConfig
 from roost.agent.errors import ArtifactError
-from roost.agent.paths import AgentPaths, safe_join
+from roost.agent.paths import AgentPaths
 from roost.agent.spool import DEFAULT_MAX_REPORTS, Backoff, Spool
 from roost.agent.store import DeploymentRecord, Store
-from roost.errors import ConflictError, InvalidInputError, RoostError, UnauthorizedError
-from roost.hub.client import (
-    Desired,
-    DeviceClient,
-    HubError,
-    HubProtocolError,
-    enroll,
-    normalize_url,
-)
+from roost.errors import InvalidInputError, RoostError, UnauthorizedError
+from roost.hub.client import Desired, DeviceClient, HubError, HubProtocolError
 from roost.hub.contract import DeviceDeploymentStatus as HubStatus
+from roost.paths import safe_join
 from roost.recipe import current_platform, parse_recipe
-
-if TYPE_CHECKING:
-    from roost.agent.agent import Agent
 
 log = logging.getLogger(__name__)
 
-HUB_FILE = "hub.json"
 APPLIED_META = "hub_applied_revision"
 #: Longest text of a report's message (the hub keeps 2000 characters).
 MAX_MESSAGE = 1900
@@ -84,110 +71,6 @@ ROLLED_BACK, FAILED, TIMED_OUT = HubStatus.ROLLED_BACK, HubStatus.FAILED, HubSta
 IN_PROGRESS, CANCELED = HubStatus.IN_PROGRESS, HubStatus.CANCELED
 #: Store meta: the hub deployments this device reported SUCCEEDED (not reported again while effective).
 SUCCEEDED_META = "hub_succeeded_deployments"
-
-
-# -- enrolment -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class HubConfig:
-    """``ROOT/hub.json``: where the hub is, who this device is there, and its credential."""
-
-    hub: str
-    device: str
-    credential: str = field(repr=False)
-
-    @staticmethod
-    def path(paths: AgentPaths) -> Path:
-        return paths.root / HUB_FILE
-
-    @classmethod
-    def load(cls, paths: AgentPaths) -> HubConfig | None:
-        path = cls.path(paths)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as err:
-            raise InvalidInputError(f"{path} is unreadable ({err}); remove it and enrol again",
-                                    code="HUB_CONFIG_INVALID") from err
-        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) and data.get(k)
-                                                 for k in ("hub", "device", "credential")):
-            raise InvalidInputError(f"{path} lacks hub, device or credential; remove it and enrol again",
-                                    code="HUB_CONFIG_INVALID")
-        return cls(data["hub"], data["device"], data["credential"])
-
-    def save(self, paths: AgentPaths) -> None:
-        path = self.path(paths)
-        tmp = path.with_name(HUB_FILE + ".part")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, json.dumps({"hub": self.hub, "device": self.device, "credential": self.credential},
-                                    indent=1).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-
-
-def detect_labels() -> dict[str, str]:
-    """What the hub should know about this machine: arch, os, cpus, memory_mb, hostname."""
-    import psutil
-
-    return {"arch": platform.machine() or "unknown", "os": platform.system().lower() or "unknown",
-            "cpus": str(os.cpu_count() or 1), "memory_mb": str(psutil.virtual_memory().total // (1024 * 1024)),
-            "hostname": socket.gethostname()}
-
-
-def stored_thing_name(paths: AgentPaths) -> str | None:
-    """The thing name an earlier agent on this root used (``state.db`` meta), without opening a Store."""
-    if not paths.state_db.exists():
-        return None
-    try:
-        db = sqlite3.connect(f"file:{paths.state_db}?mode=ro", uri=True, timeout=5)
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'thing_name'").fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return None
-    return str(row[0]) if row else None
-
-
-def ensure_enrolled(paths: AgentPaths, hub: str | None, token: str | None, thing_name: str | None,
-                    labels: Mapping[str, str] | None = None) -> HubConfig | None:
-    """The hub configuration this agent start uses: the stored one, or a fresh enrolment.
-
-    * ``ROOT/hub.json`` exists and ``hub`` is absent or the same URL: reuse it (no token needed).
-    * otherwise with ``hub`` and ``token``: redeem the token (``POST /v1/enroll``) and store the
-      credential (mode 0600). Without ``hub``: no hub (``None``).
-    """
-    existing = HubConfig.load(paths)
-    url = normalize_url(hub) if hub else None
-    if existing is not None and (url is None or url == existing.hub):
-        if thing_name and thing_name != existing.device:
-            raise ConflictError(f"{paths.root} is enrolled at {existing.hub} as device {existing.device!r}, not "
-                                f"{thing_name!r}; start without --thing-name, or remove {HubConfig.path(paths)} "
-                                "and enrol again", code="HUB_ALREADY_ENROLLED")
-        if token:
-            log.info("%s is already enrolled as %s; the enrolment token was not used", paths.root, existing.device)
-        return existing
-    if url is None:
-        if token:
-            raise InvalidInputError("--enroll-token needs --hub URL", code="INVALID_ARGUMENT")
-        return None
-    if not token:
-        what = (f"{paths.root} is enrolled at {existing.hub}; to move it to {url}" if existing
-                else "the first start with --hub")
-        raise InvalidInputError(f"{what} needs --enroll-token (create one with `roost device enroll-token "
-                                f"--hub {url}`)", code="ENROLL_TOKEN_REQUIRED")
-    name = thing_name or stored_thing_name(paths) or socket.gethostname()
-    all_labels = {**detect_labels(), **dict(labels or {})}
-    result = enroll(url, token, name, all_labels)
-    config = HubConfig(url, result.device, result.credential)
-    paths.ensure()
-    config.save(paths)
-    log.info("enrolled at %s as device %s", url, config.device)
-    return config
 
 
 # -- outage bookkeeping ------------------------------------------------------------------------
@@ -232,6 +115,14 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
+class AgentParts(Protocol):
+    """What the sync needs of an agent (:class:`roost.agent.agent.Agent`; not imported: no cycle)."""
+
+    paths: AgentPaths
+    deployer: Deployer
+    store: Store
+
+
 # -- the sync task ---------------------------------------------------------------------------------
 class HubSync:
     def __init__(self, paths: AgentPaths, config: HubConfig, deployer: Deployer, store: Store, *,
@@ -257,7 +148,7 @@ class HubSync:
         self.downloads = paths.root / "hub-downloads"
 
     @classmethod
-    def for_agent(cls, agent: Agent) -> HubSync | None:
+    def for_agent(cls, agent: AgentParts) -> HubSync | None:
         """The sync of an agent whose root is enrolled with a hub (``ROOT/hub.json``), else None."""
         config = HubConfig.load(agent.paths)
         if config is None:
@@ -547,4 +438,4 @@ def _outcome(record: DeploymentRecord) -> tuple[str, str | None, str | None]:
     return FAILED, record.failure_cause or record.detailed_status or "FAILED", message
 
 
-__all__ = ["HUB_FILE", "HubConfig", "HubHealth", "HubSync", "detect_labels", "ensure_enrolled"]
+__all__ = ["AgentParts", "HubHealth", "HubSync"]

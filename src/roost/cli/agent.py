@@ -9,6 +9,7 @@ import typer
 from roost.agent.daemon import running_pid, start_detached, stop_agent
 from roost.agent.paths import AgentPaths
 from roost.cli.output import console, emit_json, handle_errors
+from roost.errors import ConflictError
 
 app = typer.Typer(help="Run the device agent: supervisor, deployer and local IPC server.", no_args_is_help=True)
 
@@ -57,8 +58,6 @@ def start(root: RootOpt = None,
         options += ["--ipc-max-connections", str(ipc_max_connections)]
     if ipc_max_streams is not None:
         options += ["--ipc-max-streams", str(ipc_max_streams)]
-    from roost.cli.hubcmd import enroll_for_start
-
     thing_name = enroll_for_start(paths, hub, enroll_token, thing_name, label or [])
     if detach:
         pid = start_detached(paths, thing_name, extra_args=options)
@@ -100,3 +99,20 @@ def status(root: RootOpt = None, as_json: JsonOpt = False) -> None:
         console.print(f"agent running (pid {pid})" if pid else f"no agent running on {paths.root}")
     if pid is None:
         raise typer.Exit(5)
+
+
+# -- agent start --hub -----------------------------------------------------------------------------
+def enroll_for_start(paths: AgentPaths, hub: str | None, token: str | None, thing_name: str | None,
+                     labels: list[str]) -> str | None:
+    """Enrol (first start) or load ``ROOT/hub.json``; the thing name the agent must use."""
+    if not hub and not token and not (paths.root / "hub.json").exists():
+        return thing_name
+    from roost.agent.enrolment import ensure_enrolled
+    from roost.cli.hub import parse_pairs
+
+    pid = running_pid(paths)
+    if pid is not None:  # before redeeming the one-time token
+        raise ConflictError(f"an agent is already running on {paths.root} (pid {pid})", code="AGENT_ALREADY_RUNNING")
+    extra = {k: v for k, v in parse_pairs(labels, "--label").items() if v is not None}
+    config = ensure_enrolled(paths, hub, token, thing_name, extra)
+    return config.device if config is not None else thing_name

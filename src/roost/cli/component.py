@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from roost.cli import hubcmd, local
+from roost.cli import local
 from roost.cli.agent import JsonOpt, RootOpt
-from roost.cli.output import console, emit_json, handle_errors, styled, table
+from roost.cli.hub import HubSwitchOpt, TokenOpt, admin_client
+from roost.cli.output import console, emit_json, err_console, handle_errors, styled, table
 from roost.errors import InvalidInputError
 
 app = typer.Typer(help="Inspect and control the components on this device.", no_args_is_help=True)
@@ -61,7 +62,7 @@ def stop(name: str, root: RootOpt = None, as_json: JsonOpt = False) -> None:
 def publish(directory: Annotated[Path | None, typer.Argument(help="A folder holding one recipe file and its "
                                                                   "artifacts (instead of --recipe/--artifacts).")]
             = None,
-            hub: hubcmd.HubSwitchOpt = None, token: hubcmd.TokenOpt = None,
+            hub: HubSwitchOpt = None, token: TokenOpt = None,
             recipe: Annotated[Path | None, typer.Option("--recipe", help="Recipe file (YAML or JSON).")] = None,
             artifacts: Annotated[Path | None, typer.Option("--artifacts", help="Folder holding the files the "
                                                                                "recipe's artifact URIs name.")]
@@ -76,7 +77,47 @@ def publish(directory: Annotated[Path | None, typer.Argument(help="A folder hold
         recipe, artifacts = found[0], artifacts or directory
     if recipe is None:
         raise InvalidInputError("give --recipe FILE (and --artifacts DIR) or a folder", code="INVALID_ARGUMENT")
-    hubcmd.publish(recipe, artifacts, hub, token, as_json)
+    _publish(recipe, artifacts, hub, token, as_json)
+
+
+def _publish(recipe_file: Path, artifacts_dir: Path | None, hub: str | None, token: str | None,
+            as_json: bool) -> None:
+    """Check the recipe here, find each artifact its URIs name in DIR, upload all with a progress bar."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+
+    from roost.recipe import load_recipe
+
+    recipe = load_recipe(recipe_file)
+    wanted = sorted({a.file_name for m in recipe.manifests for a in m.artifacts if a.scheme != "docker"})
+    files: dict[str, Path] = {}
+    missing: list[str] = []
+    for name in wanted:
+        path = (artifacts_dir / name) if artifacts_dir is not None else None
+        if path is None or not path.is_file():
+            missing.append(name)
+        else:
+            files[name] = path
+    if missing:
+        where = f"in {artifacts_dir}" if artifacts_dir is not None else "(no --artifacts DIR given)"
+        raise InvalidInputError(f"{recipe.name}@{recipe.version}: artifact file(s) named by the recipe's URIs not "
+                                f"found {where}: {', '.join(missing)}", code="ARTIFACT_MISSING")
+    total = sum(p.stat().st_size for p in files.values())
+    with admin_client(hub, token) as client:
+        if total and not as_json:
+            with Progress(TextColumn("uploading {task.description}"), BarColumn(), DownloadColumn(),
+                          TransferSpeedColumn(), TimeElapsedColumn(), console=err_console,
+                          transient=True) as progress:
+                task = progress.add_task(f"{recipe.name}@{recipe.version}", total=total)
+                result = client.publish_component(recipe_file, files,
+                                                  lambda n: progress.advance(task, n))
+        else:
+            result = client.publish_component(recipe_file, files)
+    if as_json:
+        emit_json(result.model_dump(mode="json"))
+        return
+    console.print(f"published [bold]{result.name}@{result.version}[/] ({len(result.artifacts)} artifact(s))")
+    for art in result.artifacts:
+        console.print(f"  {art.file}  {art.size} bytes  sha256 {art.sha256}", highlight=False, soft_wrap=True)
 
 
 __all__ = ["app", "typer"]

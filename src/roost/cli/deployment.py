@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from roost.cli import hubcmd, local
+from roost.cli import local
 from roost.cli.agent import JsonOpt, RootOpt
-from roost.cli.output import EXIT_FAILED, EXIT_TIMEOUT, console, emit_json, handle_errors, styled, table
+from roost.cli.hub import HubSwitchOpt, TokenOpt, admin_client, parse_pairs
+from roost.cli.output import (
+    EXIT_FAILED,
+    EXIT_TIMEOUT,
+    console,
+    emit_json,
+    err_console,
+    handle_errors,
+    styled,
+    table,
+    when,
+)
 from roost.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from roost.hub.client import Deployment, HubClient
 
 app = typer.Typer(help="Deploy components on this device, one transaction at a time.", no_args_is_help=True)
 
@@ -59,7 +74,7 @@ def create(root: RootOpt = None,
            wait: Annotated[bool, typer.Option("--wait", help="Wait for the end; exit 0 only if SUCCEEDED.")]
            = False,
            timeout: Annotated[float, typer.Option("--timeout", help="Deployment timeout, seconds.")] = 300.0,
-           hub: hubcmd.HubSwitchOpt = None, token: hubcmd.TokenOpt = None,
+           hub: HubSwitchOpt = None, token: TokenOpt = None,
            target: Annotated[str | None, typer.Option("--target", help="Hub: device:NAME or group:NAME.")] = None,
            component: Annotated[list[str] | None, typer.Option("--component", help="Hub: NAME=VERSION "
                                                                                    "(repeatable).")] = None,
@@ -80,9 +95,9 @@ def create(root: RootOpt = None,
         if recipe_dir or artifact_dir or merge or remove:
             raise InvalidInputError("--recipe-dir/--artifact-dir/--merge/--remove are for local deployments; "
                                     "with --hub use --target and --component", code="INVALID_ARGUMENT")
-        body = hubcmd.deployment_body(target, component or [], _parse_config(update_config), failure_policy,
+        body = _hub_body(target, component or [], _parse_config(update_config), failure_policy,
                                       max_per_minute, abort_failure_percent, abort_min_devices, timeout_minutes)
-        hubcmd.deployment_create(hub, token, body, wait, wait_timeout, as_json)
+        _hub_create(hub, token, body, wait, wait_timeout, as_json)
         return
     request: dict[str, Any] = {
         "rootComponentVersionsToAdd": _parse_merge(merge or []),
@@ -144,8 +159,8 @@ def _print_deployment(dep: dict[str, Any], as_json: bool) -> None:
 
 @app.command("status")
 @handle_errors
-def status(deployment_id: str, root: RootOpt = None, hub: hubcmd.HubSwitchOpt = None,
-           token: hubcmd.TokenOpt = None,
+def status(deployment_id: str, root: RootOpt = None, hub: HubSwitchOpt = None,
+           token: TokenOpt = None,
            wait: Annotated[bool, typer.Option("--wait", help="Hub: wait with a progress bar; exit 0 only if "
                                                              "every device SUCCEEDED.")] = False,
            wait_timeout: Annotated[float, typer.Option("--wait-timeout", help="Hub: seconds --wait waits.")]
@@ -153,7 +168,7 @@ def status(deployment_id: str, root: RootOpt = None, hub: hubcmd.HubSwitchOpt = 
            as_json: JsonOpt = False) -> None:
     """Status of one deployment (with --hub: per-device results)."""
     if hub:
-        hubcmd.deployment_status(hub, token, deployment_id, wait, wait_timeout, as_json)
+        _hub_status(hub, token, deployment_id, wait, wait_timeout, as_json)
         return
     _print_deployment(local.call(root, "GetLocalDeploymentStatus", {"deploymentId": deployment_id})["deployment"],
                       as_json)
@@ -161,11 +176,11 @@ def status(deployment_id: str, root: RootOpt = None, hub: hubcmd.HubSwitchOpt = 
 
 @app.command("list")
 @handle_errors
-def list_(root: RootOpt = None, hub: hubcmd.HubSwitchOpt = None, token: hubcmd.TokenOpt = None,
+def list_(root: RootOpt = None, hub: HubSwitchOpt = None, token: TokenOpt = None,
           as_json: JsonOpt = False) -> None:
     """All local deployments, oldest first (with --hub: the hub's deployments)."""
     if hub:
-        hubcmd.deployment_list(hub, token, as_json)
+        _hub_list(hub, token, as_json)
         return
     deps = local.call(root, "ListLocalDeployments", {})["localDeployments"]
     if as_json:
@@ -178,12 +193,133 @@ def list_(root: RootOpt = None, hub: hubcmd.HubSwitchOpt = None, token: hubcmd.T
 
 @app.command("cancel")
 @handle_errors
-def cancel(deployment_id: str, root: RootOpt = None, hub: hubcmd.HubSwitchOpt = None,
-           token: hubcmd.TokenOpt = None,
+def cancel(deployment_id: str, root: RootOpt = None, hub: HubSwitchOpt = None,
+           token: TokenOpt = None,
            as_json: JsonOpt = False) -> None:
     """Cancel a queued deployment, or roll back one in progress (with --hub: cancel a hub deployment)."""
     if hub:
-        hubcmd.deployment_cancel(hub, token, deployment_id, as_json)
+        _hub_cancel(hub, token, deployment_id, as_json)
         return
     _print_deployment(local.call(root, "CancelLocalDeployment", {"deploymentId": deployment_id})["deployment"],
                       as_json)
+
+
+# -- a hub's deployments (--hub) ------------------------------------------------------------------
+def _hub_body(target: str | None, components: list[str], configuration: Mapping[str, Any],
+                    failure_policy: str, max_per_minute: int | None, abort_failure_percent: int | None,
+                    abort_min_devices: int | None, timeout_minutes: int | None) -> dict[str, Any]:
+    if not target or not target.startswith(("device:", "group:")) or target.endswith(":"):
+        raise InvalidInputError("--target must be device:NAME or group:NAME", code="INVALID_ARGUMENT")
+    versions = parse_pairs(components, "--component")
+    body: dict[str, Any] = {"target": target, "components": versions,
+                            "failure_policy": failure_policy.upper()}
+    if configuration:
+        body["configuration"] = dict(configuration)
+    for key, value in (("max_per_minute", max_per_minute), ("abort_failure_percent", abort_failure_percent),
+                       ("abort_min_devices", abort_min_devices), ("timeout_minutes", timeout_minutes)):
+        if value is not None:
+            body[key] = value
+    if body["failure_policy"] not in ("ROLLBACK", "DO_NOTHING"):
+        raise InvalidInputError("--failure-policy must be ROLLBACK or DO_NOTHING", code="INVALID_ARGUMENT")
+    return body
+
+
+def _hub_create(hub: str | None, token: str | None, body: Mapping[str, Any], wait: bool,
+                      wait_timeout: float, as_json: bool) -> None:
+    with admin_client(hub, token) as client:
+        dep = client.create_deployment(body)
+        if not wait:
+            if as_json:
+                emit_json(dep.model_dump(mode="json"))
+            else:
+                console.print(f"deployment {dep.id} created ({dep.target})")
+            return
+        _hub_wait_and_report(client, dep.id, wait_timeout, as_json)
+
+
+def _hub_status(hub: str | None, token: str | None, deployment_id: str, wait: bool, wait_timeout: float,
+                      as_json: bool) -> None:
+    with admin_client(hub, token) as client:
+        if wait:
+            _hub_wait_and_report(client, deployment_id, wait_timeout, as_json)
+        else:
+            _hub_print_deployment(client.deployment(deployment_id), as_json)
+
+
+def _hub_list(hub: str | None, token: str | None, as_json: bool) -> None:
+    with admin_client(hub, token) as client:
+        deps = client.deployments()
+    if as_json:
+        emit_json([d.model_dump(mode="json") for d in deps])
+        return
+    table("Hub deployments", ["id", "target", "components", "status", "created"],
+          [(d.id, d.target, ", ".join(f"{n}@{v}" for n, v in d.components.items()), styled(d.status),
+            when(d.created_at)) for d in deps])
+
+
+def _hub_cancel(hub: str | None, token: str | None, deployment_id: str, as_json: bool) -> None:
+    with admin_client(hub, token) as client:
+        _hub_print_deployment(client.cancel_deployment(deployment_id), as_json)
+
+
+def _hub_tally(dep: Deployment) -> tuple[int, int, int, int]:
+    """(total, succeeded, failed, pending) over the deployment's devices."""
+    from roost.hub.contract import DONE_STATUSES, DeviceDeploymentStatus
+
+    statuses = [d.status for d in dep.devices or []]
+    ok = sum(s == DeviceDeploymentStatus.SUCCEEDED for s in statuses)
+    bad = sum(s in DONE_STATUSES and s != DeviceDeploymentStatus.SUCCEEDED for s in statuses)
+    return len(statuses), ok, bad, len(statuses) - ok - bad
+
+
+def _hub_finished(dep: Deployment) -> bool:
+    from roost.hub.contract import ENDED_DEPLOYMENT_STATUSES
+
+    pending = _hub_tally(dep)[3]
+    return dep.status in ENDED_DEPLOYMENT_STATUSES or pending == 0
+
+
+def _hub_wait_and_report(client: HubClient, deployment_id: str, timeout: float, as_json: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from roost.hub.contract import DeploymentStatus
+
+    deadline = time.monotonic() + timeout
+    dep = client.deployment(deployment_id)
+    with Progress(TextColumn("deployment {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err_console,
+                  transient=False, disable=as_json) as progress:
+        task = progress.add_task(deployment_id[:8], total=max(1, len(dep.devices or [])), detail="")
+        while True:
+            total, ok, bad, pending = _hub_tally(dep)
+            progress.update(task, total=max(1, total), completed=ok + bad,
+                            detail=f"[green]{ok} done[/] [red]{bad} failed[/] [dim]{pending} pending[/]")
+            if _hub_finished(dep) or time.monotonic() >= deadline:
+                break
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            dep = client.deployment(deployment_id)
+    _hub_print_deployment(dep, as_json)
+    total, ok, bad, pending = _hub_tally(dep)
+    if ok == total and dep.status not in (DeploymentStatus.ABORTED, DeploymentStatus.CANCELED):
+        return
+    if pending and not _hub_finished(dep):
+        err_console.print(f"[yellow]gave up waiting after {timeout:g} s: {pending} device(s) pending[/]")
+        raise typer.Exit(EXIT_TIMEOUT)
+    raise typer.Exit(EXIT_FAILED)
+
+
+def _hub_print_deployment(dep: Deployment, as_json: bool) -> None:
+    if as_json:
+        emit_json(dep.model_dump(mode="json"))
+        return
+    total, ok, bad, pending = _hub_tally(dep)
+    console.print(f"deployment {dep.id} → {dep.target}: {styled(dep.status)}  "
+                  f"({ok}/{total} succeeded, {bad} failed, {pending} pending)")
+    if dep.components:
+        console.print("  components: " + ", ".join(f"{n}@{v}" for n, v in dep.components.items()), highlight=False)
+    if dep.dependencies:
+        console.print("  dependencies: " + ", ".join(f"{n}@{v}" for n, v in dep.dependencies.items()),
+                      highlight=False)
+    if dep.devices:
+        table("Devices", ["device", "status", "reason", "message"],
+              [(d.device, styled(d.status), d.reason_code, d.message) for d in dep.devices])

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from roost.cli.hubcmd import HubOpt, JsonOpt, TokenOpt, admin_client, parse_pairs
+from roost.cli.hub import HubOpt, JsonOpt, TokenOpt, admin_client, parse_pairs
 from roost.cli.output import console, emit_json, handle_errors, styled, table, when
 
 app = typer.Typer(help="Devices enrolled with a hub: enrolment tokens, labels, revocation.", no_args_is_help=True)

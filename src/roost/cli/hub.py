@@ -1,14 +1,23 @@
-"""`roost hub init|serve`: the fleet hub."""
+"""`roost hub init|serve`: the fleet hub; and what every command that talks to a hub shares.
+
+The admin token comes from ``--token`` or ``ROOST_TOKEN``; the hub URL from ``--hub`` or
+``ROOST_HUB``. The hub's errors keep their codes and map to the documented exit codes. The hub
+client (httpx, the contract's models) is imported only when a command talks to a hub.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from roost.cli.output import console, emit_json, handle_errors
+from roost.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from roost.hub.client import HubClient
 
 app = typer.Typer(help="Run the fleet hub: devices, components, deployments, REST API.", no_args_is_help=True)
 
@@ -16,6 +25,40 @@ HubRootOpt = Annotated[Path, typer.Option("--root", help="Hub root folder (datab
 DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default sqlite:///ROOT/hub.db; "
                                                          "postgresql+psycopg://... for fleets).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+HubOpt = Annotated[str | None, typer.Option("--hub", envvar="ROOST_HUB", help="Hub URL (or $ROOST_HUB).")]
+#: ``--hub`` on commands that also have a local form: only the option switches (no $ROOST_HUB), so an
+#: environment variable cannot silently turn a local deployment into a fleet one.
+HubSwitchOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL: act on the hub instead of this "
+                                                                "device.")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="ROOST_TOKEN", show_default=False,
+                                              help="Admin API token (or $ROOST_TOKEN).")]
+
+
+def admin_client(hub: str | None, token: str | None) -> HubClient:
+    if not hub:
+        raise InvalidInputError("no hub given: pass --hub URL or set ROOST_HUB", code="HUB_REQUIRED")
+    if not token:
+        raise InvalidInputError("no API token given: pass --token or set ROOST_TOKEN (see `roost hub init`)",
+                                code="TOKEN_REQUIRED")
+    from roost.hub.client import HubClient
+
+    return HubClient(hub, token)
+
+
+def parse_pairs(items: list[str], option: str, *, allow_remove: bool = False) -> dict[str, str | None]:
+    """``k=v`` items (and ``k-`` meaning "remove k" when ``allow_remove``)."""
+    out: dict[str, str | None] = {}
+    for item in items:
+        if allow_remove and item.endswith("-") and "=" not in item and len(item) > 1:
+            out[item[:-1]] = None
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"{option} {item!r}: expected KEY=VALUE", code="INVALID_ARGUMENT")
+        out[key.strip()] = value
+    return out
+
+
 
 
 @app.command("init")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from roost import __version__
-from roost.cli import agent, component, demo, deployment, device, hub, hubcmd, logs, samples, serve
+from roost.cli import agent, component, demo, deployment, device, group, hub, logs, samples, serve
 
 app = typer.Typer(name="roost", help="Roost: machine learning on edge devices, self-hosted.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -20,7 +20,7 @@ app.add_typer(serve.lambda_app, name="lambda", rich_help_panel=INFERENCE)
 app.add_typer(samples.app, name="samples", rich_help_panel=INFERENCE)
 app.add_typer(hub.app, name="hub", rich_help_panel=FLEET)
 app.add_typer(device.app, name="device", rich_help_panel=FLEET)
-app.add_typer(hubcmd.group_app, name="group", rich_help_panel=FLEET)
+app.add_typer(group.app, name="group", rich_help_panel=FLEET)
 
 def _version(value: bool) -> None:
     if value:

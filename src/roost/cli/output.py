@@ -86,7 +86,10 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
 
 STATE_STYLE = {"RUNNING": "green", "FINISHED": "blue", "ERRORED": "red", "BROKEN": "bold red",
                "SUCCEEDED": "green", "FAILED": "red", "IN_PROGRESS": "yellow", "QUEUED": "dim",
-               "CANCELED": "magenta"}
+               "CANCELED": "magenta",
+               # the hub's deployment and device statuses (roost.hub.contract)
+               "ROLLED_BACK": "magenta", "TIMED_OUT": "red", "ACTIVE": "yellow", "COMPLETED": "green",
+               "ABORTED": "red", "SUPERSEDED": "dim", "REVOKED": "red"}
 
 
 def when(value: datetime | None) -> str | None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from roost.agent.paths import safe_join
 from roost.errors import InvalidInputError
 from roost.hub.errors import InvalidNameError
+from roost.paths import safe_join
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
 _FILE = re.compile(r"^[^/\\\x00-\x1f]{1,255}$")
