@@ -11,14 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from roost.recipe.checks import Checker
 from roost.recipe.checks import join_path as _join
 from roost.recipe.errors import RecipeError
-
-if TYPE_CHECKING:
-    from roost.recipe.model import Recipe
 
 StepKind = Literal["bootstrap", "install", "startup", "run", "shutdown", "recover"]
 
@@ -85,6 +82,27 @@ class Lifecycle:
 
 
 ALL_SELECTION = "all"
+
+
+class SelectableManifest(Protocol):
+    """What the global-lifecycle selection reads of a manifest (:class:`~roost.recipe.model.Manifest`)."""
+
+    @property
+    def selections(self) -> list[str]: ...
+
+
+class SelectableRecipe(Protocol):
+    """What the global-lifecycle selection reads of a recipe (:class:`~roost.recipe.model.Recipe`;
+    a protocol, so that this module does not import the model that imports it)."""
+
+    @property
+    def global_lifecycle(self) -> dict[str, Any]: ...
+    @property
+    def manifests(self) -> Sequence[SelectableManifest]: ...
+    @property
+    def source(self) -> str: ...
+
+
 _SKIPIF_RE = re.compile(r"(onpath|exists)\s+\S.*", re.DOTALL)
 _STEP_FIELDS = ("Script", "Timeout", "Setenv", "RequiresPrivilege", "Skipif")
 _LIFECYCLE_FIELDS = ("Setenv", "Bootstrap", "Install", "Startup", "Run", "Shutdown", "Recover")
@@ -164,7 +182,7 @@ def filter_selections(source: Mapping[str, Any], keywords: set[str], selectors: 
     return result
 
 
-def selected_global_lifecycle(recipe: Recipe, manifest_index: int | None) -> Lifecycle:
+def selected_global_lifecycle(recipe: SelectableRecipe, manifest_index: int | None) -> Lifecycle:
     """The recipe's global Lifecycle as seen by one manifest (``None``: the recipe has none)."""
     if not recipe.global_lifecycle:
         return Lifecycle()
