@@ -21,7 +21,7 @@ Semantics (deny by default):
   matched by the policy (``a/+`` does not cover ``a/#``).
 * ``resource=None`` means the operation has no resource: any policy listing it allows it.
 
-What needs a policy in Roost (see :mod:`roost.agent.ipc_server`):
+What needs a policy in Roost (see :mod:`roost.agent.ipc`):
 
 * ``aws.greengrass.ipc.pubsub``: PublishToTopic / SubscribeToTopic, resource = topic.
 * ``aws.greengrass.ipc.config``: GetConfiguration / SubscribeToConfigurationUpdate of *another*

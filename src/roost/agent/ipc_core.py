@@ -1,6 +1,6 @@
 """What the IPC server needs from the agent: the :class:`IpcCore` protocol.
 
-The IPC server (:mod:`roost.agent.ipc_server`) only parses, authorises, calls these methods
+The IPC server (:mod:`roost.agent.ipc`) only parses, authorises, calls these methods
 and serialises; the agent implements them. Methods raise Roost errors, which the server maps
 to Greengrass IPC error shapes at the boundary:
 
