@@ -1,16 +1,85 @@
-"""The root of Roost's exception tree.
+"""The root of Roost's exception tree, the tree drawn whole, and the registry of error codes.
 
 Every error Roost raises on purpose derives from :class:`RoostError` and carries a stable
 ``code`` (an upper-case identifier that scripts can rely on) plus a human message that says
 what was wrong. Each package defines its own subtree (``roost.recipe.errors``,
-``roost.ipc.errors``, ``roost.agent.errors``); transports map codes to HTTP statuses, IPC error
-types or CLI exit codes at the boundary only, always chaining with ``raise ... from err``.
+``roost.ipc.errors``, ``roost.agent.errors``, ``roost.hub.errors``, ``roost.serve.errors``);
+transports map codes to HTTP statuses (:mod:`roost.hub.contract.errors`), IPC error types or CLI
+exit codes at the boundary only, always chaining with ``raise ... from err``.
 
 The three mix-ins tell a caller what to do:
 
-* :class:`Retryable` — the same call may succeed later (a timeout, a busy resource).
-* :class:`Reauthenticate` — the credentials were refused; get new ones before retrying.
+* :class:`Retryable` — the same call may succeed later (a timeout, a busy resource): ``retry``.
+* :class:`Reauthenticate` — the credentials were refused; get new ones before retrying: ``re-auth``.
 * anything else — give up: the input or the state is wrong and retrying will not help.
+
+The whole tree (class, its default code, its module under ``roost.``, what to do, other bases).
+A class with several Roost bases is drawn under the first; ``tests/layout/test_errors.py`` checks
+that every class is drawn here::
+
+    RoostError                             ROOST_ERROR                errors
+    ├── AgentError                         AGENT_ERROR                agent.errors
+    │   ├── ArtifactError                  ARTIFACT_ERROR             agent.errors
+    │   ├── DeploymentError                DEPLOYMENT_FAILED          agent.errors
+    │   ├── InvalidTransitionError         INVALID_TRANSITION         agent.errors
+    │   ├── IpcStreamLimitError            IPC_STREAM_LIMIT           agent.errors    retry
+    │   └── LifecycleStepError             LIFECYCLE_STEP_FAILED      agent.errors
+    ├── AgentNotRunningError               AGENT_NOT_RUNNING          cli.local
+    ├── ConflictError                      CONFLICT                   errors
+    │   └── ComponentBusyError             COMPONENT_BUSY             agent.errors             also AgentError
+    ├── InvalidInputError                  INVALID_INPUT              errors
+    │   ├── PosixUserError                 POSIX_USER_INVALID         agent.errors             also AgentError
+    │   ├── RecipeError                    RECIPE_INVALID             recipe.errors
+    │   │   └── DependencyError            DEPENDENCY_CONFLICT        recipe.errors
+    │   └── RequestError                   INVALID_REQUEST            serve.errors             also ServeError
+    ├── NotFoundError                      NOT_FOUND                  errors
+    │   └── ComponentNotFoundError         COMPONENT_NOT_FOUND        agent.errors             also AgentError
+    ├── OperationTimeoutError              TIMEOUT                    errors          retry
+    │   ├── LifecycleTimeoutError          LIFECYCLE_TIMEOUT          agent.errors    retry    also AgentError
+    │   └── HubTimeoutError                HUB_TIMEOUT                hub.client      retry    also HubError
+    ├── UnauthorizedError                  UNAUTHORIZED               errors          re-auth
+    │   ├── IpcNotAuthenticatedError       IPC_NOT_AUTHENTICATED      agent.errors    re-auth  also AgentError
+    │   └── PolicyChangeRefusedError       POLICY_CHANGE_REFUSED      agent.errors    re-auth  also AgentError
+    ├── HubError                           HUB_ERROR                  hub.errors
+    │   ├── DigestMismatchError            ARTIFACT_DIGEST_MISMATCH   hub.client
+    │   ├── HubProtocolError               HUB_PROTOCOL_ERROR         hub.client
+    │   ├── HubUnreachableError            HUB_UNREACHABLE            hub.client      retry
+    │   ├── AuthenticationError            UNAUTHORIZED               hub.errors      re-auth  also UnauthorizedError
+    │   ├── ForbiddenError                 FORBIDDEN                  hub.errors      re-auth  also UnauthorizedError
+    │   │   └── ReportForbiddenError       DEPLOYMENT_NOT_FOR_DEVICE  hub.errors      re-auth
+    │   ├── GoneError                      GONE                       hub.errors               also ConflictError
+    │   ├── HubConflictError               CONFLICT                   hub.errors               also ConflictError
+    │   │   └── RevisionNotGivenError      REVISION_NOT_GIVEN         hub.errors
+    │   ├── HubInvalidInputError           INVALID_INPUT              hub.errors               also InvalidInputError
+    │   │   └── InvalidNameError           INVALID_NAME               hub.errors
+    │   ├── HubNotFoundError               NOT_FOUND                  hub.errors               also NotFoundError
+    │   ├── HubServerError                 HUB_SERVER_ERROR           hub.errors      retry
+    │   ├── PayloadTooLargeError           PAYLOAD_TOO_LARGE          hub.errors               also InvalidInputError
+    │   └── UnprocessableError             UNPROCESSABLE              hub.errors               also InvalidInputError
+    │       └── DesiredStateConflictError  DESIRED_STATE_CONFLICT     hub.errors
+    ├── IpcError                           IPC_ERROR                  ipc.errors
+    │   ├── ConnectionRefusedByServer      CONNECT_REJECTED           ipc.errors      re-auth
+    │   ├── FrameError                     FRAME_INVALID              ipc.errors
+    │   │   ├── FrameCrcError              FRAME_CRC                  ipc.errors
+    │   │   ├── FrameTooLargeError         FRAME_TOO_LARGE            ipc.errors
+    │   │   └── FrameTruncatedError        FRAME_TRUNCATED            ipc.errors
+    │   ├── IpcConnectionClosedError       CONNECTION_CLOSED          ipc.errors      retry
+    │   │   └── AgentBusyError             IPC_BUSY                   ipc.errors      retry
+    │   ├── IpcTimeoutError                IPC_TIMEOUT                ipc.errors      retry
+    │   ├── ProtocolError                  PROTOCOL_ERROR             ipc.errors
+    │   └── ServiceErrorResponse           SERVICE_ERROR_RESPONSE     ipc.errors
+    │       ├── ConflictIpcError           CONFLICT                   ipc.errors
+    │       ├── InvalidArgumentsIpcError   INVALID_INPUT              ipc.errors
+    │       ├── ResourceNotFoundIpcError   NOT_FOUND                  ipc.errors
+    │       ├── ServiceIpcError            SERVICE_ERROR              ipc.errors
+    │       └── UnauthorizedIpcError       UNAUTHORIZED               ipc.errors
+    └── ServeError                         SERVE_ERROR                serve.errors
+        ├── BatcherClosedError             BATCHER_CLOSED             serve.batching
+        └── ModelError                     MODEL_ERROR                serve.errors
+
+Codes are also raised on these classes with a more specific ``code=`` (``HubNotFoundError(...,
+code="DEVICE_NOT_FOUND")``). Every code is registered in :data:`CODES` with its meaning, and
+listed in ``docs/errors.md``; a test checks that every code raised in ``src/`` is in both.
 """
 
 from __future__ import annotations
@@ -71,3 +140,160 @@ class OperationTimeoutError(Retryable, RoostError):
     """A step did not finish within its timeout."""
 
     code = "TIMEOUT"
+
+
+# -- the registry of codes ------------------------------------------------------------------------
+#: Every error code Roost raises or answers with, and what it means, grouped by the package that
+#: raises it. ``docs/errors.md`` lists the same (tests/layout/test_errors.py keeps them in step).
+CODES: dict[str, dict[str, str]] = {
+    "roost.errors (the root: kinds every package uses)": {
+        "ROOST_ERROR": "Base code of an error no more specific class describes.",
+        "INVALID_INPUT": "The caller sent something malformed; fix the input (exit code 3).",
+        "NOT_FOUND": "A named thing does not exist (exit code 4).",
+        "CONFLICT": "The request conflicts with the current state (exit code 7).",
+        "UNAUTHORIZED": "The credentials were refused or the principal may not do this; re-authenticate (exit code 8).",
+        "TIMEOUT": "A step did not finish within its timeout; retry later (exit code 6).",
+        "INVALID_PATH": "A path segment would escape its folder ('/', '..', NUL); use a plain name.",
+        "INVALID_ARGUMENT": "A command-line or request argument is malformed (KEY=VALUE, NAME=VERSION, JSON, ...).",
+        "INVALID_REQUEST": "A request lacks a required field or has one of the wrong type.",
+    },
+    "roost.recipe": {
+        "RECIPE_INVALID": "A recipe is malformed or breaks the Greengrass recipe format; the message names the field.",
+        "DEPENDENCY_CONFLICT": "Two components require versions of a dependency that no single version satisfies.",
+        "DEPENDENCY_CYCLE": "Component dependencies form a cycle.",
+        "DEPENDENCY_MISSING": "A HARD dependency has no available version matching its range.",
+        "PLATFORM_UNSUPPORTED": "No manifest of the recipe matches this device's platform.",
+    },
+    "roost.ipc (the components' client and the wire codec)": {
+        "IPC_ERROR": "Base code of a local IPC failure.",
+        "IPC_NOT_CONFIGURED": "No IPC socket path or auth token (the AWS_GG_NUCLEUS_* / SVCUID variables are unset).",
+        "IPC_TIMEOUT": "The agent did not answer an IPC call in time; retry.",
+        "IPC_BUSY": "The agent refused the connection: its connection cap is reached; retry later.",
+        "CONNECTION_CLOSED": "The IPC connection closed; reconnect and retry.",
+        "CONNECT_REJECTED": "The agent rejected CONNECT: unknown or stale SVCUID.",
+        "PROTOCOL_ERROR": "The peer broke the event-stream RPC protocol.",
+        "FRAME_INVALID": "An event-stream frame is malformed.",
+        "FRAME_CRC": "An event-stream frame's CRC32 does not match.",
+        "FRAME_TOO_LARGE": "An event-stream frame is larger than the limit.",
+        "FRAME_TRUNCATED": "An event-stream frame ended before its declared length.",
+        "NOT_A_REQUEST": "A message answered as a request has no replyTo/correlationId.",
+        "SERVICE_ERROR_RESPONSE": "The agent answered an IPC call with an error (Greengrass ServiceError family).",
+        "SERVICE_ERROR": "The agent failed to carry out an IPC operation (ServiceError).",
+    },
+    "roost.agent": {
+        "AGENT_ERROR": "Base code of a device agent failure.",
+        "AGENT_ALREADY_RUNNING": "An agent already runs on this root (exit code 7).",
+        "AGENT_NOT_RUNNING": "No agent runs on this root, or its socket does not answer (exit code 5).",
+        "AGENT_ROOT_UNREACHABLE": "Component users cannot reach the agent root (a parent folder is not searchable).",
+        "AGENT_START_FAILED": "The detached agent exited during start; see logs/agent.out.",
+        "AGENT_START_TIMEOUT": "The detached agent did not become ready in time.",
+        "AGENT_STOP_TIMEOUT": "The agent did not stop in time.",
+        "ARTIFACT_ERROR": "Base code of an artifact failure on the device.",
+        "ARTIFACT_ALGORITHM_UNSUPPORTED": "A recipe's artifact digest uses an algorithm Roost does not check.",
+        "ARTIFACT_DIGEST_MISMATCH": "An artifact's bytes differ from its recipe Digest or the hub's X-Roost-Sha256.",
+        "ARTIFACT_INVALID": "An artifact URI names no file.",
+        "ARTIFACT_MISSING": "An artifact file the recipe names is not where it should be (artifact folder, upload).",
+        "ARTIFACT_UNSAFE_ARCHIVE": "An archive to unpack has members that would escape its folder.",
+        "DOCKER_UNAVAILABLE": "A docker: artifact needs a Docker-compatible engine and none answers.",
+        "COMPONENT_BUSY": "The component is in a state that refuses the operation now; retry later.",
+        "COMPONENT_FAILED": "A deployed component failed (ERRORED/BROKEN) during the deployment.",
+        "COMPONENT_NOT_DEPLOYED": "The component to remove is not a local root component on this device.",
+        "COMPONENT_NOT_FOUND": "No such component (on the device, or that version on the hub).",
+        "CONFIG_KEY_NOT_FOUND": "No configuration value at that JSON pointer.",
+        "DEPLOYMENT_ENDED": "The local deployment already ended; it cannot be canceled.",
+        "DEPLOYMENT_FAILED": "A deployment failed; the message says which step.",
+        "DEPLOYMENT_NOT_FOUND": "No deployment with that id (device or hub).",
+        "INVALID_CONFIG_UPDATE": "A configuration update is not {MERGE: {...}, RESET: [pointers]}.",
+        "INVALID_DEPLOYMENT": "A local deployment request is malformed.",
+        "INVALID_IPC_LIMIT": "An IPC limit (--ipc-max-connections/--ipc-max-streams) is out of range.",
+        "INVALID_POINTER": "A JSON pointer is malformed.",
+        "INVALID_SKIPIF": "A lifecycle Skipif is neither 'onpath <exe>' nor 'exists <file>'.",
+        "INVALID_STATE": "A component reported a state it may not set (only RUNNING or ERRORED).",
+        "INVALID_TRANSITION": "The supervisor refused a component state transition.",
+        "IPC_NOT_AUTHENTICATED": "An IPC call before a successful CONNECT.",
+        "IPC_STREAM_LIMIT": "A component opened more IPC streams than its cap; close some and retry.",
+        "LIFECYCLE_STEP_FAILED": "A lifecycle step (Install, Startup, Run, ...) exited non-zero.",
+        "LIFECYCLE_TIMEOUT": "A lifecycle step ran past its Timeout.",
+        "LOG_NOT_FOUND": "No log file for that component (or the agent) on this root.",
+        "POLICY_CHANGE_REFUSED": "A component tried to change accessControl over IPC; only deployments change policy.",
+        "POSIX_GROUP_UNKNOWN": "The posixUser's group does not exist on this device.",
+        "POSIX_USER_INVALID": "A posixUser value is malformed (USER[:GROUP]).",
+        "POSIX_USER_UNAVAILABLE": "A component asks for another user but the agent is not root.",
+        "POSIX_USER_UNKNOWN": "The posixUser does not exist on this device.",
+        "RECIPE_NOT_FOUND": "No recipe of that component version in the package store or recipe folder.",
+        "UNKNOWN_OPERATION": "An unknown Greengrass CLI IPC operation.",
+        "ENROLL_TOKEN_REQUIRED": "The first start with --hub (or a move to another hub) needs --enroll-token.",
+        "HUB_ALREADY_ENROLLED": "This root is enrolled under another device name; remove hub.json to re-enrol.",
+        "HUB_CONFIG_INVALID": "ROOT/hub.json is unreadable or incomplete; remove it and enrol again.",
+        "HUB_RECIPE_MISMATCH": "The hub's recipe for a component version describes another name or version.",
+    },
+    "roost.hub (server: store, REST API)": {
+        "HUB_ERROR": "Base code of a hub error.",
+        "FORBIDDEN": "Valid credentials that may not do this (a device calling an admin route).",
+        "GONE": "A one-time thing was already used.",
+        "UNPROCESSABLE": "Well-formed input the hub cannot use.",
+        "PAYLOAD_TOO_LARGE": "An upload is larger than the hub accepts (413).",
+        "INVALID_NAME": "A device, group, component, version or file name is not allowed (400).",
+        "ARTIFACT_DUPLICATE": "An upload names the same artifact file twice.",
+        "ARTIFACT_FORBIDDEN": "A device asked for an artifact of a component not in its desired state (403).",
+        "ARTIFACT_NOT_FOUND": "No such artifact file of that component version (404).",
+        "ARTIFACT_TOO_LARGE": "An artifact file is over --max-artifact-bytes (413).",
+        "ARTIFACT_UNEXPECTED": "An uploaded file is not named by any artifact URI of the recipe (422).",
+        "DEPLOYMENT_FINISHED": "The hub deployment already ended and can no longer be canceled (409).",
+        "DEPLOYMENT_NOT_FOR_DEVICE": "A device reported on a deployment never made for it (403); do not resend.",
+        "DESIRED_STATE_CONFLICT": "Two deployments want different versions of one component on one device.",
+        "DEVICE_EXISTS": "A device of that name is already enrolled (409).",
+        "DEVICE_NOT_FOUND": "No such device (404).",
+        "DEVICE_REVOKED": "The device was revoked; its credential is refused (401).",
+        "ENROLL_TOKEN_EXPIRED": "The enrolment token expired; create another (401).",
+        "ENROLL_TOKEN_INVALID": "Unknown enrolment token (401).",
+        "ENROLL_TOKEN_USED": "The one-time enrolment token was already redeemed (410).",
+        "GROUP_NOT_FOUND": "No such group (404).",
+        "INVALID_CONFIGURATION": "Deployment configuration for components not in the deployment (422).",
+        "INVALID_CREDENTIAL": "Unknown device credential (401).",
+        "INVALID_FAILURE_POLICY": "failure_policy is not ROLLBACK or DO_NOTHING (422).",
+        "INVALID_ROLLOUT": "A rollout setting (rate, abort threshold, timeout) is out of range (422).",
+        "INVALID_TARGET": "A deployment target is not device:NAME or group:NAME (422).",
+        "INVALID_TOKEN": "Unknown API token (401).",
+        "INVALID_TTL": "An enrolment token's ttl_seconds is out of range.",
+        "INVALID_UPLOAD": "A component upload is not the expected multipart body (400).",
+        "MEMBER_NOT_FOUND": "The device is not a member of that group (404).",
+        "REVISION_NOT_GIVEN": "A device reported a revision newer than any the hub gave it (409); do not resend.",
+        "TOKEN_REVOKED": "The API token was revoked (401).",
+        "UNKNOWN_COMPONENT": "A deployment names a component version the hub does not have (422).",
+        "VERSION_EXISTS": "That component version is already published; versions are immutable (409).",
+        "BAD_REQUEST": "The web framework refused the request (400).",
+        "METHOD_NOT_ALLOWED": "No such method on that route (405).",
+        "UNSUPPORTED_MEDIA_TYPE": "The request body's content type is not accepted (415).",
+        "VALIDATION_ERROR": "The request body or query fails validation; the message names the field (422).",
+        "INTERNAL_ERROR": "An unexpected server error; the hub's log has the traceback (500).",
+    },
+    "roost.hub.client and the CLI's hub commands": {
+        "HUB_SERVER_ERROR": "The hub answered 5xx; retry later.",
+        "HUB_UNREACHABLE": "No connection to the hub (refused, DNS, reset); retry later.",
+        "HUB_TIMEOUT": "The hub did not answer in time; retry later.",
+        "HUB_PROTOCOL_ERROR": "The hub answered something this client does not understand (version skew?).",
+        "INVALID_HUB_URL": "The hub URL does not start with http:// or https://.",
+        "FILE_UNREADABLE": "A file to upload cannot be read.",
+        "HUB_REQUIRED": "A hub command without --hub URL or $ROOST_HUB.",
+        "TOKEN_REQUIRED": "A hub command without --token or $ROOST_TOKEN.",
+        "DEMO_FAILED": "`roost demo` could not complete; the message says which step.",
+    },
+    "roost.serve (inference components, the Lambda host)": {
+        "SERVE_ERROR": "Base code of an inference failure.",
+        "MODEL_ERROR": "The model cannot be loaded or run.",
+        "MODEL_INCOMPATIBLE": "A new model's features differ from the current model's.",
+        "INFERENCE_FAILED": "The model raised while predicting; the message names the exception.",
+        "BATCHER_CLOSED": "The request batcher is closed (the component is stopping).",
+        "HANDLER_INIT_TIMEOUT": "A Lambda handler's module did not initialise in time.",
+        "INVALID_HANDLER": "A Lambda handler name is not module.function, or it cannot be imported.",
+    },
+}
+
+
+def meaning(code: str) -> str | None:
+    """What ``code`` means (``None`` for a code nobody registered)."""
+    for codes in CODES.values():
+        if code in codes:
+            return codes[code]
+    return None
