@@ -63,6 +63,8 @@ from typing import Any
 from urllib.parse import quote
 
 from roost.agent.spool import Backoff
+from roost.hub.contract import SHA256_HEADER
+from roost.hub.contract import DeviceDeploymentStatus as Row
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -270,7 +272,7 @@ class SimDevice:
         revision = int(desired["revision"])
         ids = [d for d in desired.get("deployments", []) if d not in self.succeeded]
         for deployment_id in ids:
-            await self.send("report-in-progress", [self._report("IN_PROGRESS", deployment_id, self.revision)])
+            await self.send("report-in-progress", [self._report(Row.IN_PROGRESS, deployment_id, self.revision)])
         states: dict[str, dict[str, str]] = {}
         for name, comp in sorted(desired.get("components", {}).items()):
             version = comp["version"]
@@ -280,8 +282,8 @@ class SimDevice:
                     _s, headers, content = await self.call(
                         "artifact", "GET", f"/v1/artifacts/{quote(name)}/{quote(version)}/{quote(file_name)}")
                     digest = hashlib.sha256(content)
-                    if headers.get(b"x-roost-sha256", b"").decode() != digest.hexdigest():
-                        raise HttpError(f"{name}/{file_name}: SHA-256 differs from X-Roost-Sha256")
+                    if headers.get(SHA256_HEADER.lower().encode(), b"").decode() != digest.hexdigest():
+                        raise HttpError(f"{name}/{file_name}: SHA-256 differs from {SHA256_HEADER}")
                     want = art.get("Digest")
                     if want and base64.b64decode(want) != digest.digest():
                         raise HttpError(f"{name}/{file_name}: SHA-256 differs from the recipe's Digest")
@@ -291,7 +293,7 @@ class SimDevice:
         self.revision = revision
         if ids:
             self.succeeded |= set(ids)
-            await self.send("report-succeeded", [self._report("SUCCEEDED", d, revision) for d in ids])
+            await self.send("report-succeeded", [self._report(Row.SUCCEEDED, d, revision) for d in ids])
             self.stats.succeeded_at[self.name] = time.time()
         elif not first:
             await self.send("report-heartbeat", [self._report(None, None, revision)])
@@ -593,8 +595,8 @@ def run_one(db: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
                 log(f"counts poll: {type(err).__name__} {err}")
                 continue
             counts = next(d["counts"] for d in rows if d["id"] == deployment_id)
-            timeline.append((round(time.perf_counter() - t0, 2), counts.get("SUCCEEDED", 0)))
-            if counts.get("SUCCEEDED", 0) >= n:
+            timeline.append((round(time.perf_counter() - t0, 2), counts.get(Row.SUCCEEDED, 0)))
+            if counts.get(Row.SUCCEEDED, 0) >= n:
                 done_at = time.perf_counter() - t0
                 break
         cpu1, cl1 = cpu_seconds(procs), cpu_seconds(client_procs)
