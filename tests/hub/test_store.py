@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from roost.hub.contract import DeploymentCreate
 from roost.hub.errors import (
     AuthenticationError,
     ForbiddenError,
@@ -18,7 +19,7 @@ from roost.hub.errors import (
     RevisionNotGivenError,
     UnprocessableError,
 )
-from roost.hub.store import DeploymentRequest, Report, Store
+from roost.hub.store import Report, Store
 from tests.hub.conftest import FakeClock, make_recipe, publish_to_store
 
 
@@ -173,7 +174,7 @@ def test_deployment_desired_state_and_superseding(store: Store) -> None:
     assert state is not None and state.components == {}
     assert store.desired_state(dev, state.revision) == (None, False)
 
-    first = store.create_deployment(DeploymentRequest(target="group:fleet", components={"com.example.A": "1.0.0"},
+    first = store.create_deployment(DeploymentCreate(target="group:fleet", components={"com.example.A": "1.0.0"},
                                                       configuration={"com.example.A": {"MERGE": {"x": 1}}}))
     state, _ = store.desired_state(dev, state.revision)
     assert state is not None and state.deployments == [first.id]
@@ -183,7 +184,7 @@ def test_deployment_desired_state_and_superseding(store: Store) -> None:
     assert rows(store, first.id) == {"d1": ("IN_PROGRESS", None)}
 
     # The device's own deployment is unioned with the group's.
-    own = store.create_deployment(DeploymentRequest(target="device:d1", components={"com.example.B": "1.0.0"}))
+    own = store.create_deployment(DeploymentCreate(target="device:d1", components={"com.example.B": "1.0.0"}))
     state2, _ = store.desired_state(dev, state.revision)
     assert state2 is not None and state2.revision > state.revision
     assert {n: c.version for n, c in state2.components.items()} == {"com.example.A": "1.0.0",
@@ -191,35 +192,35 @@ def test_deployment_desired_state_and_superseding(store: Store) -> None:
     assert state2.deployments == [first.id, own.id]
 
     # A new group deployment supersedes the previous one; omitted components are removed.
-    second = store.create_deployment(DeploymentRequest(target="group:fleet", components={"com.example.A": "2.0.0"}))
+    second = store.create_deployment(DeploymentCreate(target="group:fleet", components={"com.example.A": "2.0.0"}))
     assert store.get_deployment(first.id).status == "SUPERSEDED"
     assert rows(store, first.id) == {"d1": ("CANCELED", "SUPERSEDED")}
     state3, _ = store.desired_state(dev, state2.revision)
     assert state3 is not None
     assert {n: c.version for n, c in state3.components.items()} == {"com.example.A": "2.0.0",
                                                                    "com.example.B": "1.0.0"}
-    store.create_deployment(DeploymentRequest(target="device:d1", components={}))
+    store.create_deployment(DeploymentCreate(target="device:d1", components={}))
     state4, _ = store.desired_state(dev, state3.revision)
     assert state4 is not None and set(state4.components) == {"com.example.A"}
     assert second.id in state4.deployments
 
     with pytest.raises(UnprocessableError) as unknown:
-        store.create_deployment(DeploymentRequest(target="device:d1", components={"com.example.A": "9.9.9"}))
+        store.create_deployment(DeploymentCreate(target="device:d1", components={"com.example.A": "9.9.9"}))
     assert unknown.value.code == "UNKNOWN_COMPONENT" and "9.9.9" in unknown.value.message
     with pytest.raises(UnprocessableError):
-        store.create_deployment(DeploymentRequest(target="device:d1", components={"com.example.Zzz": "1.0.0"}))
+        store.create_deployment(DeploymentCreate(target="device:d1", components={"com.example.Zzz": "1.0.0"}))
     with pytest.raises(HubNotFoundError):
-        store.create_deployment(DeploymentRequest(target="device:ghost", components={}))
+        store.create_deployment(DeploymentCreate(target="device:ghost", components={}))
     with pytest.raises(UnprocessableError):
-        store.create_deployment(DeploymentRequest(target="cluster:x", components={}))
+        store.create_deployment(DeploymentCreate(target="cluster:x", components={}))
 
 
 def test_desired_state_conflict_is_reported_on_the_device(store: Store) -> None:
     dev = enrol(store, "c1", group="g")
     publish_to_store(store, "com.example.A", "1.0.0")
     publish_to_store(store, "com.example.A", "2.0.0")
-    group_dep = store.create_deployment(DeploymentRequest(target="group:g", components={"com.example.A": "1.0.0"}))
-    device_dep = store.create_deployment(DeploymentRequest(target="device:c1",
+    group_dep = store.create_deployment(DeploymentCreate(target="group:g", components={"com.example.A": "1.0.0"}))
+    device_dep = store.create_deployment(DeploymentCreate(target="device:c1",
                                                            components={"com.example.A": "2.0.0"}))
     state, _ = store.desired_state(dev, None)
     assert state is not None
@@ -236,7 +237,7 @@ def test_desired_state_conflict_is_reported_on_the_device(store: Store) -> None:
 def test_reports_are_idempotent_and_complete_deployments(store: Store) -> None:
     dev = enrol(store, "r1")
     publish_to_store(store, "com.example.A", "1.0.0")
-    dep = store.create_deployment(DeploymentRequest(target="device:r1", components={"com.example.A": "1.0.0"}))
+    dep = store.create_deployment(DeploymentCreate(target="device:r1", components={"com.example.A": "1.0.0"}))
     state, _ = store.desired_state(dev, None)
     assert state is not None
     report = Report(id="rep-1", deployment_id=dep.id, revision=state.revision, status="SUCCEEDED",
@@ -278,10 +279,10 @@ def test_rate_limited_rollout_releases_gradually(store: Store, clock: FakeClock)
     ids = {f"n{i}": enrol(store, f"n{i}", group="wave") for i in range(5)}
     publish_to_store(store, "com.example.A", "1.0.0")
     publish_to_store(store, "com.example.A", "2.0.0")
-    base = store.create_deployment(DeploymentRequest(target="group:wave", components={"com.example.A": "1.0.0"}))
+    base = store.create_deployment(DeploymentCreate(target="group:wave", components={"com.example.A": "1.0.0"}))
     for dev in ids.values():
         store.desired_state(dev, None)
-    dep = store.create_deployment(DeploymentRequest(target="group:wave", components={"com.example.A": "2.0.0"},
+    dep = store.create_deployment(DeploymentCreate(target="group:wave", components={"com.example.A": "2.0.0"},
                                                     max_per_minute=2))
     released = [d for d in store.get_deployment(dep.id).devices or [] if d.released_at is not None]
     assert len(released) == 2
@@ -310,7 +311,7 @@ def test_rate_limited_rollout_releases_gradually(store: Store, clock: FakeClock)
 def test_abort_rule_cancels_the_rest(store: Store) -> None:
     ids = {f"a{i}": enrol(store, f"a{i}", group="ab") for i in range(6)}
     publish_to_store(store, "com.example.A", "1.0.0")
-    dep = store.create_deployment(DeploymentRequest(target="group:ab", components={"com.example.A": "1.0.0"},
+    dep = store.create_deployment(DeploymentCreate(target="group:ab", components={"com.example.A": "1.0.0"},
                                                     max_per_minute=3, abort_failure_percent=50,
                                                     abort_min_devices=2))
     started = [n for n, d in (rows(store, dep.id)).items()]
@@ -339,7 +340,7 @@ def test_timeouts_are_computed_on_read(store: Store, clock: FakeClock) -> None:
     enrol(store, "t2")
     store.add_group_members("tg", ["t1", "t2"])
     publish_to_store(store, "com.example.A", "1.0.0")
-    dep = store.create_deployment(DeploymentRequest(target="group:tg", components={"com.example.A": "1.0.0"},
+    dep = store.create_deployment(DeploymentCreate(target="group:tg", components={"com.example.A": "1.0.0"},
                                                     timeout_minutes=5))
     store.desired_state(dev, None)
     clock.advance(minutes=4)
@@ -354,7 +355,7 @@ def test_cancel_keeps_previous_state_for_devices_not_started(store: Store) -> No
     a = enrol(store, "k1", group="kg")
     b = enrol(store, "k2", group="kg")
     publish_to_store(store, "com.example.A", "1.0.0")
-    dep = store.create_deployment(DeploymentRequest(target="group:kg", components={"com.example.A": "1.0.0"}))
+    dep = store.create_deployment(DeploymentCreate(target="group:kg", components={"com.example.A": "1.0.0"}))
     store.desired_state(a, None)  # k1 picks it up (IN_PROGRESS); k2 has not polled yet
     info = store.cancel_deployment(dep.id)
     assert info.status == "CANCELED"
@@ -371,7 +372,7 @@ def test_cancel_keeps_previous_state_for_devices_not_started(store: Store) -> No
 def test_group_join_gets_current_deployment_and_leave_removes_it(store: Store) -> None:
     publish_to_store(store, "com.example.A", "1.0.0")
     enrol(store, "j0", group="jg")
-    dep = store.create_deployment(DeploymentRequest(target="group:jg", components={"com.example.A": "1.0.0"}))
+    dep = store.create_deployment(DeploymentCreate(target="group:jg", components={"com.example.A": "1.0.0"}))
     late = enrol(store, "j1")
     store.add_group_members("jg", ["j1"])
     state, _ = store.desired_state(late, None)
@@ -385,7 +386,7 @@ def test_device_artifact_access_is_limited_to_desired_state(store: Store) -> Non
     a = enrol(store, "x1")
     b = enrol(store, "x2")
     publish_to_store(store, "com.example.A", "1.0.0")
-    store.create_deployment(DeploymentRequest(target="device:x1", components={"com.example.A": "1.0.0"}))
+    store.create_deployment(DeploymentCreate(target="device:x1", components={"com.example.A": "1.0.0"}))
     pa = store.authenticate(store.create_admin_token())
     assert store.artifact(pa, "com.example.A", "1.0.0", "hello.py").size > 0
     from roost.hub.store import Principal
@@ -403,7 +404,7 @@ def test_batched_desired_states_answer_each_request(store: Store) -> None:
     ids = {n: enrol(store, n, group="b") for n in ("b1", "b2", "b3")}
     publish_to_store(store, "com.example.A", "1.0.0")
     store.revoke_device("b3")
-    dep = store.create_deployment(DeploymentRequest(target="group:b", components={"com.example.A": "1.0.0"}))
+    dep = store.create_deployment(DeploymentCreate(target="group:b", components={"com.example.A": "1.0.0"}))
     first = store.desired_states([(ids["b1"], None), (ids["b2"], 0), (ids["b3"], None), (ids["b1"], 10**6)])
     s1, s2, revoked, stale = first
     assert isinstance(s1, tuple) and s1[0] is not None and s1[0].deployments == [dep.id]
@@ -420,7 +421,7 @@ def test_batched_desired_states_answer_each_request(store: Store) -> None:
 def test_batched_reports_apply_each_device_once_in_order(store: Store) -> None:
     a, b, gone = enrol(store, "ra", group="r"), enrol(store, "rb", group="r"), enrol(store, "rc", group="r")
     publish_to_store(store, "com.example.A", "1.0.0")
-    dep = store.create_deployment(DeploymentRequest(target="group:r", components={"com.example.A": "1.0.0"}))
+    dep = store.create_deployment(DeploymentCreate(target="group:r", components={"com.example.A": "1.0.0"}))
     served = {}
     for device_id in (a, b, gone):
         state, _ = store.desired_state(device_id)
@@ -460,8 +461,8 @@ def test_a_device_reports_only_on_deployments_made_for_it(store: Store) -> None:
     publish_to_store(store, "com.example.A", "1.0.0")
     own, member, leaver = enrol(store, "own"), enrol(store, "member", group="g"), enrol(store, "leaver", group="g")
     outsider = enrol(store, "outsider")
-    to_own = store.create_deployment(DeploymentRequest(target="device:own", components={"com.example.A": "1.0.0"}))
-    to_group = store.create_deployment(DeploymentRequest(target="group:g", components={"com.example.A": "1.0.0"}))
+    to_own = store.create_deployment(DeploymentCreate(target="device:own", components={"com.example.A": "1.0.0"}))
+    to_group = store.create_deployment(DeploymentCreate(target="group:g", components={"com.example.A": "1.0.0"}))
     joiner = enrol(store, "joiner")
     store.add_group_members("g", ["joiner"])  # joins after the deployment: receives it
     revision = {}
@@ -511,7 +512,7 @@ def test_a_device_reports_only_on_deployments_made_for_it(store: Store) -> None:
 def test_applied_revision_moves_only_to_revisions_given_and_never_backwards(store: Store) -> None:
     publish_to_store(store, "com.example.A", "1.0.0")
     dev, other = enrol(store, "rv1"), enrol(store, "rv2")
-    dep = store.create_deployment(DeploymentRequest(target="device:rv1", components={"com.example.A": "1.0.0"}))
+    dep = store.create_deployment(DeploymentCreate(target="device:rv1", components={"com.example.A": "1.0.0"}))
     state, _ = store.desired_state(dev)
     other_state, _ = store.desired_state(other)
     assert state is not None and other_state is not None and other_state.revision < state.revision
@@ -543,7 +544,7 @@ def test_applied_revision_moves_only_to_revisions_given_and_never_backwards(stor
     device = store.get_device("rv1")
     assert device.applied_revision == given and device.components["com.example.A"].state == "RUNNING"
     # In one request, the newest wins whatever the order.
-    store.create_deployment(DeploymentRequest(target="device:rv1", components={}))
+    store.create_deployment(DeploymentCreate(target="device:rv1", components={}))
     newer, _ = store.desired_state(dev, given)
     assert newer is not None and newer.revision > given
     batch = store.record_reports_many([(dev, [Report(id="n1", revision=newer.revision)]),
@@ -556,7 +557,7 @@ def test_a_forged_report_in_a_batch_is_refused_and_the_others_apply(store: Store
     publish_to_store(store, "com.example.A", "1.0.0")
     ids = {n: enrol(store, n, group="fleet") for n in ("fa", "fb", "fc")}
     intruder = enrol(store, "intruder")
-    dep = store.create_deployment(DeploymentRequest(target="group:fleet", components={"com.example.A": "1.0.0"}))
+    dep = store.create_deployment(DeploymentCreate(target="group:fleet", components={"com.example.A": "1.0.0"}))
     given = {}
     for name, device_id in [*ids.items(), ("intruder", intruder)]:
         state, _ = store.desired_state(device_id)
@@ -582,7 +583,7 @@ def test_batched_artifact_access(store: Store) -> None:
     a, b, gone = enrol(store, "aa"), enrol(store, "ab"), enrol(store, "ac")
     publish_to_store(store, "com.example.A", "1.0.0")
     for name in ("aa", "ac"):
-        store.create_deployment(DeploymentRequest(target=f"device:{name}", components={"com.example.A": "1.0.0"}))
+        store.create_deployment(DeploymentCreate(target=f"device:{name}", components={"com.example.A": "1.0.0"}))
     store.revoke_device("ac")
     got = store.artifacts_for_devices([
         (a, "com.example.A", "1.0.0", "hello.py"),
@@ -635,7 +636,7 @@ def test_deployments_resolve_component_dependencies(store: Store) -> None:
         _publish_with(store, "com.example.Base", version)
     _publish_with(store, "com.example.Mid", "1.0.0", _needs(("com.example.Base", ">=1.0.0 <2.0.0")))
     _publish_with(store, "com.example.App", "1.0.0", _needs(("com.example.Mid", "^1.0.0")))
-    dep = store.create_deployment(DeploymentRequest(target="device:dep-1", components={"com.example.App": "1.0.0"}))
+    dep = store.create_deployment(DeploymentCreate(target="device:dep-1", components={"com.example.App": "1.0.0"}))
     assert dep.components == {"com.example.App": "1.0.0"}
     assert dep.dependencies == {"com.example.Base": "1.1.0", "com.example.Mid": "1.0.0"}  # transitively
     state, _ = store.desired_state(dev)
@@ -649,7 +650,7 @@ def test_deployments_resolve_component_dependencies(store: Store) -> None:
     with pytest.raises(ForbiddenError):
         store.artifact(me, "com.example.Base", "2.0.0", "hello.py")
     # A root that names the dependency itself pins it; nothing else is resolved for it.
-    pinned = store.create_deployment(DeploymentRequest(
+    pinned = store.create_deployment(DeploymentCreate(
         target="device:dep-1", components={"com.example.App": "1.0.0", "com.example.Base": "1.0.0"}))
     assert pinned.dependencies == {"com.example.Mid": "1.0.0"}
 
@@ -661,10 +662,10 @@ def test_unresolvable_dependencies_are_refused_with_their_code(store: Store) -> 
     _publish_with(store, "com.example.Old", "1.0.0", _needs(("com.example.Base", "^1.0.0")))
     _publish_with(store, "com.example.New", "1.0.0", _needs(("com.example.Base", "^2.0.0")))
     with pytest.raises(UnprocessableError) as missing:
-        store.create_deployment(DeploymentRequest(target="device:dep-2", components={"com.example.Lonely": "1.0.0"}))
+        store.create_deployment(DeploymentCreate(target="device:dep-2", components={"com.example.Lonely": "1.0.0"}))
     assert missing.value.code == "DEPENDENCY_MISSING" and "com.example.Nowhere" in missing.value.message
     with pytest.raises(UnprocessableError) as conflict:
-        store.create_deployment(DeploymentRequest(target="device:dep-2", components={
+        store.create_deployment(DeploymentCreate(target="device:dep-2", components={
             "com.example.Old": "1.0.0", "com.example.New": "1.0.0"}))
     assert conflict.value.code == "DEPENDENCY_CONFLICT"
     assert "com.example.Old" in conflict.value.message and "com.example.New" in conflict.value.message
@@ -682,7 +683,7 @@ def test_enrolment_answers_the_first_poll_at_once_without_moving_the_revision(st
     assert state2 is not None and state2.revision == before
     assert store.desired_state(first, state.revision) == (None, False)  # nobody else sees a change
     publish_to_store(store, "com.example.A", "1.0.0")
-    store.create_deployment(DeploymentRequest(target="group:quiet", components={"com.example.A": "1.0.0"}))
+    store.create_deployment(DeploymentCreate(target="group:quiet", components={"com.example.A": "1.0.0"}))
     third = enrol(store, "e-3", group="quiet")  # joins a group with a deployment: its state changes
     assert store.revision() > before + 1
     state3, _ = store.desired_state(third, before)

@@ -14,7 +14,6 @@ from roost.hub.api.admin import StoreDep
 from roost.hub.api.errors import COMMON_ERRORS
 from roost.hub.api.upload import receive_upload
 from roost.hub.contract import SHA256_HEADER, Component, ErrorBody
-from roost.hub.store import ComponentInfo
 
 router = APIRouter(prefix="/v1", responses=COMMON_ERRORS)
 
@@ -38,7 +37,7 @@ UPLOAD_BODY: dict[str, Any] = {
              response_model=Component, openapi_extra=UPLOAD_BODY,
              responses={409: {"model": ErrorBody, "description": "VERSION_EXISTS"},
                         413: {"model": ErrorBody, "description": "ARTIFACT_TOO_LARGE"}})
-async def publish_component(request: Request, s: StoreDep) -> ComponentInfo:
+async def publish_component(request: Request, s: StoreDep) -> Component:
     """Publish a component version: a recipe plus the artifacts its URIs name. Versions are immutable."""
     staging = await run_in_threadpool(s.artifacts.staging)
     try:
@@ -52,14 +51,14 @@ async def publish_component(request: Request, s: StoreDep) -> ComponentInfo:
 
 @router.get("/components", tags=["components"], dependencies=[Depends(auth.admin)],
             response_model=list[Component])
-async def list_components(s: StoreDep) -> list[ComponentInfo]:
+async def list_components(s: StoreDep) -> list[Component]:
     return await run_in_threadpool(s.list_components)
 
 
 @router.get("/components/{name}/{version}", tags=["components"], dependencies=[Depends(auth.admin)],
             response_model=Component,
             responses={404: {"model": ErrorBody, "description": "COMPONENT_NOT_FOUND"}})
-async def get_component(name: str, version: str, s: StoreDep) -> ComponentInfo:
+async def get_component(name: str, version: str, s: StoreDep) -> Component:
     """One version, with its stored recipe (including the hub-computed digests)."""
     return await run_in_threadpool(s.get_component, name, version)
 

@@ -16,7 +16,7 @@ from roost.hub.background import BackgroundLoop
 from roost.hub.coalesce import Coalescer
 from roost.hub.contract import INT32, Desired, Enrollment, EnrollRequest, ErrorBody, ReportResult, ReportsIn
 from roost.hub.reports import Report
-from roost.hub.store import ArtifactLocation, Enrolment, Store
+from roost.hub.store import ArtifactLocation, Store
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class RevisionWatcher:
              responses={401: {"model": ErrorBody, "description": "ENROLL_TOKEN_INVALID / ENROLL_TOKEN_EXPIRED"},
                         409: {"model": ErrorBody, "description": "DEVICE_EXISTS"},
                         410: {"model": ErrorBody, "description": "ENROLL_TOKEN_USED"}})
-async def enroll(body: EnrollRequest, s: StoreDep) -> Enrolment:
+async def enroll(body: EnrollRequest, s: StoreDep) -> Enrollment:
     """Redeem a one-time enrolment token (no Authorization header) for a device credential."""
     return await run_in_threadpool(s.enroll, body.token, body.name, dict(body.labels))
 

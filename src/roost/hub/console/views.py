@@ -1,6 +1,6 @@
 """Presentation helpers for the console templates: relative times, sizes, progress bars, grouping.
 
-Pure functions over the store's dataclasses; no I/O, no web framework.
+Pure functions over the store's results (the contract's models); no I/O, no web framework.
 """
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from roost.hub.contract import FAILURE_STATUSES
+from roost.hub.contract import FAILURE_STATUSES, Component, Deployment
 from roost.hub.contract import DeviceDeploymentStatus as Row
-from roost.hub.store import ComponentInfo, DeploymentInfo
 
 #: Per-device statuses shown as one bar segment each: (css class, label, statuses).
 SEGMENTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -93,7 +92,7 @@ class Progress:
         return ", ".join(parts) if parts else "no devices"
 
 
-def progress(deployment: DeploymentInfo) -> Progress:
+def progress(deployment: Deployment) -> Progress:
     """Bar segments for a deployment's per-device counts (largest-remainder rounding to 100 %)."""
     counts = [sum(deployment.counts.get(s, 0) for s in statuses) for _css, _label, statuses in SEGMENTS]
     total = sum(counts)
@@ -113,16 +112,16 @@ def progress(deployment: DeploymentInfo) -> Progress:
 @dataclass(frozen=True)
 class ComponentGroup:
     name: str
-    versions: list[ComponentInfo]  # newest first
+    versions: list[Component]  # newest first
 
     @property
     def latest(self) -> str:
         return self.versions[0].version
 
 
-def group_components(components: list[ComponentInfo]) -> list[ComponentGroup]:
+def group_components(components: list[Component]) -> list[ComponentGroup]:
     """Versions grouped by component name (names sorted, newest version first)."""
-    by_name: dict[str, list[ComponentInfo]] = {}
+    by_name: dict[str, list[Component]] = {}
     for component in components:
         by_name.setdefault(component.name, []).append(component)
     return [ComponentGroup(name, list(reversed(versions))) for name, versions in sorted(by_name.items())]

@@ -2,8 +2,8 @@
 
 The server uses them as ``response_model`` (and as request bodies); the client parses the hub's
 answers with the same classes. Responses ignore fields they do not know (a newer hub may add some);
-request bodies ignore unknown fields too. Field names are those of the store's records
-(:mod:`roost.hub.store`), so the REST layer serialises those as they are.
+request bodies ignore unknown fields too. The store (:mod:`roost.hub.store`) returns these very
+models (and takes :class:`DeploymentCreate`), so the REST layer serialises its results as they are.
 
 =====================================  ======================================  ======================
 Route                                  Request                                 Response

@@ -2,8 +2,8 @@
 
 No FastAPI here. :class:`Store` owns a :class:`~roost.hub.db.Database`, an
 :class:`~roost.hub.artifacts.ArtifactStore` and a clock (injectable for tests). Each method is
-one transaction (retried on a PostgreSQL deadlock or serialisation failure) and returns plain
-dataclasses, which the REST layer serialises as they are.
+one transaction (retried on a PostgreSQL deadlock or serialisation failure) and returns the
+contract's models (:mod:`roost.hub.contract`), which the REST layer serialises as they are.
 
 Concurrency: several hub processes may share one PostgreSQL. Read-modify-writes lock the rows
 they depend on (``SELECT ... FOR UPDATE``: the enrolment token, the deployment, the revision
@@ -17,21 +17,7 @@ from roost.hub.store.auth import SEEN_THROTTLE, AuthStore
 from roost.hub.store.base import Clock, StoreBase, utcnow
 from roost.hub.store.deployments import FAILURE_POLICIES, DeploymentStore, parse_target
 from roost.hub.store.fleet import ONLINE_WINDOW, UNHEALTHY_STATES, FleetStore
-from roost.hub.store.records import (
-    ArtifactInfo,
-    ArtifactLocation,
-    ComponentInfo,
-    DeploymentDevice,
-    DeploymentInfo,
-    DeploymentRequest,
-    DeviceDeploymentInfo,
-    DeviceInfo,
-    EnrollTokenInfo,
-    Enrolment,
-    GroupInfo,
-    Principal,
-    ReportedComponent,
-)
+from roost.hub.store.records import ArtifactLocation, Principal
 from roost.hub.store.registry import INLINE_ARTIFACT_BYTES, RegistryStore
 from roost.hub.store.sync import SyncStore
 
@@ -42,7 +28,8 @@ class Store(AuthStore, RegistryStore, DeploymentStore, SyncStore):
     The parts: :mod:`~roost.hub.store.auth` (tokens, enrolment), :mod:`~roost.hub.store.fleet`
     (devices, groups), :mod:`~roost.hub.store.registry` (components, artifacts),
     :mod:`~roost.hub.store.deployments`, :mod:`~roost.hub.store.sync` (what devices call), over
-    :mod:`~roost.hub.store.base` (transactions, clock); results are :mod:`~roost.hub.store.records`.
+    :mod:`~roost.hub.store.base` (transactions, clock); results are the contract's models
+    (:mod:`roost.hub.contract`), plus :mod:`~roost.hub.store.records` (principal, artifact location).
     """
 
 
@@ -52,26 +39,15 @@ __all__ = [
     "ONLINE_WINDOW",
     "SEEN_THROTTLE",
     "UNHEALTHY_STATES",
-    "ArtifactInfo",
     "ArtifactLocation",
     "AuthStore",
     "Clock",
-    "ComponentInfo",
-    "DeploymentDevice",
-    "DeploymentInfo",
-    "DeploymentRequest",
     "DeploymentStore",
-    "DeviceDeploymentInfo",
-    "DeviceInfo",
-    "EnrollTokenInfo",
-    "Enrolment",
     "FleetStore",
-    "GroupInfo",
     "Principal",
     "RegistryStore",
     "Report",
     "ReportResult",
-    "ReportedComponent",
     "Store",
     "StoreBase",
     "SyncStore",

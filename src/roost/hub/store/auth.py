@@ -12,13 +12,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from roost.hub import desired
+from roost.hub import contract, desired
 from roost.hub.contract import PrincipalKind
 from roost.hub.errors import AuthenticationError, GoneError, HubConflictError, UnprocessableError
 from roost.hub.models import ApiToken, Device, EnrollToken, Meta
 from roost.hub.names import check_name
 from roost.hub.store.fleet import FleetStore
-from roost.hub.store.records import EnrollTokenInfo, Enrolment, Principal
+from roost.hub.store.records import Principal
 from roost.hub.tokens import ADMIN_PREFIX, DEVICE_PREFIX, ENROLL_PREFIX, hash_token, new_token
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class AuthStore(FleetStore):
 
     # -- enrolment ---------------------------------------------------------------------------------
 
-    def create_enroll_token(self, group: str | None = None, ttl_seconds: int = 3600) -> EnrollTokenInfo:
+    def create_enroll_token(self, group: str | None = None, ttl_seconds: int = 3600) -> contract.EnrollToken:
         if group is not None:
             check_name(group, "group name")
         if ttl_seconds <= 0:
@@ -136,9 +136,9 @@ class AuthStore(FleetStore):
                 self._ensure_group(s, group)
             s.add(EnrollToken(token_hash=hash_token(token), group_name=group, created_at=now, expires_at=expires))
         self._write(run)
-        return EnrollTokenInfo(token=token, expires_at=expires, group=group)
+        return contract.EnrollToken(token=token, expires_at=expires, group=group)
 
-    def enroll(self, token: str, name: str, labels: dict[str, Any] | None = None) -> Enrolment:
+    def enroll(self, token: str, name: str, labels: dict[str, Any] | None = None) -> contract.Enrollment:
         """Redeem a one-time enrolment token for a new device credential (exactly once)."""
         check_name(name, "device name")
         credential = new_token(DEVICE_PREFIX)
@@ -182,4 +182,4 @@ class AuthStore(FleetStore):
         except IntegrityError as err:  # a concurrent enrolment took the name at commit
             raise HubConflictError(f"a device named {name} is already enrolled", code="DEVICE_EXISTS") from err
         logger.info("device %s enrolled", name)
-        return Enrolment(device=name, credential=credential)
+        return contract.Enrollment(device=name, credential=credential)

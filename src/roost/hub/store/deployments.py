@@ -9,13 +9,20 @@ import uuid
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from roost.hub import desired, rollout
-from roost.hub.contract import OPEN_STATUSES, DeploymentStatus, DeviceDeploymentStatus, FailurePolicy, TargetType
+from roost.hub import contract, desired, rollout
+from roost.hub.contract import (
+    OPEN_STATUSES,
+    DeploymentCreate,
+    DeploymentDevice,
+    DeploymentStatus,
+    DeviceDeploymentStatus,
+    FailurePolicy,
+    TargetType,
+)
 from roost.hub.errors import HubConflictError, HubNotFoundError, UnprocessableError
 from roost.hub.models import Component, Deployment, Device, DeviceDeployment, GroupMember
 from roost.hub.names import check_name
 from roost.hub.store.fleet import FleetStore
-from roost.hub.store.records import DeploymentDevice, DeploymentInfo, DeploymentRequest
 from roost.recipe import Recipe, RecipeError, parse_recipe, resolve
 
 logger = logging.getLogger(__name__)
@@ -42,25 +49,28 @@ class DeploymentStore(FleetStore):
 
     # -- deployments -------------------------------------------------------------------------------
 
-    def _deployment_info(self, s: Session, d: Deployment, *, with_devices: bool) -> DeploymentInfo:
+    def _deployment_info(self, s: Session, d: Deployment, *, with_devices: bool) -> contract.Deployment:
         devices = None
         if with_devices:
             rows = s.execute(select(DeviceDeployment, Device.name)
                              .join(Device, Device.id == DeviceDeployment.device_id)
                              .where(DeviceDeployment.deployment_id == d.id).order_by(Device.name)).all()
-            devices = [DeploymentDevice(name, r.status, r.reason_code, r.message, r.released_at, r.updated_at)
+            devices = [DeploymentDevice(device=name, status=DeviceDeploymentStatus(r.status),
+                                        reason_code=r.reason_code, message=r.message,
+                                        released_at=r.released_at, updated_at=r.updated_at)
                        for r, name in rows]
         tally = rollout.counts(s, d.id)
         tally["total"] = sum(tally.values())
-        return DeploymentInfo(
+        return contract.Deployment(
             id=d.id, target=f"{d.target_type}:{d.target_name}", components=dict(d.components),
-            configuration=dict(d.configuration), failure_policy=d.failure_policy, max_per_minute=d.max_per_minute,
+            configuration=dict(d.configuration), failure_policy=FailurePolicy(d.failure_policy),
+            max_per_minute=d.max_per_minute,
             abort_failure_percent=d.abort_failure_percent, abort_min_devices=d.abort_min_devices,
-            timeout_minutes=d.timeout_minutes, created_at=d.created_at, status=d.status,
+            timeout_minutes=d.timeout_minutes, created_at=d.created_at, status=DeploymentStatus(d.status),
             status_reason=d.status_reason, revision=d.seq, counts=tally, devices=devices,
             dependencies={str(k): str(v) for k, v in (d.dependencies or {}).items()})
 
-    def _validate_deployment(self, s: Session, req: DeploymentRequest) -> None:
+    def _validate_deployment(self, s: Session, req: DeploymentCreate) -> None:
         for name, version in req.components.items():
             check_name(name, "component name")
             check_name(version, "component version")
@@ -111,13 +121,13 @@ class DeploymentStore(FleetStore):
                                      code=err.code) from err
         return {name: recipe.version for name, recipe in resolved.items() if name not in roots}
 
-    def create_deployment(self, req: DeploymentRequest) -> DeploymentInfo:
+    def create_deployment(self, req: DeploymentCreate) -> contract.Deployment:
         """A new revision for a target; it supersedes the target's previous deployment."""
         kind, target_name = parse_target(req.target)
         now = self.clock()
         deployment_id = str(uuid.uuid4())
 
-        def run(s: Session) -> DeploymentInfo:
+        def run(s: Session) -> contract.Deployment:
             self._validate_deployment(s, req)
             dependencies = self._resolve_dependencies(s, req.components)
             if kind == TargetType.DEVICE:
@@ -161,11 +171,11 @@ class DeploymentStore(FleetStore):
         logger.info("deployment %s to %s: %d devices", deployment_id, req.target, info.counts["total"])
         return info
 
-    def get_deployment(self, deployment_id: str) -> DeploymentInfo:
+    def get_deployment(self, deployment_id: str) -> contract.Deployment:
         _known_deployment_id(deployment_id)
         now = self.clock()
 
-        def run(s: Session) -> DeploymentInfo:
+        def run(s: Session) -> contract.Deployment:
             desired.mark_changed(s, rollout.refresh_deployment(s, deployment_id, now))
             d = s.get(Deployment, deployment_id)
             if d is None:
@@ -173,7 +183,7 @@ class DeploymentStore(FleetStore):
             return self._deployment_info(s, d, with_devices=True)
         return self._write(run)
 
-    def list_deployments(self, limit: int = 500) -> list[DeploymentInfo]:
+    def list_deployments(self, limit: int = 500) -> list[contract.Deployment]:
         now = self.clock()
 
         def refresh(s: Session) -> None:
@@ -181,17 +191,17 @@ class DeploymentStore(FleetStore):
                 desired.mark_changed(s, rollout.refresh_deployment(s, deployment_id, now))
         self._write(refresh)
 
-        def run(s: Session) -> list[DeploymentInfo]:
+        def run(s: Session) -> list[contract.Deployment]:
             rows = s.scalars(select(Deployment).order_by(Deployment.seq.desc()).limit(limit))
             return [self._deployment_info(s, d, with_devices=False) for d in rows]
         return self._read(run)
 
-    def cancel_deployment(self, deployment_id: str) -> DeploymentInfo:
+    def cancel_deployment(self, deployment_id: str) -> contract.Deployment:
         """Stop a deployment: devices that have not started it keep their previous state."""
         _known_deployment_id(deployment_id)
         now = self.clock()
 
-        def run(s: Session) -> DeploymentInfo:
+        def run(s: Session) -> contract.Deployment:
             d = rollout.lock_deployment(s, deployment_id)
             if d is None:
                 raise HubNotFoundError(f"deployment {deployment_id} does not exist", code="DEPLOYMENT_NOT_FOUND")

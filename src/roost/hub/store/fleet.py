@@ -11,20 +11,20 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from roost.hub import desired, rollout
+from roost.hub import contract, desired, rollout
 from roost.hub.contract import (
     OPEN_STATUSES,
     DeploymentStatus,
     DeviceDeploymentStatus,
     DeviceHealth,
     DeviceStatus,
+    ReportedComponent,
     TargetType,
 )
 from roost.hub.errors import HubNotFoundError
 from roost.hub.models import Deployment, Device, DeviceDeployment, Group, GroupMember
 from roost.hub.names import check_name
 from roost.hub.store.base import StoreBase
-from roost.hub.store.records import DeviceDeploymentInfo, DeviceInfo, GroupInfo, ReportedComponent
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class FleetStore(StoreBase):
     # -- devices -----------------------------------------------------------------------------------
 
     def _device_info(self, s: Session, device: Device, groups: list[str], now: datetime,
-                     deployments: list[DeviceDeploymentInfo] | None = None) -> DeviceInfo:
+                     deployments: list[contract.DeviceDeployment] | None = None) -> contract.Device:
         reported = {
             name: ReportedComponent(version=(v or {}).get("version") if isinstance(v, dict) else None,
                                     state=(v or {}).get("state") if isinstance(v, dict) else None)
@@ -58,7 +58,7 @@ class FleetStore(StoreBase):
             health = DeviceHealth.UNHEALTHY
         else:
             health = DeviceHealth.HEALTHY
-        return DeviceInfo(name=device.name, labels=dict(device.labels or {}), groups=groups,
+        return contract.Device(name=device.name, labels=dict(device.labels or {}), groups=groups,
                           created_at=device.created_at, last_seen_at=device.last_seen_at,
                           revoked=device.revoked_at is not None, components=reported, status=status,
                           health=health, applied_revision=device.applied_revision,
@@ -75,19 +75,19 @@ class FleetStore(StoreBase):
                 out[device_id].append(group)
         return out
 
-    def list_devices(self) -> list[DeviceInfo]:
+    def list_devices(self) -> list[contract.Device]:
         now = self.clock()
 
-        def run(s: Session) -> list[DeviceInfo]:
+        def run(s: Session) -> list[contract.Device]:
             devices = list(s.scalars(select(Device).order_by(Device.name)))
             groups = self._groups_of(s, [d.id for d in devices])
             return [self._device_info(s, d, groups[d.id], now) for d in devices]
         return self._read(run)
 
-    def get_device(self, name: str) -> DeviceInfo:
+    def get_device(self, name: str) -> contract.Device:
         now = self.clock()
 
-        def run(s: Session) -> DeviceInfo:
+        def run(s: Session) -> contract.Device:
             device = self._device(s, name)
             for deployment_id in rollout.open_deployments(s, self._deployment_ids_of(s, device.id)):
                 desired.mark_changed(s, rollout.refresh_deployment(s, deployment_id, now))
@@ -95,19 +95,22 @@ class FleetStore(StoreBase):
                              .join(Deployment, Deployment.id == DeviceDeployment.deployment_id)
                              .where(DeviceDeployment.device_id == device.id)
                              .order_by(Deployment.seq.desc())).all()
-            deployments = [DeviceDeploymentInfo(r.deployment_id, r.status, r.reason_code, r.message,
-                                                r.released_at, r.updated_at) for r, _seq in rows]
+            deployments = [contract.DeviceDeployment(deployment_id=r.deployment_id,
+                                                     status=DeviceDeploymentStatus(r.status),
+                                                     reason_code=r.reason_code, message=r.message,
+                                                     released_at=r.released_at, updated_at=r.updated_at)
+                           for r, _seq in rows]
             return self._device_info(s, device, self._groups_of(s, [device.id])[device.id], now, deployments)
         return self._write(run)
 
     def _deployment_ids_of(self, s: Session, device_id: int) -> list[str]:
         return list(s.scalars(select(DeviceDeployment.deployment_id).where(DeviceDeployment.device_id == device_id)))
 
-    def revoke_device(self, name: str) -> DeviceInfo:
+    def revoke_device(self, name: str) -> contract.Device:
         """Cut a device off: its credential stops working at once; its open rows are CANCELED."""
         now = self.clock()
 
-        def run(s: Session) -> DeviceInfo:
+        def run(s: Session) -> contract.Device:
             device = self._device(s, name, lock=True)
             if device.revoked_at is None:
                 device.revoked_at = now
@@ -120,10 +123,10 @@ class FleetStore(StoreBase):
         logger.info("device %s revoked", name)
         return info
 
-    def set_labels(self, name: str, labels: dict[str, Any]) -> DeviceInfo:
+    def set_labels(self, name: str, labels: dict[str, Any]) -> contract.Device:
         now = self.clock()
 
-        def run(s: Session) -> DeviceInfo:
+        def run(s: Session) -> contract.Device:
             device = self._device(s, name, lock=True)
             device.labels = dict(labels)
             return self._device_info(s, device, self._groups_of(s, [device.id])[device.id], now)
@@ -165,27 +168,27 @@ class FleetStore(StoreBase):
                     desired.mark_changed(s, [device.id])
         return True
 
-    def _group_info(self, s: Session, name: str) -> GroupInfo:
+    def _group_info(self, s: Session, name: str) -> contract.Group:
         members = s.scalars(select(Device.name).join(GroupMember, GroupMember.device_id == Device.id)
                             .where(GroupMember.group_name == name).order_by(Device.name))
-        return GroupInfo(name=name, devices=list(members))
+        return contract.Group(name=name, devices=list(members))
 
-    def add_group_members(self, group: str, devices: list[str]) -> GroupInfo:
+    def add_group_members(self, group: str, devices: list[str]) -> contract.Group:
         check_name(group, "group name")
         now = self.clock()
 
-        def run(s: Session) -> GroupInfo:
+        def run(s: Session) -> contract.Group:
             self._ensure_group(s, group)
             for name in devices:
                 self._join_group(s, group, self._device(s, name), now)
             return self._group_info(s, group)
         return self._write(run)
 
-    def remove_group_member(self, group: str, device_name: str) -> GroupInfo:
+    def remove_group_member(self, group: str, device_name: str) -> contract.Group:
         check_name(group, "group name")
         now = self.clock()
 
-        def run(s: Session) -> GroupInfo:
+        def run(s: Session) -> contract.Group:
             if s.get(Group, group) is None:
                 raise HubNotFoundError(f"group {group} does not exist", code="GROUP_NOT_FOUND")
             device = self._device(s, device_name)
@@ -205,12 +208,12 @@ class FleetStore(StoreBase):
             return self._group_info(s, group)
         return self._write(run)
 
-    def list_groups(self) -> list[GroupInfo]:
-        def run(s: Session) -> list[GroupInfo]:
+    def list_groups(self) -> list[contract.Group]:
+        def run(s: Session) -> list[contract.Group]:
             members: dict[str, list[str]] = {g: [] for g in s.scalars(select(Group.name).order_by(Group.name))}
             rows = s.execute(select(GroupMember.group_name, Device.name)
                              .join(Device, Device.id == GroupMember.device_id).order_by(Device.name))
             for group, device in rows:
                 members.setdefault(group, []).append(device)
-            return [GroupInfo(name=g, devices=d) for g, d in members.items()]
+            return [contract.Group(name=g, devices=d) for g, d in members.items()]
         return self._read(run)

@@ -9,7 +9,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from roost.hub import desired
+from roost.hub import contract, desired
 from roost.hub.artifacts import StagedFile, Staging, digest_b64
 from roost.hub.contract import PrincipalKind
 from roost.hub.errors import (
@@ -23,7 +23,7 @@ from roost.hub.errors import (
 from roost.hub.models import ArtifactFile, Component
 from roost.hub.names import check_file_name, check_name
 from roost.hub.store.base import StoreBase, _one
-from roost.hub.store.records import ArtifactInfo, ArtifactLocation, ComponentInfo, Principal
+from roost.hub.store.records import ArtifactLocation, Principal
 from roost.recipe import RecipeError, parse_recipe, recipe_to_dict
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class RegistryStore(StoreBase):
     # -- components --------------------------------------------------------------------------------
 
     def publish_component(self, recipe_text: bytes, staging: Staging, files: list[StagedFile],
-                          recipe_source: str = "recipe") -> ComponentInfo:
+                          recipe_source: str = "recipe") -> contract.Component:
         """Register a recipe and its uploaded artifacts (matched by the URIs' last path segment).
 
         The stored recipe carries the hub-computed ``Digest`` (base64 SHA-256) of every artifact.
@@ -90,7 +90,7 @@ class RegistryStore(StoreBase):
         exists = HubConflictError(f"component {recipe.name} version {recipe.version} is already published; "
                                   "versions are immutable, publish a new version", code="VERSION_EXISTS")
 
-        def run(s: Session) -> ComponentInfo:
+        def run(s: Session) -> contract.Component:
             if s.get(Component, (recipe.name, recipe.version)) is not None:
                 raise exists
             s.add(Component(name=recipe.name, version=recipe.version, recipe=document, created_at=now))
@@ -103,8 +103,8 @@ class RegistryStore(StoreBase):
                                    sha256=staged.sha256, size=staged.size))
             s.flush()
             self.artifacts.install(staging, recipe.name, recipe.version, list(by_name.values()))
-            return ComponentInfo(name=recipe.name, version=recipe.version, created_at=now,
-                                 artifacts=[ArtifactInfo(f.file_name, f.sha256, f.size)
+            return contract.Component(name=recipe.name, version=recipe.version, created_at=now,
+                                 artifacts=[contract.Artifact(file=f.file_name, sha256=f.sha256, size=f.size)
                                             for f in sorted(by_name.values(), key=lambda f: f.file_name)])
         try:
             info = self._write(run)
@@ -113,34 +113,35 @@ class RegistryStore(StoreBase):
         logger.info("published %s %s (%d artifacts)", recipe.name, recipe.version, len(by_name))
         return info
 
-    def _artifact_infos(self, s: Session) -> dict[tuple[str, str], list[ArtifactInfo]]:
-        out: dict[tuple[str, str], list[ArtifactInfo]] = {}
+    def _artifact_infos(self, s: Session) -> dict[tuple[str, str], list[contract.Artifact]]:
+        out: dict[tuple[str, str], list[contract.Artifact]] = {}
         for a in s.scalars(select(ArtifactFile).order_by(ArtifactFile.file_name)):
-            out.setdefault((a.name, a.version), []).append(ArtifactInfo(a.file_name, a.sha256, a.size))
+            out.setdefault((a.name, a.version), []).append(
+                contract.Artifact(file=a.file_name, sha256=a.sha256, size=a.size))
         return out
 
-    def list_components(self) -> list[ComponentInfo]:
-        def run(s: Session) -> list[ComponentInfo]:
+    def list_components(self) -> list[contract.Component]:
+        def run(s: Session) -> list[contract.Component]:
             artifacts = self._artifact_infos(s)
             rows = s.execute(select(Component.name, Component.version, Component.created_at)
                              .order_by(Component.name, Component.created_at))
-            return [ComponentInfo(name=n, version=v, created_at=c, artifacts=artifacts.get((n, v), []))
+            return [contract.Component(name=n, version=v, created_at=c, artifacts=artifacts.get((n, v), []))
                     for n, v, c in rows]
         return self._read(run)
 
-    def get_component(self, name: str, version: str) -> ComponentInfo:
+    def get_component(self, name: str, version: str) -> contract.Component:
         check_name(name, "component name")
         check_name(version, "component version")
 
-        def run(s: Session) -> ComponentInfo:
+        def run(s: Session) -> contract.Component:
             comp = s.get(Component, (name, version))
             if comp is None:
                 raise HubNotFoundError(f"component {name} version {version} is not published",
                                        code="COMPONENT_NOT_FOUND")
-            artifacts = [ArtifactInfo(a.file_name, a.sha256, a.size) for a in s.scalars(
+            artifacts = [contract.Artifact(file=a.file_name, sha256=a.sha256, size=a.size) for a in s.scalars(
                 select(ArtifactFile).where(ArtifactFile.name == name, ArtifactFile.version == version)
                 .order_by(ArtifactFile.file_name))]
-            return ComponentInfo(name=name, version=version, created_at=comp.created_at, artifacts=artifacts,
+            return contract.Component(name=name, version=version, created_at=comp.created_at, artifacts=artifacts,
                                  recipe=comp.recipe)
         return self._read(run)
 
