@@ -249,3 +249,15 @@ def test_unreadable_model(work: Path, cache: Path) -> None:
         XGBoostBackend(broken)
     with pytest.raises(ModelError):
         CompiledTreesBackend(work / "absent.json", cache)
+
+
+def test_the_end_to_end_seed_tolerance_is_the_float32_bound(seed_backends: dict[str, TabularBackend]) -> None:
+    """tests/serve/test_service_e2e.py compares served predictions with the published ones within
+    SEED_TOLERANCE: it must be the float32 summation bound of the seed model on the seed records
+    (plus the published values' 6-decimal rounding), rounded up, not a number tuned to a CPU."""
+    from tests.serve.test_service_e2e import SEED_TOLERANCE
+
+    records = json.loads((SEED / "samples.json").read_text())
+    x = decode_tabular(records, next(iter(seed_backends.values())).feature_names)
+    bound = float(float32_sum_tolerance(SEED_MODEL, x).max()) + 5e-7
+    assert bound <= SEED_TOLERANCE < 1.5 * bound
