@@ -158,6 +158,17 @@ def test_bad_uploads(hub_server: HubServer) -> None:
         assert (r.status_code, error_code(r)) == (404, "DEVICE_NOT_FOUND")
         r = admin.get("/v1/deployments/not-a-uuid")
         assert (r.status_code, error_code(r)) == (404, "DEPLOYMENT_NOT_FOUND")
+        r = admin.post("/v1/deployments", json={"target": "group:nogroup", "components": {}})
+        assert (r.status_code, error_code(r)) == (404, "GROUP_NOT_FOUND")
+        assert "nogroup" in r.json()["error"]["message"]
+        assert all(g["name"] != "nogroup" for g in admin.get("/v1/groups").json())
+        r = admin.post("/v1/deployments", json={"target": "group:nogroup", "components": {}, "create_group": True})
+        assert r.status_code == 201 and r.json()["target"] == "group:nogroup"
+        prefix = r.json()["id"][:8]
+        r = admin.get(f"/v1/deployments/{prefix}")
+        assert r.status_code == 200 and r.json()["id"].startswith(prefix)
+        r = admin.post(f"/v1/deployments/{prefix}/cancel")
+        assert (r.status_code, error_code(r)) == (409, "DEPLOYMENT_FINISHED")  # no devices: COMPLETED at once
 
 
 def test_device_isolation(hub_server: HubServer) -> None:

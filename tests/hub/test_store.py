@@ -13,6 +13,7 @@ from roost.hub.errors import (
     ForbiddenError,
     GoneError,
     HubConflictError,
+    HubInvalidInputError,
     HubNotFoundError,
     InvalidNameError,
     ReportForbiddenError,
@@ -688,3 +689,56 @@ def test_enrolment_answers_the_first_poll_at_once_without_moving_the_revision(st
     assert store.revision() > before + 1
     state3, _ = store.desired_state(third, before)
     assert state3 is not None and set(state3.components) == {"com.example.A"}
+
+
+# -- ids by unique prefix; unknown groups (issue 9) -----------------------------------------------
+
+
+def test_deployments_are_found_and_canceled_by_unique_id_prefix(store: Store, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    import uuid
+
+    from roost.hub.store import deployments as deployments_module
+
+    enrol(store, "px1", group="px")
+    publish_to_store(store, "com.example.A", "1.0.0")
+    ids = iter([uuid.UUID("4a72266b-0000-4000-8000-000000000001"), uuid.UUID("4a72266b-0000-4000-8000-000000000002"),
+                uuid.UUID("5b000000-0000-4000-8000-000000000003")])
+    monkeypatch.setattr(deployments_module.uuid, "uuid4", lambda: next(ids))
+    first = store.create_deployment(DeploymentCreate(target="group:px", components={"com.example.A": "1.0.0"}))
+    second = store.create_deployment(DeploymentCreate(target="device:px1", components={"com.example.A": "1.0.0"}))
+    third = store.create_deployment(DeploymentCreate(target="group:px", components={}))
+
+    assert store.get_deployment("5b000000").id == third.id
+    assert store.get_deployment("5B00").id == third.id  # case-insensitive, 4 characters are enough
+    assert store.get_deployment(first.id).id == first.id
+    assert store.get_deployment("4a72266b-0000-4000-8000-000000000002").id == second.id
+    with pytest.raises(HubInvalidInputError) as ambiguous:
+        store.get_deployment("4a72266b")
+    assert ambiguous.value.code == "DEPLOYMENT_ID_AMBIGUOUS"
+    assert first.id in ambiguous.value.message and second.id in ambiguous.value.message
+    assert third.id not in ambiguous.value.message
+    with pytest.raises(HubInvalidInputError):
+        store.cancel_deployment("4a72")
+    for unknown in ("ffff", "4a7", "not-a-uuid", "4a72266b%", "4a72_"):
+        with pytest.raises(HubNotFoundError) as missing:
+            store.get_deployment(unknown)
+        assert missing.value.code == "DEPLOYMENT_NOT_FOUND", unknown
+    assert store.cancel_deployment(third.id[:8]).status == "CANCELED"
+
+
+def test_an_unknown_group_is_refused_unless_asked_to_create_it(store: Store) -> None:
+    enrol(store, "g1", group="fleet")
+    publish_to_store(store, "com.example.A", "1.0.0")
+    with pytest.raises(HubNotFoundError) as typo:
+        store.create_deployment(DeploymentCreate(target="group:nogroup", components={"com.example.A": "1.0.0"}))
+    assert typo.value.code == "GROUP_NOT_FOUND"
+    assert "nogroup" in typo.value.message and "fleet" in typo.value.message and "create" in typo.value.message
+    assert [g.name for g in store.list_groups()] == ["fleet"]  # nothing was created
+    assert store.list_deployments() == []
+
+    made = store.create_deployment(DeploymentCreate(target="group:new", components={"com.example.A": "1.0.0"},
+                                                    create_group=True))
+    assert made.target == "group:new" and made.status == "COMPLETED" and made.counts["total"] == 0
+    assert [g.name for g in store.list_groups()] == ["fleet", "new"]
+    assert store.create_deployment(DeploymentCreate(target="group:fleet", components={})).counts["total"] == 1

@@ -80,6 +80,8 @@ class DeploymentCreate(_Wire):
     abort_failure_percent: int | None = Field(None, ge=0, le=100)
     abort_min_devices: int = Field(1, ge=1, le=INT32)
     timeout_minutes: int = Field(60, ge=1, le=525600)
+    create_group: bool = Field(False, description="For a group:NAME target: create the group if it does not "
+                                                  "exist (else an unknown group is refused, GROUP_NOT_FOUND)")
 
 
 class ReportIn(_Wire):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 
 from sqlalchemy import insert, select, update
@@ -19,8 +20,8 @@ from roost.hub.contract import (
     FailurePolicy,
     TargetType,
 )
-from roost.hub.errors import HubConflictError, HubNotFoundError, UnprocessableError
-from roost.hub.models import Component, Deployment, Device, DeviceDeployment, GroupMember
+from roost.hub.errors import HubConflictError, HubInvalidInputError, HubNotFoundError, UnprocessableError
+from roost.hub.models import Component, Deployment, Device, DeviceDeployment, Group, GroupMember
 from roost.hub.names import check_name
 from roost.hub.store.fleet import FleetStore
 from roost.recipe import Recipe, RecipeError, parse_recipe, resolve
@@ -30,10 +31,40 @@ logger = logging.getLogger(__name__)
 FAILURE_POLICIES: tuple[FailurePolicy, ...] = tuple(FailurePolicy)
 
 
+#: A deployment id's shortest accepted prefix (the console and the progress bar show 8 characters).
+MIN_ID_PREFIX = 4
+_ID_PREFIX = re.compile(r"^[0-9a-f-]+$")
+#: Candidates named in an ambiguous-prefix error.
+_CANDIDATES_SHOWN = 10
+
+
 def _known_deployment_id(deployment_id: str) -> str:
-    if not rollout.DEPLOYMENT_ID.fullmatch(deployment_id):
-        raise HubNotFoundError(f"deployment {deployment_id!r} does not exist", code="DEPLOYMENT_NOT_FOUND")
-    return deployment_id
+    """``deployment_id`` if it can name a deployment: a full id, or a prefix of at least 4 characters."""
+    text = deployment_id.strip().lower()
+    if rollout.DEPLOYMENT_ID.fullmatch(text) or (len(text) >= MIN_ID_PREFIX and _ID_PREFIX.fullmatch(text)):
+        return text
+    raise HubNotFoundError(f"deployment {deployment_id!r} does not exist (give its id, or a unique prefix of at "
+                           f"least {MIN_ID_PREFIX} characters)", code="DEPLOYMENT_NOT_FOUND")
+
+
+def resolve_deployment_id(s: Session, deployment_id: str) -> str:
+    """The full id of the one deployment whose id is or starts with ``deployment_id``.
+
+    Raises ``DEPLOYMENT_NOT_FOUND`` when none matches and ``DEPLOYMENT_ID_AMBIGUOUS`` (listing the
+    candidates) when several do.
+    """
+    text = _known_deployment_id(deployment_id)
+    if rollout.DEPLOYMENT_ID.fullmatch(text):
+        return text
+    matches = list(s.scalars(select(Deployment.id).where(Deployment.id.startswith(text, autoescape=True))
+                             .order_by(Deployment.seq.desc()).limit(_CANDIDATES_SHOWN + 1)))
+    if not matches:
+        raise HubNotFoundError(f"no deployment id starts with {text!r}", code="DEPLOYMENT_NOT_FOUND")
+    if len(matches) > 1:
+        shown = ", ".join(matches[:_CANDIDATES_SHOWN]) + (", ..." if len(matches) > _CANDIDATES_SHOWN else "")
+        raise HubInvalidInputError(f"deployment id prefix {text!r} is ambiguous: it starts {shown}; give more "
+                                   "characters", code="DEPLOYMENT_ID_AMBIGUOUS")
+    return str(matches[0])
 
 
 def parse_target(target: str) -> tuple[str, str]:
@@ -122,8 +153,13 @@ class DeploymentStore(FleetStore):
         return {name: recipe.version for name, recipe in resolved.items() if name not in roots}
 
     def create_deployment(self, req: DeploymentCreate) -> contract.Deployment:
-        """A new revision for a target; it supersedes the target's previous deployment."""
+        """A new revision for a target; it supersedes the target's previous deployment.
+
+        A ``group:NAME`` target must be an existing group (``GROUP_NOT_FOUND``: a typo must not make a
+        new, empty group) unless ``req.create_group`` asks for it to be created.
+        """
         kind, target_name = parse_target(req.target)
+        create_group = req.create_group
         now = self.clock()
         deployment_id = str(uuid.uuid4())
 
@@ -134,7 +170,14 @@ class DeploymentStore(FleetStore):
                 target = self._device(s, target_name)
                 device_ids = [] if target.revoked_at is not None else [target.id]
             else:
-                self._ensure_group(s, target_name)
+                if create_group:
+                    self._ensure_group(s, target_name)
+                elif s.get(Group, target_name) is None:
+                    known = list(s.scalars(select(Group.name).order_by(Group.name).limit(20)))
+                    raise HubNotFoundError(
+                        f"group {target_name} does not exist (groups: {', '.join(known) or 'none'}); add devices "
+                        "to it first (`roost group add`), or ask for it to be created (create_group, "
+                        "`--create-group`)", code="GROUP_NOT_FOUND")
                 device_ids = list(s.scalars(select(GroupMember.device_id)
                                             .join(Device, Device.id == GroupMember.device_id)
                                             .where(GroupMember.group_name == target_name,
@@ -172,10 +215,13 @@ class DeploymentStore(FleetStore):
         return info
 
     def get_deployment(self, deployment_id: str) -> contract.Deployment:
+        """A deployment by id or unique id prefix (timeouts and the abort rule applied)."""
         _known_deployment_id(deployment_id)
         now = self.clock()
 
         def run(s: Session) -> contract.Deployment:
+            nonlocal deployment_id
+            deployment_id = resolve_deployment_id(s, deployment_id)
             desired.mark_changed(s, rollout.refresh_deployment(s, deployment_id, now))
             d = s.get(Deployment, deployment_id)
             if d is None:
@@ -197,11 +243,14 @@ class DeploymentStore(FleetStore):
         return self._read(run)
 
     def cancel_deployment(self, deployment_id: str) -> contract.Deployment:
-        """Stop a deployment: devices that have not started it keep their previous state."""
+        """Stop a deployment (by id or unique id prefix): devices that have not started it keep their
+        previous state."""
         _known_deployment_id(deployment_id)
         now = self.clock()
 
         def run(s: Session) -> contract.Deployment:
+            nonlocal deployment_id
+            deployment_id = resolve_deployment_id(s, deployment_id)
             d = rollout.lock_deployment(s, deployment_id)
             if d is None:
                 raise HubNotFoundError(f"deployment {deployment_id} does not exist", code="DEPLOYMENT_NOT_FOUND")
