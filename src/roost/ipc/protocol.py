@@ -8,14 +8,11 @@ import base64
 import json
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 from roost.ipc import rpc
-from roost.ipc.errors import AgentBusyError, FrameError, IpcConnectionClosedError, ProtocolError
-from roost.ipc.eventstream import MessageDecoder, encode_header
-
-if TYPE_CHECKING:
-    from roost.ipc.async_client import IpcClient
+from roost.ipc.errors import AgentBusyError, FrameError, IpcConnectionClosedError, IpcError, ProtocolError
+from roost.ipc.eventstream import Message, MessageDecoder, encode_header
 
 ENV_SOCKET: Final = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
 ENV_TOKEN: Final = "SVCUID"
@@ -51,10 +48,29 @@ class _Stream:
         self.on_end = on_end
 
 
+class FrameSink(Protocol):
+    """What :class:`_ClientProtocol` feeds: the client (:class:`~roost.ipc.async_client.IpcClient`).
+
+    A Protocol, so this module does not import the client, not even for annotations.
+    """
+
+    _transport: asyncio.Transport | None
+
+    def _abort(self, error: IpcError | None) -> None: ...
+
+    def _on_message(self, message: Message) -> None: ...
+
+    def _begin_batch(self) -> bool: ...
+
+    def _end_batch(self, was_corked: bool) -> None: ...
+
+    def _connection_lost(self, exc: Exception | None) -> None: ...
+
+
 class _ClientProtocol(asyncio.BufferedProtocol):
     """Reads into the decoder's reused buffer (no fresh 256 KiB ``bytes`` per read)."""
 
-    def __init__(self, client: IpcClient, max_message_size: int) -> None:
+    def __init__(self, client: FrameSink, max_message_size: int) -> None:
         self.client = client
         self.decoder = MessageDecoder(max_message_size)
 

@@ -9,17 +9,21 @@ import collections
 import inspect
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from roost.ipc.errors import IpcTimeoutError
 from roost.ipc.protocol import DEFAULT_TIMEOUT, _dumps, _loads
 
-if TYPE_CHECKING:
-    from roost.ipc.async_client import IpcClient
-
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class StreamOwner(Protocol):
+    """The client a subscription belongs to (:class:`~roost.ipc.async_client.IpcClient`), as far as
+    the subscription uses it. A Protocol, so this module does not import the client."""
+
+    def _end_stream(self, sid: int) -> None: ...
 
 
 class Received:
@@ -95,7 +99,7 @@ class Subscription(Generic[T]):
 
     def __init__(
         self,
-        client: IpcClient,
+        client: StreamOwner,
         name: str,
         parse: Callable[[bytes], T],
         callback: Callable[[T], Any] | None,

@@ -9,18 +9,16 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, cast
 
 from roost.agent import authz
 from roost.agent.errors import IpcNotAuthenticatedError, IpcStreamLimitError
 from roost.agent.ipc.operations import _EMPTY_JSON, _HANDLERS, _error_shape
+from roost.agent.ipc.types import ServerSide
 from roost.errors import InvalidInputError, UnauthorizedError
 from roost.ipc import rpc
 from roost.ipc.errors import AgentBusyError, FrameError
 from roost.ipc.eventstream import Message, MessageDecoder, encode_frame
-
-if TYPE_CHECKING:
-    from roost.agent.ipc.server import IpcServer
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +42,7 @@ class _Connection(asyncio.BufferedProtocol):
     into an mmap/munmap per message).
     """
 
-    def __init__(self, server: IpcServer) -> None:
+    def __init__(self, server: ServerSide[_Connection]) -> None:
         self.server = server
         self.core = server.core
         self.decoder = MessageDecoder(server.limits.preconnect_max_frame, PRECONNECT_BUFFER)

@@ -10,16 +10,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from roost.agent import authz
+from roost.agent.ipc.types import ConnectionSide
 from roost.agent.pubsub import RECEIVE_ALL_MESSAGES, validate_topic, validate_topic_filter
 from roost.errors import ConflictError, InvalidInputError, NotFoundError, RoostError, UnauthorizedError
 from roost.ipc import rpc
 from roost.ipc.eventstream import encode_frame
-
-if TYPE_CHECKING:
-    from roost.agent.ipc.connection import _Connection
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +68,7 @@ def _key_path(request: dict[str, Any]) -> list[str]:
 
 
 _Result = dict[str, Any] | Awaitable[dict[str, Any]] | None
-Handler = Callable[["_Connection", int, str, dict[str, Any]], _Result]
+Handler = Callable[[ConnectionSide, int, str, dict[str, Any]], _Result]
 
 
 class _TopicStream:
@@ -78,7 +76,7 @@ class _TopicStream:
 
     __slots__ = ("conn", "header", "server")
 
-    def __init__(self, conn: _Connection, sid: int) -> None:
+    def __init__(self, conn: ConnectionSide, sid: int) -> None:
         self.conn = conn
         self.server = conn.server
         self.header = rpc.header_prefix(
@@ -95,7 +93,7 @@ class _TopicStream:
 # -- operation handlers ------------------------------------------------------------------------
 
 
-def _publish_to_topic(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+def _publish_to_topic(conn: ConnectionSide, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
     topic = validate_topic(request.get("topic"))
     publish_message = request.get("publishMessage")
     if not isinstance(publish_message, dict):
@@ -122,7 +120,7 @@ def _publish_to_topic(conn: _Connection, sid: int, operation: str, request: dict
     return {}
 
 
-def _subscribe_to_topic(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> None:
+def _subscribe_to_topic(conn: ConnectionSide, sid: int, operation: str, request: dict[str, Any]) -> None:
     topic = validate_topic_filter(request.get("topic"))
     mode = request.get("receiveMode")
     if mode is None:
@@ -139,7 +137,7 @@ def _subscribe_to_topic(conn: _Connection, sid: int, operation: str, request: di
     return None
 
 
-async def _get_configuration(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+async def _get_configuration(conn: ConnectionSide, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
     principal = conn.require_principal()
     component = _string_field(request, "componentName", required=False) or principal
     key_path = _key_path(request)
@@ -151,7 +149,9 @@ async def _get_configuration(conn: _Connection, sid: int, operation: str, reques
     return {"componentName": component, "value": value}
 
 
-async def _update_configuration(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+async def _update_configuration(
+    conn: ConnectionSide, sid: int, operation: str, request: dict[str, Any]
+) -> dict[str, Any]:
     principal = conn.require_principal()
     key_path = _key_path(request)
     if "valueToMerge" not in request:
@@ -169,7 +169,7 @@ async def _update_configuration(conn: _Connection, sid: int, operation: str, req
     return {}
 
 
-def _subscribe_to_configuration_update(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> None:
+def _subscribe_to_configuration_update(conn: ConnectionSide, sid: int, operation: str, request: dict[str, Any]) -> None:
     principal = conn.require_principal()
     component = _string_field(request, "componentName", required=False) or principal
     key_path = _key_path(request)
@@ -188,7 +188,7 @@ def _subscribe_to_configuration_update(conn: _Connection, sid: int, operation: s
     return None
 
 
-async def _update_state(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+async def _update_state(conn: ConnectionSide, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
     principal = conn.require_principal()
     state = request.get("state")
     if state not in LIFECYCLE_STATES:
@@ -206,7 +206,7 @@ _CLI_RESOURCE_FIELD: Final = {
 }
 
 
-async def _cli_operation(conn: _Connection, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+async def _cli_operation(conn: ConnectionSide, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
     principal = conn.require_principal()
     field = _CLI_RESOURCE_FIELD.get(operation)
     resource = _string_field(request, field) if field is not None else None
