@@ -278,6 +278,7 @@ CODES: dict[str, dict[str, str]] = {
         "FILE_UNREADABLE": "A file to upload cannot be read.",
         "HUB_REQUIRED": "A hub command without --hub URL or $ROOST_HUB.",
         "TOKEN_REQUIRED": "A hub command without --token or $ROOST_TOKEN.",
+        "HUB_ALREADY_INITIALISED": "hub init on a hub that has an admin token; --force mints another (exit code 7).",
         "DEMO_FAILED": "`roost demo` could not complete; the message says which step.",
     },
     "roost.serve (inference components, the Lambda host)": {

@@ -99,15 +99,32 @@ def test_bad_inputs_fail_without_touching_running_components(agent: Cli, tmp_pat
     (malformed.recipes / "broken.yaml").write_text(
         "RecipeFormatVersion: '2020-01-25'\nComponentName: com.test.Broken\nComponentVersion: 1.0.0\n"
         "Manifests:\n  - Lifecycle:\n      Run: [1, 2]\n")
-    out = deploy(agent, malformed, "--merge", "com.test.Broken=1.0.0")
-    msg = out["deploymentStatusDetails"]["deploymentErrorStack"][0]
-    assert "broken.yaml" in msg and "Manifests[0].Lifecycle.Run" in msg
+    # Refused when submitted (exit 3, invalid input), with --wait or without: nothing is queued.
+    before = len(agent.json("deployment", "list"))
+    for wait in (("--wait",), ()):
+        proc = agent.run("deployment", "create", *malformed.deploy_args(), "--merge", "com.test.Broken=1.0.0", *wait,
+                         "--json")
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        error = json.loads(proc.stdout)["error"]
+        assert error["code"] == "RECIPE_INVALID"
+        assert "broken.yaml" in error["message"] and "Manifests[0].Lifecycle.Run" in error["message"]
+    text = agent.run("deployment", "create", *malformed.deploy_args(), "--merge", "com.test.Broken=1.0.0")
+    assert text.returncode == 3 and "RECIPE_INVALID" in text.stderr and "queued" not in text.stdout
+    assert len(agent.json("deployment", "list")) == before
 
     nofile = Workspace(tmp_path / "nofile")
     nofile.component("com.test.NoScript", "1.0.0", {"Run": "python3 /nonexistent/script.py"})
     out = deploy(agent, nofile, "--merge", "com.test.NoScript=1.0.0")
     assert out["deploymentStatusDetails"]["detailedDeploymentStatus"] == "FAILED_ROLLBACK_COMPLETE"
-    assert "com.test.NoScript went ERRORED" in out["deploymentStatusDetails"]["deploymentErrorStack"][0]
+    failure = out["deploymentStatusDetails"]["deploymentErrorStack"][0]
+    assert "com.test.NoScript went ERRORED" in failure
+    # Said once (the component errored more than once), with where its log is.
+    assert failure.count("went ERRORED") == 1, failure
+    log_path = agent.root / "logs" / "com.test.NoScript.log"
+    assert f"log: {log_path}" in failure and "`roost logs com.test.NoScript`" in failure
+    shown = agent.run("deployment", "status", out["deploymentId"][:8])
+    assert shown.returncode == 0 and shown.stdout.count("went ERRORED") == 1
+    assert "roost logs com.test.NoScript" in shown.stdout.replace("\n", " ")
 
     hang = Workspace(tmp_path / "hang")
     hang.component("com.test.Hang", "1.0.0", {"Install": {"Script": "sleep 600", "Timeout": 1}, "Run": "true"})

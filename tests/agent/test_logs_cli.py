@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -38,3 +39,28 @@ def test_logs_tail_follow_and_rotation(tmp_path: Path) -> None:
     missing = subprocess.run([*cmd[:4], "com.test.Nope", "--root", str(tmp_path / "root")], capture_output=True,
                              text=True, timeout=60, check=False)
     assert missing.returncode == 4 and "no log for com.test.Nope" in missing.stderr
+
+
+def test_logs_follow_json_lines(tmp_path: Path) -> None:
+    logs = tmp_path / "root" / "logs"
+    logs.mkdir(parents=True)
+    log = logs / "com.test.App.log"
+    log.write_text("2026-01-02T03:04:05.123Z [stdout] first\n")
+    out = tmp_path / "follow.jsonl"
+    cmd = [sys.executable, "-m", "roost", "logs", "com.test.App", "--root", str(tmp_path / "root"), "--json",
+           "--follow"]
+    with out.open("w") as fh:
+        follower = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: "first" in out.read_text(), what="the first line")
+            with log.open("a") as fh_log:
+                fh_log.write("2026-01-02T03:04:06.000Z [stderr] sec")
+                fh_log.flush()
+                fh_log.write("ond\n")
+            wait_until(lambda: "second" in out.read_text(), what="the appended line")
+        finally:
+            follower.terminate()
+            follower.wait(10)
+    docs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert docs == [{"time": "2026-01-02T03:04:05.123Z", "stream": "stdout", "line": "first"},
+                    {"time": "2026-01-02T03:04:06.000Z", "stream": "stderr", "line": "second"}]

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,3 +98,57 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     db.dispose()
     assert diff == [], json.dumps([str(d) for d in diff])
+
+
+def test_sigterm_answers_long_polls_and_exits_cleanly(tmp_path: Path,
+                                                      hub_process_factory: Callable[..., HubProcess]) -> None:
+    """SIGTERM while a device long-polls: the poll gets an answer (not a 5xx), no traceback, exit 0."""
+    import signal
+
+    root = tmp_path / "hub"
+    token = hub_init(root)
+    hub = hub_process_factory(root)
+    admin = {"Authorization": f"Bearer {token}"}
+    enroll = httpx.post(hub.url + "/v1/enroll-tokens", headers=admin, json={}).json()["token"]
+    credential = httpx.post(hub.url + "/v1/enroll", json={"token": enroll, "name": "poller"}).json()["credential"]
+    dev = {"Authorization": f"Bearer {credential}"}
+    first = httpx.get(hub.url + "/v1/device/desired", headers=dev).json()
+    result: dict[str, object] = {}
+
+    def poll() -> None:
+        try:
+            result["r"] = httpx.get(hub.url + "/v1/device/desired", headers=dev,
+                                    params={"after": first["revision"], "wait": 30}, timeout=60)
+        except httpx.HTTPError as err:  # a clean close is acceptable too
+            result["error"] = err
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    # The poll is in flight once the hub has counted the device's request (its access log is off):
+    # wait until the server has the connection open, then a little for the request to arrive.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not _has_connection(hub.proc.pid):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    hub.proc.send_signal(signal.SIGTERM)
+    code = hub.proc.wait(timeout=20)
+    poller.join(timeout=30)
+    log = hub.log.read_text()
+    assert code == 0, log
+    assert "Traceback" not in log and "CancelledError" not in log, log
+    if "r" in result:
+        response = result["r"]
+        assert isinstance(response, httpx.Response)
+        assert response.status_code < 500, (response.status_code, response.text)
+        assert response.status_code == 204
+    else:
+        assert isinstance(result.get("error"), httpx.RemoteProtocolError | httpx.ReadError), result
+
+
+def _has_connection(pid: int) -> bool:
+    import psutil
+
+    try:
+        return any(c.status == psutil.CONN_ESTABLISHED for c in psutil.Process(pid).net_connections("tcp"))
+    except psutil.Error:
+        return False

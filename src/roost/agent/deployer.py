@@ -143,6 +143,10 @@ class Deployer:
             if path is not None and not Path(path).is_dir():
                 raise InvalidInputError(f"deployment directory {path} does not exist or is not a folder",
                                         code="INVALID_DEPLOYMENT")
+        if request.recipeDirectoryPath is not None:
+            # A malformed recipe is refused now (RECIPE_INVALID, naming the file and field), not queued to
+            # fail later: a caller that does not wait must hear of it too. _prepare reads them again.
+            load_recipe_dir(Path(request.recipeDirectoryPath))
         record = self.store.add_deployment(str(uuid.uuid4()), request.model_dump(exclude_defaults=True))
         self._queue.put_nowait(record.id)
         log.info("deployment %s queued", record.id)
@@ -336,7 +340,9 @@ class Deployer:
     def _raise_if_failed(self) -> None:
         watch = self._watch
         if watch is not None and watch.errors:
-            msgs = [m for ms in watch.errors.values() for m in ms]
+            # Each distinct message once (a component that errors again says the same), then where its log is.
+            msgs = ["; ".join(dict.fromkeys(ms)) + f" (log: {self.paths.log_file(name)}; `roost logs {name}`)"
+                    for name, ms in watch.errors.items()]
             raise DeploymentError("; ".join(msgs), code="COMPONENT_FAILED")
 
     async def _wait_done(self, names: list[str], settle: float) -> None:

@@ -10,7 +10,7 @@ import typer
 
 from roost.cli import local
 from roost.cli.agent import JsonOpt, RootOpt
-from roost.cli.hub import HubSwitchOpt, TokenOpt, admin_client
+from roost.cli.hub import HubOpt, TokenOpt, admin_client
 from roost.cli.output import console, emit_json, err_console, handle_errors, styled, table
 from roost.errors import InvalidInputError
 
@@ -62,11 +62,11 @@ def stop(name: str, root: RootOpt = None, as_json: JsonOpt = False) -> None:
 def publish(directory: Annotated[Path | None, typer.Argument(help="A folder holding one recipe file and its "
                                                                   "artifacts (instead of --recipe/--artifacts).")]
             = None,
-            hub: HubSwitchOpt = None, token: TokenOpt = None,
+            hub: HubOpt = None, token: TokenOpt = None,
             recipe: Annotated[Path | None, typer.Option("--recipe", help="Recipe file (YAML or JSON).")] = None,
-            artifacts: Annotated[Path | None, typer.Option("--artifacts", help="Folder holding the files the "
-                                                                               "recipe's artifact URIs name.")]
-            = None,
+            artifacts: Annotated[Path | None, typer.Option("--artifacts", help=(
+                "Folder holding the files the recipe's artifact URIs name: DIR/FILE, or the local-deployment "
+                "layout DIR/NAME/VERSION/FILE."))] = None,
             as_json: JsonOpt = False) -> None:
     """Publish a component version (recipe + artifacts) to a hub."""
     if recipe is None and directory is not None:
@@ -80,6 +80,23 @@ def publish(directory: Annotated[Path | None, typer.Argument(help="A folder hold
     _publish(recipe, artifacts, hub, token, as_json)
 
 
+def _find_artifacts(artifacts_dir: Path | None, name: str, version: str, wanted: list[str]
+                    ) -> tuple[dict[str, Path], list[str]]:
+    """Each wanted file in DIR itself, else in DIR/NAME/VERSION/ (how ``deployment create --artifact-dir``
+    lays artifacts out); and the files found in neither."""
+    files: dict[str, Path] = {}
+    missing: list[str] = []
+    for file_name in wanted:
+        candidates = [] if artifacts_dir is None else [artifacts_dir / file_name,
+                                                        artifacts_dir / name / version / file_name]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            missing.append(file_name)
+        else:
+            files[file_name] = found
+    return files, missing
+
+
 def _publish(recipe_file: Path, artifacts_dir: Path | None, hub: str | None, token: str | None,
             as_json: bool) -> None:
     """Check the recipe here, find each artifact its URIs name in DIR, upload all with a progress bar."""
@@ -89,16 +106,13 @@ def _publish(recipe_file: Path, artifacts_dir: Path | None, hub: str | None, tok
 
     recipe = load_recipe(recipe_file)
     wanted = sorted({a.file_name for m in recipe.manifests for a in m.artifacts if a.scheme != "docker"})
-    files: dict[str, Path] = {}
-    missing: list[str] = []
-    for name in wanted:
-        path = (artifacts_dir / name) if artifacts_dir is not None else None
-        if path is None or not path.is_file():
-            missing.append(name)
-        else:
-            files[name] = path
+    files, missing = _find_artifacts(artifacts_dir, recipe.name, recipe.version, wanted)
     if missing:
-        where = f"in {artifacts_dir}" if artifacts_dir is not None else "(no --artifacts DIR given)"
+        if artifacts_dir is None:
+            where = "(no --artifacts DIR given)"
+        else:
+            where = (f"in {artifacts_dir} nor in {artifacts_dir / recipe.name / recipe.version} (the local-deployment "
+                     "layout DIR/NAME/VERSION/)")
         raise InvalidInputError(f"{recipe.name}@{recipe.version}: artifact file(s) named by the recipe's URIs not "
                                 f"found {where}: {', '.join(missing)}", code="ARTIFACT_MISSING")
     total = sum(p.stat().st_size for p in files.values())

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -21,7 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from roost.agent.daemon import start_detached, stop_agent
 from roost.agent.paths import AgentPaths
 from roost.cli import local
-from roost.cli.output import console, handle_errors, styled, table
+from roost.cli.output import console, emit_json, handle_errors, styled, table
 from roost.errors import RoostError
 from roost.samples import ARTIFACTS, RECIPES
 
@@ -41,19 +41,26 @@ def demo(rounds: Annotated[int, typer.Option("--rounds", min=1, max=1000, help="
          interval: Annotated[float, typer.Option("--interval", min=0.05, help="Seconds between requests.")] = 1.0,
          root: Annotated[Path | None, typer.Option("--root", help="Agent root (default: a fresh temp dir).")]
          = None,
-         keep: Annotated[bool, typer.Option("--keep", help="Leave the root folder in place.")] = False) -> None:
+         keep: Annotated[bool, typer.Option("--keep", help="Leave the root folder in place.")] = False,
+         as_json: Annotated[bool, typer.Option("--json", help="No progress; print one JSON summary (deployment, "
+                                                              "components, each requester's results).")] = False,
+         ) -> None:
     """Start an agent, deploy the sample inference components, show requests and results, stop."""
+    def say(*args: Any, **kwargs: Any) -> None:
+        if not as_json:
+            console.print(*args, **kwargs)
+
     owned = root is None
     root_dir = Path(tempfile.mkdtemp(prefix="roost-demo-")) if root is None else root
     paths = AgentPaths.at(root_dir)
     sender_conf = {"MERGE": {"msgCountLimit": rounds, "intervalSeconds": interval}}
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                      transient=True) as prog:
+                      transient=True, disable=as_json) as prog:
             task = prog.add_task("starting the agent")
             t0 = time.monotonic()
             pid = start_detached(paths, "demo-device")
-            console.print(f"[green]✓[/] agent started (pid {pid}) in {time.monotonic() - t0:.2f} s on {paths.root}")
+            say(f"[green]✓[/] agent started (pid {pid}) in {time.monotonic() - t0:.2f} s on {paths.root}")
             prog.update(task, description="deploying the samples (Install trains and compiles the wine model)")
             request = {"recipeDirectoryPath": str(RECIPES), "artifactsDirectoryPath": str(ARTIFACTS),
                        "rootComponentVersionsToAdd": {WINE: "1.0.0", CONSUMER: "1.0.0", CLASSIFIER: "1.0.0",
@@ -65,7 +72,7 @@ def demo(rounds: Annotated[int, typer.Option("--rounds", min=1, max=1000, help="
             while dep["status"] in ("QUEUED", "IN_PROGRESS") and time.monotonic() < deadline:
                 dep = local.call(str(paths.root), "GetLocalDeploymentStatus",
                                  {"deploymentId": dep_id, "waitSeconds": 20}, timeout=40)["deployment"]
-            console.print(f"[green]✓[/] deployment {dep_id}: {styled(dep['status'])}")
+            say(f"[green]✓[/] deployment {dep_id}: {styled(dep['status'])}")
             if dep["status"] != "SUCCEEDED":
                 raise RoostError(json.dumps(dep.get("deploymentStatusDetails", {})), code="DEMO_FAILED")
             prog.update(task, description=f"waiting for {rounds} results from each requester")
@@ -74,6 +81,13 @@ def demo(rounds: Annotated[int, typer.Option("--rounds", min=1, max=1000, help="
             while time.monotonic() < deadline and any(len(_results(p)) < rounds for p in logs.values()):
                 time.sleep(0.1)
         comps = local.call(str(paths.root), "ListComponents", {})["components"]
+        short = {name: len(_results(path)) for name, path in logs.items() if len(_results(path)) < rounds}
+        if as_json:
+            if short:
+                raise RoostError(f"missing results: {short} of {rounds}", code="DEMO_FAILED")
+            emit_json({"deploymentId": dep_id, "status": dep["status"], "components": comps,
+                       "results": {name: _results(path) for name, path in logs.items()}})
+            return
         table("Components", ["name", "version", "state"],
               [(c["componentName"], c["version"], styled(c["state"])) for c in comps])
         for name, path in logs.items():
@@ -82,13 +96,12 @@ def demo(rounds: Annotated[int, typer.Option("--rounds", min=1, max=1000, help="
                      or "] result: " in ln]
             for line in lines[-2 * rounds:]:
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
-        short = {name: len(_results(path)) for name, path in logs.items() if len(_results(path)) < rounds}
         if short:
             raise RoostError(f"missing results: {short} of {rounds}", code="DEMO_FAILED")
         console.print(f"[green]✓[/] {rounds} wine predictions and {rounds} image labels went over the agent's "
                       "local pub/sub, offline")
     finally:
         stop_agent(paths)
-        console.print("[green]✓[/] agent and components stopped")
+        say("[green]✓[/] agent and components stopped")
         if owned and not keep:
             shutil.rmtree(root_dir, ignore_errors=True)

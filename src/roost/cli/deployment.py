@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,12 +20,13 @@ from roost.cli.output import (
     console,
     emit_json,
     err_console,
+    exit_code_for_cause,
     handle_errors,
     styled,
     table,
     when,
 )
-from roost.errors import InvalidInputError
+from roost.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
     from roost.hub.client import Deployment, HubClient
@@ -75,7 +77,11 @@ def create(root: RootOpt = None,
            = False,
            timeout: Annotated[float, typer.Option("--timeout", help="Deployment timeout, seconds.")] = 300.0,
            hub: HubSwitchOpt = None, token: TokenOpt = None,
-           target: Annotated[str | None, typer.Option("--target", help="Hub: device:NAME or group:NAME.")] = None,
+           target: Annotated[str | None, typer.Option("--target", help="Hub: device:NAME or group:NAME (an existing "
+                                                                       "group, unless --create-group).")] = None,
+           create_group: Annotated[bool, typer.Option("--create-group", help="Hub: create the --target group if it "
+                                                                             "does not exist (else GROUP_NOT_FOUND)."
+                                                      )] = False,
            component: Annotated[list[str] | None, typer.Option("--component", help="Hub: NAME=VERSION "
                                                                                    "(repeatable).")] = None,
            max_per_minute: Annotated[int | None, typer.Option("--max-per-minute", min=1,
@@ -92,11 +98,15 @@ def create(root: RootOpt = None,
            as_json: JsonOpt = False) -> None:
     """Create a deployment: on this device, or with --hub for a device or group of a hub."""
     if hub:
-        if recipe_dir or artifact_dir or merge or remove:
-            raise InvalidInputError("--recipe-dir/--artifact-dir/--merge/--remove are for local deployments; "
-                                    "with --hub use --target and --component", code="INVALID_ARGUMENT")
+        if recipe_dir or artifact_dir or merge or remove or run_with:
+            raise InvalidInputError("--recipe-dir/--artifact-dir/--merge/--remove/--run-with are for local "
+                                    "deployments; with --hub use --target and --component", code="INVALID_ARGUMENT")
         body = _hub_body(target, component or [], _parse_config(update_config), failure_policy,
-                                      max_per_minute, abort_failure_percent, abort_min_devices, timeout_minutes)
+                         max_per_minute, abort_failure_percent, abort_min_devices, timeout_minutes)
+        if create_group:
+            if not body["target"].startswith("group:"):
+                raise InvalidInputError("--create-group is for a group:NAME --target", code="INVALID_ARGUMENT")
+            body["create_group"] = True
         _hub_create(hub, token, body, wait, wait_timeout, as_json)
         return
     request: dict[str, Any] = {
@@ -118,6 +128,29 @@ def create(root: RootOpt = None,
             f"deployment {deployment_id} queued")
         return
     _wait_and_report(root, deployment_id, timeout + 30, as_json)
+
+
+_FULL_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+#: Candidates named in an ambiguous-prefix error.
+_CANDIDATES_SHOWN = 10
+
+
+def local_deployment_id(root: str | None, text: str) -> str:
+    """The full id of the one local deployment whose id is or starts with ``text`` (the progress bar and
+    `deployment list` show 8-character prefixes). Unknown: DEPLOYMENT_NOT_FOUND; several: DEPLOYMENT_ID_AMBIGUOUS."""
+    wanted = text.strip().lower()
+    if _FULL_ID.fullmatch(wanted) or not wanted:
+        return wanted or text
+    ids = [str(d["deploymentId"]) for d in local.call(root, "ListLocalDeployments", {})["localDeployments"]]
+    matches = [i for i in reversed(ids) if i.lower().startswith(wanted)]
+    if not matches:
+        raise NotFoundError(f"no local deployment id starts with {text!r} (see `roost deployment list`)",
+                            code="DEPLOYMENT_NOT_FOUND")
+    if len(matches) > 1:
+        shown = ", ".join(matches[:_CANDIDATES_SHOWN]) + (", ..." if len(matches) > _CANDIDATES_SHOWN else "")
+        raise InvalidInputError(f"deployment id prefix {text!r} is ambiguous: it starts {shown}; give more "
+                                "characters", code="DEPLOYMENT_ID_AMBIGUOUS")
+    return matches[0]
 
 
 def _parse_run_with(items: list[str]) -> dict[str, dict[str, str]]:
@@ -142,8 +175,12 @@ def _wait_and_report(root: str | None, deployment_id: str, timeout: float, as_js
         if dep["status"] in ("SUCCEEDED", "FAILED", "CANCELED"):
             break
     _print_deployment(dep, as_json)
+    if dep.get("status") in ("QUEUED", "IN_PROGRESS"):
+        raise typer.Exit(EXIT_TIMEOUT)
+    if dep.get("status") == "FAILED":
+        raise typer.Exit(exit_code_for_cause(dep.get("deploymentStatusDetails", {}).get("deploymentFailureCause")))
     if dep.get("status") != "SUCCEEDED":
-        raise typer.Exit(EXIT_TIMEOUT if dep.get("status") in ("QUEUED", "IN_PROGRESS") else EXIT_FAILED)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _print_deployment(dep: dict[str, Any], as_json: bool) -> None:
@@ -170,6 +207,7 @@ def status(deployment_id: str, root: RootOpt = None, hub: HubSwitchOpt = None,
     if hub:
         _hub_status(hub, token, deployment_id, wait, wait_timeout, as_json)
         return
+    deployment_id = local_deployment_id(root, deployment_id)
     _print_deployment(local.call(root, "GetLocalDeploymentStatus", {"deploymentId": deployment_id})["deployment"],
                       as_json)
 
@@ -200,6 +238,7 @@ def cancel(deployment_id: str, root: RootOpt = None, hub: HubSwitchOpt = None,
     if hub:
         _hub_cancel(hub, token, deployment_id, as_json)
         return
+    deployment_id = local_deployment_id(root, deployment_id)
     _print_deployment(local.call(root, "CancelLocalDeployment", {"deploymentId": deployment_id})["deployment"],
                       as_json)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from roost.cli.output import console, emit_json, handle_errors
-from roost.errors import InvalidInputError
+from roost.errors import ConflictError, InvalidInputError
 
 if TYPE_CHECKING:
     from roost.hub.client import HubClient
@@ -25,11 +25,13 @@ HubRootOpt = Annotated[Path, typer.Option("--root", help="Hub root folder (datab
 DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default sqlite:///ROOT/hub.db; "
                                                          "postgresql+psycopg://... for fleets).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-HubOpt = Annotated[str | None, typer.Option("--hub", envvar="ROOST_HUB", help="Hub URL (or $ROOST_HUB).")]
+HubOpt = Annotated[str | None, typer.Option("--hub", envvar="ROOST_HUB",
+                                            help="Hub URL, e.g. http://hub:8080 (default $ROOST_HUB).")]
 #: ``--hub`` on commands that also have a local form: only the option switches (no $ROOST_HUB), so an
 #: environment variable cannot silently turn a local deployment into a fleet one.
 HubSwitchOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL: act on the hub instead of this "
-                                                                "device.")]
+                                                                "device ($ROOST_HUB is not read here: the "
+                                                                "option alone switches).")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="ROOST_TOKEN", show_default=False,
                                               help="Admin API token (or $ROOST_TOKEN).")]
 
@@ -65,13 +67,25 @@ def parse_pairs(items: list[str], option: str, *, allow_remove: bool = False) ->
 @handle_errors
 def init(root: HubRootOpt, db: DbOpt = None,
          name: Annotated[str, typer.Option("--name", help="Name of the admin token.")] = "admin",
+         force: Annotated[bool, typer.Option("--force", help=(
+             "Mint another admin token although the hub already has one (the existing tokens keep "
+             "working; nothing else changes)."))] = False,
          as_json: JsonOpt = False) -> None:
-    """Create the hub root, migrate the database and print a new admin API token (shown once)."""
+    """Create the hub root, migrate the database and print a new admin API token (shown once).
+
+    Run on an initialised hub it refuses (HUB_ALREADY_INITIALISED, exit code 7) unless --force.
+    """
     from roost.hub.app import HubConfig, open_store
 
     config = HubConfig(root=root.expanduser().resolve(), db_url=db)
     store = open_store(config)
     try:
+        existing = store.admin_token_names()
+        if existing and not force:
+            raise ConflictError(
+                f"the hub at {config.root} is already initialised ({len(existing)} admin token(s): "
+                f"{', '.join(existing)}); use the token you were given, or pass --force to mint another admin "
+                "token (the existing ones keep working)", code="HUB_ALREADY_INITIALISED")
         token = store.create_admin_token(name)
     finally:
         store.db.dispose()
@@ -99,6 +113,7 @@ def serve(root: HubRootOpt, db: DbOpt = None,
           as_json: JsonOpt = False) -> None:
     """Serve the hub's REST API (migrates the database first)."""
     import os
+    import signal
 
     import uvicorn
 
@@ -119,7 +134,15 @@ def serve(root: HubRootOpt, db: DbOpt = None,
     os.environ.update(config.to_env())
     if not as_json:
         console.print(f"hub on http://{host}:{port} (root {config.root})")
-    uvicorn.run("roost.hub.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level.lower(), proxy_headers=True, timeout_graceful_shutdown=5,
-                # devices keep one connection open between long polls and reports
-                timeout_keep_alive=75)
+    # SIGTERM stops the server gracefully (long polls are answered, see roost.hub.app); uvicorn then
+    # raises the signal again for the handler it found, which must not kill the process: exit 0.
+    previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
+    try:
+        uvicorn.run("roost.hub.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level.lower(), proxy_headers=True, timeout_graceful_shutdown=5,
+                    # devices keep one connection open between long polls and reports
+                    timeout_keep_alive=75)
+    except KeyboardInterrupt:  # SIGINT (Ctrl-C), re-raised by uvicorn once it has stopped
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

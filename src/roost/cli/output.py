@@ -46,11 +46,17 @@ def exit_code_for(err: RoostError) -> int:
     return EXIT_FAILED
 
 
+def exit_code_for_cause(code: str | None) -> int:
+    """The exit code of an operation that ran and failed with error ``code`` (a deployment's failure
+    cause): invalid input (a malformed recipe, ``*_INVALID``/``INVALID_*``) is 3, anything else 1."""
+    return EXIT_INVALID if code and "INVALID" in code.split("_") else EXIT_FAILED
+
+
 def fail(err: RoostError, as_json: bool = False) -> NoReturn:
     if as_json:
         print(json.dumps({"error": err.to_dict()}))
     else:
-        err_console.print(f"[bold red]error[/] [dim]({err.code})[/]: {err.message}", highlight=False)
+        err_console.print(f"[bold red]error[/] [dim]({err.code})[/]: {err.message}", highlight=False, soft_wrap=True)
     raise typer.Exit(exit_code_for(err))
 
 
@@ -75,12 +81,18 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], ids: Sequence[str] = ("id",)) -> None:
+    """A Rich table. Columns named in ``ids`` are never cut or wrapped (whole ids, to copy into
+    another command, however narrow the terminal); the others fold rather than lose characters."""
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
     t = Table(title=title, title_justify="left")
-    for col in columns:
-        t.add_column(col)
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+    for i, col in enumerate(columns):
+        if col in ids:
+            t.add_column(col, no_wrap=True, min_width=max([len(col), *(len(r[i]) for r in cells if i < len(r))]))
+        else:
+            t.add_column(col, overflow="fold")
+    for row in cells:
+        t.add_row(*row)
     console.print(t)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from pathlib import Path
@@ -12,9 +13,28 @@ import typer
 
 from roost.cli.output import handle_errors
 
+JsonLogOpt = Annotated[bool, typer.Option("--json", help="Log JSON lines {time, level, logger, message} "
+                                                         "instead of text.")]
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log record: ``{"time", "level", "logger", "message"}`` (+ ``exception``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def _logging(level: str, as_json: bool = False) -> None:
+    if as_json:
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLogFormatter())
+        logging.basicConfig(level=level.upper(), handlers=[handler])
+    else:
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @handle_errors
@@ -35,11 +55,11 @@ def serve(model: Annotated[Path | None, typer.Option("--model", help="XGBoost mo
           threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
           max_request_bytes: Annotated[int, typer.Option(
               "--max-request-bytes", min=1, help="Largest request (message or event body), bytes.")] = 4 * 1024 * 1024,
-          log_level: Annotated[str, typer.Option("--log-level")] = "INFO") -> None:
+          log_level: Annotated[str, typer.Option("--log-level")] = "INFO", as_json: JsonLogOpt = False) -> None:
     """Serve a model to local components over pub/sub (run as a component)."""
     from roost.serve.service import ServeOptions, run_service
 
-    _logging(log_level)
+    _logging(log_level, as_json)
     default_name = os.environ.get("ROOST_COMPONENT_NAME") or (model or image_model or Path("model")).stem
     options = ServeOptions(model=model, image_model=image_model, engine=engine, request_topic=request_topic,
                            result_topic=result_topic, name=name or default_name, version=version,
@@ -75,11 +95,11 @@ def lambda_run(handler: Annotated[str, typer.Option("--handler", help="module.fu
                         "(a new thread's stack and malloc arena too; imports made inside an invocation too); the "
                         "import itself is not limited. Over it: HANDLER_OUT_OF_MEMORY and a fresh worker.")] = 128,
                concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 1,
-               log_level: Annotated[str, typer.Option("--log-level")] = "INFO") -> None:
+               log_level: Annotated[str, typer.Option("--log-level")] = "INFO", as_json: JsonLogOpt = False) -> None:
     """Run handler(event, context) for each request on the request topic (help text: LAMBDA_RUN_HELP)."""
     from roost.serve.lambda_host import LambdaOptions, run_lambda
 
-    _logging(log_level)
+    _logging(log_level, as_json)
     options = LambdaOptions(handler=handler, path=path.resolve() if path else None, request_topic=request_topic,
                             result_topic=result_topic, timeout_s=timeout, function_name=function_name,
                             memory_mb=memory_mb, concurrency=concurrency)

@@ -11,14 +11,18 @@ The web console (``roost.hub.console``, built separately) is mounted when presen
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import logging
 import os
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import anyio.to_thread
@@ -98,9 +102,11 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
         # would open and close overflow connections under load and contend for the GIL).
         anyio.to_thread.current_default_thread_limiter().total_tokens = store.db.pool_size
         watcher.ensure_started()
+        restore = _on_stop_signal(watcher.close_polls)
         try:
             yield
         finally:
+            restore()
             await watcher.stop()
             await presence.stop()
             store.db.dispose()
@@ -132,6 +138,36 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
         if callable(install):
             install(app)
     return app
+
+
+def _on_stop_signal(callback: Callable[[], None]) -> Callable[[], None]:
+    """Also run ``callback`` (in the event loop) on SIGTERM/SIGINT, before the server's own handler.
+
+    The server (uvicorn) stops on those signals by waiting for in-flight requests, then cancelling
+    them: a long poll would be cancelled mid-wait (a 500 and a traceback). Chained here, the signal
+    first wakes the long polls, which answer 204 at once. Returns what restores the handlers. Only
+    in the main thread (a hub run in a thread by tests has no signals of its own).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(callback)
+        before = previous.get(signum)
+        if callable(before):
+            before(signum, frame)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, before in previous.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, before)
+    return restore
 
 
 def _document_bearer_auth(app: FastAPI) -> None:

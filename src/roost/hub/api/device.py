@@ -44,6 +44,8 @@ class RevisionWatcher:
         self.revision = -1
         #: False until the first successful read, and while reads fail.
         self.healthy = False
+        #: Set when the process is stopping: long polls answer "no change" (204) at once.
+        self.closing = False
         self._changed = asyncio.Event()
         self._loop = BackgroundLoop(self._run)
 
@@ -52,6 +54,14 @@ class RevisionWatcher:
 
     async def stop(self) -> None:
         await self._loop.stop()
+
+    def close_polls(self) -> None:
+        """The server is stopping: wake every long poll to answer 204 now, and answer new ones at once
+        (the device polls again, elsewhere or later), rather than be cancelled with a 500."""
+        if not self.closing:
+            self.closing = True
+            logger.info("stopping: answering long polls")
+        self._wake()
 
     async def _run(self) -> None:
         failing = False
@@ -143,7 +153,7 @@ async def desired(request: Request,
         if state is not None:
             return state
         remaining = deadline - loop.time()
-        if remaining <= 0:
+        if remaining <= 0 or watcher.closing:
             return Response(status_code=204)
         if pending:
             await asyncio.sleep(min(watcher.interval, remaining))

@@ -76,6 +76,12 @@ class AuthStore(FleetStore):
                 raise
             return key
 
+    def admin_token_names(self) -> list[str]:
+        """The names of the admin API tokens that still work (not revoked), oldest first."""
+        return self._read(lambda s: [str(n) for n in s.scalars(
+            select(ApiToken.name).where(ApiToken.role == PrincipalKind.ADMIN, ApiToken.revoked_at.is_(None))
+            .order_by(ApiToken.id))])
+
     def create_admin_token(self, name: str = "admin") -> str:
         token = new_token(ADMIN_PREFIX)
 
