@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-.PHONY: install demo test lint typecheck pytest bench bench-inference bench-fleet browser clean
+.PHONY: install demo test test-fast lint typecheck pytest pytest-fast bench bench-inference bench-fleet browser clean
 
 $(STAMP): pyproject.toml scripts/pick-python
 	@# A .venv built on another interpreter is rebuilt from scratch.
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP) lint typecheck pytest
 
+# The unit tier: ruff, mypy and the tests without real agents, hubs or browsers (not marked `slow`;
+# tests/conftest.py says which are), under 2 minutes on the project's 2-core VM.
+test-fast: $(STAMP) lint typecheck pytest-fast
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
 
@@ -33,6 +37,9 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP) browser
 	$(BIN)/pytest -q
+
+pytest-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/ipc.py

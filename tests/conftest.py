@@ -1,20 +1,57 @@
-"""Shared fixtures: real agents in temp roots, the CLI as a subprocess, seed data."""
+"""Shared fixtures: real agents in temp roots, the CLI as a subprocess or in process, seed data,
+the one gate every skip goes through, and the test tiers.
+
+Tiers: ``make test-fast`` runs ``pytest -m "not slow"``, the unit tier. ``slow`` marks the end-to-end
+tests that start real agents, hubs or browsers as processes: files that say so themselves
+(``pytestmark = pytest.mark.slow``), every ``*_e2e.py`` file, the files in :data:`SLOW_FILES`, and
+every test that uses a fixture of :data:`SLOW_FIXTURES` (see :func:`pytest_collection_modifyitems`).
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
 SHARED = REPO.parent / "shared"
+SEED_DATA = SHARED / "seed-data"
+
+#: Test files (relative to tests/) that start real agents, hubs or browsers as processes without a
+#: ``*_e2e.py`` name or a ``slow`` mark of their own.
+SLOW_FILES: frozenset[str] = frozenset({
+    "hub/test_processes.py",        # `roost hub init/serve` processes, two hubs on one PostgreSQL
+    "hub/test_console_browser.py",  # Chromium
+    "hub/test_schemathesis.py",     # property-based runs against the whole API, seconds per backend
+})
+#: Fixtures that start a real agent process: a test using one is end to end.
+SLOW_FIXTURES: frozenset[str] = frozenset({"agent", "magent"})
+
+
+def is_slow(relpath: str, fixturenames: list[str] | tuple[str, ...]) -> bool:
+    """Whether a test of file ``relpath`` (relative to tests/) using ``fixturenames`` is in the slow tier."""
+    return relpath.endswith("_e2e.py") or relpath in SLOW_FILES or bool(SLOW_FIXTURES & set(fixturenames))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            rel = item.path.resolve().relative_to(TESTS).as_posix()
+        except ValueError:
+            continue
+        if is_slow(rel, getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def _searchable(path: Path) -> None:
@@ -43,20 +80,40 @@ pytest.TempPathFactory.mktemp = _mktemp_searchable  # type: ignore[method-assign
 
 
 def require_service(name: str, available: bool, why: str) -> None:
-    """Skip when a machine service is absent, except in CI (ROOST_REQUIRE_SERVICES=1)."""
+    """Skip when a machine service is absent, except in CI (ROOST_REQUIRE_SERVICES=1).
+
+    The one gate: every skip of the suite goes through it (tests/layout/test_skips.py checks), so
+    nothing vanishes silently where everything is required. Usable at module level too.
+    """
     if available:
         return
     if os.environ.get("ROOST_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{name} is required here (ROOST_REQUIRE_SERVICES=1) but {why}")
-    pytest.skip(f"{name} not available: {why}")
+        pytest.fail(f"{name} is required here (ROOST_REQUIRE_SERVICES=1) but {why}", pytrace=False)
+    pytest.skip(f"{name} not available: {why}", allow_module_level=True)
+
+
+def require_module(name: str) -> ModuleType:
+    """``import name``, or skip through :func:`require_service` (awsiotsdk, uvloop, ...)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        require_service(name, False, f"it does not import: {err}")
+        raise  # not reached: require_service skipped or failed
+
+
+def require_seed_data(*names: str) -> Path:
+    """``../shared/seed-data`` holding ``names``, or skip through :func:`require_service`."""
+    missing = [n for n in names if not (SEED_DATA / n).is_file()]
+    present = SEED_DATA.is_dir() and not missing
+    require_service("../shared/seed-data", present,
+                    f"{SEED_DATA}{' lacks ' + ', '.join(missing) if SEED_DATA.is_dir() else ' is absent'}"
+                    " (a fresh clone has no ../shared)")
+    return SEED_DATA
 
 
 @pytest.fixture
 def seed_data() -> Path:
-    path = SHARED / "seed-data"
-    if not path.is_dir():
-        pytest.skip("../shared/seed-data is absent (a fresh clone has no ../shared)")
-    return path
+    return require_seed_data()
 
 
 class Cli:
@@ -75,6 +132,45 @@ class Cli:
         proc = self.run(*args, "--json", timeout=timeout)
         assert proc.returncode == 0, f"{args} exited {proc.returncode}: {proc.stdout} {proc.stderr}"
         return json.loads(proc.stdout)
+
+
+class InProcessCli:
+    """``roost ...`` run in this process with Typer's CliRunner against :data:`roost.cli.main.app`:
+    the same exit code, stdout and stderr as the subprocess of :class:`Cli`, without an interpreter
+    start-up. For commands that need no running agent, or that talk to one over its socket; an agent
+    itself (``agent start``) always runs as its own process through :class:`Cli`.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def run(self, *args: str, root: bool = True, input: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        from typer.testing import CliRunner
+
+        from roost.cli.main import app
+
+        argv = [*args, *(["--root", str(self.root)] if root else [])]
+        result = CliRunner().invoke(app, argv, input=input, env=env, prog_name="roost")
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            # A traceback in a subprocess would be on stderr: keep it visible in assertion messages.
+            import traceback
+
+            stderr = result.stderr + "".join(traceback.format_exception(result.exception))
+        else:
+            stderr = result.stderr
+        return subprocess.CompletedProcess(["roost", *argv], result.exit_code, result.stdout, stderr)
+
+    def json(self, *args: str) -> Any:
+        proc = self.run(*args, "--json")
+        assert proc.returncode == 0, f"roost {shlex.join(args)} exited {proc.returncode}: {proc.stdout} {proc.stderr}"
+        return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def cli_inproc(tmp_path: Path) -> InProcessCli:
+    """The CLI in process, on the same root as the ``cli`` fixture."""
+    return InProcessCli(tmp_path / "root")
 
 
 @pytest.fixture

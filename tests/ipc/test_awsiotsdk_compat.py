@@ -17,10 +17,11 @@ import pytest
 
 from roost.agent.ipc import IpcServer
 from roost.ipc.client import IpcClient
+from tests.conftest import require_module
 
 from .conftest import COMP_A, MemoryCore
 
-pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
+require_module("awsiot.greengrasscoreipc.clientv2")  # awsiotsdk: skipped through the gate if absent
 
 COMPONENT = textwrap.dedent(
     """

@@ -13,6 +13,7 @@ from roost.agent.ipc import IpcServer
 from roost.ipc import rpc
 from roost.ipc.client import IpcClient, Received
 from roost.ipc.eventstream import MessageDecoder, encode_frame
+from tests.conftest import require_module
 
 from .conftest import ClientFactory, MemoryCore
 
@@ -79,7 +80,7 @@ async def test_publish_nowait_failure_is_logged_once(connect: ClientFactory, cap
 
 
 def test_server_and_client_under_uvloop(tmp_path: Path) -> None:
-    uvloop = pytest.importorskip("uvloop")
+    uvloop = require_module("uvloop")
     result: list[object] = []
 
     async def main() -> None:

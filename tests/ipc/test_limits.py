@@ -28,6 +28,7 @@ from roost.ipc import rpc
 from roost.ipc.client import IpcClient
 from roost.ipc.errors import AgentBusyError, ServiceIpcError, UnauthorizedIpcError
 from roost.ipc.eventstream import Message, MessageDecoder
+from tests.conftest import require_module
 
 from .conftest import COMP_A, COMP_B, ClientFactory, MemoryCore, ServerFactory
 
@@ -99,7 +100,7 @@ AWSIOT_CONNECT = textwrap.dedent(
 async def test_awsiotsdk_client_sees_a_refused_connection_over_the_cap(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
-    pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
+    require_module("awsiot.greengrasscoreipc.clientv2")
     server = await make_server(max_connections=1)
     held = await IpcClient.connect(str(server.socket_path), "tok-b")
     script = tmp_path / "connect.py"

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
-import functools
 import json
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 
@@ -25,7 +21,8 @@ from roost.serve.backends import (
 )
 from roost.serve.errors import ModelError
 from roost.serve.request import decode_tabular
-from roost.serve.wine import FEATURES, load_wine, train_wine
+from roost.serve.wine import FEATURES, load_wine
+from tests.conftest import require_seed_data
 
 SEED = Path(__file__).resolve().parents[2].parent / "shared" / "seed-data"
 SEED_MODEL = SEED / "xgboost_wine_quality.json"
@@ -68,32 +65,15 @@ def assert_within_float32_sum(pred: np.ndarray, ref: np.ndarray, tolerance: np.n
     assert np.all(diff <= tolerance), f"row {worst}: |{pred[worst]} - {ref[worst]}| > {tolerance[worst]:.3g}"
 
 
-@functools.cache
-def shared_work() -> Path:
-    """One folder per test process with the trained wine model and the compile cache.
-
-    Shared by test_backends and test_engine so tl2cgen compiles each model once per session.
-    """
-    work = Path(tempfile.mkdtemp(prefix="roost-serve-tests-"))
-    atexit.register(shutil.rmtree, work, True)
-    train_wine(work / "wine.json")
-    (work / "cache").mkdir()
-    return work
+@pytest.fixture(scope="module")
+def work(wine_work: Path) -> Path:
+    """The session's folder (tests/serve/conftest.py): the trained wine model and the compile cache."""
+    return wine_work
 
 
 @pytest.fixture(scope="module")
-def work() -> Path:
-    return shared_work()
-
-
-@pytest.fixture(scope="module")
-def wine_model(work: Path) -> Path:
-    return work / "wine.json"
-
-
-@pytest.fixture(scope="module")
-def cache(work: Path) -> Path:
-    return work / "cache"
+def cache(serve_cache: Path) -> Path:
+    return serve_cache
 
 
 def _build(engine: str, model: Path, cache: Path) -> TabularBackend:
@@ -110,10 +90,10 @@ def wine_backends(wine_model: Path, cache: Path) -> dict[str, TabularBackend]:
 
 
 @pytest.fixture(scope="module")
-def seed_backends(cache: Path) -> dict[str, TabularBackend]:
-    if not SEED_MODEL.is_file():
-        pytest.skip(f"{SEED} is absent (a fresh clone has no ../shared)")
-    return {engine: _build(engine, SEED_MODEL, cache) for engine in ENGINES}
+def seed_backends(seed_cache: Path) -> dict[str, TabularBackend]:
+    """The seed model's backends, from the session cache (through the seed-data gate)."""
+    require_seed_data("xgboost_wine_quality.json", "samples.json")
+    return {engine: _build(engine, SEED_MODEL, seed_cache) for engine in ENGINES}
 
 
 def test_protocol_and_names(wine_backends: dict[str, TabularBackend]) -> None:

@@ -14,17 +14,18 @@ from roost.serve.engine import TOLERANCE, calibration_rows, load_tabular, max_de
 from roost.serve.errors import ModelError
 from roost.serve.wine import FEATURES, load_wine
 
-from .test_backends import assert_within_float32_sum, float32_sum_tolerance, shared_work
+from .test_backends import assert_within_float32_sum, float32_sum_tolerance
 
 
 @pytest.fixture(scope="module")
-def model() -> Path:
-    return shared_work() / "wine.json"
+def model(wine_model: Path) -> Path:
+    """The session's trained wine model (tests/serve/conftest.py)."""
+    return wine_model
 
 
 @pytest.fixture(scope="module")
-def cache() -> Path:
-    return shared_work() / "cache"
+def cache(serve_cache: Path) -> Path:
+    return serve_cache
 
 
 def test_auto_picks_an_agreeing_engine_and_records_timings(

@@ -24,10 +24,11 @@ import xgboost as xgb
 
 from roost.ipc.client import IpcClient
 from roost.samples import ARTIFACTS, RECIPES
+from roost.serve.backends import compiled_name, model_digest, onnx_name
 from roost.serve.image import SAMPLE_MODEL_DIR
 from roost.serve.wine import FEATURES, load_wine, sample_records, train_wine
 from tests.agent.helpers import Workspace, procs_with, wait_until
-from tests.conftest import Cli
+from tests.conftest import Cli, require_seed_data
 from tests.serve.agent_ipc import agent_client, running_agent, until_serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -90,20 +91,29 @@ def magent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
 
 @pytest.fixture(scope="module")
 def samples() -> list[dict[str, Any]]:
-    if not SEED_MODEL.is_file():
-        pytest.skip("../shared/seed-data is absent (a fresh clone has no ../shared)")
+    require_seed_data("xgboost_wine_quality.json", "samples.json")
     records = json.loads((SEED / "samples.json").read_text())
     assert isinstance(records, list) and len(records) == 2
     return records
 
 
 @pytest.fixture(scope="module")
-def wine_server(magent: Cli, samples: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Cli:
-    """`roost serve` on the upstream seed model (engine auto), DEBUG logs (batch counters)."""
+def wine_server(magent: Cli, samples: list[dict[str, Any]], seed_cache: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    """`roost serve` on the upstream seed model (engine auto), DEBUG logs (batch counters).
+
+    Its cache starts with the session's compiled seed model (tests/serve/conftest.py: compiled once
+    per session); the hot-swap test's new model is compiled there by the server itself.
+    """
+    cache = tmp_path_factory.mktemp("wine-cache")
+    digest = model_digest(SEED_MODEL)
+    for name in (compiled_name(digest), onnx_name(digest)):
+        shutil.copy2(seed_cache / name, cache / name)
+    cache.chmod(0o777)  # the component runs as another user when the tests run as root
     ws = Workspace(tmp_path_factory.mktemp("wine-ws"))
     ws.component(WINE, "1.0.0", {
         "Run": "roost serve --model {artifacts:path}/xgboost_wine_quality.json --name wine-seed --version 1.0.0 "
-               f"--request-topic {WINE_REQ} --result-topic {WINE_RES} --cache-dir {{work:path}}/cache "
+               f"--request-topic {WINE_REQ} --result-topic {WINE_RES} --cache-dir {cache} "
                "--max-request-bytes 65536 --log-level DEBUG"},
         files={"xgboost_wine_quality.json": SEED_MODEL.read_text()},
         config={"accessControl": _acl(WINE, WINE_REQ, WINE_RES)})
@@ -121,8 +131,7 @@ def wine_server(magent: Cli, samples: list[dict[str, Any]], tmp_path_factory: py
 @pytest.fixture(scope="module")
 def image_server(magent: Cli, tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, Path]:
     """`roost serve --image-model` on the bundled classifier, allowed to read one test folder."""
-    if not (SEED / "pelican.jpeg").is_file():
-        pytest.skip("../shared/seed-data is absent (a fresh clone has no ../shared)")
+    require_seed_data("pelican.jpeg", "macaw.jpg")
     base = tmp_path_factory.mktemp("images")
     allowed = base / "allowed"
     allowed.mkdir()

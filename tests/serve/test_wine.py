@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from roost.serve.wine import DATA_CSV, FEATURES, load_wine, sample_records, train_wine
-
-SEED = Path(__file__).resolve().parents[2].parent / "shared" / "seed-data"
+from tests.conftest import require_seed_data
 
 
 def test_vendored_data_and_attribution() -> None:
@@ -29,14 +27,12 @@ def test_vendored_data_and_attribution() -> None:
 def test_sample_records_match_upstream() -> None:
     records = sample_records()
     assert [list(r) for r in records] == [list(FEATURES)] * 2
-    samples = SEED / "samples.json"
-    if not samples.is_file():
-        pytest.skip(f"{SEED} is absent (a fresh clone has no ../shared)")
+    samples = require_seed_data("samples.json") / "samples.json"
     assert records == json.loads(samples.read_text())
 
 
-def test_training_is_deterministic(tmp_path: Path) -> None:
-    a = train_wine(tmp_path / "a.json")
+def test_training_is_deterministic(tmp_path: Path, wine_model: Path) -> None:
+    a = wine_model  # the session's model (tests/serve/conftest.py), trained the same way
     b = train_wine(tmp_path / "b.json")
     assert a.read_bytes() == b.read_bytes()
     model = json.loads(a.read_bytes())
