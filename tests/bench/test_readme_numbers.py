@@ -1,0 +1,185 @@
+"""bench/README.md tells the truth: the results files it names exist, and its tables show the
+numbers those files hold (rounded as printed). Historical notes are exempt by name.
+
+A table row is checked cell by cell: a cell "shows" a value if one of the numbers printed in it is
+that value rounded to the decimals printed (``4,715`` shows 4715.3, ``0.97`` shows 0.9667).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+README = BENCH / "README.md"
+NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(k?)")
+
+
+def _load(name: str) -> Any:
+    return json.loads((BENCH / name).read_text())
+
+
+def numbers(text: str) -> list[tuple[float, float]]:
+    """(value, half of its last printed digit) for each number printed in ``text`` (``391.0k`` = 391,000)."""
+    out = []
+    for whole, frac, kilo in NUMBER.findall(text):
+        value = float(whole.replace(",", "") + frac)
+        step = 10.0 ** -(len(frac) - 1) if frac else 1.0
+        scale = 1000.0 if kilo else 1.0
+        out.append((value * scale, step * scale / 2))
+    return out
+
+
+def shows(cell: str, value: float) -> bool:
+    return any(abs(v - value) <= half + 1e-9 for v, half in numbers(cell))
+
+
+def test_numbers_and_shows() -> None:
+    assert numbers("4,715 / 2,899") == [(4715.0, 0.5), (2899.0, 0.5)]
+    assert shows("**0.97 s**", 0.9667) and not shows("0.97 s", 0.99)
+    assert shows("391.0k", 391_047) and shows("24.5 s", 24.47) and not shows("24.5 s", 24.4)
+
+
+def section(heading: str) -> str:
+    text = README.read_text()
+    start = text.index(heading)
+    nxt = re.search(r"^#{2,3} ", text[start + len(heading):], re.M)
+    return text[start: start + len(heading) + (nxt.start() if nxt else len(text))]
+
+
+def table_rows(heading: str, nth: int = 0) -> list[list[str]]:
+    """The body rows (lists of cells) of the ``nth`` markdown table under ``heading``."""
+    tables: list[list[list[str]]] = []
+    current: list[list[str]] | None = None
+    for line in section(heading).splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if current is None:
+                current = []
+                tables.append(current)
+                continue  # the header row
+            if not set(cells[0]) <= set("-:"):
+                current.append(cells)
+        else:
+            current = None
+    return tables[nth]
+
+
+def table(heading: str, nth: int = 0) -> dict[str, list[str]]:
+    """The ``nth`` markdown table under ``heading``: first cell → the other cells (first cells unique)."""
+    rows = table_rows(heading, nth)
+    out = {cells[0]: cells[1:] for cells in rows}
+    assert len(out) == len(rows), f"repeated first cells under {heading}"
+    return out
+
+
+#: Committed results files that the crash section (being written at the end of the file) will cite.
+CITED_LATER = {"results-crash-after-100.json", "results-crash-before.json"}
+
+
+def test_every_results_file_named_exists_and_every_results_file_is_named() -> None:
+    text = README.read_text()
+    named = set(re.findall(r"results-[\w-]+\.json", text))
+    on_disk = {p.name for p in BENCH.glob("results-*.json")}
+    assert sorted(named - on_disk) == [], "named in bench/README.md but not committed"
+    assert sorted(on_disk - named - CITED_LATER) == [], "committed but never cited in bench/README.md"
+
+
+@pytest.mark.parametrize(("heading", "results"), [
+    ("### Run 1: the agent as", "results-default.json"),
+    ("### Run 2: the agent under uvloop", "results-agent-uvloop.json"),
+])
+def test_ipc_run_tables(heading: str, results: str) -> None:
+    data = _load(results)
+    rows = table(heading)
+    by_label = {
+        "Roost client (asyncio loop) ↔": data["variants"]["roost"],
+        "Roost client (uvloop) ↔": data["variants"]["roost-uvloop"],
+        "awsiotsdk V2": data["variants"].get("aws"),
+        "Mosquitto + paho": None, "NATS": None, "ZeroMQ": None, "asyncio Unix socket": None,
+        "blocking Unix socket": None,
+    }
+    peers = {r["transport"]: r for r in data["peers"]["results"]}
+    peer_of = {"Mosquitto + paho": "mqtt-thr", "NATS": "nats", "ZeroMQ": "zmq", "asyncio Unix socket": "uds-async",
+               "blocking Unix socket": "uds-sync"}
+    checked = 0
+    for label, cells in rows.items():
+        key = next(k for k in by_label if label.startswith(k))
+        row = by_label[key] if key not in peer_of else peers[peer_of[key]]
+        assert row is not None, label
+        for col, field in ((0, "median_us"), (1, "p99_us"), (3, "pipe_rps")):
+            assert shows(cells[col], row[field]), (results, label, cells[col], row[field])
+        checked += 1
+    assert checked == len(rows) >= 7
+
+
+def test_ipc_summary_and_targets_show_the_quiet_run() -> None:
+    data = _load("results-ipc.json")
+    rows = table("## Summary")
+    v, mqtt = data["variants"], next(r for r in data["peers"]["results"] if r["transport"] == "mqtt-thr")
+    rtt = next(c for k, c in rows.items() if k.startswith("IPC round trip"))
+    for value in (v["roost-uvloop"]["median_us"], mqtt["median_us"], v["roost-uvloop"]["p99_us"], mqtt["p99_us"],
+                  v["roost-uvloop"]["median_us"] / mqtt["median_us"], v["roost"]["median_us"]):
+        assert shows(" ".join(rtt), value), (rtt, value)
+    pipe = next(c for k, c in rows.items() if k.startswith("IPC pipelined"))
+    assert shows(pipe[0], v["roost-uvloop"]["pipe_rps"]) and shows(pipe[0], mqtt["pipe_rps"])
+    assert shows(next(c for k, c in rows.items() if k.startswith("agent idle RSS"))[0], data["agent"]["idle_rss_mb"])
+    start = next(c for k, c in rows.items() if k.startswith("`agent start`"))[0]
+    assert shows(start, data["start"]["start_to_running_median_s"])
+    targets = table("## Targets (Roost client)")
+    assert shows(targets["idle RSS ≤ 60 MB"][0], data["agent"]["idle_rss_mb"])
+    assert shows(targets["start → RUNNING ≤ 1.5 s"][0], data["start"]["start_to_running_median_s"])
+    assert "**Met**" in targets["start → RUNNING ≤ 1.5 s"][0]  # the summary and the targets agree
+
+
+def test_inference_results_table() -> None:
+    data = _load("results-inference-quick.json")
+    rows = table("### Results: `bench/results-inference-quick.json`")
+    engines = {"peer: Lambda": data["peers"]["engines"]["lambda"]["results"],
+               "peer: `Booster.inplace_predict`": data["peers"]["engines"]["inplace"]["results"],
+               "peer: `DMatrix`": data["peers"]["engines"]["dmatrix"]["results"],
+               "peer: treelite → tl2cgen": data["peers"]["engines"]["tl2cgen"]["results"],
+               "peer: onnxmltools": data["peers"]["engines"]["onnxrt"]["results"],
+               "Roost `xgboost`": data["compute"]["backends"]["xgboost"]["results"],
+               "**Roost `compiled`": data["compute"]["backends"]["compiled"]["results"],
+               "Roost `onnx`": data["compute"]["backends"]["onnx"]["results"],
+               "Roost request path": data["compute"]["paths"]["roost"]}
+    assert len(rows) == len(engines)
+    for label, cells in rows.items():
+        results = {r["batch"]: r for r in engines[next(k for k in engines if label.startswith(k))]}
+        for col, batch in enumerate((1, 40, 1000)):
+            median, p99 = cells[col].split(" / ")
+            assert shows(median, results[batch]["median_us"]), (label, batch)
+            assert shows(p99, results[batch]["p99_us"]), (label, batch)
+        assert shows(cells[3], results[1000]["rows_per_s"]), label
+    summary = " ".join(" ".join(c) for c in table("## Summary").values())
+    for value in (data["e2e"]["serve"]["median_us"], data["compute"]["paths"]["lambda_samples"]["median_us"],
+                  data["load"]["batched"]["rps"], data["load"]["unbatched"]["rps"],
+                  data["load"]["batched"]["avg_batch"]):
+        assert shows(summary, value), value
+
+
+@pytest.mark.parametrize("results", ["results-fleet.json", "results-fleet-1worker.json"])
+def test_fleet_table(results: str) -> None:
+    rows = table_rows("### Results (2026-11-22, 03:22\u201303:40 UTC)")
+    found = 0
+    for run in _load(results):
+        db = {"postgres": "PostgreSQL", "sqlite": "SQLite"}[run["db"]]
+        label = f"{run['devices']:,}"
+        matches = [c[1:] for c in rows if c[0] == label and c[1] == db and c[2] == str(run["workers"])]
+        assert len(matches) == 1, (label, db, run["workers"])
+        cells = matches[0]
+        assert shows(cells[2], run["all_succeeded_seconds"]), (label, db, cells[2])
+        assert shows(cells[3], run["client_last_succeeded_seconds"])
+        assert shows(cells[4], run["hub_rss_before_mb"]) and shows(cells[4], run["hub_rss_peak_mb"])
+        assert shows(cells[5], run["hub_cpu_seconds"])
+        api = run["api_latency_ms"]
+        assert shows(cells[8], api["p50"] / 1000) and shows(cells[8], api["p99"] / 1000)
+        assert shows(cells[9], run["delivery_s"]["p50"]) and shows(cells[9], run["delivery_s"]["p99"])
+        assert shows(cells[10], run["enrol_seconds"]) and shows(cells[10], run["first_sync_seconds"])
+        found += 1
+    assert found >= 2
