@@ -184,11 +184,13 @@ def test_a_posix_user_that_cannot_be_honoured_fails_the_deployment_and_disturbs_
     ws.component("com.test.Who", "1.0.0", {"Run": "exec sleep 600"})
     ok = agent.run("deployment", "create", *ws.deploy_args(), "--merge", "com.test.Keep=1.0.0", "--wait", "--json")
     assert ok.returncode == 0, ok.stdout
-    for spec, code in (("nosuchuser-roost", "POSIX_USER_UNKNOWN"), ("root:nosuchgroup-roost", "POSIX_GROUP_UNKNOWN"),
-                       ("a:b:c", "POSIX_USER_INVALID")):
+    # Exit 1: the deployment failed; 3: it failed on invalid input (a *_INVALID cause, bc86f83).
+    for spec, code, exit_code in (("nosuchuser-roost", "POSIX_USER_UNKNOWN", 1),
+                                  ("root:nosuchgroup-roost", "POSIX_GROUP_UNKNOWN", 1),
+                                  ("a:b:c", "POSIX_USER_INVALID", 3)):
         out = agent.run("deployment", "create", *ws.deploy_args(), "--merge", "com.test.Who=1.0.0",
                         "--run-with", f"com.test.Who:posixUser={spec}", "--wait", "--json")
-        assert out.returncode == 1, out.stdout
+        assert out.returncode == exit_code, out.stdout
         dep = json.loads(out.stdout)
         details = dep["deploymentStatusDetails"]
         assert details["detailedDeploymentStatus"] == "FAILED_NO_STATE_CHANGE"
