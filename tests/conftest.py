@@ -33,7 +33,7 @@ SEED_DATA = SHARED / "seed-data"
 SLOW_FILES: frozenset[str] = frozenset({
     "hub/test_processes.py",        # `roost hub init/serve` processes, two hubs on one PostgreSQL
     "hub/test_console_browser.py",  # Chromium
-    "hub/test_schemathesis.py",     # property-based runs against the whole API, seconds per backend
+    "hub/test_schemathesis.py",     # a live hub server per backend, property-based runs against the whole API
 })
 #: Fixtures that start a real agent process: a test using one is end to end.
 SLOW_FIXTURES: frozenset[str] = frozenset({"agent", "magent"})
