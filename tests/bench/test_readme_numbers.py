@@ -77,16 +77,12 @@ def table(heading: str, nth: int = 0) -> dict[str, list[str]]:
     return out
 
 
-#: Committed results files that the crash section (being written at the end of the file) will cite.
-CITED_LATER = {"results-crash-after-100.json", "results-crash-before.json"}
-
-
 def test_every_results_file_named_exists_and_every_results_file_is_named() -> None:
     text = README.read_text()
     named = set(re.findall(r"results-[\w-]+\.json", text))
     on_disk = {p.name for p in BENCH.glob("results-*.json")}
     assert sorted(named - on_disk) == [], "named in bench/README.md but not committed"
-    assert sorted(on_disk - named - CITED_LATER) == [], "committed but never cited in bench/README.md"
+    assert sorted(on_disk - named) == [], "committed but never cited in bench/README.md"
 
 
 @pytest.mark.parametrize(("heading", "results"), [
