@@ -16,9 +16,7 @@ from tests.conftest import TESTS, require_module, require_seed_data, require_ser
 #: The gate itself.
 GATE = ("conftest.py", "require_service")
 #: Files not yet moved to the gate, each with its owner: the test fails once one is clean (remove it then).
-NOT_YET: dict[str, str] = {
-    "serve/test_image.py": "another engineer's file today (issue 9): its seed image skip should call require_seed_data",
-}
+NOT_YET: dict[str, str] = {}
 SKIPS = {"skip", "importorskip", "skipif", "xfail"}
 
 

@@ -30,6 +30,7 @@ from roost.serve.image import (
     load_image_request,
     preprocess,
 )
+from tests.conftest import require_seed_data
 
 SEED = Path(__file__).resolve().parents[2].parent / "shared" / "seed-data"
 
@@ -40,10 +41,7 @@ def classifier() -> ImageClassifier:
 
 
 def seed_image(name: str) -> bytes:
-    path = SEED / name
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (a fresh clone has no ../shared/seed-data)")
-    return path.read_bytes()
+    return (require_seed_data(name) / name).read_bytes()
 
 
 def encode(img: Image.Image, fmt: str = "JPEG", **kwargs: object) -> bytes:
