@@ -23,6 +23,7 @@ COLLECTOR = textwrap.dedent("""
         print("collector config", ipc.get_configuration(["topic"]), flush=True)
         ipc.subscribe(sys.argv[1], lambda m: print("got", m.topic, m.payload.decode(), flush=True))
         print("collector ready", flush=True)
+        open("ready", "w").close()  # in its work folder: the sensor waits for it (pub/sub keeps nothing)
         threading.Event().wait()
 """)
 
@@ -71,7 +72,9 @@ def test_roost_and_awsiotsdk_components_through_the_agent(agent: Cli, tmp_path: 
                          "accessControl": _pubsub_acl("com.test.Collector", "SubscribeToTopic", "sensors/#")})
     ws.component("com.test.Sensor", "1.0.0",
                  # awsiotsdk is installed in the test environment, not in the component's own: name that interpreter
-                 {"Run": f"{sys.executable} -u {{artifacts:path}}/sensor.py sensors/{{iot:thingName}}/reading"},
+                 {"Run": "for i in $(seq 600); do [ -e {com.test.Collector:work:path}/ready ] && break; "
+                         f"sleep 0.05; done; exec {sys.executable} -u {{artifacts:path}}/sensor.py "
+                         "sensors/{iot:thingName}/reading"},
                  files={"sensor.py": SENSOR},
                  config={"greeting": "hello",
                          "accessControl": _pubsub_acl("com.test.Sensor", "PublishToTopic", "sensors/*/reading")},
