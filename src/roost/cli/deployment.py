@@ -109,19 +109,8 @@ def create(root: RootOpt = None,
             body["create_group"] = True
         _hub_create(hub, token, body, wait, wait_timeout, as_json)
         return
-    request: dict[str, Any] = {
-        "rootComponentVersionsToAdd": _parse_merge(merge or []),
-        "rootComponentsToRemove": list(remove or []),
-        "componentToConfiguration": _parse_config(update_config),
-        "failureHandlingPolicy": failure_policy.upper(),
-        "timeoutSeconds": timeout,
-    }
-    if run_with:
-        request["componentToRunWithInfo"] = _parse_run_with(run_with)
-    if recipe_dir is not None:
-        request["recipeDirectoryPath"] = str(recipe_dir.resolve())
-    if artifact_dir is not None:
-        request["artifactsDirectoryPath"] = str(artifact_dir.resolve())
+    request = local_request(merge or [], remove or [], update_config, run_with or [], recipe_dir, artifact_dir,
+                            failure_policy=failure_policy, timeout=timeout)
     deployment_id = local.call(root, "CreateLocalDeployment", request)["deploymentId"]
     if not wait:
         emit_json({"deploymentId": deployment_id}) if as_json else console.print(
@@ -133,6 +122,26 @@ def create(root: RootOpt = None,
 _FULL_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 #: Candidates named in an ambiguous-prefix error.
 _CANDIDATES_SHOWN = 10
+
+
+def local_request(merge: list[str], remove: list[str], update_config: str | None, run_with: list[str],
+                  recipe_dir: Path | None, artifact_dir: Path | None, *, failure_policy: str = "ROLLBACK",
+                  timeout: float = 300.0) -> dict[str, Any]:
+    """The ``CreateLocalDeployment`` request of the command-line arguments (also greengrass-cli's)."""
+    request: dict[str, Any] = {
+        "rootComponentVersionsToAdd": _parse_merge(merge),
+        "rootComponentsToRemove": list(remove),
+        "componentToConfiguration": _parse_config(update_config),
+        "failureHandlingPolicy": failure_policy.upper(),
+        "timeoutSeconds": timeout,
+    }
+    if run_with:
+        request["componentToRunWithInfo"] = _parse_run_with(run_with)
+    if recipe_dir is not None:
+        request["recipeDirectoryPath"] = str(recipe_dir.resolve())
+    if artifact_dir is not None:
+        request["artifactsDirectoryPath"] = str(artifact_dir.resolve())
+    return request
 
 
 def local_deployment_id(root: str | None, text: str) -> str:
