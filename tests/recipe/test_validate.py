@@ -49,7 +49,24 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("run-list", _set((*LC, "Run"), ["echo"]), "Manifests[0].Lifecycle.Run", "got a list"),
     ("run-number", _set((*LC, "Run"), 3), "Manifests[0].Lifecycle.Run", "got a number (3)"),
     ("unknown-top", _set(("ComponentNmae",), "x"), "ComponentNmae", "did you mean 'ComponentName'"),
-    ("lowercase-top", _set(("componentname",), "x"), "componentname", "allowed fields: RecipeFormatVersion"),
+    (
+        "case-duplicate-top",
+        _set(("componentname",), "x"),
+        "ComponentName",
+        "ComponentName is given twice, as 'ComponentName' and 'componentname'",
+    ),
+    (
+        "case-duplicate-artifact",
+        _set((*ART, "Uri"), "s3://b/x.py"),
+        "Manifests[0].Artifacts[0].URI",
+        "as 'URI' and 'Uri'",
+    ),
+    (
+        "case-duplicate-platform",
+        _set((*M0, "Platform"), {"os": "linux", "OS": "all"}),
+        "Manifests[0].Platform.os",
+        "os is given twice, as 'os' and 'OS'",
+    ),
     ("unknown-manifest", _set((*M0, "Platfrom"), {}), "Manifests[0].Platfrom", "allowed fields: Name"),
     ("unknown-lifecycle", _set((*LC, "Runn"), "x"), "Manifests[0].Lifecycle.Runn", "did you mean 'Run'"),
     (
@@ -164,7 +181,7 @@ CASES: list[tuple[str, Mutation, str, str]] = [
         "Manifests[0].Artifacts[0].URI",
         "ending with a file name",
     ),
-    ("artifact-unknown", _set((*ART, "Uri"), "x"), "Manifests[0].Artifacts[0].Uri", "did you mean 'URI'"),
+    ("artifact-unknown", _set((*ART, "Urri"), "x"), "Manifests[0].Artifacts[0].Urri", "did you mean 'URI'"),
     (
         "unarchive-bad",
         _set((*ART, "Unarchive"), "TAR"),

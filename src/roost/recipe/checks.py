@@ -9,7 +9,7 @@ import difflib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from roost.recipe.errors import RecipeError
 
@@ -48,19 +48,22 @@ class Checker:
         return value
 
     def fields(
-        self, value: Any, path: str, allowed: Sequence[str], *, lowercase: bool = False, expected: str = ""
+        self, value: Any, path: str, allowed: Sequence[str], *, lowercase: bool = True, expected: str = ""
     ) -> dict[str, Any]:
-        """Check an object's keys; return it keyed by canonical (PascalCase) field name."""
+        """Check an object's keys; return it keyed by canonical (PascalCase) field name.
+
+        Keys match in any case, as the Greengrass nucleus reads recipes (``Uri``, ``lifecycle``,
+        ``URI`` are one field); two keys that differ only in case are an error naming both.
+        ``lowercase`` is accepted for compatibility and has no effect.
+        """
         obj = self.mapping(value, path, expected or "an object")
-        canonical = {name: name for name in allowed}
-        if lowercase:
-            canonical.update({name.lower(): name for name in allowed})
+        folded = {name.casefold(): name for name in allowed}
         result: dict[str, Any] = {}
+        spelled: dict[str, str] = {}
         for key, item in obj.items():
-            name = canonical.get(key)
+            name = folded.get(key.casefold())
             if name is None:
-                folded = {known.lower(): known for known in allowed}
-                hint = difflib.get_close_matches(key.lower(), list(folded), n=1)
+                hint = difflib.get_close_matches(key.casefold(), list(folded), n=1)
                 did_you_mean = f" (did you mean {folded[hint[0]]!r}?)" if hint else ""
                 allowed_text = ", ".join(allowed)
                 raise self.fail(
@@ -69,8 +72,14 @@ class Checker:
                     f"one of {allowed_text}",
                 )
             if name in result:
-                raise self.fail(_join(path, key), f"{name} is given twice (in two spellings)", "one spelling")
+                raise self.fail(
+                    _join(path, name),
+                    f"{name} is given twice, as {spelled[name]!r} and {key!r} (field names are not "
+                    "case-sensitive)",
+                    "one spelling",
+                )
             result[name] = item
+            spelled[name] = key
         return result
 
     def string(self, value: Any, path: str, expected: str = "a string") -> str:
@@ -83,10 +92,13 @@ class Checker:
         return None if value is None else self.string(value, _join(path, key))
 
     def choice(self, value: Any, path: str, choices: Sequence[_T]) -> _T:
+        """One of ``choices``, matched in any case (as the nucleus reads enums); the canonical one."""
         expected = "one of " + ", ".join(str(c) for c in choices)
-        if not isinstance(value, str) or value not in choices:
-            raise self.mismatch(path, expected, value)
-        return choices[choices.index(cast(_T, value))]
+        if isinstance(value, str):
+            for candidate in choices:
+                if str(candidate).casefold() == value.casefold():
+                    return candidate
+        raise self.mismatch(path, expected, value)
 
     def boolean(self, value: Any, path: str) -> bool:
         if isinstance(value, bool):

@@ -7,7 +7,7 @@ import re
 import sys
 from collections.abc import Mapping
 
-__all__ = ["current_platform", "normalise_architecture", "platform_matches"]
+__all__ = ["WILDCARD_ATTRIBUTES", "current_platform", "normalise_architecture", "platform_matches"]
 
 _ARCHITECTURES: Mapping[str, str] = {
     "x86_64": "amd64",
@@ -55,8 +55,16 @@ def current_platform() -> dict[str, str]:
     return result
 
 
-def _value_matches(expected: str, actual: str | None) -> bool:
+#: Platform attributes whose values ``all`` and ``any`` are wildcards too (the nucleus' OS and
+#: architecture enums have both); ``*`` is a wildcard for every attribute.
+WILDCARD_ATTRIBUTES = frozenset({"os", "architecture"})
+_WILDCARD_WORDS = frozenset({"all", "any"})
+
+
+def _value_matches(expected: str, actual: str | None, key: str = "") -> bool:
     if expected == "*":
+        return True
+    if key in WILDCARD_ATTRIBUTES and expected.strip().casefold() in _WILDCARD_WORDS:
         return True
     if actual is None:
         return False
@@ -71,8 +79,9 @@ def _value_matches(expected: str, actual: str | None) -> bool:
 def platform_matches(spec: Mapping[str, str], platform: Mapping[str, str]) -> bool:
     """Whether a manifest's ``Platform`` (``spec``) accepts ``platform``.
 
-    Every key of ``spec`` must match: ``*`` matches anything (even an absent key), ``/regex/`` is
+    Every key of ``spec`` must match: ``*`` matches anything (even an absent key), and so do
+    ``all`` and ``any`` for ``os`` and ``architecture`` (the nucleus' wildcards), ``/regex/`` is
     a full-match regular expression, anything else is a case-insensitive equality. An empty spec
     matches every platform.
     """
-    return all(_value_matches(expected, platform.get(key)) for key, expected in spec.items())
+    return all(_value_matches(expected, platform.get(key), key) for key, expected in spec.items())

@@ -1,9 +1,11 @@
 """Turn a parsed YAML/JSON document into a validated :class:`~roost.recipe.model.Recipe`.
 
 Every problem raises :class:`~roost.recipe.errors.RecipeError` naming the source, the exact
-field path (``Manifests[0].Lifecycle.Run``) and what was expected. Field names are the
-case-sensitive PascalCase names of the Greengrass recipe format; lifecycle keys and lifecycle
-step keys are also accepted all lower-case, as the Greengrass nucleus does.
+field path (``Manifests[0].Lifecycle.Run``) and what was expected. Field names are matched in
+any case, as the Greengrass nucleus reads recipes (``Uri``, ``lifecycle``, ``platform``), and so
+are enumerated values (``Unarchive: zip``, ``DependencyType: soft``); errors and the model use the
+canonical names of the recipe format. Keys inside ``DefaultConfiguration`` are the component's own
+data and keep their case. Two keys differing only in case are an error naming both.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ _PERMISSION_FIELDS = ("Read", "Execute")
 _DEPENDENCY_FIELDS = ("VersionRequirement", "DependencyType")
 _CONFIGURATION_FIELDS = ("DefaultConfiguration",)
 _POLICY_FIELDS = ("policyDescription", "operations", "resources")
+_PLATFORM_KEYS = {
+    name.casefold(): name for name in ("os", "architecture", "architecture.detail", "runtime")
+}
 _ALGORITHMS = ("SHA-256", "SHA-384", "SHA-512")
 _PERMISSION_LEVELS: tuple[PermissionLevel, ...] = ("NONE", "OWNER", "ALL")
 _UNARCHIVE_MODES: tuple[UnarchiveMode, ...] = ("NONE", "ZIP")
@@ -111,9 +116,19 @@ class _Builder(LifecycleBuilder):
     def platform(self, value: Any, path: str) -> dict[str, str]:
         obj = self.mapping(value, path, "an object of platform attributes")
         result: dict[str, str] = {}
+        spelled: dict[str, str] = {}
         for key, item in obj.items():
-            item_path = _join(path, key)
-            text = self.string(item, item_path, "a string ('*', a value, or /regex/)")
+            # The nucleus' own attributes match in any case; custom ones keep theirs.
+            name = _PLATFORM_KEYS.get(key.casefold(), key)
+            item_path = _join(path, name)
+            if name in result:
+                raise self.fail(
+                    item_path,
+                    f"{name} is given twice, as {spelled[name]!r} and {key!r} (field names are not "
+                    "case-sensitive)",
+                    "one spelling",
+                )
+            text = self.string(item, item_path, "a string ('*', 'all', 'any', a value, or /regex/)")
             if len(text) >= 2 and text.startswith("/") and text.endswith("/"):
                 try:
                     re.compile(text[1:-1])
@@ -121,7 +136,8 @@ class _Builder(LifecycleBuilder):
                     raise self.fail(
                         item_path, f"invalid regular expression {text!r}: {err}", "a valid /regex/"
                     ) from err
-            result[key] = text
+            result[name] = text
+            spelled[name] = key
         return result
 
     def artifact(self, value: Any, path: str) -> Artifact:
