@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from roost.agent.authz import CLI_SERVICE, CONFIG_SERVICE, PUBSUB_SERVICE, authorize, filter_covers
+from roost.agent.authz import (
+    CLI_SERVICE,
+    CONFIG_SERVICE,
+    PUBSUB_SERVICE,
+    authorize,
+    config_resource,
+    filter_covers,
+)
 
 PUB = "aws.greengrass#PublishToTopic"
 SUB = "aws.greengrass#SubscribeToTopic"
@@ -85,3 +92,30 @@ def test_glob_is_literal_except_star() -> None:
 )
 def test_filter_covers(policy: str, requested: str, covers: bool) -> None:
     assert filter_covers(policy, requested) is covers
+
+
+@pytest.mark.parametrize(
+    ("resources", "component", "key_path", "allowed"),
+    [
+        (["com.example.B:*"], "com.example.B", [], True),
+        (["com.example.B:*"], "com.example.B", ["model", "threshold"], True),
+        (["com.example.B"], "com.example.B", ["model"], True),  # a bare name covers every key
+        (["com.example.B:/model/*"], "com.example.B", ["model", "threshold"], True),
+        (["com.example.B:/model/*"], "com.example.B", ["other"], False),
+        (["com.example.B:/model/*"], "com.example.B", [], False),  # the whole document is more than /model
+        (["com.example.B:/model"], "com.example.B", ["model"], True),
+        (["com.example.B:*"], "com.example.C", [], False),
+        (["com.example.*:*"], "com.example.C", ["x"], True),
+        (["com.example.B:/a~1b"], "com.example.B", ["a/b"], True),  # JSON pointer escaping
+    ],
+)
+def test_config_read_resources(resources: list[str], component: str, key_path: list[str], allowed: bool) -> None:
+    acl = {CONFIG_SERVICE: {"p": {"operations": ["aws.greengrass#GetConfiguration"], "resources": resources}}}
+    resource = config_resource(component, key_path)
+    assert authorize(acl, CONFIG_SERVICE, "aws.greengrass#GetConfiguration", resource) is allowed
+    assert not authorize(acl, CONFIG_SERVICE, "aws.greengrass#SubscribeToConfigurationUpdate", resource)
+
+
+def test_config_resource_form() -> None:
+    assert config_resource("B", []) == "B:*"
+    assert config_resource("B", ["a", "b/c", "d~e"]) == "B:/a/b~1c/d~0e"

@@ -34,3 +34,11 @@ def test_every_row_says_what_is_checked() -> None:
         assert any(word in checked for word in ("accessControl", "own component", "CLI principal", "open")), (
             f"{op}: the table must say what is checked, got {checked!r}"
         )
+
+
+def test_configuration_reads_say_open_by_default_and_strict_mode() -> None:
+    table = _table()
+    for op in ("aws.greengrass#GetConfiguration", "aws.greengrass#SubscribeToConfigurationUpdate"):
+        assert "open by default" in table[op] and "--strict-config-reads" in table[op], table[op]
+        assert "`<component>:<keyPath>`" in table[op], table[op]
+    assert "own component only" in table["aws.greengrass#UpdateConfiguration"]

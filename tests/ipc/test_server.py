@@ -28,7 +28,7 @@ from roost.ipc.errors import (
 )
 from roost.ipc.eventstream import Message, MessageDecoder, encode_frame, encode_message
 
-from .conftest import COMP_A, COMP_B, ClientFactory, MemoryCore, ServerFactory
+from .conftest import COMP_A, COMP_B, COMP_NONE, ClientFactory, MemoryCore, ServerFactory
 
 
 async def test_socket_is_created_with_mode_0660(server: IpcServer) -> None:
@@ -105,7 +105,7 @@ async def test_request_without_responder_times_out_naming_the_topic(connect: Cli
         await requester.request("req/nobody", {}, timeout=0.2)
 
 
-async def test_get_and_update_configuration(connect: ClientFactory, core: MemoryCore) -> None:
+async def test_get_and_update_configuration(connect: ClientFactory, core: MemoryCore, server: IpcServer) -> None:
     a = await connect("tok-a")
     assert await a.get_configuration() == core.config[COMP_A]
     assert await a.get_configuration(["model"]) == {"name": "wine", "version": "1.0.0"}
@@ -116,8 +116,19 @@ async def test_get_and_update_configuration(connect: ClientFactory, core: Memory
     with pytest.raises(ResourceNotFoundIpcError, match="nope"):
         await a.get_configuration(["nope"])
     b = await connect("tok-b")
-    with pytest.raises(UnauthorizedIpcError, match=f"{COMP_B}.*aws.greengrass.ipc.config"):
+    # As on Greengrass, any component reads any component's configuration by default ...
+    assert await b.get_configuration(["model"], component_name=COMP_A) == {"name": "wine", "version": "2.0.0"}
+    # ... and in strict mode only with an aws.greengrass.ipc.config policy naming <component>:<keyPath>.
+    server.strict_config_reads = True
+    with pytest.raises(UnauthorizedIpcError, match=f"{COMP_B}.*aws.greengrass.ipc.config.*{COMP_A}:\\*"):
         await b.get_configuration(component_name=COMP_A)
+    with pytest.raises(UnauthorizedIpcError, match=f"{COMP_A}:/model"):
+        await b.get_configuration(["model"], component_name=COMP_A)
+    assert await a.get_configuration(["batch"], component_name=COMP_B) == {"batch": 40}  # A holds a policy
+    assert await b.get_configuration(["batch"]) == {"batch": 40}  # one's own configuration needs no policy
+    none = await connect("tok-none")
+    with pytest.raises(UnauthorizedIpcError, match=f"{COMP_NONE}.*SubscribeToConfigurationUpdate"):
+        await none.subscribe_to_configuration_update(key_path=["batch"], component_name=COMP_B)
     with pytest.raises(ConflictIpcError):
         await a.call("UpdateConfiguration", {"keyPath": [], "timestamp": 1.0, "valueToMerge": {"x": 1}})
     with pytest.raises(InvalidArgumentsIpcError, match="keyPath"):

@@ -49,7 +49,8 @@ ConfigCallback = Callable[[str, list[str]], None]
 class Agent:
     def __init__(self, paths: AgentPaths, thing_name: str | None = None, *,
                  restart_backoff: tuple[float, float] = (1.0, 60.0), component_default_user: str | None = None,
-                 component_python: str | None = None, ipc_limits: IpcLimits | None = None) -> None:
+                 component_python: str | None = None, ipc_limits: IpcLimits | None = None,
+                 strict_config_reads: bool = False) -> None:
         self.paths = paths
         paths.ensure()
         self.isolation = Isolation.for_agent(component_default_user)
@@ -65,7 +66,7 @@ class Agent:
                                     workspace=self.workspace)
         self.deployer = Deployer(paths, self.store, self.packages, self.supervisor, self._build_specs,
                                  self._on_applied)
-        self.server = IpcServer(paths.ipc_socket, self, limits=ipc_limits)
+        self.server = IpcServer(paths.ipc_socket, self, limits=ipc_limits, strict_config_reads=strict_config_reads)
         self._tokens: dict[str, str] = {}          # component -> SVCUID (fresh each agent start)
         self._token_index: dict[bytes, str] = {}   # sha256(SVCUID) -> component
         self._config_subs: dict[int, tuple[str, list[str], ConfigCallback]] = {}
@@ -333,7 +334,8 @@ def _name(request: Mapping[str, Any]) -> str:
 
 
 async def run_agent(paths: AgentPaths, thing_name: str | None, *, component_default_user: str | None = None,
-                    component_python: str | None = None, ipc_limits: IpcLimits | None = None) -> None:
+                    component_python: str | None = None, ipc_limits: IpcLimits | None = None,
+                    strict_config_reads: bool = False) -> None:
     """Run an agent in the foreground until SIGTERM/SIGINT; then stop everything cleanly."""
     import signal
 
@@ -341,7 +343,8 @@ async def run_agent(paths: AgentPaths, thing_name: str | None, *, component_defa
 
     with PidLock(paths.pid_file):
         agent = Agent(paths, thing_name, component_default_user=component_default_user,
-                      component_python=component_python, ipc_limits=ipc_limits)
+                      component_python=component_python, ipc_limits=ipc_limits,
+                      strict_config_reads=strict_config_reads)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.request_stop)

@@ -24,11 +24,15 @@ Semantics (deny by default):
 What needs a policy in Roost (see :mod:`roost.agent.ipc`):
 
 * ``aws.greengrass.ipc.pubsub``: PublishToTopic / SubscribeToTopic, resource = topic.
-* ``aws.greengrass.ipc.config``: GetConfiguration / SubscribeToConfigurationUpdate of *another*
-  component, resource = that component's name. A component's own configuration is always
-  readable and writable without a policy, and UpdateConfiguration only ever writes the
-  caller's own configuration (as in Greengrass). This is stricter than Greengrass, which lets
-  any component read any component's configuration.
+* ``aws.greengrass.ipc.config``: only in strict mode (the agent's ``--strict-config-reads``):
+  GetConfiguration / SubscribeToConfigurationUpdate of *another* component, resource =
+  ``<component>:<keyPath>`` (:func:`config_resource`: the key path as a JSON pointer,
+  ``com.example.B:/model/threshold``; the whole configuration is ``com.example.B:*``). A policy
+  resource ``com.example.B:*`` covers every key of B, ``com.example.B:/model/*`` the keys under
+  ``model``, and a bare ``com.example.B`` all of B. By default (as on Greengrass) any component
+  may read and subscribe to any component's configuration without a policy. A component's own
+  configuration is always readable and writable, and UpdateConfiguration only ever writes the
+  caller's own configuration (as in Greengrass).
 * ``aws.greengrass.Cli``: the CLI operations, resource = the target component name
   (GetComponentDetails, RestartComponent, StopComponent) or the deployment id
   (GetLocalDeploymentStatus); ListComponents, ListLocalDeployments and CreateLocalDeployment
@@ -130,6 +134,22 @@ def _resource_allowed(patterns: list[str], resource: str, mqtt: bool) -> bool:
     return False
 
 
+def config_resource(component: str, key_path: Sequence[str]) -> str:
+    """The ``aws.greengrass.ipc.config`` resource of a read: ``<component>:<keyPath as a JSON pointer>``.
+
+    ``[]`` (the whole configuration) is ``<component>:*``; ``["a", "b/c"]`` is ``<component>:/a/b~1c``.
+    """
+    if not key_path:
+        return f"{component}:*"
+    return component + ":" + "".join("/" + k.replace("~", "~0").replace("/", "~1") for k in key_path)
+
+
+def _config_resource_allowed(patterns: list[str], resource: str) -> bool:
+    component = resource.partition(":")[0]
+    # A bare component name (no ':') covers all of that component's configuration.
+    return any((":" not in p and glob_matches(p, component)) or glob_matches(p, resource) for p in patterns)
+
+
 def authorize(access_control: Mapping[str, Any], service: str, operation: str, resource: str | None) -> bool:
     """Whether ``access_control`` allows ``operation`` on ``resource`` of ``service``."""
     policies = access_control.get(service) if isinstance(access_control, Mapping) else None
@@ -143,6 +163,10 @@ def authorize(access_control: Mapping[str, Any], service: str, operation: str, r
             continue
         if resource is None:
             return True
-        if _resource_allowed(_strings(policy.get("resources")), resource, mqtt):
+        patterns = _strings(policy.get("resources"))
+        if service == CONFIG_SERVICE:
+            if _config_resource_allowed(patterns, resource):
+                return True
+        elif _resource_allowed(patterns, resource, mqtt):
             return True
     return False

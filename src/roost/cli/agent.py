@@ -46,6 +46,10 @@ def start(root: RootOpt = None,
           ipc_max_streams: Annotated[int | None, typer.Option(
               "--ipc-max-streams", min=1, help="Open IPC streams (subscriptions) per component (default 1024).")]
           = None,
+          strict_config_reads: Annotated[bool, typer.Option(
+              "--strict-config-reads", help="Reading another component's configuration needs accessControl "
+              "(aws.greengrass.ipc.config); by default any component may read any, as on Greengrass.")]
+          = False,
           as_json: JsonOpt = False) -> None:
     """Start the agent on ROOT (foreground unless --detach)."""
     paths = AgentPaths.at(root)
@@ -58,6 +62,8 @@ def start(root: RootOpt = None,
         options += ["--ipc-max-connections", str(ipc_max_connections)]
     if ipc_max_streams is not None:
         options += ["--ipc-max-streams", str(ipc_max_streams)]
+    if strict_config_reads:
+        options.append("--strict-config-reads")
     thing_name = enroll_for_start(paths, hub, enroll_token, thing_name, label or [])
     if detach:
         pid = start_detached(paths, thing_name, extra_args=options)

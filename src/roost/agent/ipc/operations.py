@@ -141,8 +141,8 @@ async def _get_configuration(conn: ConnectionSide, sid: int, operation: str, req
     principal = conn.require_principal()
     component = _string_field(request, "componentName", required=False) or principal
     key_path = _key_path(request)
-    if component != principal:
-        conn.authorize(authz.CONFIG_SERVICE, operation, component)
+    if component != principal and conn.server.strict_config_reads:
+        conn.authorize(authz.CONFIG_SERVICE, operation, authz.config_resource(component, key_path))
     value = await conn.core.get_configuration(principal, component, key_path)
     if key_path and not isinstance(value, dict):
         value = {key_path[-1]: value}  # Greengrass wraps a leaf as {lastKey: value}
@@ -173,8 +173,8 @@ def _subscribe_to_configuration_update(conn: ConnectionSide, sid: int, operation
     principal = conn.require_principal()
     component = _string_field(request, "componentName", required=False) or principal
     key_path = _key_path(request)
-    if component != principal:
-        conn.authorize(authz.CONFIG_SERVICE, operation, component)
+    if component != principal and conn.server.strict_config_reads:
+        conn.authorize(authz.CONFIG_SERVICE, operation, authz.config_resource(component, key_path))
     conn.check_stream_capacity()
     loop = conn.server.loop
 

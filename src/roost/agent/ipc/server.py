@@ -38,10 +38,14 @@ class IpcServer:
         *,
         limits: IpcLimits | None = None,
         pubsub: PubSub | None = None,
+        strict_config_reads: bool = False,
         **overrides: Any,
     ) -> None:
         self.socket_path = Path(socket_path)
         self.core = core
+        #: Reading another component's configuration needs an aws.greengrass.ipc.config policy
+        #: (``--strict-config-reads``); by default any component reads any, as on Greengrass.
+        self.strict_config_reads = strict_config_reads
         base = limits if limits is not None else IpcLimits()
         if overrides:
             unknown = set(overrides) - set(IpcLimits.__dataclass_fields__)

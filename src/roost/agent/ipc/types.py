@@ -31,6 +31,8 @@ class PublishSide(Protocol):
     """The server as an operation handler uses it: pub/sub, fan-out and the event loop."""
 
     pubsub: PubSub
+    #: Reading another component's configuration needs an aws.greengrass.ipc.config policy.
+    strict_config_reads: bool
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop: ...
