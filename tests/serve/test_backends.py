@@ -19,6 +19,7 @@ from roost.serve.backends import (
     compile_model,
     onnx_model,
 )
+from roost.serve.engine import FLOAT32_U, summation_bound
 from roost.serve.errors import ModelError
 from roost.serve.request import decode_tabular
 from roost.serve.wine import FEATURES, load_wine
@@ -29,33 +30,19 @@ SEED_MODEL = SEED / "xgboost_wine_quality.json"
 SEED_EXPECTED = [6.573914051055908, 4.869720935821533]
 ENGINES = ["xgboost", "compiled", "onnx"]
 #: Unit roundoff of float32 (round to nearest).
-FLOAT32_U = 2.0**-24
 
 
 def float32_sum_tolerance(model_path: Path, x: np.ndarray) -> np.ndarray:
-    """Per row, how far two correct float32 evaluations of the tree ensemble may be apart.
-
-    A prediction is ``base_score + sum of one leaf per tree``, added in float32 in an order that
-    differs between backends and, for onnxruntime, with the thread count (partial sums per
-    thread). Any order of ``n`` additions is within ``gamma_n * sum(|terms|)`` of the exact sum
-    (Higham, Accuracy and Stability of Numerical Algorithms, 4.2: ``gamma_n = n u / (1 - n u)``),
-    so two of them are within twice that. The terms are the leaves each row reaches (xgboost's
-    ``pred_leaf``), so the bound comes from the model and float32 arithmetic alone, not from a
-    CPU: 2.5e-4 to 4e-4 on the wine model, where the backends measure up to 8e-6 apart and one
-    wrongly routed tree moves a prediction by about a leaf (4.7e-2 on average).
-    """
+    """Per row, how far two correct float32 evaluations of the tree ensemble may be apart: the
+    engine's own acceptance bound (:func:`roost.serve.engine.summation_bound`, from the model's
+    leaves and float32 arithmetic, not from a CPU) plus the final rounding of the output."""
     import xgboost as xgb
 
     booster = xgb.Booster()
     booster.load_model(str(model_path))
-    leaves = booster.predict(xgb.DMatrix(x, feature_names=booster.feature_names), pred_leaf=True)
-    learner = json.loads(booster.save_raw("json"))["learner"]
-    trees = learner["gradient_booster"]["model"]["trees"]
-    base = abs(float(str(learner["learner_model_param"]["base_score"]).strip("[]")))
-    leaves = np.asarray(leaves, dtype=np.int64).reshape(len(x), len(trees))
-    total = base + sum(np.abs(np.asarray(t["base_weights"], np.float64))[leaves[:, i]] for i, t in enumerate(trees))
-    n = len(trees) + 1
-    return np.asarray(2 * n * FLOAT32_U / (1 - n * FLOAT32_U) * total)
+    ref = booster.predict(xgb.DMatrix(x, feature_names=booster.feature_names))
+    return np.asarray(summation_bound(booster, np.ascontiguousarray(x, dtype=np.float32))
+                      + 2 * FLOAT32_U * np.maximum(1.0, np.abs(np.asarray(ref, np.float64))))
 
 
 def assert_within_float32_sum(pred: np.ndarray, ref: np.ndarray, tolerance: np.ndarray) -> None:

@@ -3,9 +3,12 @@
 :func:`load_tabular` with ``engine="auto"`` loads the XGBoost reference and every candidate
 (compiled trees, ONNX); a candidate that fails to build (no compiler, conversion error) is skipped
 with its reason logged. Each remaining candidate must agree with the reference on a calibration
-batch (``|candidate - reference| <= 1e-5 * max(1, |reference|)``; a disagreeing engine is
-skipped, never used). Every agreeing engine is timed at batch 1 and batch 64 (median of a short
-burst), and the choice is:
+batch, row by row, within the float32 summation bound of that row (:func:`summation_bound`: two
+correct float32 sums of the same leaves, added in different orders, as backends and thread counts
+do, are at most that far apart); a disagreeing engine is skipped, never used. The bound comes from
+the model and float32 arithmetic, not from the CPU, so the same engines agree on every machine.
+Every agreeing engine is timed at batch 1 and batch 64 (median of a short burst), and the choice
+is:
 
     the fastest at batch 1, unless another engine is more than 2x faster at batch 64 than that
     one, in which case the fastest at batch 64.
@@ -42,14 +45,15 @@ from roost.serve.backends import (
 )
 from roost.serve.errors import ModelError
 
-__all__ = ["TOLERANCE", "Engine", "LoadedModel", "calibration_rows", "load_tabular", "max_deviation"]
+__all__ = ["Engine", "LoadedModel", "calibration_rows", "load_tabular", "max_deviation", "summation_bound"]
 
 log = logging.getLogger(__name__)
 
 Engine = Literal["auto", "xgboost", "compiled", "onnx"]
 Matrix = npt.NDArray[np.float32]
 
-TOLERANCE: Final = 1e-5
+#: float32's unit roundoff.
+FLOAT32_U: Final = 2.0**-24
 CALIBRATION_ROWS: Final = 256
 #: A candidate must beat the batch-1 winner by this factor at batch 64 to be chosen instead.
 BATCH64_FACTOR: Final = 2.0
@@ -93,6 +97,42 @@ def calibration_rows(booster: xgb.Booster, n_rows: int = CALIBRATION_ROWS, *, se
         candidates = np.concatenate([[t[0] - span * 0.1], (t[:-1] + t[1:]) / 2, [t[-1] + span * 0.1]])
         out[:, j] = candidates[rng.integers(0, len(candidates), size=n_rows)]
     return out
+
+
+def summation_bound(booster: xgb.Booster, x: Matrix) -> npt.NDArray[np.float64]:
+    """Per row of ``x``: how far two correct float32 evaluations of ``booster`` may be apart.
+
+    A prediction is ``base_score + one leaf per tree``, added in float32 in an order that differs
+    between backends and, for onnxruntime, with the thread count. Any order of ``n`` additions is
+    within ``gamma_n * sum(|terms|)`` of the exact sum (Higham, *Accuracy and Stability of Numerical
+    Algorithms*, 4.2: ``gamma_n = n u / (1 - n u)``), so two are within twice that. The terms are the
+    leaf values each row reaches (``pred_leaf``). Output transforms (sigmoid, softmax) are
+    1-Lipschitz, and a final rounding adds ``2 u max(1, |y|)``, which the caller adds per output.
+    """
+    dmatrix = xgb.DMatrix(x, feature_names=booster.feature_names)
+    leaves = np.asarray(booster.predict(dmatrix, pred_leaf=True), dtype=np.int64).reshape(len(x), -1)
+    learner = json.loads(booster.save_raw(raw_format="json"))["learner"]
+    trees = learner["gradient_booster"]["model"]["trees"]
+    base_text = str(learner["learner_model_param"]["base_score"]).strip("[]")
+    base = max((abs(float(v)) for v in base_text.replace(",", " ").split()), default=0.0)
+    total = np.full(len(x), base, dtype=np.float64)
+    for i, tree in enumerate(trees[: leaves.shape[1]]):
+        values = np.abs(np.asarray(tree["split_conditions"], dtype=np.float64))  # a leaf's value
+        total += values[leaves[:, i]]
+    n = leaves.shape[1] + 1
+    return np.asarray(2 * n * FLOAT32_U / (1 - n * FLOAT32_U) * total, dtype=np.float64)
+
+
+def _disagreement(pred: Matrix, ref: Matrix, bound: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """(largest |pred - ref|, the largest ratio of a difference to what its row allows)."""
+    p = np.asarray(pred, dtype=np.float64)
+    r = np.asarray(ref, dtype=np.float64)
+    if p.shape != r.shape:
+        return float("inf"), float("inf")
+    rows = bound.reshape((-1,) + (1,) * (r.ndim - 1))
+    allowed = rows + 2 * FLOAT32_U * np.maximum(1.0, np.abs(r))
+    diff = np.abs(p - r)
+    return float(np.max(diff, initial=0.0)), float(np.max(diff / allowed, initial=0.0))
 
 
 def max_deviation(pred: Matrix, ref: Matrix) -> float:
@@ -168,6 +208,7 @@ def load_tabular(
         if calib.ndim != 2 or calib.shape[1] != len(names) or calib.shape[0] == 0:
             raise ModelError(f"calibration must be a non-empty (rows, {len(names)}) matrix, got {calib.shape}")
     expected = reference.predict(calib)
+    bound = summation_bound(reference.booster, calib)
 
     if engine == "xgboost":
         return LoadedModel(reference, "xgboost", names, digest, timings)
@@ -184,10 +225,11 @@ def load_tabular(
             log.warning("engine %s skipped for %s: %s", name, model_path.name, err)
             continue
         load_s = time.perf_counter() - t0
-        deviation = max_deviation(backend.predict(calib), expected)
-        timings[name] = {"load_s": load_s, "max_abs_diff": deviation}
-        if not deviation <= TOLERANCE:
-            reason = f"disagrees with xgboost by {deviation:.3g} (tolerance {TOLERANCE:g})"
+        deviation, ratio = _disagreement(backend.predict(calib), expected, bound)
+        timings[name] = {"load_s": load_s, "max_abs_diff": deviation, "bound_ratio": ratio}
+        if not ratio <= 1.0:
+            reason = (f"disagrees with xgboost by {deviation:.3g}, {ratio:.3g}x the float32 summation bound "
+                      f"of its row (largest bound {float(bound.max(initial=0.0)):.3g})")
             if engine != "auto":
                 raise ModelError(f"engine {name} {reason} on {model_path}")
             skipped[name] = reason
