@@ -133,11 +133,9 @@ ESCALATOR = textwrap.dedent("""
                 print("PRIVILEGED ACCEPTED", op, flush=True)
             except UnauthorizedIpcError:
                 print("privileged refused", op, flush=True)
-        try:
-            ipc.get_configuration(["secret"], component_name="com.test.Victim")
-            print("PRIVILEGED ACCEPTED GetConfiguration", flush=True)
-        except UnauthorizedIpcError:
-            print("privileged refused GetConfiguration", flush=True)
+        # Reading another component's configuration is open, as on Greengrass (strict mode refuses it:
+        # tests/agent/test_config_reads_e2e.py); writing it is not possible at all.
+        print("read other", ipc.get_configuration(["secret"], component_name="com.test.Victim"), flush=True)
         ipc.update_configuration(["note"], "written")  # its own, non-policy configuration: allowed
         print("escalator ready", flush=True)
         n = 0
@@ -189,8 +187,9 @@ def test_component_cannot_grant_itself_policy_through_ipc(agent: Cli, tmp_path: 
         text = log.read_text()
         assert "ACCEPTED" not in text, text
         assert text.count("escalation refused POLICY_CHANGE_REFUSED") == 3 * runs
-        for op in ("ListComponents", "StopComponent", "CreateLocalDeployment", "GetConfiguration"):
+        for op in ("ListComponents", "StopComponent", "CreateLocalDeployment"):
             assert text.count(f"privileged refused {op}") == runs
+        assert text.count("read other {'secret': 's3cret'}") == runs
         esc = _component(agent, "com.test.Escalator")
         assert esc["configuration"]["accessControl"] == acl  # unchanged, not even partly
         assert esc["configuration"]["note"] == "written"  # the refused root update merged nothing

@@ -280,13 +280,16 @@ class Deployer:
             old = current.get(name)
             same_version = old is not None and old.version == recipe.version
             src = None
+            whole_folder = False
             if artifact_root is not None and (artifact_root / name / recipe.version).is_dir():
+                # The whole NAME/VERSION/ folder, as greengrass-cli's --artifactDir brings it.
                 src = artifact_root / name / recipe.version
+                whole_folder = True
             elif not same_version and selected.artifacts and artifact_root is not None:
                 src = artifact_root / name / recipe.version  # reported as missing by install_artifacts
             install_artifacts(name, recipe.version, selected.artifacts, src,
                               self.paths.artifacts(name, recipe.version),
-                              self.paths.artifacts_unarchived(name, recipe.version))
+                              self.paths.artifacts_unarchived(name, recipe.version), whole_folder=whole_folder)
             conf = deep_merge(recipe.default_configuration, old.configuration if old else {})
             update = request.componentToConfiguration.get(name)
             if update is not None:
