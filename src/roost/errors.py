@@ -194,6 +194,8 @@ CODES: dict[str, dict[str, str]] = {
         "ARTIFACT_INVALID": "An artifact URI names no file.",
         "ARTIFACT_MISSING": "An artifact file the recipe names is not where it should be (artifact folder, upload).",
         "ARTIFACT_UNSAFE_ARCHIVE": "An archive to unpack has members that would escape its folder.",
+        "ARTIFACT_UNSAFE_FILE": "An artifact folder holds a link leading out of it or a FIFO, socket or device.",
+        "ARTIFACT_FOLDER_TOO_LARGE": "An artifact folder has more files or bytes than the agent copies.",
         "DOCKER_UNAVAILABLE": "A docker: artifact needs a Docker-compatible engine and none answers.",
         "COMPONENT_BUSY": "The component is in a state that refuses the operation now; retry later.",
         "COMPONENT_FAILED": "A deployed component failed (ERRORED/BROKEN) during the deployment.",

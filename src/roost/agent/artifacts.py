@@ -3,7 +3,14 @@
 Greengrass writes ``Digest`` as the base64 of the raw digest (``Algorithm`` SHA-256 by default);
 Roost also accepts the hex form. ZIP artifacts are extracted into
 ``artifacts-unarchived/<name>/<version>/<zip stem>/`` with every member checked so that none can
-escape that folder (zip-slip).
+escape that folder (zip-slip); every extracted file gets the artifact's ``Permission``, as the
+nucleus applies it (folders stay traversable by whoever may read).
+
+A local deployment's artifact folder (``--artifact-dir A``) is brought over whole, as
+``greengrass-cli deployment create --artifactDir`` does: every file and folder of ``A/<name>/<version>/``
+(:func:`copy_artifact_folder`), whether the recipe lists it or not. Symlinks never lead out of that
+folder, special files (FIFOs, sockets, devices) are refused and the copy is bounded
+(:data:`MAX_FOLDER_FILES`, :data:`MAX_FOLDER_BYTES`).
 """
 
 from __future__ import annotations
@@ -20,9 +27,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from roost.agent.errors import ArtifactError
-from roost.recipe import Artifact
+from roost.recipe import Artifact, ArtifactPermission
 
 log = logging.getLogger(__name__)
+
+#: At most this many entries (files, folders, links) in one component version's artifact folder.
+MAX_FOLDER_FILES = 10_000
+#: At most this many bytes of files in one component version's artifact folder.
+MAX_FOLDER_BYTES = 4 * 1024**3
 
 _ALGORITHMS = {"SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512", "SHA-1": "sha1", "MD5": "md5"}
 
@@ -53,11 +65,13 @@ def digest_matches(actual: bytes, expected: str) -> bool:
 
 
 def install_artifacts(component: str, version: str, artifacts: Sequence[Artifact], source_dir: Path | None,
-                      dest_dir: Path, unarchive_dir: Path) -> None:
+                      dest_dir: Path, unarchive_dir: Path, *, whole_folder: bool = False) -> None:
     """Copy and verify every artifact of one component version into ``dest_dir``.
 
     ``source_dir`` holds the files named by each artifact URI's last path segment; ``None`` means
-    the files must already be in ``dest_dir`` (a version installed earlier).
+    the files must already be in ``dest_dir`` (a version installed earlier). With ``whole_folder``
+    every file and folder of ``source_dir`` is copied too (:func:`copy_artifact_folder`); the
+    recipe's artifacts are verified all the same.
     """
     for art in artifacts:
         if art.scheme == "docker":
@@ -65,19 +79,25 @@ def install_artifacts(component: str, version: str, artifacts: Sequence[Artifact
                 f"{component}-{version}: artifact {art.uri} is a Docker image, but this device has no Docker "
                 "engine; Roost runs docker: artifacts only where a Docker engine is available",
                 code="DOCKER_UNAVAILABLE")
-    dest_dir.mkdir(parents=True, exist_ok=True)
     for art in artifacts:
         name = art.file_name
         if not name or name in (".", "..") or "/" in name:
             raise ArtifactError(f"{component}-{version}: artifact URI {art.uri!r} names no file",
                                 code="ARTIFACT_INVALID")
+        if source_dir is not None and not (source_dir / name).is_file():
+            raise ArtifactError(
+                f"{component}-{version}: artifact {name} (from {art.uri}) not found in {source_dir}",
+                code="ARTIFACT_MISSING")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    copied = False
+    if whole_folder and source_dir is not None:
+        copy_artifact_folder(component, version, source_dir, dest_dir)
+        copied = True
+    for art in artifacts:
+        name = art.file_name
         target = dest_dir / name
-        if source_dir is not None:
+        if source_dir is not None and not copied:
             src = source_dir / name
-            if not src.is_file():
-                raise ArtifactError(
-                    f"{component}-{version}: artifact {name} (from {art.uri}) not found in {source_dir}",
-                    code="ARTIFACT_MISSING")
             if src.resolve() != target.resolve():
                 tmp = target.with_name(f".{name}.part")
                 shutil.copyfile(src, tmp)
@@ -95,22 +115,149 @@ def install_artifacts(component: str, version: str, artifacts: Sequence[Artifact
                     code="ARTIFACT_DIGEST_MISMATCH")
         _apply_permission(target, art)
         if art.unarchive == "ZIP":
-            _unzip(component, version, target, unarchive_dir / Path(name).stem)
+            _unzip(component, version, target, unarchive_dir / Path(name).stem, art)
 
 
-def _apply_permission(path: Path, art: Artifact) -> None:
+class _Entry:
+    __slots__ = ("kind", "link", "rel", "size", "src")
+
+    def __init__(self, rel: str, src: str, kind: str, size: int = 0, link: str = "") -> None:
+        self.rel, self.src, self.kind, self.size, self.link = rel, src, kind, size, link
+
+
+def _scan_folder(component: str, version: str, source_dir: Path, max_files: int,
+                 max_bytes: int) -> list[_Entry]:
+    """Every entry under ``source_dir`` (parents first), checked before anything is copied."""
+    where = f"{component}-{version}"
+    root = os.path.realpath(source_dir)
+    entries: list[_Entry] = []
+    total = 0
+    pending = [""]
+    while pending:
+        rel_dir = pending.pop()
+        try:
+            with os.scandir(os.path.join(source_dir, rel_dir)) as it:
+                children = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            raise ArtifactError(f"{where}: cannot list artifact folder {source_dir / rel_dir}: "
+                                f"{err.strerror or err}", code="ARTIFACT_MISSING") from err
+        for child in children:
+            rel = os.path.join(rel_dir, child.name) if rel_dir else child.name
+            st = child.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                resolved = os.path.realpath(child.path)
+                if os.path.commonpath([root, resolved]) != root:
+                    raise ArtifactError(
+                        f"{where}: {rel} in the artifact folder {source_dir} is a symlink to {resolved}, outside "
+                        "that folder; Roost never follows links out of it (copy the file in instead)",
+                        code="ARTIFACT_UNSAFE_FILE")
+                if not (os.path.isfile(resolved) or os.path.isdir(resolved)):
+                    raise ArtifactError(
+                        f"{where}: {rel} in the artifact folder {source_dir} is a symlink to {resolved}, which "
+                        "is not a file or folder (a dangling link or a special file)",
+                        code="ARTIFACT_UNSAFE_FILE")
+                # Folders walked are real ones (links are not descended), so this is the link's own.
+                link = os.path.relpath(resolved, os.path.join(root, rel_dir))
+                entries.append(_Entry(rel, child.path, "link", link=link))
+            elif stat.S_ISDIR(st.st_mode):
+                entries.append(_Entry(rel, child.path, "dir"))
+                pending.append(rel)
+            elif stat.S_ISREG(st.st_mode):
+                total += st.st_size
+                entries.append(_Entry(rel, child.path, "file", size=st.st_size))
+            else:
+                raise ArtifactError(
+                    f"{where}: {rel} in the artifact folder {source_dir} is not a regular file or folder "
+                    "(a FIFO, socket or device); only files, folders and links inside it are copied",
+                    code="ARTIFACT_UNSAFE_FILE")
+            if len(entries) > max_files:
+                raise ArtifactError(
+                    f"{where}: the artifact folder {source_dir} has more than {max_files} files and folders; "
+                    "pack them into a ZIP artifact (Unarchive: ZIP)", code="ARTIFACT_FOLDER_TOO_LARGE")
+            if total > max_bytes:
+                raise ArtifactError(
+                    f"{where}: the artifact folder {source_dir} holds more than {max_bytes} bytes",
+                    code="ARTIFACT_FOLDER_TOO_LARGE")
+    return entries
+
+
+def copy_artifact_folder(component: str, version: str, source_dir: Path, dest_dir: Path, *,
+                         max_files: int | None = None, max_bytes: int | None = None) -> list[str]:
+    """Copy every file and folder of ``source_dir`` into ``dest_dir``, as greengrass-cli does.
+
+    Everything is checked before anything is copied: a symlink must resolve inside ``source_dir``
+    (it is recreated as a relative link), FIFOs, sockets and devices are refused
+    (``ARTIFACT_UNSAFE_FILE``), and the folder must stay within ``max_files`` entries and
+    ``max_bytes`` bytes (``ARTIFACT_FOLDER_TOO_LARGE``). Files get owner read/write (plus owner
+    execute where the source is executable); folders ``0755``. Returns the relative paths copied.
+    """
+    limit_files = MAX_FOLDER_FILES if max_files is None else max_files
+    limit_bytes = MAX_FOLDER_BYTES if max_bytes is None else max_bytes
+    if os.path.realpath(source_dir) == os.path.realpath(dest_dir):
+        return []
+    entries = _scan_folder(component, version, source_dir, limit_files, limit_bytes)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        target = dest_dir / entry.rel
+        if entry.kind == "dir":
+            if target.is_symlink() or (target.exists() and not target.is_dir()):
+                target.unlink()
+            target.mkdir(exist_ok=True)
+            os.chmod(target, 0o755)
+            continue
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        if entry.kind == "link":
+            os.symlink(entry.link, target)
+            continue
+        tmp = target.with_name(f".{target.name}.part")
+        shutil.copyfile(entry.src, tmp, follow_symlinks=False)
+        mode = stat.S_IRUSR | stat.S_IWUSR
+        if os.stat(entry.src, follow_symlinks=False).st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
+            mode |= stat.S_IXUSR
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    log.debug("%s-%s: copied %d entries of %s", component, version, len(entries), source_dir)
+    return [entry.rel for entry in entries]
+
+
+def _permission_mode(perm: ArtifactPermission, *, folder: bool = False) -> int:
     mode = stat.S_IRUSR | stat.S_IWUSR
-    perm = art.permission
     if perm.read == "ALL":
         mode |= stat.S_IRGRP | stat.S_IROTH
     if perm.execute in ("OWNER", "ALL"):
         mode |= stat.S_IXUSR
     if perm.execute == "ALL":
         mode |= stat.S_IXGRP | stat.S_IXOTH
-    os.chmod(path, mode)
+    if folder:  # a folder must stay traversable by whoever may read what is in it
+        mode |= stat.S_IXUSR
+        if perm.read == "ALL":
+            mode |= stat.S_IXGRP | stat.S_IXOTH
+    return mode
 
 
-def _unzip(component: str, version: str, archive: Path, dest: Path) -> None:
+def _apply_permission(path: Path, art: Artifact) -> None:
+    os.chmod(path, _permission_mode(art.permission))
+
+
+def _apply_permission_tree(root: Path, perm: ArtifactPermission) -> None:
+    """The artifact's Permission on every unarchived file (and folder) under ``root``."""
+    file_mode, folder_mode = _permission_mode(perm), _permission_mode(perm, folder=True)
+    os.chmod(root, folder_mode)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, folder_mode)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, file_mode)
+
+
+def _unzip(component: str, version: str, archive: Path, dest: Path, art: Artifact | None = None) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
             root = dest.resolve()
@@ -127,3 +274,5 @@ def _unzip(component: str, version: str, archive: Path, dest: Path) -> None:
     except zipfile.BadZipFile as err:
         raise ArtifactError(f"{component}-{version}: artifact {archive.name} is not a valid ZIP archive: {err}",
                             code="ARTIFACT_INVALID") from err
+    if art is not None:
+        _apply_permission_tree(dest, art.permission)
