@@ -161,7 +161,10 @@ CODES: dict[str, dict[str, str]] = {
         "RECIPE_INVALID": "A recipe is malformed or breaks the Greengrass recipe format; the message names the field.",
         "DEPENDENCY_CONFLICT": "Two components require versions of a dependency that no single version satisfies.",
         "DEPENDENCY_CYCLE": "Component dependencies form a cycle.",
-        "DEPENDENCY_MISSING": "A HARD dependency has no available version matching its range.",
+        "DEPENDENCY_MISSING": "A dependency (HARD or SOFT) has no available version matching its range.",
+        "BUILTIN_VERSION_MISMATCH": "A range excludes the version of an AWS-provided component Roost builds in.",
+        "AWS_COMPONENT_UNAVAILABLE": "An aws.greengrass.* catalogue component Roost does not provide; publish a "
+                                     "replacement under its name.",
         "PLATFORM_UNSUPPORTED": "No manifest of the recipe matches this device's platform.",
     },
     "roost.ipc (the components' client and the wire codec)": {

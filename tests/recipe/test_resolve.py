@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from roost import GGC_COMPAT_VERSION
 from roost.recipe import DependencyError, Recipe, RecipeError, dependency_order, resolve, sort_versions
+from roost.recipe.resolve import BUILTINS, resolution
 
 from .helpers import make_recipe
 
@@ -94,21 +96,20 @@ def test_missing_names_requirer() -> None:
     assert root_info.value.code == "DEPENDENCY_MISSING"
 
 
-def test_soft_dependency_only_when_present() -> None:
+def test_soft_dependency_is_installed_as_on_greengrass() -> None:
     available = catalog(
         make_recipe("app", "1.0.0", {"metrics": ("^1.0.0", "SOFT")}),
-        make_recipe("metrics", "1.0.0"),
+        make_recipe("metrics", "1.0.0", {"store": ("^1.0.0", "SOFT")}),
         make_recipe("metrics", "2.0.0"),
+        make_recipe("store", "1.1.0"),
     )
-    assert versions(resolve({"app": "1.0.0"}, available)) == {"app": "1.0.0"}
-    assert versions(resolve({"app": "1.0.0", "metrics": "*"}, available)) == {
-        "app": "1.0.0",
-        "metrics": "1.0.0",
-    }
-    # A SOFT dependency that is absent from the catalogue is fine.
-    assert versions(
+    # SOFT dependencies are pulled in (transitively), with their ranges applied.
+    assert versions(resolve({"app": "1.0.0"}, available)) == {"app": "1.0.0", "metrics": "1.0.0", "store": "1.1.0"}
+    # A SOFT dependency that is absent is missing, as a HARD one is (Greengrass resolves both alike).
+    with pytest.raises(DependencyError) as info:
         resolve({"app": "1.0.0"}, catalog(make_recipe("app", "1.0.0", {"x": ("^1", "SOFT")})))
-    ) == {"app": "1.0.0"}
+    assert info.value.code == "DEPENDENCY_MISSING"
+    assert "x is required" in str(info.value) and "app requires ^1" in str(info.value)
 
 
 def test_soft_range_conflict_when_present() -> None:
@@ -140,6 +141,67 @@ def test_soft_cycle_is_not_an_error() -> None:
     )
     resolved = resolve({"a": "1.0.0"}, available)
     assert dependency_order(resolved) == ["b", "a"]
+
+
+@pytest.mark.parametrize("builtin", sorted(BUILTINS))
+def test_aws_provided_components_are_built_in(builtin: str) -> None:
+    available = catalog(make_recipe("app", "1.0.0", {builtin: ">=2.0.0 <3.0.0", "lib": "^1.0.0"}),
+                        make_recipe("lib", "1.0.0", {builtin: ("^2.0.0", "SOFT")}))
+    result = resolution({"app": "1.0.0"}, available)
+    assert versions(result.recipes) == {"app": "1.0.0", "lib": "1.0.0"}  # nothing to install for the built-in
+    assert list(result.builtins) == [builtin]
+    assert result.builtin_requirements[builtin] == {"app": ">=2.0.0 <3.0.0", "lib": "^2.0.0"}
+    (note,) = result.notes()
+    assert note.startswith(f"{builtin}@{BUILTINS[builtin].version} is built into Roost") and "app, lib" in note
+    assert versions(resolve({"app": "1.0.0"}, available)) == {"app": "1.0.0", "lib": "1.0.0"}
+
+
+def test_builtin_versions_and_roots() -> None:
+    assert BUILTINS["aws.greengrass.Nucleus"].version == GGC_COMPAT_VERSION
+    assert {"aws.greengrass.Nucleus", "aws.greengrass.Cli", "aws.greengrass.DockerApplicationManager",
+            "aws.greengrass.TokenExchangeService", "aws.greengrass.ShadowManager", "aws.greengrass.SecretManager",
+            "aws.greengrass.LambdaLauncher", "aws.greengrass.LambdaManager", "aws.greengrass.LambdaRuntimes",
+            "aws.greengrass.clientdevices.mqtt.Bridge"} == set(BUILTINS)
+    # A built-in named as a root (greengrass-cli deployments add aws.greengrass.Cli) is satisfied too.
+    result = resolution({"aws.greengrass.Cli": "^2.0.0"}, {})
+    assert result.recipes == {} and list(result.builtins) == ["aws.greengrass.Cli"]
+    # A recipe of a built-in's name never replaces it: the name is Roost's.
+    result = resolution({"aws.greengrass.Cli": "*"}, catalog(make_recipe("aws.greengrass.Cli", "2.0.0")))
+    assert result.recipes == {} and list(result.builtins) == ["aws.greengrass.Cli"]
+
+
+def test_builtin_version_outside_a_range_is_refused() -> None:
+    available = catalog(make_recipe("app", "1.0.0", {"aws.greengrass.Nucleus": ">=2.0.0 <2.5.0"}))
+    with pytest.raises(DependencyError) as info:
+        resolve({"app": "1.0.0"}, available)
+    assert info.value.code == "BUILTIN_VERSION_MISMATCH"
+    assert str(info.value) == (f"aws.greengrass.Nucleus is built into Roost at version {GGC_COMPAT_VERSION}, which "
+                               "does not satisfy app requires >=2.0.0 <2.5.0; widen the range (Roost provides no "
+                               "other version of it)")
+    assert info.value.component == "aws.greengrass.Nucleus" and info.value.available == [GGC_COMPAT_VERSION]
+    with pytest.raises(DependencyError, match=re.escape("deployment requires 3.0.0")) as root_info:
+        resolve({"aws.greengrass.Cli": "3.0.0"}, {})
+    assert root_info.value.code == "BUILTIN_VERSION_MISMATCH"
+
+
+def test_unknown_aws_catalogue_component_says_so_and_how_to_replace_it() -> None:
+    available = catalog(make_recipe("app", "1.0.0", {"aws.greengrass.DLRImageClassification": "^2.1.0"}))
+    with pytest.raises(DependencyError) as info:
+        resolve({"app": "1.0.0"}, available)
+    err = info.value
+    assert err.code == "AWS_COMPONENT_UNAVAILABLE" and err.component == "aws.greengrass.DLRImageClassification"
+    message = str(err)
+    assert message.startswith("aws.greengrass.DLRImageClassification is a component of AWS's Greengrass catalogue "
+                              "that Roost does not provide (app requires ^2.1.0)")
+    assert "roost component publish" in message and "aws.greengrass.Nucleus" in message
+    # As a root too.
+    with pytest.raises(DependencyError) as root_info:
+        resolve({"aws.greengrass.DLRImageClassification": "*"}, {})
+    assert root_info.value.code == "AWS_COMPONENT_UNAVAILABLE"
+    # A replacement published under that name is used like any component.
+    replaced = catalog(*available["app"], make_recipe("aws.greengrass.DLRImageClassification", "2.1.9"))
+    assert versions(resolve({"app": "1.0.0"}, replaced)) == {
+        "app": "1.0.0", "aws.greengrass.DLRImageClassification": "2.1.9"}
 
 
 def test_invalid_root_range() -> None:

@@ -38,7 +38,8 @@ from roost.agent.states import ComponentState
 from roost.agent.store import ComponentRecord, DeploymentRecord, Store
 from roost.agent.supervisor import ComponentSpec, Supervisor
 from roost.errors import ConflictError, InvalidInputError, RoostError
-from roost.recipe import Recipe, current_platform, dependency_order, load_recipe_dir, resolve
+from roost.recipe import Recipe, current_platform, dependency_order, load_recipe_dir
+from roost.recipe.resolve import resolution
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +268,11 @@ class Deployer:
         overridden = sorted(n for n in local if n in hub and local[n] != hub[n])
         roots = {**local, **hub}
         unknown_conf = set(request.componentToConfiguration) - set(roots) - set(current)
-        recipes = resolve(roots, self.packages.available())
-        unknown_conf -= set(recipes)
+        resolved = resolution(roots, self.packages.available())
+        recipes = resolved.recipes
+        # AWS-provided components (aws.greengrass.Nucleus, ...) are built in: nothing to install or run.
+        builtin_conf = sorted(set(request.componentToConfiguration) & set(resolved.builtins))
+        unknown_conf -= set(recipes) | set(resolved.builtins)
         if unknown_conf:
             raise DeploymentError(f"configuration given for component(s) not in the deployment: "
                                   f"{', '.join(sorted(unknown_conf))}", code="INVALID_DEPLOYMENT")
@@ -305,12 +309,15 @@ class Deployer:
         notes = [f"the hub's {n}@{hub[n]} overrides the local deployment's {n}@{local[n]}" for n in overridden]
         notes += [f"{n}: systemResourceLimits are not enforced by this agent (recorded only)"
                   for n, info in sorted(run_with_info.items()) if "systemResourceLimits" in info]
+        notes += resolved.notes()
+        notes += [f"{n}: configuration of a built-in component is not applied (Roost reads its own options)"
+                  for n in builtin_conf]
         return Target(recipes, records, specs, dependency_order(recipes), notes)
 
     # -- phase 2 -------------------------------------------------------------------------------
     async def _apply(self, target: Target, previous_specs: Mapping[str, ComponentSpec], settle: float) -> None:
-        changed = [n for n in target.order if previous_specs.get(n) != target.specs[n]
-                   or self.supervisor_state(n) in BAD_STATES]
+        changed = _with_hard_dependents(target, [n for n in target.order if previous_specs.get(n) != target.specs[n]
+                                                 or self.supervisor_state(n) in BAD_STATES], previous_specs)
         removed = [n for n in previous_specs if n not in target.specs]
         old_order = self.order_of(previous_specs)
         to_stop = [n for n in reversed(old_order) if n in removed or n in changed]
@@ -391,6 +398,23 @@ class Deployer:
             await self.supervisor.start(name)
         self.store.replace_components(dict(previous))
         await self.on_applied(previous)
+
+
+def _with_hard_dependents(target: Target, changed: list[str], previous_specs: Mapping[str, ComponentSpec]
+                          ) -> list[str]:
+    """``changed`` plus the components that HARD-depend on one of them (transitively), in ``target.order``.
+
+    As on Greengrass, restarting a component restarts what depends on it with a HARD dependency;
+    a SOFT dependent keeps running.
+    """
+    restart = set(changed)
+    for name in target.order:  # dependencies first: a chain restarts whole
+        if name in restart or name not in previous_specs:
+            continue
+        deps = target.recipes[name].dependencies
+        if any(dep in restart and spec.dependency_type == "HARD" for dep, spec in deps.items()):
+            restart.add(name)
+    return [n for n in target.order if n in restart]
 
 
 _RUN_WITH_KEYS = frozenset({"posixUser", "windowsUser", "systemResourceLimits"})

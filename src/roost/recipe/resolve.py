@@ -3,8 +3,17 @@
 Every component gets the highest available version that satisfies the ranges of everyone who
 requires it (the deployment's roots are required by ``"deployment"``). Choosing a version
 changes which dependencies exist, so resolution repeats until the chosen set stops changing.
-SOFT dependencies never pull a component in, but their ranges apply when it is present.
+As on Greengrass, HARD and SOFT dependencies are both installed (the type only changes restart
+behaviour: a deployment that restarts a component restarts its HARD dependents, not its SOFT
+ones; see ``docs/builtins.md``); only HARD dependencies can form a forbidden cycle.
 Backtracking is not attempted: the greedy choice is reported as a conflict when it fails.
+
+AWS-provided components (:data:`BUILTINS`: ``aws.greengrass.Nucleus``, ``aws.greengrass.Cli``,
+...) are satisfied by Roost itself: no recipe, nothing to run; each has the version Roost
+reports, which must satisfy every requirer's range (``BUILTIN_VERSION_MISMATCH``). Any other
+``aws.greengrass.*`` name with no recipe available is a component of AWS's catalogue that Roost
+does not provide (``AWS_COMPONENT_UNAVAILABLE``); a recipe of that name published to the hub (or
+in the deployment's recipe folder) replaces it.
 """
 
 from __future__ import annotations
@@ -12,22 +21,83 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cmp_to_key, lru_cache
 from typing import Any
 
 import nodesemver
 
+from roost import GGC_COMPAT_VERSION
 from roost.recipe.errors import DependencyError, RecipeError
 from roost.recipe.model import Recipe
 from roost.recipe.validate import is_valid_range
 
-__all__ = ["DEPLOYMENT_REQUIRER", "dependency_order", "resolve", "sort_versions"]
+__all__ = ["AWS_PREFIX", "BUILTINS", "DEPLOYMENT_REQUIRER", "Builtin", "Resolution", "dependency_order",
+           "is_builtin", "resolution", "resolve", "sort_versions"]
 
 logger = logging.getLogger(__name__)
 
 #: The requirer named for the roots of a deployment.
 DEPLOYMENT_REQUIRER = "deployment"
 _MAX_ROUNDS = 1000
+#: Names of AWS-provided (catalogue) components.
+AWS_PREFIX = "aws.greengrass."
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """An AWS-provided component that Roost itself stands in for: no recipe, nothing to run."""
+
+    name: str
+    version: str
+    #: What it does on Roost today (one line; docs/builtins.md says more).
+    summary: str
+
+
+BUILTINS: dict[str, Builtin] = {b.name: b for b in (
+    Builtin("aws.greengrass.Nucleus", GGC_COMPAT_VERSION,
+            "the Roost agent itself: supervisor, deployments, local IPC (the Greengrass nucleus level it implements)"),
+    Builtin("aws.greengrass.Cli", GGC_COMPAT_VERSION,
+            "the agent's CLI IPC operations and the `roost` command line"),
+    Builtin("aws.greengrass.DockerApplicationManager", "2.0.12",
+            "satisfied as a name; docker: artifacts are not supported yet"),
+    Builtin("aws.greengrass.TokenExchangeService", "2.0.3",
+            "satisfied as a name; no AWS credentials are served (Roost needs no cloud account)"),
+    Builtin("aws.greengrass.ShadowManager", "2.3.9",
+            "satisfied as a name; the shadow IPC operations are not implemented yet"),
+    Builtin("aws.greengrass.SecretManager", "2.2.0",
+            "satisfied as a name; GetSecretValue is not implemented yet"),
+    Builtin("aws.greengrass.LambdaLauncher", "2.0.13",
+            "satisfied as a name; Lambda functions run through Roost's Lambda host (roost.serve), not a launcher"),
+    Builtin("aws.greengrass.LambdaManager", "2.3.3",
+            "satisfied as a name; Lambda components are not managed as on Greengrass"),
+    Builtin("aws.greengrass.LambdaRuntimes", "2.0.8",
+            "satisfied as a name; Lambda handlers run on the device's own Python"),
+    Builtin("aws.greengrass.clientdevices.mqtt.Bridge", "2.3.2",
+            "satisfied as a name; the MQTT bridge's topic mapping is not implemented yet"),
+)}
+
+
+def is_builtin(name: str) -> bool:
+    """Whether ``name`` is an AWS-provided component that Roost stands in for (:data:`BUILTINS`)."""
+    return name in BUILTINS
+
+
+@dataclass
+class Resolution:
+    """What a deployment needs: recipes to install (sorted by name) and the built-ins it relies on."""
+
+    recipes: dict[str, Recipe]
+    #: name → the built-in standing in for it, for every built-in a root or a dependency names.
+    builtins: dict[str, Builtin] = field(default_factory=dict)
+    #: name → {requirer: range} of those built-ins.
+    builtin_requirements: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def notes(self) -> list[str]:
+        """One line per built-in, for deployment notes."""
+        return [f"{name}@{b.version} is built into Roost (no recipe, nothing to run; required by "
+                f"{', '.join(sorted(self.builtin_requirements.get(name, {})))}): {b.summary}"
+                for name, b in sorted(self.builtins.items())]
 
 
 def sort_versions(versions: Sequence[str]) -> list[str]:
@@ -52,10 +122,34 @@ def _describe_requirements(requirements: Mapping[str, str]) -> str:
     return ", ".join(f"{who} requires {rng}" for who, rng in sorted(requirements.items()))
 
 
+def _check_builtin(builtin: Builtin, requirements: Mapping[str, str]) -> None:
+    unmet = {who: rng for who, rng in requirements.items() if not _satisfies(builtin.version, rng)}
+    if unmet:
+        raise DependencyError(
+            f"{builtin.name} is built into Roost at version {builtin.version}, which does not satisfy "
+            f"{_describe_requirements(unmet)}; widen the range (Roost provides no other version of it)",
+            code="BUILTIN_VERSION_MISMATCH",
+            component=builtin.name,
+            requirements=requirements,
+            available=[builtin.version],
+        )
+
+
 def _choose(name: str, requirements: Mapping[str, str], candidates: Sequence[Recipe]) -> Recipe:
     by_version: dict[str, Recipe] = {}
     for recipe in candidates:
         by_version.setdefault(recipe.version, recipe)
+    if not by_version and name.startswith(AWS_PREFIX):
+        raise DependencyError(
+            f"{name} is a component of AWS's Greengrass catalogue that Roost does not provide "
+            f"({_describe_requirements(requirements)}); Roost stands in only for "
+            f"{', '.join(sorted(BUILTINS))}. Publish a replacement under that name to the hub "
+            f"(`roost component publish --recipe {name}.yaml --artifacts DIR`) or put its recipe in the "
+            "deployment's recipe folder",
+            code="AWS_COMPONENT_UNAVAILABLE",
+            component=name,
+            requirements=requirements,
+        )
     if not by_version:
         raise DependencyError(
             f"{name} is required but no version of it is available: {_describe_requirements(requirements)}",
@@ -78,15 +172,15 @@ def _choose(name: str, requirements: Mapping[str, str], candidates: Sequence[Rec
 
 
 def _present(roots: Mapping[str, str], chosen: Mapping[str, Recipe]) -> set[str]:
-    """The roots plus everything reachable from them over HARD dependencies of chosen versions."""
+    """The roots plus everything reachable from them over the dependencies (HARD and SOFT) of chosen versions."""
     present = set(roots)
     stack = sorted(roots)
     while stack:
         recipe = chosen.get(stack.pop())
         if recipe is None:
             continue
-        for dep_name, dep in sorted(recipe.dependencies.items()):
-            if dep.dependency_type == "HARD" and dep_name not in present:
+        for dep_name in sorted(recipe.dependencies):
+            if dep_name not in present:
                 present.add(dep_name)
                 stack.append(dep_name)
     return present
@@ -95,10 +189,18 @@ def _present(roots: Mapping[str, str], chosen: Mapping[str, Recipe]) -> set[str]
 def resolve(roots: Mapping[str, str], available: Mapping[str, Sequence[Recipe]]) -> dict[str, Recipe]:
     """Pick a version of every component needed by ``roots`` (name → exact version or range).
 
-    Returns name → recipe, sorted by name. Raises :class:`DependencyError` with code
+    Returns name → recipe, sorted by name; built-ins (:data:`BUILTINS`) are satisfied and left
+    out (:func:`resolution` names them). Raises :class:`DependencyError` with code
     ``DEPENDENCY_MISSING`` (nothing available), ``DEPENDENCY_CONFLICT`` (no version satisfies
-    every requirer) or ``DEPENDENCY_CYCLE`` (HARD dependencies form a cycle).
+    every requirer), ``DEPENDENCY_CYCLE`` (HARD dependencies form a cycle),
+    ``BUILTIN_VERSION_MISMATCH`` (a range excludes a built-in's version) or
+    ``AWS_COMPONENT_UNAVAILABLE`` (an AWS catalogue component Roost does not provide).
     """
+    return resolution(roots, available).recipes
+
+
+def resolution(roots: Mapping[str, str], available: Mapping[str, Sequence[Recipe]]) -> Resolution:
+    """:func:`resolve`, also naming the built-ins the component set relies on."""
     for name, requirement in roots.items():
         if not isinstance(requirement, str) or not is_valid_range(requirement):
             raise RecipeError.mismatch(
@@ -119,12 +221,16 @@ def resolve(roots: Mapping[str, str], available: Mapping[str, Sequence[Recipe]])
                     requirements.setdefault(dep_name, {})[requirer] = dep.version_requirement
         new_chosen = {
             name: _choose(name, requirements.get(name, {}), available.get(name, ()))
-            for name in sorted(present)
+            for name in sorted(present) if name not in BUILTINS
         }
         if {n: r.version for n, r in new_chosen.items()} == {n: r.version for n, r in chosen.items()}:
+            builtins = {name: BUILTINS[name] for name in sorted(present) if name in BUILTINS}
+            for name, builtin in builtins.items():
+                _check_builtin(builtin, requirements.get(name, {}))
             _check_cycles(new_chosen)
-            logger.debug("resolved %s", {n: r.version for n, r in new_chosen.items()})
-            return new_chosen
+            logger.debug("resolved %s (built in: %s)", {n: r.version for n, r in new_chosen.items()},
+                         ", ".join(builtins) or "none")
+            return Resolution(new_chosen, builtins, {n: dict(requirements.get(n, {})) for n in builtins})
         chosen = new_chosen
     raise DependencyError(
         f"dependency resolution did not settle after {_MAX_ROUNDS} rounds",
