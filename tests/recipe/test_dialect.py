@@ -213,3 +213,20 @@ def test_dependency_type_any_case() -> None:
         "ComponentDependencies:\n  b: {VersionRequirement: ^1.0.0, DependencyType: Hard}\n"
     )
     assert parse_recipe(text).dependencies["b"].dependency_type == "HARD"
+
+
+def test_runtime_attribute_classic_nucleus() -> None:
+    # Recipes written for both nuclei carry a manifest per runtime; Roost takes the classic one.
+    text = """\
+RecipeFormatVersion: 2020-01-25
+ComponentName: com.example.Both
+ComponentVersion: 1.0.0
+Manifests:
+  - Platform: {os: linux, runtime: aws_nucleus_lite}
+    Lifecycle: {run: echo lite}
+  - Platform: {os: linux, runtime: aws_nucleus_classic}
+    Lifecycle: {run: echo classic}
+"""
+    selected = parse_recipe(text).select(LINUX)
+    assert selected.manifest_index == 1
+    assert selected.lifecycle.run is not None and selected.lifecycle.run.script == "echo classic"

@@ -44,7 +44,10 @@ LINUX_ARM = {"os": "linux", "architecture": "arm", "architecture.detail": "armv7
         ({"os": "windows"}, LINUX_AMD64, False),
         ({"os": "*"}, LINUX_AMD64, True),
         ({"runtime": "*"}, LINUX_AMD64, True),
-        ({"runtime": "aws_nucleus_classic"}, LINUX_AMD64, False),
+        # Roost runs components as the classic nucleus does (recipes with a nucleus-lite manifest).
+        ({"runtime": "aws_nucleus_classic"}, LINUX_AMD64, True),
+        ({"runtime": "aws_nucleus_lite"}, LINUX_AMD64, False),
+        ({"runtime": "aws_nucleus_lite"}, {**LINUX_AMD64, "runtime": "aws_nucleus_lite"}, True),
         ({"os": "linux", "architecture": "/amd64|x86_64/"}, LINUX_AMD64, True),
         ({"architecture": "/amd/"}, LINUX_AMD64, False),  # full match, not search
         ({"architecture.detail": "/armv[67]l/"}, LINUX_ARM, True),

@@ -7,7 +7,7 @@ import re
 import sys
 from collections.abc import Mapping
 
-__all__ = ["WILDCARD_ATTRIBUTES", "current_platform", "normalise_architecture", "platform_matches"]
+__all__ = ["RUNTIME", "WILDCARD_ATTRIBUTES", "current_platform", "normalise_architecture", "platform_matches"]
 
 _ARCHITECTURES: Mapping[str, str] = {
     "x86_64": "amd64",
@@ -55,6 +55,10 @@ def current_platform() -> dict[str, str]:
     return result
 
 
+#: The ``runtime`` a manifest matches when the device reports none: Roost runs components as the
+#: classic (Java) nucleus does, not as Greengrass nucleus lite (``aws_nucleus_lite``).
+RUNTIME = "aws_nucleus_classic"
+
 #: Platform attributes whose values ``all`` and ``any`` are wildcards too (the nucleus' OS and
 #: architecture enums have both); ``*`` is a wildcard for every attribute.
 WILDCARD_ATTRIBUTES = frozenset({"os", "architecture"})
@@ -64,6 +68,8 @@ _WILDCARD_WORDS = frozenset({"all", "any"})
 def _value_matches(expected: str, actual: str | None, key: str = "") -> bool:
     if expected == "*":
         return True
+    if key == "runtime" and actual is None:
+        actual = RUNTIME  # Roost runs the classic nucleus' component model
     if key in WILDCARD_ATTRIBUTES and expected.strip().casefold() in _WILDCARD_WORDS:
         return True
     if actual is None:
@@ -80,7 +86,8 @@ def platform_matches(spec: Mapping[str, str], platform: Mapping[str, str]) -> bo
     """Whether a manifest's ``Platform`` (``spec``) accepts ``platform``.
 
     Every key of ``spec`` must match: ``*`` matches anything (even an absent key), and so do
-    ``all`` and ``any`` for ``os`` and ``architecture`` (the nucleus' wildcards), ``/regex/`` is
+    ``all`` and ``any`` for ``os`` and ``architecture`` (the nucleus' wildcards); an absent
+    ``runtime`` is :data:`RUNTIME` (``aws_nucleus_classic``); ``/regex/`` is
     a full-match regular expression, anything else is a case-insensitive equality. An empty spec
     matches every platform.
     """
