@@ -256,6 +256,7 @@ CODES: dict[str, dict[str, str]] = {
         "ENROLL_TOKEN_USED": "The one-time enrolment token was already redeemed (410).",
         "GROUP_NOT_FOUND": "No such group (404); deploy to a new group only with create_group / --create-group.",
         "INVALID_CONFIGURATION": "Deployment configuration for components not in the deployment (422).",
+        "BUILTIN_NOT_DEPLOYABLE": "A hub deployment names an AWS-provided component every agent builds in (422).",
         "INVALID_CREDENTIAL": "Unknown device credential (401).",
         "INVALID_FAILURE_POLICY": "failure_policy is not ROLLBACK or DO_NOTHING (422).",
         "INVALID_ROLLOUT": "A rollout setting (rate, abort threshold, timeout) is out of range (422).",

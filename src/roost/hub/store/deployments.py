@@ -25,6 +25,7 @@ from roost.hub.models import Component, Deployment, Device, DeviceDeployment, Gr
 from roost.hub.names import check_name
 from roost.hub.store.fleet import FleetStore
 from roost.recipe import Recipe, RecipeError, parse_recipe, resolve
+from roost.recipe.resolve import BUILTINS
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,11 @@ class DeploymentStore(FleetStore):
         for name, version in req.components.items():
             check_name(name, "component name")
             check_name(version, "component version")
+            if name in BUILTINS:
+                raise UnprocessableError(
+                    f"{name} is built into every Roost agent (at version {BUILTINS[name].version}; see "
+                    "docs/builtins.md): there is nothing to deploy, and components that depend on it are "
+                    "satisfied without it; leave it out of the deployment", code="BUILTIN_NOT_DEPLOYABLE")
             if s.get(Component, (name, version)) is None:
                 known = s.scalar(select(Component.name).where(Component.name == name).limit(1)) is not None
                 what = f"version {version} of component {name}" if known else f"component {name}"
@@ -133,13 +139,16 @@ class DeploymentStore(FleetStore):
         """The versions of every component the roots need (ComponentDependencies, transitively).
 
         Each dependency gets the highest published version that satisfies every requirer
-        (:func:`roost.recipe.resolve`, the resolver the agent uses for local deployments).
+        (:func:`roost.recipe.resolve`, the resolver the agent uses for local deployments). SOFT
+        dependencies are resolved like HARD ones; AWS-provided components Roost builds in
+        (:data:`roost.recipe.resolve.BUILTINS`) are satisfied by every agent and are not among the
+        dependencies; another ``aws.greengrass.*`` name nobody published is ``AWS_COMPONENT_UNAVAILABLE``.
         """
         available: dict[str, list[Recipe]] = {}
         frontier = sorted(roots)
         while frontier:
             name = frontier.pop()
-            if name in available:
+            if name in available or name in BUILTINS:
                 continue
             available[name] = [parse_recipe(json.dumps(recipe), source=f"hub recipe {name}-{version}", fmt="json")
                                for version, recipe in s.execute(select(Component.version, Component.recipe)
