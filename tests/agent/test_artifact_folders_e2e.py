@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.agent import artifacts
 from roost.agent.artifacts import copy_artifact_folder, install_artifacts
 from roost.agent.errors import ArtifactError
 from roost.recipe import Artifact, ArtifactPermission
@@ -108,6 +109,26 @@ def test_symlink_out_of_the_folder_refused(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="not a file or folder") as info:
         copy_artifact_folder("c", "1.0.0", src, dest)
     assert info.value.code == "ARTIFACT_UNSAFE_FILE"
+
+
+def test_file_swapped_for_a_link_after_the_scan_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, dest, _ = _folder(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root's")
+    (src / "a.txt").write_text("fine")
+    real_scan = artifacts._scan_folder
+
+    def scan_then_swap(*args: object) -> list:
+        entries = real_scan(*args)  # type: ignore[arg-type]
+        (src / "a.txt").unlink()
+        (src / "a.txt").symlink_to(secret)
+        return entries
+
+    monkeypatch.setattr(artifacts, "_scan_folder", scan_then_swap)
+    with pytest.raises(ArtifactError, match="changed while being copied") as info:
+        copy_artifact_folder("c", "1.0.0", src, dest)
+    assert info.value.code == "ARTIFACT_UNSAFE_FILE"
+    assert not (dest / "a.txt").exists()
 
 
 def test_special_files_refused(tmp_path: Path) -> None:

@@ -181,6 +181,29 @@ def _scan_folder(component: str, version: str, source_dir: Path, max_files: int,
     return entries
 
 
+def _copy_regular(component: str, version: str, entry: _Entry, target: Path) -> None:
+    """Copy one regular file, opened without following a link (it may have been swapped since the scan)."""
+    try:
+        fd = os.open(entry.src, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise ArtifactError(f"{component}-{version}: cannot read {entry.rel} from the artifact folder: "
+                            f"{err.strerror or err} (changed while being copied?)",
+                            code="ARTIFACT_UNSAFE_FILE") from err
+    with os.fdopen(fd, "rb") as src:
+        st = os.fstat(src.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactError(f"{component}-{version}: {entry.rel} in the artifact folder changed into something "
+                                "other than a regular file while being copied", code="ARTIFACT_UNSAFE_FILE")
+        tmp = target.with_name(f".{target.name}.part")
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+    mode = stat.S_IRUSR | stat.S_IWUSR
+    if st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
+        mode |= stat.S_IXUSR
+    os.chmod(tmp, mode)
+    os.replace(tmp, target)
+
+
 def copy_artifact_folder(component: str, version: str, source_dir: Path, dest_dir: Path, *,
                          max_files: int | None = None, max_bytes: int | None = None) -> list[str]:
     """Copy every file and folder of ``source_dir`` into ``dest_dir``, as greengrass-cli does.
@@ -212,13 +235,7 @@ def copy_artifact_folder(component: str, version: str, source_dir: Path, dest_di
         if entry.kind == "link":
             os.symlink(entry.link, target)
             continue
-        tmp = target.with_name(f".{target.name}.part")
-        shutil.copyfile(entry.src, tmp, follow_symlinks=False)
-        mode = stat.S_IRUSR | stat.S_IWUSR
-        if os.stat(entry.src, follow_symlinks=False).st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
-            mode |= stat.S_IXUSR
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        _copy_regular(component, version, entry, target)
     log.debug("%s-%s: copied %d entries of %s", component, version, len(entries), source_dir)
     return [entry.rel for entry in entries]
 
