@@ -70,6 +70,17 @@ def test_soft_hard_and_builtin_dependencies(agent: Cli, tmp_path: Path) -> None:
     assert _starts(agent, "com.test.Watcher") == 1 and _starts(agent, "com.test.Metrics") == 1
     assert all(c["state"] == "RUNNING" for c in _components(agent).values())
 
+    # greengrass-cli habits: configuring the nucleus, deploying the CLI as a root. Both are built in.
+    out = agent.run("deployment", "create", "--merge", "aws.greengrass.Cli=2.12.0", "--update-config",
+                    json.dumps({"aws.greengrass.Nucleus": {"MERGE": {"logging": {"level": "DEBUG"}}}}),
+                    "--wait", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    notes = json.loads(out.stdout)["deploymentStatusDetails"]["roostNotes"]
+    assert any(n.startswith("aws.greengrass.Cli@2.12.0 is built into Roost") and "deployment" in n for n in notes)
+    assert "aws.greengrass.Nucleus: configuration of a built-in component is not applied" in "\n".join(notes)
+    assert set(_components(agent)) == {"com.test.App", "com.test.Watcher", "com.test.Lib", "com.test.Metrics"}
+    assert _starts(agent, "com.test.App") == 2  # nothing restarted
+
 
 def test_unknown_aws_component_and_builtin_version_mismatch_fail_clearly(agent: Cli, tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws")

@@ -39,7 +39,7 @@ from roost.agent.store import ComponentRecord, DeploymentRecord, Store
 from roost.agent.supervisor import ComponentSpec, Supervisor
 from roost.errors import ConflictError, InvalidInputError, RoostError
 from roost.recipe import Recipe, current_platform, dependency_order, load_recipe_dir
-from roost.recipe.resolve import resolution
+from roost.recipe.resolve import BUILTINS, resolution
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +271,8 @@ class Deployer:
         resolved = resolution(roots, self.packages.available())
         recipes = resolved.recipes
         # AWS-provided components (aws.greengrass.Nucleus, ...) are built in: nothing to install or run.
-        builtin_conf = sorted(set(request.componentToConfiguration) & set(resolved.builtins))
-        unknown_conf -= set(recipes) | set(resolved.builtins)
+        builtin_conf = sorted(set(request.componentToConfiguration) & set(BUILTINS))
+        unknown_conf -= set(recipes) | set(BUILTINS)
         if unknown_conf:
             raise DeploymentError(f"configuration given for component(s) not in the deployment: "
                                   f"{', '.join(sorted(unknown_conf))}", code="INVALID_DEPLOYMENT")
