@@ -9,6 +9,7 @@ started with ``--strict-config-reads`` refuses both with UnauthorizedError unles
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.agent.helpers import Workspace, wait_until
-from tests.conftest import Cli
+from tests.conftest import Cli, require_module
 
 pytestmark = pytest.mark.slow
 
@@ -132,3 +133,54 @@ def test_strict_mode_refuses_reads_of_others_unless_granted(strict_agent: Cli, t
     _update_holder(agent)
     wait_until(lambda: f"update {HOLDER} [" in _log(agent, "com.test.Granted"), what="granted update event")
     assert f"update {HOLDER}" not in _log(agent, "com.test.Reader")
+
+
+# The same configuration-holder pattern written for AWS IoT Greengrass with awsiotsdk; runs unchanged.
+SDK_READER = textwrap.dedent("""
+    import sys, threading
+    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+    from awsiot.greengrasscoreipc.model import UnauthorizedError
+
+    holder = sys.argv[1]
+    ipc = GreengrassCoreIPCClientV2()
+    try:
+        answer = ipc.get_configuration(component_name=holder, key_path=["model"])
+        print("sdk read", answer.component_name, answer.value, flush=True)
+    except UnauthorizedError as err:
+        print("sdk read denied:", err.message, flush=True)
+    try:
+        ipc.subscribe_to_configuration_update(component_name=holder, key_path=["model"],
+                                              on_stream_event=lambda e: print("sdk update", flush=True))
+        print("sdk watching", flush=True)
+    except UnauthorizedError as err:
+        print("sdk watch denied:", err.message, flush=True)
+    print("sdk done", flush=True)
+    threading.Event().wait()
+""")
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["default", "strict"])
+def test_awsiotsdk_reader(cli: Cli, tmp_path: Path, strict: bool) -> None:
+    require_module("awsiot.greengrasscoreipc.clientv2")
+    ws = Workspace(tmp_path / "ws")
+    ws.component(HOLDER, "1.0.0", {"Run": "exec sleep 100000"}, config={"model": {"threshold": 0.7}})
+    # awsiotsdk is installed in the test environment, not in the component's own: name that interpreter.
+    ws.component("com.test.SdkReader", "1.0.0", {"Run": f"exec {sys.executable} -u {{artifacts:path}}/r.py {HOLDER}"},
+                 files={"r.py": SDK_READER}, dependencies={HOLDER: {"VersionRequirement": "^1.0.0"}})
+    start = cli.run("agent", "start", "--detach", "--thing-name", "test-device",
+                    *(["--strict-config-reads"] if strict else []))
+    assert start.returncode == 0, start.stderr + start.stdout
+    try:
+        out = cli.run("deployment", "create", *ws.deploy_args(), "--merge", "com.test.SdkReader=1.0.0", "--wait",
+                      "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        wait_until(lambda: "sdk done" in _log(cli, "com.test.SdkReader"), what="the awsiotsdk reader")
+        log = _log(cli, "com.test.SdkReader")
+        if strict:
+            assert "sdk read denied:" in log and "sdk watch denied:" in log, log
+            assert f"on resource {HOLDER}:/model" in log, log
+        else:
+            assert f"sdk read {HOLDER} {{'threshold': 0.7}}" in log and "sdk watching" in log, log
+    finally:
+        stop = cli.run("agent", "stop")
+        assert stop.returncode == 0, stop.stderr
