@@ -69,6 +69,17 @@ def test_soft_hard_and_builtin_dependencies(agent: Cli, tmp_path: Path) -> None:
     assert _starts(agent, "com.test.App") == 2
     assert _starts(agent, "com.test.Watcher") == 1 and _starts(agent, "com.test.Metrics") == 1
     assert all(c["state"] == "RUNNING" for c in _components(agent).values())
+    # The same outside a deployment: restarting or stopping Lib restarts or stops App (HARD), not Watcher.
+    out = agent.run("component", "restart", "com.test.Lib", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "with its HARD dependent(s) com.test.App" in json.loads(out.stdout)["message"]
+    assert (_starts(agent, "com.test.Lib"), _starts(agent, "com.test.App"), _starts(agent, "com.test.Watcher")) \
+        == (3, 3, 1)
+    out = agent.run("component", "stop", "com.test.Lib", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    states = {n: c["state"] for n, c in _components(agent).items()}
+    assert states["com.test.App"] != "RUNNING" and states["com.test.Lib"] != "RUNNING", states
+    assert states["com.test.Watcher"] == "RUNNING" and states["com.test.Metrics"] == "RUNNING", states
 
     # greengrass-cli habits: configuring the nucleus, deploying the CLI as a root. Both are built in.
     out = agent.run("deployment", "create", "--merge", "aws.greengrass.Cli=2.12.0", "--update-config",
@@ -79,7 +90,7 @@ def test_soft_hard_and_builtin_dependencies(agent: Cli, tmp_path: Path) -> None:
     assert any(n.startswith("aws.greengrass.Cli@2.12.0 is built into Roost") and "deployment" in n for n in notes)
     assert "aws.greengrass.Nucleus: configuration of a built-in component is not applied" in "\n".join(notes)
     assert set(_components(agent)) == {"com.test.App", "com.test.Watcher", "com.test.Lib", "com.test.Metrics"}
-    assert _starts(agent, "com.test.App") == 2  # nothing restarted
+    assert _starts(agent, "com.test.App") == 3  # nothing restarted
 
 
 def test_unknown_aws_component_and_builtin_version_mismatch_fail_clearly(agent: Cli, tmp_path: Path) -> None:

@@ -176,6 +176,21 @@ class Agent:
                                      self.spec_ctx, deps, records[name].run_with)
         return specs
 
+    def _hard_dependents(self, name: str) -> list[str]:
+        """The deployed components that depend on ``name`` over HARD dependencies (transitively), dependencies first."""
+        try:
+            recipes = {n: self.packages.get(n, s.version) for n, s in self.deployer.current_specs.items()}
+            order = dependency_order(recipes)
+        except RoostError as err:
+            log.warning("cannot tell the dependents of %s: %s", name, err)
+            return []
+        found = {name}
+        for n in order:
+            if n not in found and any(d in found and dep.dependency_type == "HARD"
+                                      for d, dep in recipes[n].dependencies.items()):
+                found.add(n)
+        return [n for n in order if n in found and n != name]
+
     def _token_for(self, name: str) -> str:
         token = self._tokens.get(name)
         if token is None:
@@ -282,13 +297,25 @@ class Agent:
         if operation == "RestartComponent":
             name = _name(request)
             self._require_component(name)
+            dependents = self._hard_dependents(name)
             await self.supervisor.restart(name)
-            return {"restartStatus": "SUCCEEDED", "message": f"{name} restarted"}
+            for dependent in dependents:  # as on Greengrass: HARD dependents restart with it, SOFT ones do not
+                try:
+                    await self.supervisor.restart(dependent)
+                except RoostError as err:
+                    log.warning("%s (HARD dependent of %s) did not restart: %s", dependent, name, err)
+            return {"restartStatus": "SUCCEEDED", "message": f"{name} restarted" + _with(dependents)}
         if operation == "StopComponent":
             name = _name(request)
             self._require_component(name)
+            dependents = self._hard_dependents(name)
+            for dependent in reversed(dependents):  # HARD dependents stop first, as on Greengrass
+                try:
+                    await self.supervisor.stop(dependent)
+                except RoostError as err:
+                    log.warning("%s (HARD dependent of %s) did not stop: %s", dependent, name, err)
             await self.supervisor.stop(name)
-            return {"stopStatus": "SUCCEEDED", "message": f"{name} stopped"}
+            return {"stopStatus": "SUCCEEDED", "message": f"{name} stopped" + _with(dependents)}
         if operation == "CreateLocalDeployment":
             return {"deploymentId": self.deployer.submit(request).id}
         if operation == "GetLocalDeploymentStatus":
@@ -355,6 +382,10 @@ async def run_agent(paths: AgentPaths, thing_name: str | None, *, component_defa
             await agent.run_until_stopped()
         finally:
             await agent.close()
+
+
+def _with(dependents: list[str]) -> str:
+    return f", with its HARD dependent(s) {', '.join(dependents)}" if dependents else ""
 
 
 __all__ = ["CLI_PRINCIPAL", "Agent", "AgentError", "run_agent"]
