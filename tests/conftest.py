@@ -9,6 +9,7 @@ every test that uses a fixture of :data:`SLOW_FIXTURES` (see :func:`pytest_colle
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -178,13 +179,21 @@ def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path / "root")
 
 
-@pytest.fixture
-def agent(cli: Cli) -> Iterator[Cli]:
-    """A real agent process on a fresh root, stopped (and checked stopped) at teardown."""
-    proc = cli.run("agent", "start", "--detach", "--thing-name", "test-device")
+@contextlib.contextmanager
+def running_agent(root: Path, thing_name: str = "test-device", *options: str) -> Iterator[Cli]:
+    """A real agent (``roost agent start --detach [options]``) on ``root``, stopped (and checked) at the end."""
+    cli = Cli(root)
+    proc = cli.run("agent", "start", "--detach", "--thing-name", thing_name, *options)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     try:
         yield cli
     finally:
         stop = cli.run("agent", "stop")
         assert stop.returncode == 0, stop.stderr
+
+
+@pytest.fixture
+def agent(cli: Cli) -> Iterator[Cli]:
+    """A real agent process on a fresh root, stopped (and checked stopped) at teardown."""
+    with running_agent(cli.root) as running:
+        yield running

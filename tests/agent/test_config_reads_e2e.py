@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.agent.helpers import Workspace, wait_until
-from tests.conftest import Cli, require_module
+from tests.conftest import Cli, require_module, running_agent
 
 pytestmark = pytest.mark.slow
 
@@ -105,13 +105,8 @@ def test_any_component_reads_and_watches_another_by_default(agent: Cli, tmp_path
 
 @pytest.fixture
 def strict_agent(cli: Cli) -> Iterator[Cli]:
-    proc = cli.run("agent", "start", "--detach", "--thing-name", "test-device", "--strict-config-reads")
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    try:
-        yield cli
-    finally:
-        stop = cli.run("agent", "stop")
-        assert stop.returncode == 0, stop.stderr
+    with running_agent(cli.root, "test-device", "--strict-config-reads") as running:
+        yield running
 
 
 def test_strict_mode_refuses_reads_of_others_unless_granted(strict_agent: Cli, tmp_path: Path) -> None:

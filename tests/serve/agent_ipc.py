@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from pathlib import Path
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from roost.ipc.client import IpcClient
 from roost.ipc.errors import IpcTimeoutError
-from tests.conftest import Cli
+from tests.conftest import Cli, running_agent
 
-
-@contextmanager
-def running_agent(root: Path, thing_name: str) -> Iterator[Cli]:
-    """A real agent (``roost agent start --detach``) on ``root``, stopped (and checked) at the end."""
-    cli = Cli(root)
-    proc = cli.run("agent", "start", "--detach", "--thing-name", thing_name)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    try:
-        yield cli
-    finally:
-        stop = cli.run("agent", "stop")
-        assert stop.returncode == 0, stop.stderr
+__all__ = ["agent_client", "running_agent", "until_serving"]
 
 
 @asynccontextmanager
