@@ -9,8 +9,8 @@ from typing import Any
 
 import psutil
 
+from roost.agent.component_spec import ComponentSpec, StepSpec
 from roost.agent.states import ComponentState
-from roost.agent.supervisor import ComponentSpec, StepSpec
 
 Step = str | StepSpec | None
 

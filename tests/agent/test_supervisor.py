@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from roost.agent.component_spec import StepSpec
 from roost.agent.errors import (
     ComponentBusyError,
     ComponentNotFoundError,
@@ -21,7 +22,7 @@ from roost.agent.errors import (
     LifecycleTimeoutError,
 )
 from roost.agent.states import ComponentState
-from roost.agent.supervisor import StepSpec, Supervisor
+from roost.agent.supervisor import Supervisor
 from roost.errors import InvalidInputError
 
 from .supervisor_helpers import Recorder, gone, make_spec, read_pid, wait_gone

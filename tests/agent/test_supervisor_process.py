@@ -12,11 +12,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+from roost.agent.component_spec import StepSpec
 from roost.agent.errors import LifecycleTimeoutError
 from roost.agent.logfile import RotatingLog
 from roost.agent.process import ManagedProcess, kill_process_group, run_script, run_step, skip_step
 from roost.agent.states import ComponentState
-from roost.agent.supervisor import StepSpec, Supervisor
+from roost.agent.supervisor import Supervisor
 from roost.errors import InvalidInputError
 
 from .supervisor_helpers import Recorder, gone, make_spec, read_pid, wait_gone

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from roost.agent.component_spec import ComponentSpec
 from roost.agent.configuration import get_path, merge_at
 from roost.agent.deployer import Deployer
 from roost.agent.errors import AgentError
@@ -27,7 +28,7 @@ from roost.agent.process import reap_journal
 from roost.agent.specs import SpecContext, build_spec
 from roost.agent.states import ComponentState
 from roost.agent.store import ComponentRecord, Store
-from roost.agent.supervisor import ComponentSpec, Supervisor
+from roost.agent.supervisor import Supervisor
 from roost.agent.users import Isolation
 from roost.agent.workspace import Workspace
 from roost.errors import InvalidInputError, NotFoundError, RoostError

@@ -30,13 +30,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from roost.agent.artifacts import install_artifacts
+from roost.agent.component_spec import ComponentSpec
 from roost.agent.configuration import apply_update, deep_merge
 from roost.agent.errors import DeploymentError
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
 from roost.agent.states import ComponentState
 from roost.agent.store import ComponentRecord, DeploymentRecord, Store
-from roost.agent.supervisor import ComponentSpec, Supervisor
+from roost.agent.supervisor import Supervisor
 from roost.errors import ConflictError, InvalidInputError, RoostError
 from roost.recipe import Recipe, current_platform, dependency_order, load_recipe_dir
 from roost.recipe.resolve import BUILTINS, resolution

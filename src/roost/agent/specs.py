@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roost import GGC_COMPAT_VERSION
+from roost.agent.component_spec import ComponentSpec, StepSpec
 from roost.agent.paths import AgentPaths
-from roost.agent.supervisor import ComponentSpec, StepSpec
 from roost.agent.users import Isolation
 from roost.agent.workspace import Workspace
 from roost.recipe import (
@@ -26,6 +26,7 @@ from roost.recipe import (
     LifecycleStep,
     Recipe,
     SelectedRecipe,
+    StepKind,
     interpolate_lifecycle,
 )
 
@@ -34,7 +35,6 @@ from roost.recipe import (
 _PASS_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL",
                  "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
-DEFAULT_TIMEOUTS = {"install": 120.0, "startup": 120.0, "shutdown": 15.0, "recover": 60.0}
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,16 @@ def build_spec(recipe: Recipe, configuration: Mapping[str, Any], svcuid: str, ct
     return ComponentSpec(
         name=recipe.name, version=recipe.version,
         install=_step(lifecycle.install, "install"), startup=_step(lifecycle.startup, "startup"),
-        run=_step(lifecycle.run, None), shutdown=_step(lifecycle.shutdown, "shutdown"),
+        run=_step(lifecycle.run, "run"), shutdown=_step(lifecycle.shutdown, "shutdown"),
         recover=_step(lifecycle.recover, "recover"),
         env=env, work_dir=paths.work(recipe.name), log_path=paths.log_file(recipe.name),
         error_reset_time=ctx.error_reset_time, restart_backoff=ctx.restart_backoff, run_as=run_as)
 
 
-def _step(step: LifecycleStep | None, kind: str | None) -> StepSpec | None:
+def _step(step: LifecycleStep | None, kind: StepKind) -> StepSpec | None:
     if step is None:
         return None
-    timeout = step.timeout if step.timeout is not None else (DEFAULT_TIMEOUTS[kind] if kind else None)
+    timeout = step.effective_timeout(kind)
     return StepSpec(script=step.script, timeout=timeout, setenv=dict(step.setenv), skipif=step.skipif,
                     requires_privilege=step.requires_privilege)
 

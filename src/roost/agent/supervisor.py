@@ -18,27 +18,18 @@ that doubles with each error in the window (``restart_backoff = (initial, max)``
 half the delay is random). A failed Recover counts as one more error; the restart still follows
 unless that made the component BROKEN.
 
-**Timeouts.** Install, Startup, Shutdown and Recover have the step's ``Timeout`` or, when it is
-``None``, the Greengrass defaults of :data:`DEFAULT_TIMEOUTS`; Run has no timeout unless the
-recipe sets one (then it is stopped and counts as an error when it runs longer). Terminating
-processes waits ``stop_grace`` seconds between SIGTERM and SIGKILL. ``wait_for`` always has a
-timeout. Cancelling any supervisor call or task kills the processes it owns.
+**Timeouts.** Install, Startup, Shutdown and Recover have the step's ``Timeout`` or the Greengrass
+default (:meth:`StepSpec.effective_timeout <roost.agent.component_spec.StepSpec.effective_timeout>`);
+Run has none unless the recipe sets one (then running longer counts as an error). SIGTERM is
+followed by SIGKILL after ``stop_grace`` s. Cancelling any supervisor call or task kills the
+processes it owns.
 
-**Environment.** A step gets ``spec.env`` overridden by the step's ``Setenv`` (plus the
-``ROOST_PROCESS_TAG`` marker used to find its processes), runs in ``spec.work_dir`` (created if
-missing) and writes its output to ``spec.log_path``.
-
-**Users.** A step runs as ``spec.run_as`` (the component's user, see :mod:`roost.agent.users`),
-or as the agent's user when that is None. ``RequiresPrivilege: true`` steps run as the agent's
-user (root when isolation is on). When the agent is not root and a step asks for privilege, the
-step runs anyway, unprivileged, and a warning is logged once per component: a step that really
-needs root then fails with its own error. Before Install and before each start, ``prepare(spec)``
-makes the component's folders ready for its user (the agent chowns its work folder and creates
-its Python environment).
-
-**Process journal.** Every process is written to ``journal`` before it is spawned and removed
-once nothing of it is alive (see :mod:`roost.agent.process`), so a restarted agent finds the
-leftovers of a crashed one.
+**Steps.** A step runs in ``spec.work_dir`` with :meth:`~roost.agent.component_spec.ComponentSpec.step_env`,
+as :meth:`~roost.agent.component_spec.ComponentSpec.step_user`, its output in ``spec.log_path``;
+``prepare(spec)`` readies the folders first (the agent chowns the work folder and creates the
+Python environment). A privileged step of an agent that is not root runs unprivileged, with a
+warning once per component. Every process goes to ``journal`` before it is spawned (see
+:mod:`roost.agent.process`), so a restarted agent finds a crashed one's leftovers.
 
 Every state change goes through :func:`~roost.agent.states.check_transition`, is logged once at
 INFO with its reason and is passed to ``on_state(name, old, new, reason)``.
@@ -50,14 +41,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from roost.agent.component_spec import ComponentSpec, StepSpec, make_work_dir
 from roost.agent.errors import (
     ComponentBusyError,
     ComponentNotFoundError,
@@ -73,61 +63,18 @@ from roost.agent.process import (
     ProcessJournal,
     StepResult,
     run_step,
-    skip_step,
 )
 from roost.agent.states import ComponentState, check_transition
-from roost.agent.users import RunAs
 from roost.errors import InvalidInputError, RoostError
 
 logger = logging.getLogger(__name__)
 
 S = ComponentState
 
-#: Timeouts (seconds) of the one-shot steps whose ``timeout`` is None (the Greengrass defaults).
-DEFAULT_TIMEOUTS: Mapping[str, float] = {
-    "install": 120.0, "startup": 120.0, "shutdown": 15.0, "recover": 60.0,
-}
-
 #: After Startup exits, how long to wait for its output: daemons it started keep the pipes open.
 STARTUP_DRAIN = 0.1
 
 StateCallback = Callable[[str, ComponentState, ComponentState, "str | None"], None]
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    """One lifecycle step of a recipe, after interpolation."""
-
-    script: str
-    timeout: float | None
-    setenv: Mapping[str, str] = field(default_factory=dict)
-    skipif: str | None = None
-    requires_privilege: bool = False
-
-
-@dataclass(frozen=True)
-class ComponentSpec:
-    """Everything the supervisor needs to run one component version."""
-
-    name: str
-    version: str
-    install: StepSpec | None
-    startup: StepSpec | None
-    run: StepSpec | None
-    shutdown: StepSpec | None
-    recover: StepSpec | None
-    env: Mapping[str, str]
-    work_dir: Path
-    log_path: Path
-    error_reset_time: float = 3600.0
-    max_errors: int = 3
-    restart_backoff: tuple[float, float] = (1.0, 60.0)
-    #: The user its steps run as (None: the agent's own user).
-    run_as: RunAs | None = None
-
-
-def _make_work_dir(spec: ComponentSpec) -> None:
-    spec.work_dir.mkdir(parents=True, exist_ok=True)
 
 
 _Waiter = tuple[frozenset[ComponentState], "asyncio.Future[ComponentState]"]
@@ -161,7 +108,7 @@ class Supervisor:
 
     def __init__(self, on_state: StateCallback | None = None, clock: Callable[[], float] = time.monotonic,
                  *, stop_grace: float = DEFAULT_GRACE, journal: ProcessJournal | None = None,
-                 prepare: Callable[[ComponentSpec], None] = _make_work_dir) -> None:
+                 prepare: Callable[[ComponentSpec], None] = make_work_dir) -> None:
         self._on_state = on_state
         self._clock = clock
         self.stop_grace = stop_grace
@@ -439,7 +386,7 @@ class Supervisor:
             self._prepare(spec)
             proc = await ManagedProcess.spawn(step.script, env=self._env(comp, step_name, step),
                                               cwd=spec.work_dir, log=comp.log, name=spec.name, step=step_name,
-                                              run_as=self._run_as(comp, step), journal=self._journal)
+                                              run_as=comp.spec.step_user(step), journal=self._journal)
         except (OSError, RoostError) as err:
             error = LifecycleStepError(spec.name, step_name, None, [str(err)])
             self._record_error(comp, str(error))
@@ -450,7 +397,7 @@ class Supervisor:
             comp.monitor = self._spawn_task(self._monitor_run(comp, proc, epoch, run.timeout),
                                             f"roost-run-{spec.name}")
             return
-        timeout = self._timeout("startup", step)
+        timeout = step.effective_timeout("startup")
         try:
             code = await asyncio.wait_for(proc.wait(drain=STARTUP_DRAIN), timeout)
         except TimeoutError:
@@ -570,7 +517,7 @@ class Supervisor:
                     epoch = comp.epoch
                     if comp.state is S.BROKEN:
                         return
-            delay = self._backoff(comp)
+            delay = spec.restart_delay(len(comp.errors))
             logger.info("%s: restarting in %.2f s (%d error(s) within %g s)", spec.name, delay,
                         len(comp.errors), spec.error_reset_time)
             await asyncio.sleep(delay)
@@ -623,45 +570,27 @@ class Supervisor:
         if schedule and not self._closed and (comp.recovery is None or comp.recovery.done()):
             comp.recovery = self._spawn_task(self._recover(comp, comp.epoch), f"roost-recover-{spec.name}")
 
-    def _backoff(self, comp: _Component) -> float:
-        initial, cap = comp.spec.restart_backoff
-        delay = min(cap, initial * 2.0 ** max(0, len(comp.errors) - 1))
-        return delay / 2 + random.uniform(0, delay / 2)
-
     def _env(self, comp: _Component, step_name: str, step: StepSpec) -> dict[str, str]:
         if step.requires_privilege and not comp.privilege_warned and os.geteuid() != 0:
             comp.privilege_warned = True
             logger.warning("%s: the %s step requires privilege but the agent is not root; "
                            "running it as the agent's user", comp.spec.name, step_name)
-        env = dict(comp.spec.env)
-        env.update(step.setenv)
-        return env
+        return comp.spec.step_env(step)
 
     @staticmethod
-    def _run_as(comp: _Component, step: StepSpec) -> RunAs | None:
-        return None if step.requires_privilege else comp.spec.run_as
-
-    def _runnable(self, comp: _Component, step_name: str, step: StepSpec | None) -> StepSpec | None:
+    def _runnable(comp: _Component, step_name: str, step: StepSpec | None) -> StepSpec | None:
         """``step`` unless it is absent or its Skipif says to skip it."""
-        if step is None:
-            return None
-        env = dict(comp.spec.env)
-        env.update(step.setenv)
-        if skip_step(step.skipif, env, comp.spec.work_dir):
+        if step is not None and comp.spec.skips(step):
             logger.info("%s: %s step skipped (%s)", comp.spec.name, step_name, step.skipif)
             return None
         return step
-
-    @staticmethod
-    def _timeout(step_name: str, step: StepSpec) -> float:
-        return step.timeout if step.timeout is not None else DEFAULT_TIMEOUTS[step_name]
 
     async def _run_oneshot(self, comp: _Component, step_name: str, step: StepSpec) -> StepResult | None:
         """Run a one-shot step; None if skipped. Raises LifecycleTimeoutError/LifecycleStepError."""
         spec = comp.spec
         if self._runnable(comp, step_name, step) is None:
             return None
-        timeout = self._timeout(step_name, step)
+        timeout = step.effective_timeout(step_name)
         try:
             self._prepare(spec)
         except (OSError, RoostError) as err:
@@ -669,7 +598,7 @@ class Supervisor:
         try:
             result = await run_step(step.script, env=self._env(comp, step_name, step), cwd=spec.work_dir,
                                     log=comp.log, timeout=timeout, name=spec.name, step=step_name,
-                                    grace=self.stop_grace, run_as=self._run_as(comp, step), journal=self._journal)
+                                    grace=self.stop_grace, run_as=comp.spec.step_user(step), journal=self._journal)
         except OSError as err:
             raise LifecycleStepError(spec.name, step_name, None, [str(err)]) from err
         logger.info("%s: %s step exited with code %d", spec.name, step_name, result.exit_code)

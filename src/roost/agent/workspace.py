@@ -35,9 +35,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import roost
+from roost.agent.component_spec import ComponentSpec
 from roost.agent.errors import AgentError
 from roost.agent.paths import AgentPaths
-from roost.agent.supervisor import ComponentSpec
 from roost.agent.users import Isolation, RunAs
 
 logger = logging.getLogger(__name__)
