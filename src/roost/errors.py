@@ -26,7 +26,8 @@ that every class is drawn here::
     │   └── LifecycleStepError             LIFECYCLE_STEP_FAILED      agent.errors
     ├── AgentNotRunningError               AGENT_NOT_RUNNING          cli.local
     ├── ConflictError                      CONFLICT                   errors
-    │   └── ComponentBusyError             COMPONENT_BUSY             agent.errors             also AgentError
+    │   ├── ComponentBusyError             COMPONENT_BUSY             agent.errors             also AgentError
+    │   └── DirectChannelUnavailableError  DIRECT_CHANNEL_UNAVAILABLE agent.errors             also AgentError
     ├── InvalidInputError                  INVALID_INPUT              errors
     │   ├── PosixUserError                 POSIX_USER_INVALID         agent.errors             also AgentError
     │   ├── RecipeError                    RECIPE_INVALID             recipe.errors
@@ -215,6 +216,8 @@ CODES: dict[str, dict[str, str]] = {
         "INVALID_SKIPIF": "A lifecycle Skipif is neither 'onpath <exe>' nor 'exists <file>'.",
         "INVALID_STATE": "A component reported a state it may not set (only RUNNING or ERRORED).",
         "INVALID_TRANSITION": "The supervisor refused a component state transition.",
+        "DIRECT_CHANNEL_UNAVAILABLE": ("A direct request/reply channel cannot be granted (several subscribers, no "
+                                       "offer, a policy); the client publishes through the agent instead."),
         "IPC_NOT_AUTHENTICATED": "An IPC call before a successful CONNECT.",
         "IPC_STREAM_LIMIT": "A component opened more IPC streams than its cap; close some and retry.",
         "LIFECYCLE_STEP_FAILED": "A lifecycle step (Install, Startup, Run, ...) exited non-zero.",

@@ -217,6 +217,8 @@ class Agent:
             if name in self._applied_configs and self._applied_configs[name] != record.configuration:
                 self._notify_config(name, [])
         self._applied_configs = {n: r.configuration for n, r in records.items()}
+        # Policies may have changed: direct request/reply channels no longer allowed end now.
+        self.server.direct.recheck()
 
     def _on_state(self, name: str, old: ComponentState, new: ComponentState, reason: str | None) -> None:
         self._record_state(name)
