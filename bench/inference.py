@@ -38,7 +38,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +46,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from common import HERE, REPO, SHARED, Agent, Workspace, log, pubsub_acl
+from common import HERE, REPO, SHARED, Agent, Workspace, bench_tmp, log, pubsub_acl
 
 PEERS = SHARED / "peers" / "peers_inference.py"
 MODEL = SHARED / "seed-data" / "xgboost_wine_quality.json"
@@ -327,7 +326,8 @@ class Bench:
 
     def add_serve(self, name: str, max_batch: int) -> Path:
         stats = self.tmp / f"stats-{name}.json"
-        run = (f"python3 -u {{artifacts:path}}/{COMPONENT_SCRIPT.name} serve {stats} --model {MODEL} "
+        # The bench's own interpreter (roost.serve, uvloop): a component's venv holds only roost.ipc.
+        run = (f"{sys.executable} -u {{artifacts:path}}/{COMPONENT_SCRIPT.name} serve {stats} --model {MODEL} "
                f"--engine {self.a.engine} --name wine-quality --version 1.0.0 --max-batch {max_batch} "
                f"--cache-dir {self.cache}")
         self.ws.component(name, run, {"accessControl": pubsub_acl(name, ["local/inference", "local/result",
@@ -348,7 +348,7 @@ class Bench:
                 "probeSeconds": self.a.phase_timeout / 2, "loop": self.a.requester_loop}
         conf_file = self.tmp / f"conf-{name}.json"
         conf_file.write_text(json.dumps(conf))
-        run = f"python3 -u {{artifacts:path}}/{COMPONENT_SCRIPT.name} {role} {conf_file}"
+        run = f"{sys.executable} -u {{artifacts:path}}/{COMPONENT_SCRIPT.name} {role} {conf_file}"
         self.ws.component(name, run, {"accessControl": pubsub_acl(name, [conf["topic"], "roost/reply/*"])})
         return result
 
@@ -673,7 +673,8 @@ def main() -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
-    tmp = Path(tempfile.mkdtemp(prefix="roost-bench-inf-"))
+    tmp = bench_tmp("roost-bench-inf-")
+    os.chmod(tmp, 0o1777)  # components (other users) write their stats and results here
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": platform.python_version(), "cpus": os.cpu_count(),
         "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()), "mode": "quick" if q else "full",

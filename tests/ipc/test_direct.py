@@ -10,6 +10,7 @@ import asyncio
 import copy
 import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from roost.agent.ipc import IpcServer
 from roost.ipc.client import IpcClient, Received
 from roost.ipc.errors import ConflictIpcError, InvalidArgumentsIpcError
+from tests.conftest import require_module
 
 from .conftest import COMP_A, ClientFactory, MemoryCore
 
@@ -157,3 +159,27 @@ async def test_an_unauthorised_requester_gets_no_channel(connect: ClientFactory)
     requester = await connect("tok-a")  # COMP_A may not publish to other/topic
     with pytest.raises(ConflictIpcError, match="may not publish"):
         await requester.call("roost#OpenDirectChannel", {"topic": "other/topic", "replyTopic": "roost/reply/x"})
+
+
+def test_direct_channels_under_uvloop(sock_dir: Path) -> None:
+    """uvloop refuses abstract socket names in create_unix_connection: the client connects its own socket."""
+    uvloop = require_module("uvloop")
+
+    async def scenario() -> tuple[list[int], int, int]:
+        server = IpcServer(sock_dir / "uv.socket", MemoryCore())
+        await server.start()
+        try:
+            published = count_publishes(server, TOPIC)
+            responder = await IpcClient.connect(str(server.socket_path), "tok-b")
+            await responder_on(responder)
+            requester = await IpcClient.connect(str(server.socket_path), "tok-a", direct=True)
+            replies = [(await requester.request(TOPIC, {"n": n}, timeout=2))["echo"] for n in range(5)]
+            granted = server.direct.channel_count
+            await requester.close()
+            await responder.close()
+            return replies, granted, published()
+        finally:
+            await server.stop()
+
+    replies, granted, published = uvloop.run(scenario())
+    assert replies == list(range(5)) and granted == 1 and published == 0

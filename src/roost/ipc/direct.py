@@ -35,7 +35,7 @@ from typing import Any, Final, Protocol
 
 from roost.ipc import rpc
 from roost.ipc.errors import IpcError
-from roost.ipc.protocol import _dumps, _loads
+from roost.ipc.protocol import _connect_socket, _dumps, _loads
 from roost.ipc.subscriptions import Received, Subscription
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ TOKEN_WAIT_S: Final = 5.0
 #: A revoked channel stays open this long for replies in flight.
 GRACE_S: Final = 1.0
 #: After the agent refuses a channel for a topic, requests go through the agent this long before asking again.
-RETRY_S: Final = 5.0
+RETRY_S: Final = 1.0
 #: Connections on the responder's socket that have not shown a valid token yet, at most.
 MAX_UNAUTHENTICATED: Final = 16
 #: Largest frame either end accepts (the agent's own payload limit).
@@ -337,10 +337,11 @@ class DirectEnds:
             self._owner._end_stream(sid)
             raise IpcError(f"malformed OpenDirectChannel answer: {answer!r}", code="PROTOCOL_ERROR")
         try:
+            # A socket of our own: uvloop's create_unix_connection refuses abstract names.
+            sock = _connect_socket("\0" + address[1:])
             async with asyncio.timeout(timeout):
                 _, frames = await self._loop.create_unix_connection(
-                    lambda: _Frames(self._on_requester_frame, lambda f: self._drop(topic, channel)),
-                    path="\0" + address[1:],
+                    lambda: _Frames(self._on_requester_frame, lambda f: self._drop(topic, channel)), sock=sock
                 )
         except BaseException:
             self._owner._end_stream(sid)
