@@ -367,6 +367,11 @@ class Deployer:
             await asyncio.sleep(settle)
             self._raise_if_failed()
 
+    @property
+    def busy(self) -> bool:
+        """A deployment is being applied now."""
+        return self._running is not None
+
     def order_of(self, specs: Mapping[str, ComponentSpec]) -> list[str]:
         """Dependency order (dependencies first) of the components in ``specs``."""
         try:
