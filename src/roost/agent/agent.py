@@ -25,6 +25,7 @@ from roost.agent.ipc import IpcLimits, IpcServer
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
 from roost.agent.process import reap_journal
+from roost.agent.secrets import DeviceSecretStore
 from roost.agent.specs import SpecContext, build_spec
 from roost.agent.states import ComponentState
 from roost.agent.store import ComponentRecord, Store
@@ -75,6 +76,9 @@ class Agent:
         self._stopping = asyncio.Event()
         self._cli_token = ""
         self.hub_sync: HubSync | None = None
+        #: Secrets the hub deployed to this device (sealed in ROOT/secrets; GetSecretValue).
+        self.secrets = DeviceSecretStore(paths.root / "secrets")
+        self.secrets.load()
         self._applied_configs: dict[str, dict[str, Any]] = {
             n: r.configuration for n, r in self.deployer.live.items()}
 
@@ -244,6 +248,9 @@ class Agent:
 
     def is_privileged(self, principal: str) -> bool:
         return principal == CLI_PRINCIPAL
+
+    def secret_store(self) -> DeviceSecretStore:
+        return self.secrets
 
     async def get_configuration(self, principal: str, component: str, key_path: list[str]) -> Any:
         return get_path(self._live(component).configuration, key_path)
