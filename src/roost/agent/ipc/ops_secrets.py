@@ -24,6 +24,7 @@ SECRETS_SERVICE: Final = "aws.greengrass.SecretManager"
 
 
 async def _get_secret_value(conn: ConnectionSide, sid: int, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+    conn.require_principal()
     secret_id, version_id, version_stage = check_request(
         request.get("secretId"), request.get("versionId"), request.get("versionStage"))
     store = conn.core.secret_store()
