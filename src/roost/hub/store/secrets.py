@@ -22,6 +22,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,17 @@ class CloudSecret:
 
     name: str
     labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A version row read out of its transaction."""
+
+    version_id: str
+    stages: tuple[str, ...]
+    binary: bool
+    sealed: bytes
+    created_at: datetime
 
 
 @dataclass
@@ -169,7 +181,7 @@ def _aad(name: str, version_id: str) -> bytes:
 
 
 def _info(name: str, rows: list[SecretVersionRow]) -> Secret:
-    rows = sorted(rows, key=lambda r: r.created_at, reverse=True)
+    rows = sorted(rows, key=lambda r: CURRENT not in r.stages)  # AWSCURRENT first
     return Secret(name=name, versions=[SecretVersion(version_id=r.version_id, stages=list(r.stages),
                                                      created_at=r.created_at, binary=r.binary) for r in rows])
 
@@ -257,7 +269,7 @@ class SecretStore(StoreBase):
         """The secrets the device's deployments in effect name, with their values (see the module doc)."""
         key = self._key()
 
-        def run(s: Session) -> tuple[SecretManagerConfig, dict[str, list[SecretVersionRow]]]:
+        def run(s: Session) -> tuple[SecretManagerConfig, dict[str, list[_Row]]]:
             refs = desired.device_refs(s, [device_id])
             if device_id not in refs:
                 raise AuthenticationError("this device was revoked; enrol it again", code="DEVICE_REVOKED")
@@ -267,13 +279,14 @@ class SecretStore(StoreBase):
                 config.secrets.extend(part.secrets)
                 if part.refresh_minutes is not None:
                     config.refresh_minutes = part.refresh_minutes
-            rows: dict[str, list[SecretVersionRow]] = {}
+            rows: dict[str, list[_Row]] = {}
             if config.secrets:
                 names = list(s.scalars(select(SecretVersionRow.name).distinct()))
                 wanted = {resolve_secret_id(c.name, names) for c in config.secrets} - {None}
                 for row in s.scalars(select(SecretVersionRow).where(SecretVersionRow.name.in_(sorted(
                         n for n in wanted if n is not None)))):
-                    rows.setdefault(row.name, []).append(row)
+                    rows.setdefault(row.name, []).append(_Row(row.version_id, tuple(row.stages), row.binary,
+                                                              row.sealed, row.created_at))
             return config, rows
         config, rows = self._read(run)
         out = DeviceSecrets(refresh_minutes=config.refresh_minutes)
@@ -290,7 +303,7 @@ class SecretStore(StoreBase):
             stages.setdefault(stored, {CURRENT}).update(entry.labels)
         for name in order:
             versions = []
-            for row in sorted(rows[name], key=lambda r: r.created_at, reverse=True):
+            for row in sorted(rows[name], key=lambda r: CURRENT not in r.stages):  # AWSCURRENT first
                 if not stages[name] & set(row.stages):
                     continue
                 try:
