@@ -84,7 +84,7 @@ def secret_list(hub: HubOpt = None, token: TokenOpt = None, as_json: JsonOpt = F
         return
     rows = [(s.name, v.version_id, ", ".join(v.stages), "binary" if v.binary else "string",
              v.created_at.isoformat(timespec="seconds")) for s in secrets for v in s.versions]
-    table("Secrets", ["name", "version", "stages", "kind", "created"], rows, ids=("name", "version"))
+    table("Secrets", ["name", "version", "stages", "kind", "created"], rows, ids=("version",))
 
 
 @app.command("delete")
