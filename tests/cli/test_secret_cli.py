@@ -36,7 +36,8 @@ def test_put_list_delete_never_print_the_value(hub_server: HubServer, tmp_path: 
     assert [v["stages"] for v in info["versions"]] == [["AWSCURRENT"], ["AWSPREVIOUS"]]
     binary = tmp_path / "blob.bin"
     binary.write_bytes(b"\x00\xff\xfe")
-    assert run("secret", "put", "tls/key", "--value-file", str(binary), "--binary", *hub_args(hub_server)).exit_code == 0
+    put_binary = run("secret", "put", "tls/key", "--value-file", str(binary), "--binary", *hub_args(hub_server))
+    assert put_binary.exit_code == 0
     listed = run("secret", "list", *hub_args(hub_server), "--json")
     assert listed.exit_code == 0
     secrets = {s["name"]: s for s in json.loads(listed.output)}

@@ -90,7 +90,8 @@ def test_bad_names_and_values_are_refused(store: Store) -> None:
         with pytest.raises(InvalidNameError) as err:
             store.put_secret(name, SecretPut(secret_string="v"))
         assert err.value.code == "INVALID_SECRET_NAME" and where in err.value.message
-    for body, where in ((SecretPut(), "exactly one"), (SecretPut(secret_string="a", secret_binary="YQ=="), "exactly one"),
+    for body, where in ((SecretPut(), "exactly one"),
+                        (SecretPut(secret_string="a", secret_binary="YQ=="), "exactly one"),
                         (SecretPut(secret_binary="not base64!"), "not valid base64"),
                         (SecretPut(secret_string=""), "empty"),
                         (SecretPut(secret_string="x" * 65537), "at most 65536 bytes")):
