@@ -94,6 +94,7 @@ def _plaintext_in(paths: list[Path]) -> list[Path]:
 
 def test_components_read_deployed_secrets_sealed_and_offline(hub: Hub, tmp_path: Path) -> None:
     require_module("awsiot.greengrasscoreipc.clientv2")
+    assert stat.S_IMODE((hub.root / "secrets.key").stat().st_mode) == 0o600  # made by `roost hub init`
     (tmp_path / "value").write_text(VALUE)
     put = roost(*hub.cli("secret", "put", ARN, "--value-file", str(tmp_path / "value")))
     assert put.returncode == 0 and VALUE not in put.stdout + put.stderr, put.stdout + put.stderr
