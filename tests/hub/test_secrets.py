@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -168,7 +169,9 @@ def test_arn_short_names() -> None:
 # -- REST API ------------------------------------------------------------------------------------
 
 
-def test_secret_routes_need_an_admin_token_and_never_answer_values(hub_server: HubServer) -> None:
+def test_secret_routes_need_an_admin_token_and_never_answer_values(
+        hub_server_factory: Callable[..., HubServer], db_url: str) -> None:
+    hub_server = hub_server_factory(db_url=db_url)
     credential = enroll_device(hub_server, "api-dev")
     path = f"/v1/secrets/{ARN}"
     with hub_server.client(token=None) as anonymous:

@@ -56,6 +56,14 @@ SDK = textwrap.dedent("""
         attempt("both", secret_id=sys.argv[1], version_id=got.version_id, version_stage="AWSCURRENT")
         attempt("unknown", secret_id="not-deployed")
     print("secrets done", flush=True)
+    if got is not None:  # the test rotates the value on the hub, then asks us to read it with refresh
+        import os, time
+        while not os.path.exists("rotate"):
+            time.sleep(0.1)
+        fresh = attempt("refresh", secret_id="db-password", refresh=True)
+        with open("rotated.part", "w") as fh:
+            fh.write(fresh.secret_value.secret_string if fresh is not None else "none")
+        os.replace("rotated.part", "rotated.out")
     threading.Event().wait()
 """)
 
@@ -142,6 +150,15 @@ def test_components_read_deployed_secrets_sealed_and_offline(hub: Hub, tmp_path:
         assert _plaintext_in(files) == []
         assert _plaintext_in(list(hub.root.rglob("*")) + list(tmp_path.glob("hub-*.log"))) == []
 
+        # A new value on the hub: a component asking with refresh gets it at once.
+        (tmp_path / "value2").write_text(VALUE + "-v2")
+        rotated = roost(*hub.cli("secret", "put", ARN, "--value-file", str(tmp_path / "value2")))
+        assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+        (root / "work" / READER / "rotate").touch()
+        wait_for((root / "work" / READER / "rotated.out").exists, what="the reader's refreshed read")
+        assert (root / "work" / READER / "rotated.out").read_text() == VALUE + "-v2"
+        (root / "work" / READER / "rotate").unlink()
+
         # The agent restarted while the hub is down serves the secret from its sealed copy.
         hub.kill()
         assert roost("agent", "stop", "--root", str(root)).returncode == 0
@@ -149,9 +166,10 @@ def test_components_read_deployed_secrets_sealed_and_offline(hub: Hub, tmp_path:
         restarted = roost("agent", "start", "--root", str(root), "--detach")
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
         wait_for(out.exists, timeout=60, what="the reader to read the secret with the hub down")
-        assert out.read_text() == VALUE
+        assert out.read_text() == VALUE + "-v2"
         agent_log = (root / "logs" / "agent.log").read_text()
         assert "cannot refresh the device's secrets from the hub" in agent_log
         assert VALUE not in agent_log
+        assert _plaintext_in([p for p in root.rglob("*") if "work" not in p.relative_to(root).parts]) == []
     finally:
         roost("agent", "stop", "--root", str(root))
