@@ -173,3 +173,32 @@ def test_components_read_deployed_secrets_sealed_and_offline(hub: Hub, tmp_path:
         assert _plaintext_in([p for p in root.rglob("*") if "work" not in p.relative_to(root).parts]) == []
     finally:
         roost("agent", "stop", "--root", str(root))
+
+
+def test_a_local_only_agent_has_no_secrets_and_says_so(tmp_path: Path) -> None:
+    """Without a hub there is no secret store: a local deployment's cloudSecrets deliver nothing (a note
+    says so) and GetSecretValue answers ResourceNotFoundError naming the secret."""
+    require_module("awsiot.greengrasscoreipc.clientv2")
+    allow = {"aws.greengrass.SecretManager": {f"{READER}:secrets:1": {
+        "operations": ["aws.greengrass#GetSecretValue"], "resources": ["*"]}}}
+    recipe, art = _recipe(tmp_path / "pkg", READER, allow)
+    recipes, artifacts = tmp_path / "recipes", tmp_path / "artifacts" / READER / "1.0.0"
+    recipes.mkdir()
+    artifacts.mkdir(parents=True)
+    (recipes / recipe.name).write_text(recipe.read_text())
+    (artifacts / "reader.py").write_text((art / "reader.py").read_text())
+    root = tmp_path / "local"
+    assert roost("agent", "start", "--root", str(root), "--detach", "--thing-name", "local-dev").returncode == 0
+    try:
+        config = {"aws.greengrass.SecretManager": {"MERGE": {"cloudSecrets": [{"arn": ARN}]}}}
+        out = roost("deployment", "create", "--root", str(root), "--recipe-dir", str(recipes), "--artifact-dir",
+                    str(tmp_path / "artifacts"), "--merge", f"{READER}=1.0.0", "--merge",
+                    "aws.greengrass.SecretManager=2.2.0", "--update-config", json.dumps(config), "--wait", "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        notes = "\n".join(json.loads(out.stdout)["deploymentStatusDetails"]["roostNotes"])
+        assert "aws.greengrass.SecretManager: a local deployment delivers no secrets" in notes, notes
+        log = root / "logs" / f"{READER}.log"
+        wait_for(lambda: log.exists() and "secrets done" in log.read_text(), what="the reader")
+        assert "by-name ResourceNotFoundError: secret db-password is not on this device" in log.read_text()
+    finally:
+        roost("agent", "stop", "--root", str(root))
