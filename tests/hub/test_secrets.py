@@ -202,3 +202,11 @@ def test_secret_routes_need_an_admin_token_and_never_answer_values(
     answer = httpx.get(hub_server.url + "/v1/device/secrets", headers={"Authorization": f"Bearer {credential}"})
     assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
     assert [(s["name"], s["versions"][0]["secret_string"]) for s in answer.json()["secrets"]] == [(ARN, VALUE)]
+
+
+def test_a_store_without_a_key_file_says_so(store: Store) -> None:
+    store.secret_key_path = None
+    store._secret_key = None
+    with pytest.raises(HubServerError) as err:
+        store.put_secret("x", SecretPut(secret_string="v"))
+    assert err.value.code == "SECRET_KEY_MISSING" and store.list_secrets() == []
