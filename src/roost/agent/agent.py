@@ -25,6 +25,7 @@ from roost.agent.ipc import IpcLimits, IpcServer
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
 from roost.agent.process import reap_journal
+from roost.agent.secrets import DeviceSecretStore
 from roost.agent.specs import SpecContext, build_spec
 from roost.agent.states import ComponentState
 from roost.agent.store import ComponentRecord, Store
@@ -78,6 +79,9 @@ class Agent:
         #: components that went ERRORED and have not been RUNNING since (see _on_state)
         self._recovering: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
+        #: Secrets the hub deployed to this device (sealed in ROOT/secrets; GetSecretValue).
+        self.secrets = DeviceSecretStore(paths.root / "secrets")
+        self.secrets.load()
         self._applied_configs: dict[str, dict[str, Any]] = {
             n: r.configuration for n, r in self.deployer.live.items()}
 
@@ -273,6 +277,9 @@ class Agent:
 
     def is_privileged(self, principal: str) -> bool:
         return principal == CLI_PRINCIPAL
+
+    def secret_store(self) -> DeviceSecretStore:
+        return self.secrets
 
     async def get_configuration(self, principal: str, component: str, key_path: list[str]) -> Any:
         return get_path(self._live(component).configuration, key_path)
