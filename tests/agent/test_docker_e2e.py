@@ -236,3 +236,36 @@ def test_image_that_cannot_be_pulled_fails_before_any_change(docker_agent: tuple
     assert details["deploymentFailureCause"] == "DOCKER_PULL_FAILED"
     assert missing in details["deploymentErrorStack"][0] and engine.host in details["deploymentErrorStack"][0]
     assert agent.json("component", "list") == []
+
+
+ENV_PRINT = ("env | grep -E '^(DOCKER_HOST|SVCUID|AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT|AWS_CONTAINER_[A-Z_]+)=' "
+             "| sed 's/^SVCUID=.*/SVCUID=(set)/' | sort; exec sleep 600")  # the token itself is never logged
+
+
+def test_no_engine_fails_the_deployment_naming_the_host(tmp_path: Path) -> None:
+    """No podman needed: the agent is pointed at a socket nobody serves; components still get DOCKER_HOST."""
+    host = f"unix://{tmp_path}/no-engine.sock"
+    with running_agent(tmp_path / "root", "test-device", "--docker-host", host) as agent:
+        ws = tmp_path / "ws"
+        _recipe(ws, "com.test.Env", ENV_PRINT)
+        out = _deploy(agent, ws, "--merge", "com.test.Env=1.0.0")  # no image: the engine is not needed
+        assert out["status"] == "SUCCEEDED", out
+        log = agent.root / "logs" / "com.test.Env.log"
+        wait_until(lambda: "SVCUID=(set)" in _text(log), what="the component's environment")
+        env = dict(ln.split("] ", 1)[1].split("=", 1) for ln in _text(log).splitlines() if "=" in ln)
+        # What Greengrass gives a container component to pass on, and the engine the agent uses;
+        # no AWS_CONTAINER_* (Roost serves no AWS credentials: docs/containers.md).
+        assert env == {"DOCKER_HOST": host, "SVCUID": "(set)",
+                       "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": str(agent.root / "ipc.socket")}
+
+        _recipe(ws, "com.test.Container", _docker_run("roost-test-never", "nginx:1.25", ""), image="nginx:1.25")
+        out = _deploy(agent, ws, "--merge", "com.test.Container=1.0.0")
+        details = out["deploymentStatusDetails"]
+        assert out["status"] == "FAILED" and details["detailedDeploymentStatus"] == "FAILED_NO_STATE_CHANGE", out
+        assert details["deploymentFailureCause"] == "DOCKER_UNAVAILABLE"
+        assert f"no Docker-compatible engine answers at {host} (from --docker-host)" in details["deploymentErrorStack"][0]
+        assert {c["componentName"]: c["state"] for c in agent.json("component", "list")} == {"com.test.Env": "RUNNING"}
+
+    bad = Cli(tmp_path / "other").run("agent", "start", "--detach", "--docker-host", "ssh://me@engine")
+    assert bad.returncode != 0 and "DOCKER_HOST_INVALID" in bad.stdout + bad.stderr, bad
+    assert "ssh://me@engine" in bad.stdout + bad.stderr
