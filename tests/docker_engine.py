@@ -53,7 +53,8 @@ def _missing() -> str | None:
     """What is missing for the container tests, or None."""
     for tool in ("podman", "runc"):
         if shutil.which(tool) is None:
-            return f"`{tool}` is not on PATH (scripts/setup-podman installs Debian's podman and runc; make pytest runs it)"
+            return (f"`{tool}` is not on PATH (scripts/setup-podman installs Debian's podman and runc; "
+                    "make pytest runs it)")
     if shutil.which("docker") is None:
         return "the `docker` CLI is not on PATH (the recipes under test run `docker run` / `docker load`)"
     conf = containers_conf()
@@ -198,8 +199,7 @@ def _image_inputs() -> tuple[list[Path], list[tuple[Path, str]]]:
     site = Path(awscrt.__file__).parent.parent
     packages = [(Path(awscrt.__file__).parent, "awscrt"), (Path(awsiot.__file__).parent, "awsiot"),
                 *[(p, p.name) for p in site.glob("_awscrt*.so")],
-                (REPO / "src" / "roost" / "ipc", "roost/ipc"), (REPO / "src" / "roost" / "errors.py", "roost/errors.py"),
-                (REPO / "src" / "roost" / "__init__.py", "roost/__init__.py")]
+                *[(REPO / "src" / "roost" / part, f"roost/{part}") for part in ("ipc", "errors.py", "__init__.py")]]
     return [python, stdlib], packages
 
 

@@ -7,7 +7,10 @@ the IPC wiring passed by hand (socket bind mount, ``SVCUID``, ``AWS_GG_NUCLEUS_D
 
 from __future__ import annotations
 
+import grp
 import json
+import os
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +34,7 @@ RESPONDER = textwrap.dedent("""
     from awsiot.greengrasscoreipc.model import BinaryMessage, PublishMessage
 
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # PID 1 of its container: `docker stop` ends it
-    image = open("%s").read()
+    image = open("IMAGE_MARKER").read()
     ipc = GreengrassCoreIPCClientV2()
 
     def answer(request):
@@ -48,7 +51,7 @@ RESPONDER = textwrap.dedent("""
     ipc.subscribe_to_topic(topic="test/request", on_stream_event=on_request)
     print("responder subscribed", flush=True)
     threading.Event().wait()
-""" % IMAGE_MARKER)
+""").replace("IMAGE_MARKER", IMAGE_MARKER)
 
 # A process component on the host, with Roost's own client: asks until the container answers.
 REQUESTER = textwrap.dedent("""
@@ -238,8 +241,9 @@ def test_image_that_cannot_be_pulled_fails_before_any_change(docker_agent: tuple
     assert agent.json("component", "list") == []
 
 
-ENV_PRINT = ("env | grep -E '^(DOCKER_HOST|SVCUID|AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT|AWS_CONTAINER_[A-Z_]+)=' "
-             "| sed 's/^SVCUID=.*/SVCUID=(set)/' | sort; exec sleep 600")  # the token itself is never logged
+# The variables a container component passes on; the token itself is never logged.
+ENV_PRINT = ("env | grep -E '^(DOCKER_HOST|SVCUID|AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT|"
+             "AWS_CONTAINER_[A-Z_]+)=' | sed 's/^SVCUID=.*/SVCUID=(set)/' | sort; exec sleep 600")
 
 
 def test_no_engine_fails_the_deployment_naming_the_host(tmp_path: Path) -> None:
@@ -263,9 +267,58 @@ def test_no_engine_fails_the_deployment_naming_the_host(tmp_path: Path) -> None:
         details = out["deploymentStatusDetails"]
         assert out["status"] == "FAILED" and details["detailedDeploymentStatus"] == "FAILED_NO_STATE_CHANGE", out
         assert details["deploymentFailureCause"] == "DOCKER_UNAVAILABLE"
-        assert f"no Docker-compatible engine answers at {host} (from --docker-host)" in details["deploymentErrorStack"][0]
+        said = details["deploymentErrorStack"][0]
+        assert f"no Docker-compatible engine answers at {host} (from --docker-host)" in said, said
         assert {c["componentName"]: c["state"] for c in agent.json("component", "list")} == {"com.test.Env": "RUNNING"}
 
     bad = Cli(tmp_path / "other").run("agent", "start", "--detach", "--docker-host", "ssh://me@engine")
     assert bad.returncode != 0 and "DOCKER_HOST_INVALID" in bad.stdout + bad.stderr, bad
     assert "ssh://me@engine" in bad.stdout + bad.stderr
+
+
+def test_floating_tag_is_pulled_again_and_falls_back_to_the_local_copy(docker_agent: tuple[Cli, PodmanEngine],
+                                                                        tmp_path: Path) -> None:
+    """``latest`` (or no tag) may move: pulled every time, as on Greengrass; offline, the device's copy is used."""
+    agent, engine = docker_agent
+    local = engine.tag("localhost/roost-test/floating:latest")
+    ws = tmp_path / "ws"
+    _recipe(ws, "com.test.Floating", {"Script": "docker image inspect localhost/roost-test/floating >/dev/null && "
+                                                "echo image-here; exec sleep 600", "RequiresPrivilege": True},
+            image="localhost/roost-test/floating")
+    out = _deploy(agent, ws, "--merge", "com.test.Floating=1.0.0")
+    assert out["status"] == "SUCCEEDED", out
+    notes = "\n".join(out["deploymentStatusDetails"]["roostNotes"])
+    assert f"com.test.Floating: {local} could not be refreshed" in notes and "the copy on the device is used" in notes
+    wait_until(lambda: "image-here" in _text(agent.root / "logs" / "com.test.Floating.log"),
+               what="the component's docker CLI to see the image")
+    out = _deploy(agent, ws, "--remove", "com.test.Floating")
+    assert out["status"] == "SUCCEEDED", out
+    assert engine.has_image(local), "not pulled by Roost: kept"
+    engine.podman("rmi", local)
+
+
+def test_unprivileged_component_user_in_the_engine_sockets_group(podman_engine: PodmanEngine,  # noqa: F811
+                                                                  tmp_path: Path) -> None:
+    """AWS's documented form (no RequiresPrivilege): the component's user reaches the engine through its group."""
+    group = "roost-test-engine"
+    if subprocess.run(["getent", "group", group], capture_output=True, check=False).returncode != 0:
+        subprocess.run(["groupadd", "--system", group], check=True)
+    os.chown(podman_engine.socket, 0, grp.getgrnam(group).gr_gid)
+    os.chmod(podman_engine.socket, 0o660)
+    try:
+        with running_agent(tmp_path / "root", "test-device", "--docker-host", podman_engine.host,
+                           "--component-default-user", f"roost-components:{group}") as agent:
+            ws = tmp_path / "ws"
+            image = podman_engine.image
+            _recipe(ws, "com.test.Unprivileged",
+                    f"docker run --rm --name roost-test-unprivileged {image} python3 -c "
+                    "\"import os; print('container uid', os.getuid(), flush=True)\"; echo host user $(id -un)",
+                    image=image)
+            out = _deploy(agent, ws, "--merge", "com.test.Unprivileged=1.0.0")
+            assert out["status"] == "SUCCEEDED", out
+            log = agent.root / "logs" / "com.test.Unprivileged.log"
+            wait_until(lambda: "host user" in _text(log), timeout=60, what="the container to run and exit")
+            assert "container uid 0" in _text(log) and "host user roost-components" in _text(log), _text(log)
+    finally:
+        os.chown(podman_engine.socket, 0, 0)
+        os.chmod(podman_engine.socket, 0o600)
