@@ -271,6 +271,16 @@ def test_no_engine_fails_the_deployment_naming_the_host(tmp_path: Path) -> None:
         assert f"no Docker-compatible engine answers at {host} (from --docker-host)" in said, said
         assert {c["componentName"]: c["state"] for c in agent.json("component", "list")} == {"com.test.Env": "RUNNING"}
 
+        # A malformed docker: URI is refused when the deployment is submitted, naming the file and field.
+        bad_ws = tmp_path / "bad"
+        _recipe(bad_ws, "com.test.BadUri", "true", image="Registry.Example.com:5000/UPPER:1")
+        proc = agent.run("deployment", "create", "--recipe-dir", str(bad_ws / "recipes"), "--merge",
+                         "com.test.BadUri=1.0.0", "--json")
+        said = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "RECIPE_INVALID" in said, said
+        assert "com.test.BadUri-1.0.0.json" in said and "Manifests[0].Artifacts[0].URI" in said
+        assert "'UPPER' is not an image name" in said
+
     bad = Cli(tmp_path / "other").run("agent", "start", "--detach", "--docker-host", "ssh://me@engine")
     assert bad.returncode != 0 and "DOCKER_HOST_INVALID" in bad.stdout + bad.stderr, bad
     assert "ssh://me@engine" in bad.stdout + bad.stderr

@@ -32,7 +32,7 @@ import json
 import logging
 import os
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -176,7 +176,7 @@ class DockerEngine:
                                 f"{_message(response.content[:MAX_PROGRESS_LINE])}", code="DOCKER_ENGINE_ERROR")
 
 
-async def _bounded_lines(response: httpx.Response) -> Any:
+async def _bounded_lines(response: httpx.Response) -> AsyncIterator[bytes]:
     """The lines of a streamed body; each cut to :data:`MAX_PROGRESS_LINE` bytes (nothing else is kept)."""
     pending = b""
     async for chunk in response.aiter_bytes():
