@@ -1,6 +1,6 @@
 """A real OCI engine for the container tests: Podman's Docker-compatible API on a temp socket.
 
-:func:`podman_engine` (a session fixture, through :func:`tests.conftest.require_service`) starts
+:func:`podman_engine` (a module fixture, through :func:`tests.conftest.require_service`) starts
 ``podman system service --time=0 unix://SOCK`` with the ``containers.conf`` that
 ``scripts/setup-podman`` writes (``CONTAINERS_CONF``: runc, no default ulimits, as this machine kind
 needs), its image store under ``build/podman/`` (gitignored; images are cached across runs), and
@@ -275,9 +275,10 @@ def _ping(path: Path) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def podman_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanEngine]:
-    """Podman's Docker-compatible API on a temp socket with the locally built test image; stopped after."""
+    """Podman's Docker-compatible API on a temp socket with the locally built test image; stopped after the
+    module (not the session: later tests check that the test process has no child processes left)."""
     missing = _missing()
     require_service("podman", missing is None, missing or "")
     BUILD.mkdir(parents=True, exist_ok=True)
