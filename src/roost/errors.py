@@ -240,6 +240,15 @@ CODES: dict[str, dict[str, str]] = {
         "HUB_RECIPE_MISMATCH": "The hub's recipe for a component version describes another name or version.",
         "SECRET_REQUEST_INVALID": "GetSecretValue without secretId, or with both versionId and versionStage "
                                   "(ServiceError, as on Greengrass).",
+        "IOT_CORE_NOT_CONFIGURED": "An IoT Core IPC operation on an agent with no MQTT broker (--mqtt-broker or mqtt.broker in ROOT/agent.yaml).",
+        "IOT_CORE_TOPIC_INVALID": "An IoT Core topic or filter breaks AWS IoT Core's rules (empty, misplaced wildcard, over 7 '/' or 256 bytes).",
+        "IOT_CORE_QOS_INVALID": "An IoT Core qos is missing or not \"0\"/\"1\".",
+        "IOT_CORE_MESSAGE_TOO_LARGE": "An IoT Core payload exceeds mqtt.maxMessageSizeInBytes (128 KiB by default).",
+        "IOT_CORE_SPOOL_FULL": "The broker is away and the IoT Core spool refused the message (full of QoS 1); it was not sent.",
+        "IOT_CORE_OFFLINE": "The broker is away and QoS 0 messages are not kept offline (mqtt.spooler.keepQos0WhenOffline: false).",
+        "IOT_CORE_SUBSCRIBE_FAILED": "The broker refused a SubscribeToIoTCore filter, or no SUBACK came in time.",
+        "MQTT_CONFIG_INVALID": "The agent's MQTT settings (--mqtt-*, mqtt: in ROOT/agent.yaml) are malformed; the message names the key.",
+        "MQTT_BRIDGE_CONFIG_INVALID": "The MQTT bridge's configuration (mqttTopicMapping, brokerUri, ...) is malformed; the message names the key.",
     },
     "roost.hub (server: store, REST API)": {
         "HUB_ERROR": "Base code of a hub error.",

@@ -22,7 +22,9 @@ from roost.agent.configuration import get_path, merge_at
 from roost.agent.deployer import Deployer
 from roost.agent.docker import DockerHost, ImageManager
 from roost.agent.errors import AgentError
+from roost.agent.iotcore import IotCore
 from roost.agent.ipc import IpcLimits, IpcServer
+from roost.agent.mqtt_settings import load_mqtt_settings
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
 from roost.agent.process import reap_journal
@@ -53,7 +55,8 @@ class Agent:
     def __init__(self, paths: AgentPaths, thing_name: str | None = None, *,
                  restart_backoff: tuple[float, float] = (1.0, 60.0), component_default_user: str | None = None,
                  component_python: str | None = None, ipc_limits: IpcLimits | None = None,
-                 strict_config_reads: bool = False, docker_host: str | None = None) -> None:
+                 strict_config_reads: bool = False, docker_host: str | None = None,
+                 mqtt_options: Mapping[str, Any] | None = None) -> None:
         self.paths = paths
         self.docker_host = DockerHost.resolve(docker_host)
         paths.ensure()
@@ -87,6 +90,10 @@ class Agent:
         self.secrets.load()
         self._applied_configs: dict[str, dict[str, Any]] = {
             n: r.configuration for n, r in self.deployer.live.items()}
+        # IoT Core over the broker named by --mqtt-broker or ROOT/agent.yaml (docs/iotcore.md).
+        mqtt = load_mqtt_settings(paths.root, self.thing_name, mqtt_options)
+        self.iot_core = IotCore(mqtt, paths.root) if mqtt is not None else None
+        self.server.iot_core = self.iot_core
 
     # -- start / stop ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -103,6 +110,8 @@ class Agent:
         with os.fdopen(fd, "w") as fh:
             fh.write(self._cli_token)
         os.replace(tmp, self.paths.cli_token)
+        if self.iot_core is not None:
+            await self.iot_core.start()
         await self._start_installed()
         await self.server.start()
         if self.isolation.enabled:  # component users connect; every connection authenticates (SVCUID)
@@ -133,6 +142,8 @@ class Agent:
         await self.supervisor.stop_all(list(reversed(order)))
         await self.supervisor.close()
         self._stop_leftovers()  # processes killed without waiting (cancelled steps) are confirmed gone
+        if self.iot_core is not None:
+            await self.iot_core.close()
         await self.server.stop()
         self.paths.cli_token.unlink(missing_ok=True)
         self.store.close()
@@ -404,7 +415,8 @@ def _name(request: Mapping[str, Any]) -> str:
 
 async def run_agent(paths: AgentPaths, thing_name: str | None, *, component_default_user: str | None = None,
                     component_python: str | None = None, ipc_limits: IpcLimits | None = None,
-                    strict_config_reads: bool = False, docker_host: str | None = None) -> None:
+                    strict_config_reads: bool = False, docker_host: str | None = None,
+                    mqtt_options: Mapping[str, Any] | None = None) -> None:
     """Run an agent in the foreground until SIGTERM/SIGINT; then stop everything cleanly."""
     import signal
 
@@ -413,7 +425,8 @@ async def run_agent(paths: AgentPaths, thing_name: str | None, *, component_defa
     with PidLock(paths.pid_file):
         agent = Agent(paths, thing_name, component_default_user=component_default_user,
                       component_python=component_python, ipc_limits=ipc_limits,
-                      strict_config_reads=strict_config_reads, docker_host=docker_host)
+                      strict_config_reads=strict_config_reads, docker_host=docker_host,
+                      mqtt_options=mqtt_options)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.request_stop)

@@ -24,6 +24,8 @@ Semantics (deny by default):
 What needs a policy in Roost (see :mod:`roost.agent.ipc`):
 
 * ``aws.greengrass.ipc.pubsub``: PublishToTopic / SubscribeToTopic, resource = topic.
+* ``aws.greengrass.ipc.mqttproxy``: PublishToIoTCore / SubscribeToIoTCore, resource = the topic
+  (filter), matched MQTT-style as for pub/sub.
 * ``aws.greengrass.ipc.config``: only in strict mode (the agent's ``--strict-config-reads``):
   GetConfiguration / SubscribeToConfigurationUpdate of *another* component, resource =
   ``<component>:<keyPath>`` (:func:`config_resource`: the key path as a JSON pointer,
@@ -62,6 +64,7 @@ from roost.agent.errors import PolicyChangeRefusedError
 PUBSUB_SERVICE: Final = "aws.greengrass.ipc.pubsub"
 CONFIG_SERVICE: Final = "aws.greengrass.ipc.config"
 CLI_SERVICE: Final = "aws.greengrass.Cli"
+MQTTPROXY_SERVICE: Final = "aws.greengrass.ipc.mqttproxy"
 
 #: Top-level configuration keys the agent reads as policy: they change only through a deployment.
 POLICY_KEYS: Final = ("accessControl",)
@@ -157,7 +160,7 @@ def authorize(access_control: Mapping[str, Any], service: str, operation: str, r
     policies = access_control.get(service) if isinstance(access_control, Mapping) else None
     if not isinstance(policies, Mapping):
         return False
-    mqtt = service == PUBSUB_SERVICE
+    mqtt = service in (PUBSUB_SERVICE, MQTTPROXY_SERVICE)
     for policy in policies.values():
         if not isinstance(policy, Mapping):
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -54,10 +55,26 @@ def start(root: RootOpt = None,
               "--docker-host", help="Docker-compatible engine of docker: artifacts, unix:///PATH or tcp://HOST:PORT "
               "(default $DOCKER_HOST, else unix:///var/run/docker.sock); components get it as DOCKER_HOST.")]
           = None,
+          mqtt_broker: Annotated[str | None, typer.Option(
+              "--mqtt-broker", help="MQTT broker behind the IoT Core IPC operations (PublishToIoTCore, "
+              "SubscribeToIoTCore): mqtt://HOST:PORT or mqtts://HOST:PORT; also mqtt.broker in ROOT/agent.yaml.")]
+          = None,
+          mqtt_ca: Annotated[str | None, typer.Option("--mqtt-ca", help="CA bundle that verifies an mqtts:// "
+                                                                         "broker.")] = None,
+          mqtt_cert: Annotated[str | None, typer.Option("--mqtt-cert", help="Client certificate (mutual TLS, "
+                                                                             "with --mqtt-key).")] = None,
+          mqtt_key: Annotated[str | None, typer.Option("--mqtt-key", help="Private key of --mqtt-cert.")] = None,
+          mqtt_username: Annotated[str | None, typer.Option("--mqtt-username", help="MQTT user name.")] = None,
+          mqtt_password_file: Annotated[str | None, typer.Option(
+              "--mqtt-password-file", help="File whose first line is the MQTT password (or $ROOST_MQTT_PASSWORD); "
+                                           "never logged.")] = None,
           as_json: JsonOpt = False) -> None:
     """Start the agent on ROOT (foreground unless --detach)."""
     paths = AgentPaths.at(root)
     options = ["--log-level", log_level]
+    options += _mqtt_options(paths, {"--mqtt-broker": mqtt_broker, "--mqtt-ca": mqtt_ca, "--mqtt-cert": mqtt_cert,
+                                     "--mqtt-key": mqtt_key, "--mqtt-username": mqtt_username,
+                                     "--mqtt-password-file": mqtt_password_file})
     if component_user:
         options += ["--component-default-user", component_user]
     if component_python:
@@ -131,3 +148,18 @@ def enroll_for_start(paths: AgentPaths, hub: str | None, token: str | None, thin
     extra = {k: v for k, v in parse_pairs(labels, "--label").items() if v is not None}
     config = ensure_enrolled(paths, hub, token, thing_name, extra)
     return config.device if config is not None else thing_name
+
+
+def _mqtt_options(paths: AgentPaths, given: dict[str, str | None]) -> list[str]:
+    """The ``--mqtt-*`` arguments for the agent process, checked first (with ROOT/agent.yaml) so that a
+    bad broker URI or a missing TLS file fails here with MQTT_CONFIG_INVALID, not in a detached agent."""
+    from roost.agent.mqtt_settings import CLI_OPTIONS, load_mqtt_settings
+
+    load_mqtt_settings(paths.root, "check", {CLI_OPTIONS[k]: v for k, v in given.items() if v is not None})
+    out: list[str] = []
+    for option, value in given.items():
+        if value is not None:
+            # TLS and password files are resolved here: the agent process may run from another folder.
+            out += [option, value if option == "--mqtt-broker" or option == "--mqtt-username"
+                    else str(Path(value).expanduser().resolve())]
+    return out

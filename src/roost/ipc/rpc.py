@@ -83,6 +83,10 @@ MAX_PAYLOAD_SIZE: Final = 1024 * 1024
 # Largest frame the agent accepts: the payload limit plus base64 growth and headers.
 MAX_FRAME_SIZE: Final = MAX_PAYLOAD_SIZE * 4 // 3 + 64 * 1024
 
+OP_PUBLISH_TO_IOT_CORE: Final = "aws.greengrass#PublishToIoTCore"
+OP_SUBSCRIBE_TO_IOT_CORE: Final = "aws.greengrass#SubscribeToIoTCore"
+IOT_CORE_MESSAGE: Final = "aws.greengrass#IoTCoreMessage"
+
 # A Roost extension (Greengrass has no way to cancel a local deployment).
 OP_CANCEL_LOCAL_DEPLOYMENT: Final = "aws.greengrass#CancelLocalDeployment"
 OP_GET_SECRET_VALUE: Final = "aws.greengrass#GetSecretValue"

@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 from typing import Any, Final
 
+from roost.agent.iotcore import IotCore
 from roost.agent.ipc.connection import _Connection
 from roost.agent.ipc.direct import DirectChannels
 from roost.agent.ipc.limits import IpcLimits, _ensure_fd_limit
@@ -47,6 +48,8 @@ class IpcServer:
         #: Reading another component's configuration needs an aws.greengrass.ipc.config policy
         #: (``--strict-config-reads``); by default any component reads any, as on Greengrass.
         self.strict_config_reads = strict_config_reads
+        #: The agent's IoT Core (PublishToIoTCore / SubscribeToIoTCore); the agent sets it when it has a broker.
+        self.iot_core: IotCore | None = None
         base = limits if limits is not None else IpcLimits()
         if overrides:
             unknown = set(overrides) - set(IpcLimits.__dataclass_fields__)

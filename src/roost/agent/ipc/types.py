@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from roost.agent.iotcore import IotCore
 from roost.agent.ipc.direct import DirectChannels
 from roost.agent.ipc.limits import IpcLimits
 from roost.agent.ipc_core import IpcCore
@@ -36,6 +37,8 @@ class PublishSide(Protocol):
     direct: DirectChannels
     #: Reading another component's configuration needs an aws.greengrass.ipc.config policy.
     strict_config_reads: bool
+    #: The agent's IoT Core (its MQTT broker); None when no broker is configured.
+    iot_core: IotCore | None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop: ...
@@ -86,5 +89,7 @@ class ConnectionSide(Protocol):
     def check_stream_capacity(self) -> None: ...
 
     def add_stream(self, sid: int, end: Callable[[], None]) -> None: ...
+
+    def end_stream(self, sid: int) -> None: ...
 
     def send_config_event(self, sid: int, component: str, key_path: list[str]) -> None: ...
