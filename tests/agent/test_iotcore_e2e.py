@@ -1,0 +1,152 @@
+"""PublishToIoTCore / SubscribeToIoTCore through a real agent and a real Mosquitto, from a component
+written with awsiotsdk's GreengrassCoreIPCClientV2 (it runs unchanged)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.agent.iotcore_helpers import (
+    PahoPeer,
+    SdkComponent,
+    mqttproxy_policy,
+    own_broker,
+    require_machine_broker,
+    spool_counters,
+    spooled_count,
+    wait_for,
+)
+from tests.conftest import Cli, running_agent
+
+pytestmark = pytest.mark.slow
+
+NAME = "com.test.IotCoreClient"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"roost-test/{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def broker_agent(cli: Cli) -> Iterator[Cli]:
+    require_machine_broker()
+    with running_agent(cli.root, "iot-thing", "--mqtt-broker", "mqtt://127.0.0.1:1883") as running:
+        yield running
+
+
+def _deploy(agent: Cli, comp: SdkComponent) -> None:
+    out = agent.run("deployment", "create", *comp.deploy_args(), "--wait", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    comp.wait_ready()
+
+
+def test_publish_qos0_and_qos1_reach_a_broker_subscriber(broker_agent: Cli, tmp_path: Path, prefix: str) -> None:
+    peer = PahoPeer()
+    try:
+        peer.subscribe(f"{prefix}/#")
+        comp = SdkComponent(broker_agent.root, tmp_path / "c", NAME, mqttproxy_policy([f"{prefix}/out/+"], []))
+        _deploy(broker_agent, comp)
+        assert comp.run("pub", f"{prefix}/out/a", "0", ["q0-1", "q0-2"]) == "done 1"
+        assert comp.run("pub", f"{prefix}/out/b", "1", ["q1-1", "q1-2"]) == "done 2"
+        wait_for(lambda: len(peer.payloads()) >= 4, "the four messages at the paho subscriber")
+        assert peer.received == [(f"{prefix}/out/a", b"q0-1", 0), (f"{prefix}/out/a", b"q0-2", 0),
+                                 (f"{prefix}/out/b", b"q1-1", 1), (f"{prefix}/out/b", b"q1-2", 1)]
+    finally:
+        peer.close()
+
+
+def test_broker_messages_reach_a_subscribe_stream(broker_agent: Cli, tmp_path: Path, prefix: str) -> None:
+    comp = SdkComponent(broker_agent.root, tmp_path / "c", NAME, mqttproxy_policy([], [f"{prefix}/in/#"]))
+    _deploy(broker_agent, comp)
+    assert comp.run("sub", f"{prefix}/in/+", "1") == "done 1"
+    assert comp.run("sub", f"{prefix}/in/#", "0") == "done 2"  # overlapping filters: each stream gets its copy
+    peer = PahoPeer()
+    try:
+        peer.publish(f"{prefix}/in/x", b"hello")
+        peer.publish(f"{prefix}/in/x/deep", b"deeper")
+        wait_for(lambda: len(comp.got()) >= 3, "three deliveries to the component's streams")
+        got = comp.got()
+        assert sorted(got) == sorted([f"{prefix}/in/x hello", f"{prefix}/in/x hello", f"{prefix}/in/x/deep deeper"])
+    finally:
+        peer.close()
+
+
+def test_unauthorised_and_malformed_requests_are_refused(broker_agent: Cli, tmp_path: Path, prefix: str) -> None:
+    comp = SdkComponent(broker_agent.root, tmp_path / "c", NAME,
+                        mqttproxy_policy([f"{prefix}/out/+"], [f"{prefix}/in/+"]))
+    _deploy(broker_agent, comp)
+    denied = comp.run("pub", f"{prefix}/secret", "1", ["x"])
+    assert denied.startswith("error 1 UnauthorizedError"), denied
+    assert f"aws.greengrass.ipc.mqttproxy:aws.greengrass#PublishToIoTCore on resource {prefix}/secret" in denied
+    # A policy filter a/+ does not cover the wider request a/#.
+    assert comp.run("sub", f"{prefix}/in/#", "1").startswith("error 2 UnauthorizedError")
+    bad = comp.run("sub", f"{prefix}/#/x", "1")
+    assert bad.startswith("error 3 InvalidArgumentsError") and "'#' must be a whole level and the last one" in bad
+    wild = comp.run("pub", f"{prefix}/out/+", "1", ["x"])
+    assert wild.startswith("error 4 InvalidArgumentsError") and "must not contain the wildcards" in wild
+    long_topic = comp.run("pub", f"{prefix}/out/" + "x" * 300, "1", ["x"])
+    assert long_topic.startswith("error 5 InvalidArgumentsError") and "at most 256" in long_topic
+    deep = comp.run("pub", f"{prefix}/out/a/b/c/d/e/f/g", "1", ["x"])
+    assert deep.startswith("error 6 InvalidArgumentsError") and "at most 7" in deep
+    qos = comp.run("pub", f"{prefix}/out/a", "2", ["x"])
+    assert qos.startswith("error 7 InvalidArgumentsError") and "qos must be" in qos
+
+
+def test_without_a_broker_the_operations_name_the_missing_setting(agent: Cli, tmp_path: Path) -> None:
+    comp = SdkComponent(agent.root, tmp_path / "c", NAME, mqttproxy_policy(["#"], ["#"]))
+    _deploy(agent, comp)
+    for n, op in ((1, "pub"), (2, "sub")):
+        line = comp.run(op, "a/b", "1", ["x"])
+        assert line.startswith(f"error {n} ServiceError"), line
+        assert "no MQTT broker for IoT Core" in line and "--mqtt-broker" in line and "mqtt.broker" in line, line
+
+
+def test_a_bad_broker_uri_fails_the_start(cli: Cli) -> None:
+    out = cli.run("agent", "start", "--detach", "--mqtt-broker", "http://127.0.0.1:1883")
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "MQTT_CONFIG_INVALID" in out.stdout + out.stderr and "mqtt:// or mqtts://" in out.stdout + out.stderr
+
+
+def test_publishes_while_the_broker_is_away_are_spooled_bounded_and_sent_in_order(
+        cli: Cli, tmp_path: Path, prefix: str) -> None:
+    root = cli.root
+    root.mkdir(parents=True, exist_ok=True)
+    # A small spool: three messages. The agent retries its broker every second at most.
+    (root / "agent.yaml").write_text("mqtt:\n  reconnectMaxDelaySeconds: 1\n  spooler:\n    maxMessages: 3\n")
+    with own_broker(tmp_path / "broker") as broker, \
+            running_agent(root, "iot-thing", "--mqtt-broker", broker.uri) as agent:
+        peer = PahoPeer(broker.port, client_id="roost-test-spool-peer", persistent=True)
+        try:
+            peer.subscribe(f"{prefix}/#", qos=1)
+            comp = SdkComponent(root, tmp_path / "c", NAME, mqttproxy_policy([f"{prefix}/#"], []))
+            _deploy(agent, comp)
+            assert comp.run("pub", f"{prefix}/live", "1", ["before"]) == "done 1"
+            wait_for(lambda: peer.payloads() == [b"before"], "the message sent while the broker is up")
+
+            broker.stop()
+            wait_for(lambda: "connection to" in (root / "logs" / "agent.log").read_text(),
+                     "the agent to notice the broker is gone")
+            assert comp.run("pub", f"{prefix}/away", "0", ["a0", "b0"]) == "done 2"
+            assert comp.run("pub", f"{prefix}/away", "1", ["c1"]) == "done 3"
+            assert spooled_count(root) == 3
+            # Full: each QoS 1 message makes room by dropping the oldest QoS 0 one ...
+            assert comp.run("pub", f"{prefix}/away", "1", ["d1", "e1"]) == "done 4"
+            # ... and with only QoS 1 left, the newest is refused: its publisher is told.
+            refused = comp.run("pub", f"{prefix}/away", "1", ["f1"])
+            assert refused.startswith("error 5 ServiceError") and "spool cannot take this message" in refused
+            assert spooled_count(root) == 3
+            counters = spool_counters(root)
+            assert counters.get("dropped") == 2 and counters.get("refused") == 1, counters
+
+            broker.start()
+            wait_for(lambda: spooled_count(root) == 0, "the spool to drain once the broker is back")
+            assert comp.run("pub", f"{prefix}/live", "1", ["after"]) == "done 6"
+            wait_for(lambda: len(peer.payloads()) >= 5, "the spooled messages at the subscriber")
+            assert peer.payloads() == [b"before", b"c1", b"d1", b"e1", b"after"]
+            assert spool_counters(root).get("sent") == 3
+        finally:
+            peer.close()
