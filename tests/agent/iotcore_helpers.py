@@ -132,6 +132,7 @@ class PahoPeer:
 SDK_COMPONENT = textwrap.dedent("""
     import glob, json, os, sys, threading, time
     from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+    from awsiot.greengrasscoreipc.model import BinaryMessage, PublishMessage
 
     inbox = sys.argv[1]
     ipc = GreengrassCoreIPCClientV2()
@@ -145,6 +146,10 @@ SDK_COMPONENT = textwrap.dedent("""
     def on_message(event):
         m = event.message
         say("got", m.topic_name, m.payload.decode())
+
+    def on_local(event):
+        m = event.binary_message
+        say("local", m.context.topic, m.message.decode())
 
     say("ready")
     seen = set()
@@ -160,6 +165,14 @@ SDK_COMPONENT = textwrap.dedent("""
                     for payload in cmd["payloads"]:
                         ipc.publish_to_iot_core(topic_name=cmd["topic"], qos=cmd["qos"], payload=payload.encode(),
                                                 user_properties=None)
+                    say("done", cmd["id"])
+                elif cmd["op"] == "lpub":
+                    for payload in cmd["payloads"]:
+                        ipc.publish_to_topic(topic=cmd["topic"], publish_message=PublishMessage(
+                            binary_message=BinaryMessage(message=payload.encode())))
+                    say("done", cmd["id"])
+                elif cmd["op"] == "lsub":
+                    ipc.subscribe_to_topic(topic=cmd["topic"], on_stream_event=on_local)
                     say("done", cmd["id"])
                 else:
                     ipc.subscribe_to_iot_core(topic_name=cmd["topic"], qos=cmd["qos"], on_stream_event=on_message)
@@ -217,9 +230,18 @@ class SdkComponent:
         result = wait_until(outcome, what=f"{self.name} to run command {n} ({op} {topic})")
         return str(result)
 
+    def local(self) -> list[str]:
+        """``topic payload`` of every local pub/sub message the component received, in order."""
+        return [line.split("[stdout] local ", 1)[1] for line in self.log().splitlines() if "[stdout] local " in line]
+
     def got(self) -> list[str]:
         """``topic payload`` of every message the component's streams received, in order."""
         return [line.split("[stdout] got ", 1)[1] for line in self.log().splitlines() if "[stdout] got " in line]
+
+
+def pubsub_policy(resources: list[str]) -> dict[str, Any]:
+    return {"aws.greengrass.ipc.pubsub": {"test:pubsub:1": {
+        "operations": ["aws.greengrass#PublishToTopic", "aws.greengrass#SubscribeToTopic"], "resources": resources}}}
 
 
 def mqttproxy_policy(publish: list[str], subscribe: list[str]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from roost.agent.docker import DockerHost, ImageManager
 from roost.agent.errors import AgentError
 from roost.agent.iotcore import IotCore
 from roost.agent.ipc import IpcLimits, IpcServer
+from roost.agent.mqtt_bridge import BRIDGE, MqttBridge
 from roost.agent.mqtt_settings import load_mqtt_settings
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
@@ -94,6 +95,8 @@ class Agent:
         mqtt = load_mqtt_settings(paths.root, self.thing_name, mqtt_options)
         self.iot_core = IotCore(mqtt, paths.root) if mqtt is not None else None
         self.server.iot_core = self.iot_core
+        self.bridge = MqttBridge(self.server.pubsub, self.server.publish, self.iot_core, self.thing_name, paths.root)
+        self.deployer.configurable_builtins[BRIDGE] = self.bridge
 
     # -- start / stop ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -116,6 +119,10 @@ class Agent:
         await self.server.start()
         if self.isolation.enabled:  # component users connect; every connection authenticates (SVCUID)
             os.chmod(self.paths.ipc_socket, 0o666)
+        try:  # the MQTT bridge's topic mapping, as the last successful deployment left it
+            await self.bridge.apply(self.deployer.builtin_configuration(BRIDGE))
+        except RoostError as err:
+            log.error("the MQTT bridge did not start: %s", err)
         self.deployer.start()
         if (self.paths.root / "hub.json").exists():  # enrolled with a hub: run the sync loop
             from roost.agent.sync import HubSync
@@ -142,6 +149,7 @@ class Agent:
         await self.supervisor.stop_all(list(reversed(order)))
         await self.supervisor.close()
         self._stop_leftovers()  # processes killed without waiting (cancelled steps) are confirmed gone
+        await self.bridge.close()
         if self.iot_core is not None:
             await self.iot_core.close()
         await self.server.stop()

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -93,6 +94,23 @@ class Target:
     notes: list[str] = field(default_factory=list)
     #: component -> the images of its docker: artifacts (got through the engine before anything changes)
     images: dict[str, list[DockerImage]] = field(default_factory=dict)
+    #: The new configuration of each configurable built-in the deployment configures (applied on success).
+    builtin_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class ConfigurableBuiltin(Protocol):
+    """A built-in component that takes configuration from deployments (the MQTT bridge)."""
+
+    def check(self, configuration: Mapping[str, Any]) -> None:
+        """Raise a RoostError naming what is wrong; nothing may change."""
+        ...
+
+    async def apply(self, configuration: Mapping[str, Any]) -> None: ...
+
+
+def builtin_config_key(name: str) -> str:
+    """Where the store keeps a configurable built-in's configuration (``meta``)."""
+    return f"builtin_config:{name}"
 
 
 @dataclass
@@ -107,8 +125,10 @@ SpecBuilder = Callable[[Mapping[str, Recipe], Mapping[str, ComponentRecord]], di
 class Deployer:
     def __init__(self, paths: AgentPaths, store: Store, packages: PackageStore, supervisor: Supervisor,
                  build_specs: SpecBuilder, on_applied: Callable[[Mapping[str, ComponentRecord]], Awaitable[None]],
-                 images: ImageManager | None = None) -> None:
+                 images: ImageManager | None = None,
+                 configurable_builtins: Mapping[str, ConfigurableBuiltin] | None = None) -> None:
         self.paths = paths
+        self.configurable_builtins = dict(configurable_builtins or {})
         self.store = store
         self.packages = packages
         self.supervisor = supervisor
@@ -252,6 +272,12 @@ class Deployer:
             self.store.update_deployment(record.id, CANCELED if canceled else FAILED, "FAILED_ROLLBACK_COMPLETE",
                                          errors, _code(err))
             return
+        for name, conf in target.builtin_configs.items():
+            self.store.set_meta(builtin_config_key(name), json.dumps(conf))
+            try:
+                await self.configurable_builtins[name].apply(conf)
+            except RoostError as err:  # checked in prepare: only a failure to start is left
+                log.error("deployment %s: %s did not apply its configuration: %s", record.id, name, err)
         self.store.update_deployment(record.id, SUCCEEDED, "SUCCESSFUL", notes=target.notes)
         log.info("deployment %s succeeded", record.id)
 
@@ -326,8 +352,19 @@ class Deployer:
         notes += [f"{n}: a local deployment delivers no secrets: its cloudSecrets are read from hub deployments "
                   "(roost secret put, docs/secrets.md)" if n == "aws.greengrass.SecretManager" else
                   f"{n}: configuration of a built-in component is not applied (Roost reads its own options)"
-                  for n in builtin_conf]
-        return Target(recipes, records, specs, dependency_order(recipes), notes, images)
+                  for n in builtin_conf if n not in self.configurable_builtins]
+        builtin_configs: dict[str, dict[str, Any]] = {}
+        for n in builtin_conf:
+            handler = self.configurable_builtins.get(n)
+            if handler is None:
+                continue
+            update = request.componentToConfiguration[n]
+            if not set(update) <= {"MERGE", "RESET"}:
+                update = {"MERGE": update}
+            builtin_configs[n] = apply_update(self.builtin_configuration(n), {}, update, n)
+            handler.check(builtin_configs[n])
+            notes.append(f"{n}: configuration applied by the agent's built-in {n}")
+        return Target(recipes, records, specs, dependency_order(recipes), notes, images, builtin_configs)
 
     def _releasing_images(self, on_applied: Callable[[Mapping[str, ComponentRecord]], Awaitable[None]]
                           ) -> Callable[[Mapping[str, ComponentRecord]], Awaitable[None]]:
@@ -347,6 +384,12 @@ class Deployer:
                 log.warning("cannot tell the images of %s@%s, so no image is removed now: %s", name, rec.version, err)
                 return None
         return references_in_use(recipes, self._platform)
+
+    def builtin_configuration(self, name: str) -> dict[str, Any]:
+        """The stored configuration of a configurable built-in (``{}`` if none was deployed)."""
+        raw = self.store.get_meta(builtin_config_key(name))
+        conf = json.loads(raw) if raw else {}
+        return conf if isinstance(conf, dict) else {}
 
     # -- phase 2 -------------------------------------------------------------------------------
     async def _apply(self, target: Target, previous_specs: Mapping[str, ComponentSpec], settle: float) -> None:

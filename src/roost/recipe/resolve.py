@@ -74,7 +74,7 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
     Builtin("aws.greengrass.LambdaRuntimes", "2.0.8",
             "satisfied as a name; Lambda handlers run on the device's own Python"),
     Builtin("aws.greengrass.clientdevices.mqtt.Bridge", "2.3.2",
-            "satisfied as a name; the MQTT bridge's topic mapping is not implemented yet"),
+            "the agent's MQTT bridge: mqttTopicMapping forwards between Pubsub, LocalMqtt and IotCore"),
 )}
 
 
