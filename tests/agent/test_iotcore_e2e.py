@@ -122,31 +122,36 @@ def test_publishes_while_the_broker_is_away_are_spooled_bounded_and_sent_in_orde
         peer = PahoPeer(broker.port, client_id="roost-test-spool-peer", persistent=True)
         try:
             peer.subscribe(f"{prefix}/#", qos=1)
-            comp = SdkComponent(root, tmp_path / "c", NAME, mqttproxy_policy([f"{prefix}/#"], []))
+            comp = SdkComponent(root, tmp_path / "c", NAME, mqttproxy_policy([f"{prefix}/#"], [f"{prefix}/cmd/+"]))
             _deploy(agent, comp)
             assert comp.run("pub", f"{prefix}/live", "1", ["before"]) == "done 1"
             wait_for(lambda: peer.payloads() == [b"before"], "the message sent while the broker is up")
+            assert comp.run("sub", f"{prefix}/cmd/+", "1") == "done 2"
 
             broker.stop()
             wait_for(lambda: "connection to" in (root / "logs" / "agent.log").read_text(),
                      "the agent to notice the broker is gone")
-            assert comp.run("pub", f"{prefix}/away", "0", ["a0", "b0"]) == "done 2"
-            assert comp.run("pub", f"{prefix}/away", "1", ["c1"]) == "done 3"
+            assert comp.run("pub", f"{prefix}/away", "0", ["a0", "b0"]) == "done 3"
+            assert comp.run("pub", f"{prefix}/away", "1", ["c1"]) == "done 4"
             assert spooled_count(root) == 3
             # Full: each QoS 1 message makes room by dropping the oldest QoS 0 one ...
-            assert comp.run("pub", f"{prefix}/away", "1", ["d1", "e1"]) == "done 4"
+            assert comp.run("pub", f"{prefix}/away", "1", ["d1", "e1"]) == "done 5"
             # ... and with only QoS 1 left, the newest is refused: its publisher is told.
             refused = comp.run("pub", f"{prefix}/away", "1", ["f1"])
-            assert refused.startswith("error 5 ServiceError") and "spool cannot take this message" in refused
+            assert refused.startswith("error 6 ServiceError") and "spool cannot take this message" in refused
             assert spooled_count(root) == 3
             counters = spool_counters(root)
             assert counters.get("dropped") == 2 and counters.get("refused") == 1, counters
 
             broker.start()
             wait_for(lambda: spooled_count(root) == 0, "the spool to drain once the broker is back")
-            assert comp.run("pub", f"{prefix}/live", "1", ["after"]) == "done 6"
+            assert comp.run("pub", f"{prefix}/live", "1", ["after"]) == "done 7"
             wait_for(lambda: len(peer.payloads()) >= 5, "the spooled messages at the subscriber")
             assert peer.payloads() == [b"before", b"c1", b"d1", b"e1", b"after"]
             assert spool_counters(root).get("sent") == 3
+            # The subscription made before the outage was established again on reconnect (its SUBSCRIBE
+            # went out before the spooled messages, whose PUBACKs have all come back).
+            peer.publish(f"{prefix}/cmd/go", b"resubscribed")
+            wait_for(lambda: f"{prefix}/cmd/go resubscribed" in comp.got(), "the stream after the reconnection")
         finally:
             peer.close()
