@@ -273,3 +273,51 @@ def spooled_count(root: Path) -> int:
     finally:
         db.close()
 
+
+
+def make_pki(base: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    require_service("openssl", shutil.which("openssl") is not None, "the openssl command is not installed")
+    base.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=base, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=Roost test CA")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+                      ("client", "extendedKeyUsage=clientAuth\n")):
+        (base / f"{name}.ext").write_text(ext)
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN=roost-test-{name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    for p in base.iterdir():
+        os.chmod(p, 0o644)
+    return {n: base / f"{n}" for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+class TlsBroker(OwnBroker):
+    """Mosquitto with a mutual-TLS listener that also wants a user name and password (for the agent),
+    and a plain anonymous listener on :attr:`plain_port` (for the paho peer)."""
+
+    def __init__(self, base: Path, user: str, password: str) -> None:
+        super().__init__(base)
+        require_service("mosquitto_passwd", shutil.which("mosquitto_passwd") is not None, "it is not installed")
+        self.pki = make_pki(base / "pki")
+        self.plain_port = free_port()
+        passwd = base / "passwd"
+        subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), user, password], check=True,
+                       capture_output=True)
+        os.chmod(passwd, 0o644)
+        self.conf.write_text(
+            "per_listener_settings true\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
+            f"cafile {self.pki['ca.pem']}\ncertfile {self.pki['server.pem']}\nkeyfile {self.pki['server.key']}\n"
+            "require_certificate true\n"
+            f"listener {self.plain_port} 127.0.0.1\nallow_anonymous true\n"
+            f"user {getpass.getuser()}\n")
+
+    @property
+    def uri(self) -> str:
+        return f"mqtts://127.0.0.1:{self.port}"

@@ -12,6 +12,7 @@ import pytest
 from tests.agent.iotcore_helpers import (
     PahoPeer,
     SdkComponent,
+    TlsBroker,
     mqttproxy_policy,
     own_broker,
     require_machine_broker,
@@ -155,3 +156,35 @@ def test_publishes_while_the_broker_is_away_are_spooled_bounded_and_sent_in_orde
             wait_for(lambda: f"{prefix}/cmd/go resubscribed" in comp.got(), "the stream after the reconnection")
         finally:
             peer.close()
+
+
+def test_tls_with_client_certificate_and_password(cli: Cli, tmp_path: Path, prefix: str) -> None:
+    password = "pw-" + uuid.uuid4().hex
+    broker = TlsBroker(tmp_path / "broker", "device-1", password)
+    broker.start()
+    try:
+        pw_file = tmp_path / "mqtt.password"
+        pw_file.write_text(password + "\n")
+        pki = broker.pki
+        tls = ["--mqtt-broker", broker.uri, "--mqtt-ca", str(pki["ca.pem"]), "--mqtt-cert", str(pki["client.pem"]),
+               "--mqtt-key", str(pki["client.key"]), "--mqtt-username", "device-1"]
+        peer = PahoPeer(broker.plain_port)
+        try:
+            peer.subscribe(f"{prefix}/#")
+            with running_agent(cli.root, "iot-thing", *tls, "--mqtt-password-file", str(pw_file)) as agent:
+                comp = SdkComponent(agent.root, tmp_path / "c", NAME, mqttproxy_policy([f"{prefix}/#"], []))
+                _deploy(agent, comp)
+                assert comp.run("pub", f"{prefix}/tls", "1", ["over-tls"]) == "done 1"
+                wait_for(lambda: peer.payloads() == [b"over-tls"], "the message sent over mutual TLS")
+                log = (agent.root / "logs" / "agent.log").read_text()
+                assert f"connected to {broker.uri}" in log and password not in log
+        finally:
+            peer.close()
+        # A wrong password: the broker refuses the agent, which says so (without the password) and spools.
+        pw_file.write_text("wrong-" + password + "\n")
+        with running_agent(cli.root, "iot-thing", *tls, "--mqtt-password-file", str(pw_file)) as agent:
+            log_file = agent.root / "logs" / "agent.log"
+            wait_for(lambda: "the broker refused the connection" in log_file.read_text(), "the refusal in the log")
+            assert "wrong-" + password not in log_file.read_text()
+    finally:
+        broker.stop()

@@ -33,6 +33,7 @@ import base64
 import contextlib
 import logging
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,9 @@ DRAIN_WINDOW: Final = 64
 PAHO_QUEUE: Final = 1000
 #: How long a SUBSCRIBE waits for its SUBACK while the broker is connected.
 SUBACK_TIMEOUT: Final = 10.0
+#: Incoming messages waiting for the agent's loop; beyond it (a flood the loop cannot keep up with)
+#: they are dropped, counted and logged, instead of piling up in memory.
+MAX_INCOMING_BACKLOG: Final = 10_000
 
 Deliver = Callable[["InMessage"], None]
 
@@ -214,6 +218,10 @@ class MqttConnection:
         self._drain: asyncio.Task[None] | None = None
         self._closing = False
         self._last_failure: str | None = None
+        self._backlog_lock = threading.Lock()
+        self._backlog = 0
+        #: incoming messages dropped because the loop was MAX_INCOMING_BACKLOG behind
+        self.dropped_incoming = 0
 
     # -- start / stop ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -281,6 +289,18 @@ class MqttConnection:
         self._hop(self._disconnected, str(reason))
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self._backlog_lock:
+            if self._backlog >= MAX_INCOMING_BACKLOG:
+                self.dropped_incoming += 1
+                dropped = self.dropped_incoming
+            else:
+                self._backlog += 1
+                dropped = 0
+        if dropped:
+            if dropped % 1000 == 1:
+                logger.warning("%s: the agent is %d messages behind the broker: dropped %d incoming message(s) "
+                               "so far", self.name, MAX_INCOMING_BACKLOG, dropped)
+            return
         props = getattr(msg, "properties", None)
         ids = getattr(props, "SubscriptionIdentifier", None) if props is not None else None
         message = InMessage(msg.topic, bytes(msg.payload), int(msg.qos), bool(msg.retain), _properties_in(props))
@@ -317,6 +337,7 @@ class MqttConnection:
         self.connected = False
         self._inflight.clear()
         self._sent_upto = 0
+        self._acked.set()  # a drain waiting for acknowledgements ends; the next connection drains again
         self._pending_sub.clear()
         for f in self._filters.values():
             f.acked = False
@@ -329,6 +350,8 @@ class MqttConnection:
                            self.name, self.settings.broker.uri, reason)
 
     def _dispatch(self, message: InMessage, ids: list[int] | None) -> None:
+        with self._backlog_lock:
+            self._backlog -= 1
         if ids:
             filters = [self._filters[t] for t in (self._by_sid.get(i) for i in ids) if t in self._filters]
         else:  # a broker without subscription identifiers: match locally
@@ -370,7 +393,7 @@ class MqttConnection:
         seq = self._inflight.pop(mid, None)
         if seq is not None:
             self.spool.remove(seq)
-            self._acked.set()
+        self._acked.set()  # room in paho's window (a spooled message or a direct one)
 
     # -- subscriptions ---------------------------------------------------------------------------
     def subscribe(self, topic_filter: str, qos: int, deliver: Deliver) -> Subscription:
@@ -472,17 +495,20 @@ class MqttConnection:
         while self.connected and self.spool.count and self._client is not None:
             room = DRAIN_WINDOW - len(self._inflight)
             batch = self.spool.after(self._sent_upto, room) if room > 0 else []
-            if not batch:
-                self._acked.clear()
-                await self._acked.wait()
-                continue
+            self._acked.clear()
+            full = not batch  # everything spooled is in flight: wait for an acknowledgement
             for item in batch:
                 m = item.message
                 info = self._client.publish(m.topic, m.payload, m.qos, m.retain, _properties_out(m.props))
+                if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                    full = True  # paho's queue is full of direct publishes: wait for an acknowledgement
+                    break
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     return  # the connection went: the rest waits for the next one
                 self._inflight[info.mid] = item.seq
                 self._sent_upto = item.seq
+            if full:
+                await self._acked.wait()  # set by every acknowledgement, and by a disconnection
         if self.connected and not self.spool.count and total:
             logger.info("%s: spool drained (%d message(s) sent in order)", self.name, total)
 
