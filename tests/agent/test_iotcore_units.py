@@ -13,6 +13,7 @@ from roost.agent.mqtt_bridge import parse_bridge_config
 from roost.agent.mqtt_settings import PASSWORD_ENV, BrokerAddress, load_mqtt_settings
 from roost.agent.mqtt_spool import MqttSpool, OutMessage
 from roost.errors import InvalidInputError, RoostError
+from tests.agent.iotcore_helpers import make_pki
 
 
 @pytest.mark.parametrize(("topic", "subscribe"), [
@@ -66,8 +67,7 @@ def test_broker_uris() -> None:
 def test_settings_from_the_file_and_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
     assert load_mqtt_settings(tmp_path, "thing") is None  # no broker anywhere: IoT Core is not configured
-    ca = tmp_path / "ca.pem"
-    ca.write_text("x")
+    ca = make_pki(tmp_path / "pki")["ca.pem"]  # the TLS files are loaded when the settings are read
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
     (tmp_path / "agent.yaml").write_text(
@@ -182,3 +182,35 @@ def test_mqttproxy_policies_match_mqtt_style() -> None:
     assert not authz.authorize(acl, authz.MQTTPROXY_SERVICE, op, "sensors/#")
     assert not authz.authorize(acl, authz.MQTTPROXY_SERVICE, "aws.greengrass#PublishToIoTCore", "cmd/x")
     assert not authz.authorize(acl, authz.PUBSUB_SERVICE, op, "cmd/x")
+
+
+def test_tls_files_that_do_not_load_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-cert.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(InvalidInputError, match="the MQTT TLS files cannot be used") as info:
+        load_mqtt_settings(tmp_path, "t", {"broker": "mqtts://h", "ca": str(bad)})
+    assert info.value.code == "MQTT_CONFIG_INVALID" and str(bad) in info.value.message
+
+
+def test_publishing_while_not_connected(tmp_path: Path) -> None:
+    """Before the connection is up, publishes spool; QoS 0 ones are refused with keepQos0WhenOffline: false;
+    a payload over maxMessageSizeInBytes is refused whatever the connection."""
+    from dataclasses import replace
+
+    from roost.agent.iotcore import MqttConnection
+
+    base = load_mqtt_settings(tmp_path, "t", {"broker": "mqtt://127.0.0.1:1"})
+    assert base is not None
+    conn = MqttConnection(replace(base, keep_qos0_when_offline=False, max_message_size=10), tmp_path / "s.db")
+    try:
+        conn.publish(OutMessage("a/b", b"q1", 1))
+        assert conn.spool.count == 1
+        with pytest.raises(RoostError) as info:
+            conn.publish(OutMessage("a/b", b"q0", 0))
+        assert info.value.code == "IOT_CORE_OFFLINE" and conn.spool.counter("dropped") == 1
+        with pytest.raises(InvalidInputError) as too_large:
+            conn.publish(OutMessage("a/b", b"x" * 11, 1))
+        assert too_large.value.code == "IOT_CORE_MESSAGE_TOO_LARGE" and "limit is 10 bytes" in too_large.value.message
+        assert conn.spool.count == 1
+    finally:
+        conn.spool.close()

@@ -32,7 +32,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from roost.agent.errors import AgentError
-from roost.agent.mqtt_settings import MqttSettings
+from roost.agent.mqtt_settings import MqttSettings, tls_context
 from roost.agent.mqtt_spool import MqttSpool, OutMessage
 from roost.agent.pubsub import topic_matches
 from roost.errors import InvalidInputError
@@ -232,10 +231,7 @@ class MqttConnection:
         s = self.settings
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=mqtt.MQTTv5)
         if s.broker.tls:
-            context = ssl.create_default_context(cafile=str(s.ca) if s.ca else None)
-            if s.cert is not None and s.key is not None:
-                context.load_cert_chain(str(s.cert), str(s.key))
-            client.tls_set_context(context)
+            client.tls_set_context(tls_context(s))
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
         client.reconnect_delay_set(1, s.reconnect_max_delay)
@@ -390,6 +386,8 @@ class MqttConnection:
                 waiter.set_result(None)
 
     def _published(self, mid: int) -> None:
+        if self._closing:
+            return
         seq = self._inflight.pop(mid, None)
         if seq is not None:
             self.spool.remove(seq)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -113,6 +114,19 @@ class MqttSettings:
         if self.cert:
             extra.append("client certificate")
         return self.broker.uri + (f" ({', '.join(extra)})" if extra else "")
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext:
+    """The TLS context of an ``mqtts://`` broker: verifies it (``ca``, else the system's CAs, and its
+    host name), and presents the client certificate when one is given."""
+    try:
+        context = ssl.create_default_context(cafile=str(settings.ca) if settings.ca else None)
+        if settings.cert is not None and settings.key is not None:
+            context.load_cert_chain(str(settings.cert), str(settings.key))
+    except (ssl.SSLError, OSError) as err:
+        raise _invalid(f"the MQTT TLS files cannot be used (ca {settings.ca}, cert {settings.cert}, "
+                       f"key {settings.key}): {err}") from err
+    return context
 
 
 def _path(value: object, key: str) -> Path:
@@ -199,7 +213,10 @@ def load_mqtt_settings(root: Path, client_id: str, overrides: Mapping[str, Any] 
             raise _invalid(f"mqtt.passwordFile {pw_path} cannot be read: {err.strerror}") from err
     if password is not None and username is None:
         raise _invalid("an MQTT password is given (passwordFile or $ROOST_MQTT_PASSWORD) without mqtt.username")
-    return replace(settings, username=username, password=password)
+    settings = replace(settings, username=username, password=password)
+    if broker.tls:
+        tls_context(settings)  # a CA, certificate or key that does not load fails here, naming the files
+    return settings
 
 
 
@@ -229,4 +246,4 @@ def mqtt_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 __all__ = ["AGENT_CONFIG_FILE", "CLI_OPTIONS", "PASSWORD_ENV", "BrokerAddress", "MqttSettings", "add_mqtt_arguments",
-           "load_mqtt_settings", "mqtt_options", "read_agent_config"]
+           "load_mqtt_settings", "mqtt_options", "read_agent_config", "tls_context"]
