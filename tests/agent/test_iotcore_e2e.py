@@ -3,12 +3,14 @@ written with awsiotsdk's GreengrassCoreIPCClientV2 (it runs unchanged)."""
 
 from __future__ import annotations
 
+import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.agent.helpers import Workspace
 from tests.agent.iotcore_helpers import (
     PahoPeer,
     SdkComponent,
@@ -188,3 +190,38 @@ def test_tls_with_client_certificate_and_password(cli: Cli, tmp_path: Path, pref
             assert "wrong-" + password not in log_file.read_text()
     finally:
         broker.stop()
+
+
+# The same through Roost's own client (roost.ipc, importable by every component).
+ROOST_CLIENT = textwrap.dedent("""
+    import sys, threading
+    from roost.ipc.client import SyncIpcClient
+
+    prefix = sys.argv[1]
+    with SyncIpcClient() as ipc:
+        ipc.subscribe_to_iot_core(prefix + "/in/+", lambda m: print("got", m.topic, m.payload.decode(), flush=True))
+        print("subscribed", flush=True)
+        ipc.publish_to_iot_core(prefix + "/out/r", "from-roost-client", qos=1)
+        print("published", flush=True)
+        threading.Event().wait()
+""")
+
+
+def test_roost_client_publishes_and_subscribes(broker_agent: Cli, tmp_path: Path, prefix: str) -> None:
+    peer = PahoPeer()
+    try:
+        peer.subscribe(f"{prefix}/out/#")
+        ws = Workspace(tmp_path / "ws")
+        ws.component("com.test.RoostIot", "1.0.0", {"Run": f"python3 -u {{artifacts:path}}/r.py {prefix}"},
+                     files={"r.py": ROOST_CLIENT},
+                     config={"accessControl": mqttproxy_policy([f"{prefix}/out/+"], [f"{prefix}/in/+"])})
+        out = broker_agent.run("deployment", "create", *ws.deploy_args(), "--merge", "com.test.RoostIot=1.0.0",
+                               "--wait", "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        log = broker_agent.root / "logs" / "com.test.RoostIot.log"
+        wait_for(lambda: "published" in log.read_text(), "the Roost client's publish")
+        wait_for(lambda: peer.payloads() == [b"from-roost-client"], "its message at the broker")
+        peer.publish(f"{prefix}/in/x", b"to-roost-client")
+        wait_for(lambda: f"got {prefix}/in/x to-roost-client" in log.read_text(), "the message on its stream")
+    finally:
+        peer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -49,6 +50,7 @@ from roost.ipc.subscriptions import (
     Received,
     Subscription,
     _parse_configuration_event,
+    _parse_iot_core_message,
     _parse_subscription_message,
 )
 
@@ -572,3 +574,19 @@ class IpcClient:
     async def update_state(self, state: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Report ``RUNNING`` or ``ERRORED``."""
         await self.call(rpc.OP_UPDATE_STATE, {"state": state}, timeout)
+
+    async def publish_to_iot_core(self, topic: str, payload: bytes | str, qos: int = 1, *, retain: bool = False,
+                                  timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Publish to the agent's IoT Core broker (``--mqtt-broker``; docs/iotcore.md), QoS 0 or 1."""
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        request = {"topicName": topic, "qos": str(qos), "payload": base64.b64encode(data).decode(), "retain": retain}
+        await self.call(rpc.OP_PUBLISH_TO_IOT_CORE, request, timeout)
+
+    async def subscribe_to_iot_core(self, topic: str, callback: Callable[[Received], Any] | None = None,
+                                    qos: int = 1, *, timeout: float = DEFAULT_TIMEOUT) -> Subscription[Received]:
+        """Subscribe to a topic filter on the agent's IoT Core broker; messages arrive as :class:`Received`
+        (binary payload), to ``callback`` or by iterating the subscription."""
+        sub: Subscription[Received] = Subscription(self, f"IoT Core {topic}", _parse_iot_core_message, callback)
+        await self._open_subscription(rpc.OP_SUBSCRIBE_TO_IOT_CORE, {"topicName": topic, "qos": str(qos)}, sub,
+                                      timeout)
+        return sub

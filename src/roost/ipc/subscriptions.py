@@ -85,6 +85,12 @@ def _parse_subscription_message(payload: bytes) -> Received:
     return Received(ctx.get("topic", ""), base64.b64decode(bm.get("message", "")), None)
 
 
+def _parse_iot_core_message(payload: bytes) -> Received:
+    """An ``IoTCoreMessage`` event (SubscribeToIoTCore): the topic and the raw payload."""
+    message = _loads(payload).get("message") or {}
+    return Received(message.get("topicName", ""), base64.b64decode(message.get("payload", "")), None)
+
+
 def _parse_configuration_event(payload: bytes) -> ConfigurationUpdate:
     event = _loads(payload).get("configurationUpdateEvent") or {}
     return ConfigurationUpdate(event.get("componentName", ""), list(event.get("keyPath") or []))

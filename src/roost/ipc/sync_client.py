@@ -149,6 +149,16 @@ class SyncIpcClient:
     def update_state(self, state: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._run(self._client.update_state(state, timeout=timeout), timeout + 5)
 
+    def publish_to_iot_core(self, topic: str, payload: bytes | str, qos: int = 1, *, retain: bool = False,
+                            timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._run(self._client.publish_to_iot_core(topic, payload, qos, retain=retain, timeout=timeout), timeout + 5)
+
+    def subscribe_to_iot_core(self, topic: str, callback: Callable[[Received], Any] | None = None, qos: int = 1, *,
+                              timeout: float = DEFAULT_TIMEOUT) -> SyncSubscription[Received]:
+        """``callback`` runs on the client's event-loop thread."""
+        sub = self._run(self._client.subscribe_to_iot_core(topic, callback, qos, timeout=timeout), timeout + 5)
+        return SyncSubscription(self, sub)
+
     def close(self) -> None:
         if self._loop.is_closed():
             return
