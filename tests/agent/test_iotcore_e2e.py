@@ -145,6 +145,9 @@ def test_publishes_while_the_broker_is_away_are_spooled_bounded_and_sent_in_orde
             assert spooled_count(root) == 3
             counters = spool_counters(root)
             assert counters.get("dropped") == 2 and counters.get("refused") == 1, counters
+            status = agent.json("agent", "status")["iotCore"]
+            assert status == {"broker": broker.uri, "connected": False, "since": status["since"], "waiting": 3,
+                              "spooled": 5, "sent": 0, "dropped": 2, "refused": 1}, status
 
             broker.start()
             wait_for(lambda: spooled_count(root) == 0, "the spool to drain once the broker is back")
@@ -152,6 +155,8 @@ def test_publishes_while_the_broker_is_away_are_spooled_bounded_and_sent_in_orde
             wait_for(lambda: len(peer.payloads()) >= 5, "the spooled messages at the subscriber")
             assert peer.payloads() == [b"before", b"c1", b"d1", b"e1", b"after"]
             assert spool_counters(root).get("sent") == 3
+            status = agent.json("agent", "status")["iotCore"]
+            assert status["connected"] and status["waiting"] == 0 and status["sent"] == 3, status
             # The subscription made before the outage was established again on reconnect (its SUBSCRIBE
             # went out before the spooled messages, whose PUBACKs have all come back).
             peer.publish(f"{prefix}/cmd/go", b"resubscribed")

@@ -33,6 +33,7 @@ import base64
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,10 @@ class InMessage:
     qos: int
     retain: bool
     props: dict[str, Any] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _properties_out(props: dict[str, Any]) -> Any:
@@ -244,6 +249,7 @@ class MqttConnection:
         client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish
         self._client = client
+        self.spool.set_state(broker=s.broker.uri, connected="0", since=_now())
         client.connect_async(s.broker.host, s.broker.port, keepalive=s.keep_alive, clean_start=True)
         client.loop_start()
         logger.info("%s: connecting to %s as client %s", self.name, s.describe(), s.client_id)
@@ -263,6 +269,7 @@ class MqttConnection:
             for waiter in f.waiters:
                 if not waiter.done():
                     waiter.cancel()
+        self.spool.set_state(connected="0", since=_now())  # the agent stopped
         self.spool.close()
 
     # -- paho callbacks (paho's thread): hop to the agent's loop ---------------------------------
@@ -321,6 +328,7 @@ class MqttConnection:
             return
         self.connected = True
         self._last_failure = None
+        self.spool.set_state(broker=self.settings.broker.uri, connected="1", since=_now())
         logger.info("%s: connected to %s (%d filter(s) to subscribe, %d message(s) spooled)", self.name,
                     self.settings.broker.uri, len(self._filters), self.spool.count)
         for topic_filter, f in self._filters.items():
@@ -331,6 +339,8 @@ class MqttConnection:
     def _disconnected(self, reason: str) -> None:
         was = self.connected
         self.connected = False
+        if not self._closing:
+            self.spool.set_state(broker=self.settings.broker.uri, connected="0", since=_now())
         self._inflight.clear()
         self._sent_upto = 0
         self._acked.set()  # a drain waiting for acknowledgements ends; the next connection drains again

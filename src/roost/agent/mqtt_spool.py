@@ -89,6 +89,7 @@ class MqttSpool:
                          "topic TEXT NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, "
                          "payload BLOB NOT NULL, props TEXT NOT NULL, size INTEGER NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages").fetchone()
         self.count, self.bytes = int(row[0]), int(row[1])
         self.drops = RateLimitedLog(logger, "IoT Core messages", verb="dropped or refused")
@@ -106,6 +107,11 @@ class MqttSpool:
     def _count(self, name: str, n: int = 1) -> None:
         self._db.execute("INSERT INTO counters(name, value) VALUES (?, ?) "
                          "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, n))
+
+    def set_state(self, **values: str) -> None:
+        """Record the connection's state (``broker``, ``connected``, ``since``) for ``roost agent status``."""
+        self._db.executemany("INSERT INTO state(name, value) VALUES (?, ?) "
+                             "ON CONFLICT(name) DO UPDATE SET value = excluded.value", list(values.items()))
 
     def note_dropped(self, reason: str, n: int = 1) -> None:
         """Count (and log, rate-limited) ``n`` messages dropped for ``reason`` outside the spool."""
@@ -181,4 +187,26 @@ class MqttSpool:
             self._db.close()
 
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_MESSAGES", "MqttSpool", "OutMessage", "SpooledMessage"]
+def read_status(path: Path) -> dict[str, Any] | None:
+    """What a spool file says (read-only, for ``roost agent status``): the broker, whether the agent
+    was connected at its last change, the messages waiting and the counters; None without a spool."""
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        state = {str(n): str(v) for n, v in db.execute("SELECT name, value FROM state")}
+        counters = {str(n): int(v) for n, v in db.execute("SELECT name, value FROM counters")}
+        pending = int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return {"broker": state.get("broker"), "connected": state.get("connected") == "1",
+            "since": state.get("since"), "waiting": pending,
+            **{k: counters.get(k, 0) for k in ("spooled", "sent", "dropped", "refused")}}
+
+
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_MESSAGES", "MqttSpool", "OutMessage", "SpooledMessage", "read_status"]

@@ -125,10 +125,18 @@ def status(root: RootOpt = None, as_json: JsonOpt = False) -> None:
     """Whether an agent runs on ROOT."""
     paths = AgentPaths.at(root)
     pid = running_pid(paths)
+    from roost.agent.mqtt_spool import read_status
+
+    iot = read_status(paths.root / "iotcore-spool.db")  # IoT Core's broker, spool and drops (docs/iotcore.md)
     if as_json:
-        emit_json({"running": pid is not None, "pid": pid, "root": str(paths.root)})
+        emit_json({"running": pid is not None, "pid": pid, "root": str(paths.root),
+                   **({"iotCore": iot} if iot is not None else {})})
     else:
         console.print(f"agent running (pid {pid})" if pid else f"no agent running on {paths.root}")
+        if iot is not None:
+            console.print(f"IoT Core {iot['broker']}: {'connected' if iot['connected'] else 'not connected'} "
+                          f"since {iot['since']}; {iot['waiting']} spooled message(s) waiting; {iot['sent']} sent "
+                          f"from the spool, {iot['dropped']} dropped, {iot['refused']} refused")
     if pid is None:
         raise typer.Exit(5)
 
