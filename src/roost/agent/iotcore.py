@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from roost.agent.errors import AgentError
+from roost.agent.logfile import RateLimitedLog
 from roost.agent.mqtt_settings import MqttSettings, tls_context
 from roost.agent.mqtt_spool import MqttSpool, OutMessage
 from roost.agent.pubsub import topic_matches
@@ -57,6 +58,8 @@ DRAIN_WINDOW: Final = 64
 PAHO_QUEUE: Final = 1000
 #: How long a SUBSCRIBE waits for its SUBACK while the broker is connected.
 SUBACK_TIMEOUT: Final = 10.0
+#: How often the rate-limited drop/refusal logs write their summaries.
+HOUSEKEEPING_INTERVAL: Final = 10.0
 #: Incoming messages waiting for the agent's loop; beyond it (a flood the loop cannot keep up with)
 #: they are dropped, counted and logged, instead of piling up in memory.
 MAX_INCOMING_BACKLOG: Final = 10_000
@@ -220,6 +223,9 @@ class MqttConnection:
         self._sent_upto = 0
         self._acked = asyncio.Event()
         self._drain: asyncio.Task[None] | None = None
+        self._housekeeping: asyncio.TimerHandle | None = None
+        #: other rate-limited logs ticked with the spool's (the bridge's forwarding failures)
+        self.logs: list[RateLimitedLog] = [self.spool.drops]
         self._closing = False
         self._last_failure: str | None = None
         self._backlog_lock = threading.Lock()
@@ -252,10 +258,20 @@ class MqttConnection:
         self.spool.set_state(broker=s.broker.uri, connected="0", since=_now())
         client.connect_async(s.broker.host, s.broker.port, keepalive=s.keep_alive, clean_start=True)
         client.loop_start()
+        self._housekeeping = self._loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeep)
         logger.info("%s: connecting to %s as client %s", self.name, s.describe(), s.client_id)
+
+    def _housekeep(self) -> None:
+        for log in self.logs:
+            log.tick()
+        if not self._closing and self._loop is not None:
+            self._housekeeping = self._loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeep)
 
     async def close(self) -> None:
         self._closing = True
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            self._housekeeping = None
         if self._drain is not None:
             self._drain.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -187,6 +187,9 @@ class MqttBridge:
                                     client_id=config.client_id or f"mqtt-bridge-{self.thing_name}")
             self.local = MqttConnection(settings, self.root / "mqtt-bridge-spool.db", name="MQTT bridge (LocalMqtt)")
             await self.local.start()
+        for conn in (self.local, self.iot_core.connection if self.iot_core is not None else None):
+            if conn is not None and self.failures not in conn.logs:
+                conn.logs.append(self.failures)  # its summaries are written with the connection's
         seen: set[tuple[str, str]] = set()
         for m in config.mappings:
             if (m.source, m.topic) in seen:
