@@ -207,6 +207,13 @@ ROOST_CLIENT = textwrap.dedent("""
         ipc.subscribe_to_iot_core(prefix + "/in/+", lambda m: print("got", m.topic, m.payload.decode(), flush=True))
         print("subscribed", flush=True)
         ipc.publish_to_iot_core(prefix + "/out/r", "from-roost-client", qos=1)
+        for request in ({"topicName": prefix + "/out/r", "qos": "1"},
+                        {"topicName": prefix + "/out/r", "qos": "1", "payload": "not base64!"},
+                        {"topicName": prefix + "/out/r", "qos": "1", "payload": "", "userProperties": [{"key": 1}]}):
+            try:
+                ipc.call("PublishToIoTCore", request)
+            except Exception as err:
+                print("refused", type(err).__name__, err.code, err, flush=True)
         print("published", flush=True)
         threading.Event().wait()
 """)
@@ -226,6 +233,11 @@ def test_roost_client_publishes_and_subscribes(broker_agent: Cli, tmp_path: Path
         log = broker_agent.root / "logs" / "com.test.RoostIot.log"
         wait_for(lambda: "published" in log.read_text(), "the Roost client's publish")
         wait_for(lambda: peer.payloads() == [b"from-roost-client"], "its message at the broker")
+        refusals = [line.split("refused ", 1)[1] for line in log.read_text().splitlines() if "refused " in line]
+        assert len(refusals) == 3, refusals
+        assert refusals[0].startswith("InvalidArgumentsIpcError") and "payload is required" in refusals[0]
+        assert "payload is not valid base64" in refusals[1]
+        assert "userProperties must be a list of {key, value} strings" in refusals[2]
         peer.publish(f"{prefix}/in/x", b"to-roost-client")
         wait_for(lambda: f"got {prefix}/in/x to-roost-client" in log.read_text(), "the message on its stream")
     finally:

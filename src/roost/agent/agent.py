@@ -25,7 +25,7 @@ from roost.agent.errors import AgentError
 from roost.agent.iotcore import IotCore
 from roost.agent.ipc import IpcLimits, IpcServer
 from roost.agent.mqtt_bridge import BRIDGE, MqttBridge
-from roost.agent.mqtt_settings import load_mqtt_settings
+from roost.agent.mqtt_settings import PASSWORD_ENV, load_mqtt_settings
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
 from roost.agent.process import reap_journal
@@ -93,6 +93,7 @@ class Agent:
             n: r.configuration for n, r in self.deployer.live.items()}
         # IoT Core over the broker named by --mqtt-broker or ROOT/agent.yaml (docs/iotcore.md).
         mqtt = load_mqtt_settings(paths.root, self.thing_name, mqtt_options)
+        os.environ.pop(PASSWORD_ENV, None)  # read once; never in a child's environment
         self.iot_core = IotCore(mqtt, paths.root) if mqtt is not None else None
         self.server.iot_core = self.iot_core
         self.bridge = MqttBridge(self.server.pubsub, self.server.publish, self.iot_core, self.thing_name, paths.root)

@@ -47,11 +47,16 @@ def _iot_core(conn: ConnectionSide, operation: str) -> IotCore:
     return iot
 
 
-def _b64(request: dict[str, Any], key: str, *, required: bool) -> bytes | None:
+def _payload(request: dict[str, Any]) -> bytes:
+    payload = _b64(request, "payload")
+    if payload is None:  # as the nucleus: "Payload is required"
+        raise _invalid("payload is required (base64 in the JSON request; awsiotsdk encodes bytes for you)")
+    return payload
+
+
+def _b64(request: dict[str, Any], key: str) -> bytes | None:
     value = request.get(key)
     if value is None:
-        if required:
-            raise _invalid(f"{key} is required (base64 in the JSON request; awsiotsdk encodes bytes for you)")
         return None
     if not isinstance(value, str):
         raise _invalid(f"{key} must be a base64 string, got {type(value).__name__}")
@@ -76,7 +81,7 @@ def _properties(request: dict[str, Any]) -> dict[str, Any]:
         if isinstance(expiry, bool) or not isinstance(expiry, int) or not 0 <= expiry <= 0xFFFFFFFF:
             raise _invalid(f"messageExpiryIntervalSeconds must be an integer from 0 to 4294967295, got {expiry!r}")
         props["messageExpiryIntervalSeconds"] = expiry
-    if _b64(request, "correlationData", required=False) is not None:
+    if _b64(request, "correlationData") is not None:
         props["correlationData"] = request["correlationData"]
     response_topic = request.get("responseTopic")
     if response_topic is not None:
@@ -98,12 +103,11 @@ def _publish_to_iot_core(conn: ConnectionSide, sid: int, operation: str, request
     iot = _iot_core(conn, operation)
     topic = validate_iot_topic(request.get("topicName"), subscribe=False)
     conn.authorize(authz.MQTTPROXY_SERVICE, operation, topic)
-    payload = _b64(request, "payload", required=True)
+    payload = _payload(request)
     qos = validate_qos(request.get("qos"))
     retain = request.get("retain", False)
     if not isinstance(retain, bool):
         raise _invalid(f"retain must be true or false, got {retain!r}")
-    assert payload is not None
     iot.publish(OutMessage(topic, payload, qos, retain, _properties(request)))
     return {}
 
