@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from roost.agent.component_metrics import ComponentMetrics
 from roost.agent.component_spec import ComponentSpec
 from roost.agent.configuration import get_path, merge_at
 from roost.agent.deployer import Deployer
@@ -25,6 +26,7 @@ from roost.agent.ipc import IpcLimits, IpcServer
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
 from roost.agent.process import reap_journal
+from roost.agent.shadow_store import LocalShadows, ShadowStore
 from roost.agent.specs import SpecContext, build_spec
 from roost.agent.states import ComponentState
 from roost.agent.store import ComponentRecord, Store
@@ -68,6 +70,9 @@ class Agent:
         self.deployer = Deployer(paths, self.store, self.packages, self.supervisor, self._build_specs,
                                  self._on_applied)
         self.server = IpcServer(paths.ipc_socket, self, limits=ipc_limits, strict_config_reads=strict_config_reads)
+        #: Local shadows (aws.greengrass.ShadowManager's IPC operations) and PutComponentMetric's store.
+        self.shadows = LocalShadows(ShadowStore(paths.shadows_db))
+        self.component_metrics = ComponentMetrics()
         self._tokens: dict[str, str] = {}          # component -> SVCUID (fresh each agent start)
         self._token_index: dict[bytes, str] = {}   # sha256(SVCUID) -> component
         self._config_subs: dict[int, tuple[str, list[str], ConfigCallback]] = {}
@@ -123,6 +128,7 @@ class Agent:
         self._stop_leftovers()  # processes killed without waiting (cancelled steps) are confirmed gone
         await self.server.stop()
         self.paths.cli_token.unlink(missing_ok=True)
+        self.shadows.close()
         self.store.close()
         log.info("agent stopped")
 
@@ -211,6 +217,7 @@ class Agent:
         for name in self._applied_configs:
             if name not in records:
                 self.workspace.remove(name)
+                self.component_metrics.forget(name)
         for name, record in records.items():
             # Rows of new components exist only now: record their states.
             self._record_state(name)
