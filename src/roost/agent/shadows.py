@@ -97,7 +97,7 @@ def validate_shadow_name(value: Any) -> str:
     if len(value) > MAX_SHADOW_NAME:
         raise invalid_name(f"shadowName has a maximum length of {MAX_SHADOW_NAME} (got {len(value)})")
     if not _NAME_RE.fullmatch(value):
-        raise invalid(f"shadowName {value!r} must match the pattern {NAME_PATTERN}")
+        raise invalid_name(f"shadowName {value!r} must match the pattern {NAME_PATTERN}")
     return value
 
 
@@ -241,9 +241,11 @@ def _no_nan(value: Any) -> Any:
 
 def parse_json(payload: bytes) -> Any:
     try:
-        return json.loads(payload, parse_constant=_no_nan)
+        text = payload.decode("utf-8")
     except UnicodeDecodeError as err:
         raise invalid(f"the shadow document is not UTF-8: {err}") from err
+    try:
+        return json.loads(text, parse_constant=_no_nan)
     except json.JSONDecodeError as err:
         raise invalid(f"the shadow document is not valid JSON: {err}") from err
 
