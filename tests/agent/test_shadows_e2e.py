@@ -26,8 +26,8 @@ NOSY = "com.test.NoShadowPolicy"
 SHADOW_APP = textwrap.dedent("""
     import json, os, threading
     from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-    from awsiot.greengrasscoreipc.model import (ConflictError, InvalidArgumentsError, ResourceNotFoundError,
-                                                UnauthorizedError)
+    from awsiot.greengrasscoreipc.model import (BinaryMessage, ConflictError, InvalidArgumentsError, JsonMessage,
+                                                PublishMessage, ResourceNotFoundError, UnauthorizedError)
 
     thing = os.environ["AWS_IOT_THING_NAME"]
     ipc = GreengrassCoreIPCClientV2()
@@ -54,8 +54,9 @@ SHADOW_APP = textwrap.dedent("""
         out("notfound", err.message)
 
     def on_event(event):
-        msg = event.binary_message
-        print("E", msg.context.topic, msg.message.decode(), flush=True)
+        msg = event.binary_message  # ShadowManager's messages are bytes; the app's own JSON request is not
+        if msg is not None and msg.message.startswith(b"{"):
+            print("E", msg.context.topic, msg.message.decode(), flush=True)
 
     ipc.subscribe_to_topic(topic=f"$aws/things/{thing}/shadow/#", on_stream_event=on_event)
     out("update1", update({"state": {"desired": {"mode": "eco", "t": 21}}, "clientToken": "c1"}))
@@ -77,6 +78,20 @@ SHADOW_APP = textwrap.dedent("""
     out("list", [first.results, rest.results, bool(first.next_token)])
     out("delete", ipc.delete_thing_shadow(thing_name=thing, shadow_name="tmp").payload.decode())
     expect("deleted", lambda: ipc.get_thing_shadow(thing_name=thing, shadow_name="tmp"), ResourceNotFoundError)
+    expect("deletemissing", lambda: ipc.delete_thing_shadow(thing_name=thing, shadow_name="tmp"),
+           ResourceNotFoundError)
+    expect("badpage", lambda: ipc.list_named_shadows_for_thing(thing_name=thing, page_size=500),
+           InvalidArgumentsError)
+    expect("badtoken", lambda: ipc.list_named_shadows_for_thing(thing_name=thing, next_token="forged"),
+           InvalidArgumentsError)
+    expect("nothing-to-list", lambda: ipc.list_named_shadows_for_thing(thing_name=""), InvalidArgumentsError)
+    # ShadowManager also takes requests published on the shadow topics.
+    via = f"$aws/things/{thing}/shadow/name/viapubsub"
+    ipc.publish_to_topic(topic=via + "/update", publish_message=PublishMessage(
+        json_message=JsonMessage(message={"state": {"reported": {"p": 1}}, "clientToken": "pub"})))
+    ipc.publish_to_topic(topic=via + "/update", publish_message=PublishMessage(
+        binary_message=BinaryMessage(message=b"not json")))
+    ipc.publish_to_topic(topic=via + "/get", publish_message=PublishMessage(binary_message=BinaryMessage(message=b"")))
     out("done", True)
     threading.Event().wait()
 """)
@@ -101,7 +116,8 @@ POLICY = {
                        "aws.greengrass#DeleteThingShadow", "aws.greengrass#ListNamedShadowsForThing"],
         "resources": [f"$aws/things/{THING}/shadow", f"$aws/things/{THING}/shadow/name/*", THING]}},
     "aws.greengrass.ipc.pubsub": {f"{APP}:pubsub:1": {
-        "operations": ["aws.greengrass#SubscribeToTopic"], "resources": [f"$aws/things/{THING}/shadow/#"]}},
+        "operations": ["aws.greengrass#SubscribeToTopic", "aws.greengrass#PublishToTopic"],
+        "resources": [f"$aws/things/{THING}/shadow/#"]}},
 }
 
 
@@ -169,9 +185,13 @@ def test_shadows_with_awsiotsdk_topics_policy_and_restart(cli: Cli, tmp_path: Pa
         assert r["list"] == [["cfg"], ["tmp"], True]
         assert r["delete"] == ""
         assert r["deleted"][0] == "ResourceNotFoundError"
+        assert r["deletemissing"][0] == "ResourceNotFoundError"
+        assert r["badpage"][0] == "InvalidArgumentsError" and "from 1 to 100" in r["badpage"][1]
+        assert r["badtoken"][0] == "InvalidArgumentsError" and "nextToken" in r["badtoken"][1]
+        assert r["nothing-to-list"][0] == "InvalidArgumentsError" and "thingName is required" in r["nothing-to-list"][1]
 
         prefix = f"$aws/things/{THING}/shadow/name/cfg"
-        events = wait_until(lambda: (lambda ev: ev if any(t.endswith("tmp/delete/accepted") for t, _ in ev)
+        events = wait_until(lambda: (lambda ev: ev if any(t.endswith("viapubsub/get/accepted") for t, _ in ev)
                                      else None)(_events(_log(cli, APP))), what="the shadow topics")
         by_topic: dict[str, list[dict[str, Any]]] = {}
         for topic, body in events:
@@ -189,6 +209,12 @@ def test_shadows_with_awsiotsdk_topics_policy_and_restart(cli: Cli, tmp_path: Pa
         assert by_topic[f"$aws/things/{THING}/shadow/update/accepted"][0]["version"] == 1
         assert by_topic[f"$aws/things/{THING}/shadow/name/tmp/delete/accepted"][0]["version"] == 1
         assert by_topic[f"$aws/things/{THING}/shadow/name/nope/get/rejected"][0]["code"] == 404
+        via = f"$aws/things/{THING}/shadow/name/viapubsub"
+        assert by_topic[f"{via}/update/accepted"][0]["clientToken"] == "pub"
+        assert by_topic[f"{via}/update/accepted"][0]["state"] == {"reported": {"p": 1}}
+        assert by_topic[f"{via}/update/rejected"][0]["code"] == 400
+        assert "not valid JSON" in by_topic[f"{via}/update/rejected"][0]["message"]
+        assert by_topic[f"{via}/get/accepted"][0]["state"] == {"reported": {"p": 1}}
 
         nosy = wait_until(lambda: "nosy " in _log(cli, NOSY) and _log(cli, NOSY), what="the component without policy")
         assert "nosy denied:" in nosy and "aws.greengrass.ShadowManager:aws.greengrass#GetThingShadow" in nosy, nosy

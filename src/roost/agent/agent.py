@@ -23,6 +23,7 @@ from roost.agent.configuration import get_path, merge_at
 from roost.agent.deployer import Deployer
 from roost.agent.errors import AgentError
 from roost.agent.ipc import IpcLimits, IpcServer
+from roost.agent.ipc.ops_shadow import serve_pubsub_requests
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
 from roost.agent.process import reap_journal
@@ -72,6 +73,7 @@ class Agent:
         self.server = IpcServer(paths.ipc_socket, self, limits=ipc_limits, strict_config_reads=strict_config_reads)
         #: Local shadows (aws.greengrass.ShadowManager's IPC operations) and PutComponentMetric's store.
         self.shadows = LocalShadows(ShadowStore(paths.shadows_db))
+        serve_pubsub_requests(self.server, self.shadows)
         self.component_metrics = ComponentMetrics()
         self._tokens: dict[str, str] = {}          # component -> SVCUID (fresh each agent start)
         self._token_index: dict[bytes, str] = {}   # sha256(SVCUID) -> component

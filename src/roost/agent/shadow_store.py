@@ -92,7 +92,8 @@ class Outcome:
     publish: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-def encode(doc: dict[str, Any]) -> bytes:
+def encode(doc: Any) -> bytes:
+    """Compact UTF-8 JSON (shadow payloads and messages)."""
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from roost.agent import shadows
-from roost.agent.ipc.types import ConnectionSide
+from roost.agent.ipc.types import ConnectionSide, PublishSide
+from roost.agent.pubsub import RECEIVE_MESSAGES_FROM_OTHERS
 from roost.agent.shadow_store import LocalShadows, Outcome, encode
 from roost.errors import InvalidInputError, RoostError, UnauthorizedError
 from roost.ipc.rpc import (
@@ -55,10 +58,13 @@ def _authorize_any(conn: ConnectionSide, operation: str, resources: tuple[str, .
     raise first
 
 
-def _publish(conn: ConnectionSide, messages: list[tuple[str, dict[str, Any]]]) -> None:
+Publish = Callable[[list[tuple[str, dict[str, Any]]]], None]
+
+
+def _publish(server: PublishSide, messages: list[tuple[str, dict[str, Any]]]) -> None:
     for topic, message in messages:
         try:
-            conn.server._publish(topic, encode(message), SHADOW_SERVICE, None)
+            server._publish(topic, encode(message), SHADOW_SERVICE, None)
         except Exception:  # a subscriber's trouble never fails the operation
             logger.exception("publishing the shadow message on %s failed", topic)
 
@@ -76,28 +82,38 @@ def _payload(request: dict[str, Any]) -> bytes:
         raise InvalidInputError("payload is not valid base64", code="SHADOW_INVALID_DOCUMENT") from err
 
 
+def _run(service: LocalShadows, thing: str, shadow: str, op: str, payload: bytes) -> Outcome:
+    if op == "get":
+        return service.get(thing, shadow)
+    if op == "update":
+        return service.update(thing, shadow, payload)
+    return service.delete(thing, shadow)
+
+
+def _reject(publish: Publish, prefix: str, op: str, err: RoostError, payload: bytes) -> None:
+    token = shadows.client_token_of(payload) if payload else None
+    publish([(f"{prefix}/{op}/rejected", shadows.rejected(err, int(time.time()), token))])
+
+
 def _shadow_op(conn: ConnectionSide, operation: str, request: dict[str, Any], op: str) -> dict[str, Any]:
     conn.require_principal()
     thing = shadows.validate_thing_name(request.get("thingName"))
     shadow = shadows.validate_shadow_name(request.get("shadowName"))
     prefix = shadows.topic_prefix(thing, shadow)
     payload = _payload(request) if op == "update" else b""
+    server = conn.server
+
+    def publish(messages: list[tuple[str, dict[str, Any]]]) -> None:
+        _publish(server, messages)
+
     try:
         spellings = (prefix, prefix + "/") if shadow == shadows.CLASSIC else (prefix,)
         _authorize_any(conn, operation, spellings)
-        service = _service(conn)
-        outcome: Outcome
-        if op == "get":
-            outcome = service.get(thing, shadow)
-        elif op == "update":
-            outcome = service.update(thing, shadow, payload)
-        else:
-            outcome = service.delete(thing, shadow)
+        outcome = _run(_service(conn), thing, shadow, op, payload)
     except RoostError as err:
-        token = shadows.client_token_of(payload) if payload else None
-        _publish(conn, [(f"{prefix}/{op}/rejected", shadows.rejected(err, int(time.time()), token))])
+        _reject(publish, prefix, op, err, payload)
         raise
-    _publish(conn, outcome.publish)
+    publish(outcome.publish)
     body = b"" if outcome.response is None else encode(outcome.response)
     return {"payload": base64.b64encode(body).decode("ascii")}
 
@@ -127,3 +143,55 @@ HANDLERS: Final = {
     OP_DELETE_THING_SHADOW: _delete_thing_shadow,
     OP_LIST_NAMED_SHADOWS_FOR_THING: _list_named_shadows,
 }
+
+
+# -- requests published on the local pub/sub topics ShadowManager listens on ---------------------
+
+#: ``$aws/things/T/shadow[/name/S]/(update|get|delete)``: a shadow request made by publishing.
+REQUEST_TOPIC: Final = re.compile(r"\$aws/things/([^/]+)/shadow(?:/name/([^/]+))?/(update|get|delete)")
+#: What the agent subscribes to on components' behalf, as ShadowManager does.
+REQUEST_FILTER: Final = "$aws/things/+/shadow/#"
+
+
+def serve_pubsub_requests(server: PublishSide, service: LocalShadows) -> None:
+    """Answer shadow requests components publish (``.../update`` with the document, ``.../get``,
+    ``.../delete``) as ShadowManager does: the outcome goes to ``.../accepted`` / ``.../rejected``
+    and the other response topics. The publisher needed an ``aws.greengrass.ipc.pubsub`` policy for
+    the request topic; like ShadowManager, no shadow policy is checked on this path."""
+
+    def publish(messages: list[tuple[str, dict[str, Any]]]) -> None:
+        _publish(server, messages)
+
+    def handle(thing: str, shadow: str, op: str, payload: bytes) -> None:
+        prefix = shadows.topic_prefix(thing, shadow)
+        try:
+            outcome = _run(service, thing, shadow, op, payload)
+        except RoostError as err:
+            _reject(publish, prefix, op, err, payload)
+            return
+        except Exception:
+            logger.exception("a shadow %s request published on %s failed", op, prefix)
+            return
+        publish(outcome.publish)
+
+    def deliver(topic: str, message: Any, publisher: str) -> None:
+        if publisher == SHADOW_SERVICE:
+            return  # our own answers
+        match = REQUEST_TOPIC.fullmatch(topic)
+        if match is None:
+            return
+        thing, shadow, op = match.group(1), match.group(2) or "", match.group(3)
+        try:
+            shadows.validate_thing_name(thing)
+            shadows.validate_shadow_name(shadow)
+        except RoostError as err:
+            logger.warning("ignored a shadow request published on %s by %s: %s", topic, publisher, err.message)
+            return
+        if isinstance(message, bytes | bytearray | memoryview):
+            payload = bytes(message)
+        else:
+            payload = encode(message) if message is not None else b""
+        # After the publish that carried it has been delivered to everyone (no publish inside a publish).
+        server.loop.call_soon(handle, thing, shadow, op, payload)
+
+    server.pubsub.subscribe(REQUEST_FILTER, SHADOW_SERVICE, deliver, RECEIVE_MESSAGES_FROM_OTHERS)
