@@ -111,3 +111,13 @@ async def test_server_refuses_the_oversized_request_alone(server: IpcServer, con
     assert (await sub.get(2)).topic == "sensors/small"
     assert server.connection_count == 2
     writer.close()
+
+
+def test_the_skip_limit_is_validated() -> None:
+    from roost.agent.ipc import IpcLimits
+    from roost.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="max_skipped_message_size must be at least 1") as err:
+        IpcLimits(max_skipped_message_size=0)
+    assert err.value.code == "INVALID_IPC_LIMIT"
+    assert IpcLimits().max_skipped_message_size == 16 * 1024 * 1024
