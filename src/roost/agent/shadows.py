@@ -27,7 +27,7 @@ import copy
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from roost.errors import ConflictError, InvalidInputError, NotFoundError, RoostError, UnauthorizedError
@@ -370,7 +370,6 @@ class UpdateResult:
     accepted: dict[str, Any]
     documents: dict[str, Any]
     delta: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def apply_update(current: ShadowDocument | None, request: UpdateRequest, now: int,

@@ -47,15 +47,14 @@ def _service(conn: ConnectionSide) -> LocalShadows:
 
 def _authorize_any(conn: ConnectionSide, operation: str, resources: tuple[str, ...]) -> None:
     """Allowed when a policy covers any of ``resources`` (spellings of one resource)."""
-    first: UnauthorizedError | None = None
+    refused: list[UnauthorizedError] = []
     for resource in resources:
         try:
             conn.authorize(SHADOW_SERVICE, operation, resource)
             return
         except UnauthorizedError as err:
-            first = first or err
-    assert first is not None
-    raise first
+            refused.append(err)
+    raise refused[0]  # names the first (canonical) spelling
 
 
 Publish = Callable[[list[tuple[str, dict[str, Any]]]], None]
