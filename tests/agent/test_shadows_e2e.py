@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.agent.helpers import Workspace, wait_until
-from tests.conftest import Cli, require_module
+from tests.conftest import Cli, _searchable, require_module
 
 pytestmark = pytest.mark.slow
 require_module("awsiot.greengrasscoreipc.clientv2")
@@ -222,6 +222,9 @@ def test_shadows_with_awsiotsdk_topics_policy_and_restart(cli: Cli, tmp_path: Pa
 
         # The documents survive an agent restart: the app, started again, finds its shadow.
         assert cli.run("agent", "stop").returncode == 0
+        # Another pytest session of this user (parallel runs on one machine) may have reset the temp
+        # base folder to 0700 since this test's folders were opened: open them again for the restart.
+        _searchable(cli.root)
         start = cli.run("agent", "start", "--detach", "--thing-name", THING)
         assert start.returncode == 0, start.stderr + start.stdout
         persisted = wait_until(lambda: _results(_log(cli, APP)).get("persisted"), what="the restarted app")
