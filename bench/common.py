@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,14 @@ SHARED = REPO.parent / "shared"
 def roost(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "roost", *args], capture_output=True, text=True,
                           timeout=timeout, check=False, cwd=REPO)
+
+
+def bench_tmp(prefix: str) -> Path:
+    """A private temp folder the agent's component users can search (mode 0711): run as root, the
+    agent runs components as an unprivileged user, who must reach the agent root inside it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o711)
+    return path
 
 
 def log(msg: str) -> None:

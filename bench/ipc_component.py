@@ -91,7 +91,7 @@ def _summary(client: str, lat_ns: list[int], pipe_requests: int, pipe_s: float, 
 # -- Roost client ------------------------------------------------------------------------------
 
 
-async def roost_responder(topic: str, max_s: float) -> None:
+async def roost_responder(topic: str, max_s: float, direct: bool = False) -> None:
     from roost.ipc.client import IpcClient, Received
 
     async with await IpcClient.connect() as ipc:
@@ -100,15 +100,16 @@ async def roost_responder(topic: str, max_s: float) -> None:
             req = msg.json
             ipc.reply_nowait(req, reply_doc(req))
 
-        await ipc.subscribe(topic, on_request)
+        await ipc.subscribe(topic, on_request, direct=direct)
         print(f"responder subscribed to {topic}", flush=True)
         await asyncio.sleep(max_s)
 
 
-async def roost_requester(topic: str, result_file: str, n: int, warmup: int, pipe_n: int, inflight: int) -> None:
+async def roost_requester(topic: str, result_file: str, n: int, warmup: int, pipe_n: int, inflight: int,
+                          direct: bool = False) -> None:
     from roost.ipc.client import IpcClient, IpcTimeoutError
 
-    async with await IpcClient.connect() as ipc:
+    async with await IpcClient.connect(direct=direct) as ipc:
         # The responder may not have subscribed yet: probe until it answers.
         t_end = time.monotonic() + 30
         while True:
@@ -118,6 +119,11 @@ async def roost_requester(topic: str, result_file: str, n: int, warmup: int, pip
             except IpcTimeoutError:
                 if time.monotonic() > t_end:
                     raise
+        if direct:  # a channel is asked for again 1 s after a refusal (the probes came before the offer)
+            t_end = time.monotonic() + 10
+            while not (ipc._direct is not None and ipc._direct._channels) and time.monotonic() < t_end:
+                await ipc.request(topic, request_doc(0), timeout=REQ_TIMEOUT_S)
+                await asyncio.sleep(0.05)
         lat: list[int] = []
         c0 = time.process_time()
         for i in range(warmup + n):
@@ -141,8 +147,11 @@ async def roost_requester(topic: str, result_file: str, n: int, warmup: int, pip
         await asyncio.gather(*(worker(w * per, per) for w in range(inflight)))
         el = time.perf_counter() - t0p
         c2 = time.process_time()
+        # whether the requests really went over a direct channel (granted and still open at the end)
+        used_direct = bool(ipc._direct is not None and ipc._direct._channels)
     _write_result(result_file, _summary("roost", lat, per * inflight, el, inflight, {
         "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+        "direct_channel": used_direct,
         "requester_cpu_us_seq": (c1 - c0) / (warmup + n) * 1e6,
         "requester_cpu_us_pipe": (c2 - c1) / (per * inflight) * 1e6}))
 
@@ -251,7 +260,8 @@ def main() -> None:
     role, topic, result_file = sys.argv[1], sys.argv[2], sys.argv[3]
     n, warmup, pipe_n, inflight = (int(x) for x in sys.argv[4:8])
     max_s = float(sys.argv[8])
-    loop = sys.argv[9] if len(sys.argv) > 9 else "default"
+    loop, _, mode = (sys.argv[9] if len(sys.argv) > 9 else "default").partition("+")
+    direct = mode == "direct"
     run: Any = asyncio.run
     if loop == "uvloop":
         import uvloop
@@ -260,9 +270,9 @@ def main() -> None:
     _watchdog(max_s)
     try:
         if role == "roost-responder":
-            run(roost_responder(topic, max_s))
+            run(roost_responder(topic, max_s, direct))
         elif role == "roost-requester":
-            run(roost_requester(topic, result_file, n, warmup, pipe_n, inflight))
+            run(roost_requester(topic, result_file, n, warmup, pipe_n, inflight, direct))
         elif role == "aws-responder":
             aws_responder(topic, max_s)
         elif role == "aws-requester":

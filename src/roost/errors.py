@@ -26,7 +26,8 @@ that every class is drawn here::
     │   └── LifecycleStepError             LIFECYCLE_STEP_FAILED      agent.errors
     ├── AgentNotRunningError               AGENT_NOT_RUNNING          cli.local
     ├── ConflictError                      CONFLICT                   errors
-    │   └── ComponentBusyError             COMPONENT_BUSY             agent.errors             also AgentError
+    │   ├── ComponentBusyError             COMPONENT_BUSY             agent.errors             also AgentError
+    │   └── DirectChannelUnavailableError  DIRECT_CHANNEL_UNAVAILABLE agent.errors             also AgentError
     ├── InvalidInputError                  INVALID_INPUT              errors
     │   ├── PosixUserError                 POSIX_USER_INVALID         agent.errors             also AgentError
     │   ├── RecipeError                    RECIPE_INVALID             recipe.errors
@@ -73,6 +74,7 @@ that every class is drawn here::
     │       ├── ResourceNotFoundIpcError   NOT_FOUND                  ipc.errors
     │       ├── ServiceIpcError            SERVICE_ERROR              ipc.errors
     │       └── UnauthorizedIpcError       UNAUTHORIZED               ipc.errors
+    ├── SealError                          SECRET_UNSEAL_FAILED       sealed
     └── ServeError                         SERVE_ERROR                serve.errors
         ├── BatcherClosedError             BATCHER_CLOSED             serve.batching
         └── ModelError                     MODEL_ERROR                serve.errors
@@ -215,6 +217,8 @@ CODES: dict[str, dict[str, str]] = {
         "INVALID_SKIPIF": "A lifecycle Skipif is neither 'onpath <exe>' nor 'exists <file>'.",
         "INVALID_STATE": "A component reported a state it may not set (only RUNNING or ERRORED).",
         "INVALID_TRANSITION": "The supervisor refused a component state transition.",
+        "DIRECT_CHANNEL_UNAVAILABLE": ("A direct request/reply channel cannot be granted (several subscribers, no "
+                                       "offer, a policy); the client publishes through the agent instead."),
         "IPC_NOT_AUTHENTICATED": "An IPC call before a successful CONNECT.",
         "IPC_STREAM_LIMIT": "A component opened more IPC streams than its cap; close some and retry.",
         "LIFECYCLE_STEP_FAILED": "A lifecycle step (Install, Startup, Run, ...) exited non-zero.",
@@ -247,6 +251,8 @@ CODES: dict[str, dict[str, str]] = {
         "METRIC_LIMIT": "The agent keeps no more metric names for that component (or no more components).",
         "METRICS_UNAVAILABLE": "The IPC server runs without a component metrics store (not an agent).",
         "IPC_MESSAGE_TOO_LARGE": "An IPC request exceeds the agent's message size limit; refused, connection kept.",
+        "SECRET_REQUEST_INVALID": "GetSecretValue without secretId, or with both versionId and versionStage "
+                                  "(ServiceError, as on Greengrass).",
     },
     "roost.hub (server: store, REST API)": {
         "HUB_ERROR": "Base code of a hub error.",
@@ -290,6 +296,13 @@ CODES: dict[str, dict[str, str]] = {
         "UNSUPPORTED_MEDIA_TYPE": "The request body's content type is not accepted (415).",
         "VALIDATION_ERROR": "The request body or query fails validation; the message names the field (422).",
         "INTERNAL_ERROR": "An unexpected server error; the hub's log has the traceback (500).",
+        "INVALID_SECRET_NAME": "A secret name is neither a plain Secrets Manager name nor a secret ARN (400).",
+        "INVALID_SECRET_VALUE": "A secret value is empty, over 64 KiB, not base64 (binary) or not UTF-8 (text).",
+        "SECRET_NOT_FOUND": "No such secret on the hub (404), or that secret, version or stage is not on the device.",
+        "SECRET_KEY_MISSING": "The hub has no secrets key file configured (500).",
+        "SECRET_KEY_INVALID": "A secrets key file is not 32 bytes; restore the right key file.",
+        "SECRET_UNSEAL_FAILED": "A sealed secret does not open: another key sealed it (a replica's own key?) or "
+                                "it was altered.",
     },
     "roost.hub.client and the CLI's hub commands": {
         "HUB_SERVER_ERROR": "The hub answered 5xx; retry later.",

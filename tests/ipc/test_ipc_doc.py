@@ -8,7 +8,7 @@ from pathlib import Path
 from roost.agent.ipc import operations
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ipc.md"
-ROW = re.compile(r"^\| `(aws\.greengrass#\w+)` \| (.+) \|$")
+ROW = re.compile(r"^\| `((?:aws\.greengrass|roost)#\w+)` \| (.+) \|$")
 
 
 def _table() -> dict[str, str]:

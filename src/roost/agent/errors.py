@@ -15,6 +15,9 @@ A flat module: every class derives from :class:`AgentError` (itself a
   touched ``accessControl`` (policy); change policy through a deployment instead.
 * :class:`IpcNotAuthenticatedError` (``IPC_NOT_AUTHENTICATED``) — an IPC operation arrived on a
   connection that has not completed CONNECT.
+* :class:`DirectChannelUnavailableError` (``DIRECT_CHANNEL_UNAVAILABLE``) — a direct request/reply
+  channel cannot be granted (several subscribers, no offer, a policy); the Roost client falls back
+  to publishing through the agent.
 * :class:`IpcStreamLimitError` (``IPC_STREAM_LIMIT``) — a component has as many open IPC
   streams (subscriptions) as it may; close some before opening more.
 * :class:`PosixUserError` (``POSIX_USER_INVALID``, ``POSIX_USER_UNKNOWN``, ``POSIX_GROUP_UNKNOWN``,
@@ -163,3 +166,9 @@ class IpcStreamLimitError(Retryable, AgentError):
     """The component already holds as many open IPC streams as it may."""
 
     code = "IPC_STREAM_LIMIT"
+
+
+class DirectChannelUnavailableError(ConflictError, AgentError):
+    """A direct request/reply channel cannot be granted now (the message says why)."""
+
+    code = "DIRECT_CHANNEL_UNAVAILABLE"

@@ -109,6 +109,27 @@ class PubSub:
     def __init__(self) -> None:
         self._exact: dict[str, tuple[SubscriptionHandle, ...]] = {}
         self._wild: tuple[SubscriptionHandle, ...] = ()
+        #: called with the topic filter after every subscribe and unsubscribe
+        self._listeners: tuple[Callable[[str], None], ...] = ()
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(topic_filter)`` after each subscription is added or removed."""
+        self._listeners = (*self._listeners, listener)
+
+    def _changed(self, topic_filter: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(topic_filter)
+            except Exception:
+                logger.exception("a pub/sub subscription listener failed")
+
+    def subscribers(self, topic: str) -> list[SubscriptionHandle]:
+        """The active subscriptions that match ``topic`` (exact and wildcard)."""
+        found = [h for h in self._exact.get(topic, ()) if h.active]
+        if self._wild:
+            tlevels = topic.split("/")
+            found += [h for h in self._wild if h.active and _levels_match(h.levels, tlevels)]  # type: ignore[arg-type]
+        return found
 
     @property
     def subscription_count(self) -> int:
@@ -131,6 +152,8 @@ class PubSub:
             self._exact[topic_filter] = (*self._exact.get(topic_filter, ()), handle)
         else:
             self._wild = (*self._wild, handle)
+        if self._listeners:
+            self._changed(topic_filter)
         return handle
 
     def unsubscribe(self, handle: SubscriptionHandle) -> None:
@@ -146,6 +169,8 @@ class PubSub:
                 self._exact.pop(handle.topic_filter, None)
         else:
             self._wild = tuple(h for h in self._wild if h is not handle)
+        if self._listeners:
+            self._changed(handle.topic_filter)
 
     def publish(self, topic: str, message: Any, publisher: str) -> int:
         """Deliver ``message`` to every matching subscriber; return how many received it."""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from roost.ipc import rpc
+from roost.ipc.direct import DirectChannel, DirectEnds
 from roost.ipc.errors import (
     AgentBusyError,
     ConnectionRefusedByServer,
@@ -57,8 +58,11 @@ logger = logging.getLogger(__name__)
 class IpcClient:
     """An asyncio Greengrass IPC connection. Create it with :meth:`connect`."""
 
-    def __init__(self, socket_path: str, *, max_message_size: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, socket_path: str, *, max_message_size: int = 16 * 1024 * 1024, direct: bool = False) -> None:
         self.socket_path = socket_path
+        #: requests ask the agent for direct channels (roost.ipc.direct)
+        self._direct_requests = direct
+        self._direct: DirectEnds | None = None
         self._max_message_size = max_message_size
         # Frames larger than this are refused here with InvalidArgumentsIpcError: the agent would
         # answer them by closing the whole connection.
@@ -89,15 +93,20 @@ class IpcClient:
         auth_token: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        direct: bool = False,
     ) -> IpcClient:
-        """Connect and authenticate; raises ConnectionRefusedByServer for a refused token."""
+        """Connect and authenticate; raises ConnectionRefusedByServer for a refused token.
+
+        ``direct=True``: :meth:`request` asks the agent for a direct channel to a responder that
+        offers one (:mod:`roost.ipc.direct`), and falls back to publishing through the agent.
+        """
         path = socket_path or os.environ.get(ENV_SOCKET) or os.environ.get(ENV_ROOST_SOCKET)
         token = auth_token or os.environ.get(ENV_TOKEN) or os.environ.get(ENV_ROOST_TOKEN)
         if not path:
             raise IpcError(f"no IPC socket: pass socket_path or set {ENV_SOCKET}", code=_NOT_CONFIGURED)
         if not token:
             raise IpcError(f"no IPC auth token: pass auth_token or set {ENV_TOKEN}", code="IPC_NOT_CONFIGURED")
-        client = cls(path)
+        client = cls(path, direct=direct)
         loop = client._loop
         sock = _connect_socket(path)
         try:
@@ -143,6 +152,11 @@ class IpcClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _direct_ends(self) -> DirectEnds:
+        if self._direct is None:
+            self._direct = DirectEnds(self)
+        return self._direct
+
     def _abort(self, error: IpcError | None) -> None:
         if error is not None and self._closed is None:
             self._closed = IpcConnectionClosedError(f"IPC connection to {self.socket_path} failed: {error}")
@@ -159,6 +173,8 @@ class IpcClient:
                 reason = "closed by the server"
             self._closed = IpcConnectionClosedError(f"IPC connection to {self.socket_path} {reason}")
         error = self._closed
+        if self._direct is not None:
+            self._direct.close()
         if not self._connect_future.done():
             self._connect_future.set_exception(error)
         streams, self._streams = self._streams, {}
@@ -395,16 +411,21 @@ class IpcClient:
         receive_mode: str = rpc.RECEIVE_ALL_MESSAGES,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        direct: bool = False,
     ) -> Subscription[Received]:
         """Subscribe to a topic filter (MQTT wildcards allowed).
 
         With a ``callback`` (plain function or coroutine function) every message goes to it;
-        without, iterate the returned :class:`Subscription`.
+        without, iterate the returned :class:`Subscription`. ``direct=True`` (a topic without
+        wildcards): also offer requesters a direct channel for it (:mod:`roost.ipc.direct`); their
+        requests arrive the same way and :meth:`reply` answers over the channel.
         """
         sub: Subscription[Received] = Subscription(self, topic, _parse_subscription_message, callback)
         await self._open_subscription(
             rpc.OP_SUBSCRIBE_TO_TOPIC, {"topic": topic, "receiveMode": receive_mode}, sub, timeout
         )
+        if direct:
+            await self._direct_ends().offer(sub, topic, timeout)
         return sub
 
     async def _reply_subscription(self) -> Subscription[Received]:
@@ -430,6 +451,9 @@ class IpcClient:
         """Publish ``payload`` with ``replyTo``/``correlationId``; return the reply document."""
         if self._reply_sub is None or self._reply_sub.closed:
             await self._reply_subscription()
+        channel = None
+        if self._direct_requests:
+            channel = await self._direct_ends().channel_for(topic, self._reply_topic, timeout)
         self._cid_count += 1
         cid = f"{self._cid_count:x}"  # unique per client; the reply topic is unique per client
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -437,6 +461,8 @@ class IpcClient:
         message = dict(payload)
         message["replyTo"] = self._reply_topic
         message["correlationId"] = cid
+        if channel is not None:
+            return await self._direct_request(channel, topic, cid, future, message, timeout)
         handle = self._loop.call_later(
             timeout,
             _expire,
@@ -461,6 +487,21 @@ class IpcClient:
             handle.cancel()
             self._replies.pop(cid, None)
 
+    async def _direct_request(self, channel: DirectChannel, topic: str, cid: str, future: asyncio.Future[Any],
+                              message: dict[str, Any], timeout: float) -> Any:
+        handle = self._loop.call_later(
+            timeout,
+            _expire,
+            future,
+            lambda: IpcTimeoutError(f"no reply to the request on {topic!r} within {timeout} s"),
+        )
+        try:
+            self._direct_ends().send(channel, message)
+            return await future
+        finally:
+            handle.cancel()
+            self._replies.pop(cid, None)
+
     async def reply(
         self, request: Mapping[str, Any], payload: Mapping[str, Any], *, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
@@ -471,6 +512,8 @@ class IpcClient:
             raise IpcError("the message has no replyTo/correlationId to answer", code="NOT_A_REQUEST")
         message = dict(payload)
         message["correlationId"] = cid
+        if self._direct is not None and self._direct.reply(reply_to, message):
+            return
         await self.publish(reply_to, message, timeout=timeout)
 
     def reply_nowait(self, request: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
@@ -481,6 +524,8 @@ class IpcClient:
             raise IpcError("the message has no replyTo/correlationId to answer", code="NOT_A_REQUEST")
         message = dict(payload)
         message["correlationId"] = cid
+        if self._direct is not None and self._direct.reply(reply_to, message):
+            return
         self.publish_nowait(reply_to, message)
 
     async def get_configuration(

@@ -93,6 +93,13 @@ MAX_FRAME_SIZE: Final = MAX_PAYLOAD_SIZE * 4 // 3 + 64 * 1024
 
 # A Roost extension (Greengrass has no way to cancel a local deployment).
 OP_CANCEL_LOCAL_DEPLOYMENT: Final = "aws.greengrass#CancelLocalDeployment"
+OP_GET_SECRET_VALUE: Final = "aws.greengrass#GetSecretValue"
+
+# Roost extensions: direct request/reply channels between two Roost clients (roost.agent.ipc.direct).
+ROOST_PREFIX: Final = "roost#"
+OP_OFFER_DIRECT_CHANNEL: Final = "roost#OfferDirectChannel"
+OP_OPEN_DIRECT_CHANNEL: Final = "roost#OpenDirectChannel"
+DIRECT_CHANNEL_EVENT: Final = "roost#DirectChannelEvent"
 
 CLI_OPERATIONS: Final = (
     OP_LIST_COMPONENTS,
@@ -124,7 +131,9 @@ RECEIVE_MODES: Final = (RECEIVE_ALL_MESSAGES, RECEIVE_MESSAGES_FROM_OTHERS)
 
 def short_name(operation: str) -> str:
     """``aws.greengrass#PublishToTopic`` → ``PublishToTopic``."""
-    return operation[len(PREFIX) :] if operation.startswith(PREFIX) else operation
+    if operation.startswith(PREFIX):
+        return operation[len(PREFIX) :]
+    return operation[len(ROOST_PREFIX) :] if operation.startswith(ROOST_PREFIX) else operation
 
 
 def request_model(operation: str) -> str:

@@ -126,6 +126,10 @@ class Subscription(Generic[T]):
         except (ValueError, AttributeError, TypeError):
             logger.warning("ignoring a malformed event on subscription %s", self.name)
             return
+        self._deliver(item)
+
+    def _deliver(self, item: T) -> None:
+        """Hand one parsed event to the callback or the queue (also used by direct channels)."""
         callback = self._callback
         if callback is None:
             self._queue.append(item)

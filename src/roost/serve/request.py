@@ -35,6 +35,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from roost.serve.errors import (
     EMPTY_REQUEST,
@@ -76,6 +77,13 @@ def _too_large(size: int, max_bytes: int, what: str) -> RequestError:
 
 
 def _loads(text: str | bytes, what: str) -> Any:
+    # orjson parses a 1,000-record request several times faster than json; what it refuses (NaN and
+    # Infinity literals, which json accepts and decode_tabular then refuses as NON_FINITE, or
+    # malformed text) goes through json, so the answer and its message stay the same.
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:

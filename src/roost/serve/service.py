@@ -110,7 +110,9 @@ class InferenceService:
         return ImageClassifier(path, threads=self.options.threads)
 
     async def start(self) -> None:
-        await self.ipc.subscribe(self.options.request_topic, self._on_request)
+        # direct=True: Roost requesters connected with direct=True get a channel of their own when the
+        # agent allows it (roost.ipc.direct); everyone else publishes through the agent as before.
+        await self.ipc.subscribe(self.options.request_topic, self._on_request, direct=True)
         await self.ipc.subscribe_to_configuration_update(self._on_config)
 
     # -- requests ----------------------------------------------------------------------------------
@@ -152,7 +154,7 @@ class InferenceService:
             raise RequestError(f"{model_id} is a tabular model; send records, not an image", code=WRONG_TYPE)
         rows = decode_tabular(doc, tabular.feature_names)
         preds = await batcher.submit(rows)
-        values = [float(v) for v in np.asarray(preds).reshape(-1)]
+        values = np.asarray(preds).reshape(-1).tolist()  # Python floats of the float32 values
         if log.isEnabledFor(logging.DEBUG):
             log.debug("predicted %d row(s) on %s; batcher: %d batch(es), %d row(s), largest batch %d",
                       len(values), model_id, batcher.batches, batcher.rows, batcher.largest_batch)
@@ -179,8 +181,8 @@ class InferenceService:
                                "elapsed_us": int((time.perf_counter() - t0) * 1e6)})
 
     def _reply(self, meta: dict[str, Any], body: dict[str, Any]) -> None:
-        body["correlationId"] = meta.get("correlationId")
-        self.ipc.publish_nowait(meta["replyTo"], body)
+        # Over the requester's direct channel when it has one, else published to its reply topic.
+        self.ipc.reply_nowait(meta, body)
 
     def _send_error(self, meta: dict[str, Any], err: RoostError) -> None:
         body: dict[str, Any] = {"error": err.to_dict()}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from roost.agent.ipc.connection import _Connection
+from roost.agent.ipc.direct import DirectChannels
 from roost.agent.ipc.limits import IpcLimits, _ensure_fd_limit
 from roost.agent.ipc_core import IpcCore
 from roost.agent.logfile import RateLimitedLog
@@ -58,6 +59,7 @@ class IpcServer:
         self.max_streams_per_connection = base.max_streams_per_connection
         self.write_buffer_cap = base.write_buffer_cap
         self.pubsub = pubsub if pubsub is not None else PubSub()
+        self.direct = DirectChannels(self.pubsub, core)
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from roost.agent.ipc.direct import DirectChannels
 from roost.agent.ipc.limits import IpcLimits
 from roost.agent.ipc_core import IpcCore
 from roost.agent.logfile import RateLimitedLog
@@ -31,6 +32,8 @@ class PublishSide(Protocol):
     """The server as an operation handler uses it: pub/sub, fan-out and the event loop."""
 
     pubsub: PubSub
+    #: direct request/reply channel offers and grants
+    direct: DirectChannels
     #: Reading another component's configuration needs an aws.greengrass.ipc.config policy.
     strict_config_reads: bool
 
