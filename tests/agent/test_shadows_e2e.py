@@ -24,7 +24,7 @@ APP = "com.test.ShadowApp"
 NOSY = "com.test.NoShadowPolicy"
 
 SHADOW_APP = textwrap.dedent("""
-    import json, os, threading
+    import json, os, sys, threading
     from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
     from awsiot.greengrasscoreipc.model import (BinaryMessage, ConflictError, InvalidArgumentsError, JsonMessage,
                                                 PublishMessage, ResourceNotFoundError, UnauthorizedError)
@@ -32,8 +32,15 @@ SHADOW_APP = textwrap.dedent("""
     thing = os.environ["AWS_IOT_THING_NAME"]
     ipc = GreengrassCoreIPCClientV2()
 
+    lock = threading.Lock()
+
+    def line(text):  # whole lines: the stream callback prints from another thread
+        with lock:
+            sys.stdout.write(text + "\\n")
+            sys.stdout.flush()
+
     def out(label, value):
-        print("R", label, json.dumps(value), flush=True)
+        line("R " + label + " " + json.dumps(value))
 
     def update(doc, name="cfg"):
         body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
@@ -56,7 +63,7 @@ SHADOW_APP = textwrap.dedent("""
     def on_event(event):
         msg = event.binary_message  # ShadowManager's messages are bytes; the app's own JSON request is not
         if msg is not None and msg.message.startswith(b"{"):
-            print("E", msg.context.topic, msg.message.decode(), flush=True)
+            line("E " + msg.context.topic + " " + msg.message.decode())
 
     ipc.subscribe_to_topic(topic=f"$aws/things/{thing}/shadow/#", on_stream_event=on_event)
     out("update1", update({"state": {"desired": {"mode": "eco", "t": 21}}, "clientToken": "c1"}))
