@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-.PHONY: install demo test test-fast lint typecheck pytest pytest-fast bench bench-inference bench-fleet browser clean
+.PHONY: install demo test test-fast lint typecheck pytest pytest-fast bench bench-inference bench-fleet browser podman clean
 
 $(STAMP): pyproject.toml scripts/pick-python
 	@# A .venv built on another interpreter is rebuilt from scratch.
@@ -35,7 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) browser
+pytest: $(STAMP) browser podman
 	$(BIN)/pytest -q
 
 pytest-fast: $(STAMP)
@@ -58,6 +58,11 @@ browser:
 	  echo "note: installing Debian's chromium (and the libraries it needs) for the console's browser tests" && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "note: /usr/bin/chromium is missing and could not be installed; browser tests will skip"
+
+# The container tests drive Debian's Podman (runc) through its Docker-compatible API and the docker CLI;
+# scripts/setup-podman installs it when missing and possible and writes .venv/containers.conf.
+podman: $(STAMP)
+	@scripts/setup-podman $(VENV)/containers.conf
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -141,7 +141,9 @@ def test_bad_inputs_fail_without_touching_running_components(agent: Cli, tmp_pat
     recipe["Manifests"][0]["Artifacts"] = [{"URI": "docker:nginx:latest"}]
     recipe_path.write_text(json.dumps(recipe))
     out = deploy(agent, docker, "--merge", "com.test.Docker=1.0.0")
-    assert "Docker engine" in out["deploymentStatusDetails"]["deploymentErrorStack"][0]
+    # No engine answers here (the agent was given none): detected by pinging it, before any change.
+    assert out["deploymentStatusDetails"]["deploymentFailureCause"] == "DOCKER_UNAVAILABLE"
+    assert "no Docker-compatible engine answers at" in out["deploymentStatusDetails"]["deploymentErrorStack"][0]
 
     unknown = agent.run("deployment", "create", "--merge", "com.test.Nope=1.0.0", "--wait", "--json")
     assert unknown.returncode == 1 and "com.test.Nope" in unknown.stdout

@@ -58,7 +58,7 @@ def test_soft_hard_and_builtin_dependencies(agent: Cli, tmp_path: Path) -> None:
     notes = deployment["deploymentStatusDetails"]["roostNotes"]
     assert f"aws.greengrass.Nucleus@{GGC_COMPAT_VERSION} is built into Roost" in "\n".join(notes), notes
     assert any(n.startswith("aws.greengrass.TokenExchangeService@") for n in notes), notes
-    assert any("docker: artifacts are not supported yet" in n for n in notes), notes
+    assert any("docker: artifact images through the Docker-compatible engine" in n for n in notes), notes
     assert all(_starts(agent, n) == 1 for n in ("com.test.App", "com.test.Watcher", "com.test.Lib"))
 
     # A restart of Lib restarts App (HARD), not Watcher (SOFT), nor the unrelated Metrics.

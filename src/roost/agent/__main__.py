@@ -37,12 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict-config-reads", action="store_true",
                         help="reading another component's configuration needs accessControl "
                              "(aws.greengrass.ipc.config); by default any component may read any")
+    parser.add_argument("--docker-host", default=None,
+                        help="engine of docker: artifacts, unix:///PATH or tcp://HOST:PORT (default $DOCKER_HOST, "
+                             "else unix:///var/run/docker.sock); components get it as DOCKER_HOST")
     args = parser.parse_args(argv)
     if args.ipc_max_connections < 1 or args.ipc_max_streams < 1:
         parser.error("--ipc-max-connections and --ipc-max-streams must be at least 1")
     limits = IpcLimits(max_connections=args.ipc_max_connections, max_streams_per_component=args.ipc_max_streams)
     options = {"component_default_user": args.component_default_user, "component_python": args.component_python,
-               "ipc_limits": limits, "strict_config_reads": args.strict_config_reads}
+               "ipc_limits": limits, "strict_config_reads": args.strict_config_reads,
+               "docker_host": args.docker_host}
     configure_agent_logging(args.log_level, Path(args.log_file) if args.log_file else None,
                             max_bytes=args.log_max_bytes, backups=args.log_backups)
     try:

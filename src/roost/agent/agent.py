@@ -21,6 +21,7 @@ from roost.agent.component_metrics import ComponentMetrics
 from roost.agent.component_spec import ComponentSpec
 from roost.agent.configuration import get_path, merge_at
 from roost.agent.deployer import Deployer
+from roost.agent.docker import DockerHost, ImageManager
 from roost.agent.errors import AgentError
 from roost.agent.ipc import IpcLimits, IpcServer
 from roost.agent.ipc.ops_shadow import serve_pubsub_requests
@@ -55,8 +56,9 @@ class Agent:
     def __init__(self, paths: AgentPaths, thing_name: str | None = None, *,
                  restart_backoff: tuple[float, float] = (1.0, 60.0), component_default_user: str | None = None,
                  component_python: str | None = None, ipc_limits: IpcLimits | None = None,
-                 strict_config_reads: bool = False) -> None:
+                 strict_config_reads: bool = False, docker_host: str | None = None) -> None:
         self.paths = paths
+        self.docker_host = DockerHost.resolve(docker_host)
         paths.ensure()
         self.isolation = Isolation.for_agent(component_default_user)
         self.workspace = Workspace(paths, self.isolation, component_python)
@@ -68,9 +70,10 @@ class Agent:
         self.supervisor = Supervisor(on_state=self._on_state, journal=self.store, prepare=self.workspace.prepare)
         self.spec_ctx = SpecContext(paths=paths, thing_name=self.thing_name, platform=current_platform(),
                                     restart_backoff=restart_backoff, isolation=self.isolation,
-                                    workspace=self.workspace)
+                                    workspace=self.workspace,
+                                    docker_host=self.docker_host.url if self.docker_host.explicit else None)
         self.deployer = Deployer(paths, self.store, self.packages, self.supervisor, self._build_specs,
-                                 self._on_applied)
+                                 self._on_applied, images=ImageManager(self.docker_host, self.store))
         self.server = IpcServer(paths.ipc_socket, self, limits=ipc_limits, strict_config_reads=strict_config_reads)
         #: Local shadows (aws.greengrass.ShadowManager's IPC operations) and PutComponentMetric's store.
         self.shadows = LocalShadows(ShadowStore(paths.shadows_db))
@@ -410,7 +413,7 @@ def _name(request: Mapping[str, Any]) -> str:
 
 async def run_agent(paths: AgentPaths, thing_name: str | None, *, component_default_user: str | None = None,
                     component_python: str | None = None, ipc_limits: IpcLimits | None = None,
-                    strict_config_reads: bool = False) -> None:
+                    strict_config_reads: bool = False, docker_host: str | None = None) -> None:
     """Run an agent in the foreground until SIGTERM/SIGINT; then stop everything cleanly."""
     import signal
 
@@ -419,7 +422,7 @@ async def run_agent(paths: AgentPaths, thing_name: str | None, *, component_defa
     with PidLock(paths.pid_file):
         agent = Agent(paths, thing_name, component_default_user=component_default_user,
                       component_python=component_python, ipc_limits=ipc_limits,
-                      strict_config_reads=strict_config_reads)
+                      strict_config_reads=strict_config_reads, docker_host=docker_host)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.request_stop)

@@ -4,7 +4,8 @@ Greengrass writes ``Digest`` as the base64 of the raw digest (``Algorithm`` SHA-
 Roost also accepts the hex form. ZIP artifacts are extracted into
 ``artifacts-unarchived/<name>/<version>/<zip stem>/`` with every member checked so that none can
 escape that folder (zip-slip); every extracted file gets the artifact's ``Permission``, as the
-nucleus applies it (folders stay traversable by whoever may read).
+nucleus applies it (folders stay traversable by whoever may read). ``docker:`` artifacts are images, not files: they are
+skipped here and handled by :mod:`roost.agent.docker`.
 
 A local deployment's artifact folder (``--artifact-dir A``) is brought over whole, as
 ``greengrass-cli deployment create --artifactDir`` does: every file and folder of ``A/<name>/<version>/``
@@ -73,12 +74,8 @@ def install_artifacts(component: str, version: str, artifacts: Sequence[Artifact
     every file and folder of ``source_dir`` is copied too (:func:`copy_artifact_folder`); the
     recipe's artifacts are verified all the same.
     """
-    for art in artifacts:
-        if art.scheme == "docker":
-            raise ArtifactError(
-                f"{component}-{version}: artifact {art.uri} is a Docker image, but this device has no Docker "
-                "engine; Roost runs docker: artifacts only where a Docker engine is available",
-                code="DOCKER_UNAVAILABLE")
+    # docker: artifacts are images, not files: the deployer gets them through the engine (roost.agent.docker).
+    artifacts = [art for art in artifacts if art.scheme != "docker"]
     for art in artifacts:
         name = art.file_name
         if not name or name in (".", "..") or "/" in name:

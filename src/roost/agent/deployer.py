@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from roost.agent.artifacts import install_artifacts
 from roost.agent.component_spec import ComponentSpec
 from roost.agent.configuration import apply_update, deep_merge
+from roost.agent.docker import DockerHost, ImageManager, images_of, references_in_use
 from roost.agent.errors import DeploymentError
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
@@ -40,6 +41,7 @@ from roost.agent.store import ComponentRecord, DeploymentRecord, Store
 from roost.agent.supervisor import Supervisor
 from roost.errors import ConflictError, InvalidInputError, RoostError
 from roost.recipe import Recipe, current_platform, dependency_order, load_recipe_dir
+from roost.recipe.docker import DockerImage
 from roost.recipe.resolve import BUILTINS, resolution
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class Target:
     specs: dict[str, ComponentSpec]
     order: list[str]
     notes: list[str] = field(default_factory=list)
+    #: component -> the images of its docker: artifacts (got through the engine before anything changes)
+    images: dict[str, list[DockerImage]] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,14 +106,15 @@ SpecBuilder = Callable[[Mapping[str, Recipe], Mapping[str, ComponentRecord]], di
 
 class Deployer:
     def __init__(self, paths: AgentPaths, store: Store, packages: PackageStore, supervisor: Supervisor,
-                 build_specs: SpecBuilder, on_applied: Callable[[Mapping[str, ComponentRecord]], Awaitable[None]]
-                 ) -> None:
+                 build_specs: SpecBuilder, on_applied: Callable[[Mapping[str, ComponentRecord]], Awaitable[None]],
+                 images: ImageManager | None = None) -> None:
         self.paths = paths
         self.store = store
         self.packages = packages
         self.supervisor = supervisor
         self.build_specs = build_specs
-        self.on_applied = on_applied
+        self.images = images if images is not None else ImageManager(DockerHost.resolve(None), store)
+        self.on_applied = self._releasing_images(on_applied)
         self.current_specs: dict[str, ComponentSpec] = {}
         # The configuration components see over IPC: the store's copy, except while a deployment
         # is being applied, when the components it starts must already see their new settings.
@@ -209,9 +214,11 @@ class Deployer:
         log.info("deployment %s in progress", record.id)
         try:
             target = self._prepare(request)
+            target.notes += await self.images.ensure(target.images, request.timeoutSeconds)
         except RoostError as err:
             log.warning("deployment %s failed before any change: %s", record.id, err)
             self.store.update_deployment(record.id, FAILED, "FAILED_NO_STATE_CHANGE", [str(err)], err.code)
+            await self.images.release_unused(self._image_refs(self.store.components()))
             return
         except asyncio.CancelledError:
             self.store.update_deployment(record.id, CANCELED, "CANCELED", ["canceled"], "canceled")
@@ -307,6 +314,11 @@ class Deployer:
                                             local_version=local[name] if name in local and local[name] !=
                                             recipe.version else None, run_with=dict(run_with))
         specs = self.build_specs(recipes, records)
+        # Images of new component versions only: one already installed got its images then (an engine
+        # that went away since fails its `docker run`, not an unrelated deployment).
+        images = {name: found for name, recipe in recipes.items()
+                  if (found := images_of(recipe, self._platform))
+                  and (name not in current or current[name].version != recipe.version)}
         notes = [f"the hub's {n}@{hub[n]} overrides the local deployment's {n}@{local[n]}" for n in overridden]
         notes += [f"{n}: systemResourceLimits are not enforced by this agent (recorded only)"
                   for n, info in sorted(run_with_info.items()) if "systemResourceLimits" in info]
@@ -315,7 +327,26 @@ class Deployer:
                   "(roost secret put, docs/secrets.md)" if n == "aws.greengrass.SecretManager" else
                   f"{n}: configuration of a built-in component is not applied (Roost reads its own options)"
                   for n in builtin_conf]
-        return Target(recipes, records, specs, dependency_order(recipes), notes)
+        return Target(recipes, records, specs, dependency_order(recipes), notes, images)
+
+    def _releasing_images(self, on_applied: Callable[[Mapping[str, ComponentRecord]], Awaitable[None]]
+                          ) -> Callable[[Mapping[str, ComponentRecord]], Awaitable[None]]:
+        """``on_applied``, then the removal of the pulled images no applied component names any more."""
+        async def applied(records: Mapping[str, ComponentRecord]) -> None:
+            await on_applied(records)
+            await self.images.release_unused(self._image_refs(records))
+        return applied
+
+    def _image_refs(self, records: Mapping[str, ComponentRecord]) -> set[str] | None:
+        """The images the components of ``records`` name; None when a recipe cannot be read (keep all)."""
+        recipes = []
+        for name, rec in records.items():
+            try:
+                recipes.append(self.packages.get(name, rec.version))
+            except RoostError as err:
+                log.warning("cannot tell the images of %s@%s, so no image is removed now: %s", name, rec.version, err)
+                return None
+        return references_in_use(recipes, self._platform)
 
     # -- phase 2 -------------------------------------------------------------------------------
     async def _apply(self, target: Target, previous_specs: Mapping[str, ComponentSpec], settle: float) -> None:

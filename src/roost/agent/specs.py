@@ -3,7 +3,8 @@
 Selects the manifest for this platform, interpolates the recipe variables, decides the user the
 component runs as (its ``componentToRunWithInfo.posixUser`` through :class:`~roost.agent.users.Isolation`)
 and builds the component's environment: the Greengrass variables (``SVCUID``, the IPC socket
-path, the thing name, ``GGC_VERSION``), their ``ROOST_*`` twins, its own ``PATH`` (its Python
+path, the thing name, ``GGC_VERSION``), their ``ROOST_*`` twins, ``DOCKER_HOST`` when the agent has
+one (:mod:`roost.agent.docker`), its own ``PATH`` (its Python
 environment, then ``ROOT/bin``, then the system's: never the agent's interpreter, see
 :mod:`roost.agent.workspace`), ``HOME``/``USER`` of its user, and the lifecycle ``Setenv``.
 """
@@ -46,6 +47,8 @@ class SpecContext:
     restart_backoff: tuple[float, float] = (1.0, 60.0)
     isolation: Isolation = field(default_factory=Isolation.off)
     workspace: Workspace | None = None
+    #: The engine components' ``docker`` CLI talks to (their ``DOCKER_HOST``), when the agent was given one.
+    docker_host: str | None = None
 
 
 def select(recipe: Recipe, platform: Mapping[str, str]) -> SelectedRecipe:
@@ -80,6 +83,8 @@ def build_spec(recipe: Recipe, configuration: Mapping[str, Any], svcuid: str, ct
     env = base_environment(recipe.name, svcuid, paths, ctx.thing_name)
     if ctx.workspace is not None:
         env.update(ctx.workspace.environment(recipe.name, run_as, env.get("PATH", os.defpath)))
+    if ctx.docker_host:
+        env["DOCKER_HOST"] = ctx.docker_host
     env.update(lifecycle.setenv)
     return ComponentSpec(
         name=recipe.name, version=recipe.version,

@@ -417,7 +417,7 @@ class HubSync:
             dest_dir.mkdir(parents=True)
             for art in selected.artifacts:
                 if art.scheme == "docker":
-                    continue  # the deployer says clearly that this device cannot run it
+                    continue  # an image, not a file: the deployer gets it through the engine (roost.agent.docker)
                 file_name = art.file_name
                 dest = safe_join(dest_dir, file_name)
                 installed = self.paths.artifacts(name, comp.version) / file_name

@@ -50,6 +50,10 @@ def start(root: RootOpt = None,
               "--strict-config-reads", help="Reading another component's configuration needs accessControl "
               "(aws.greengrass.ipc.config); by default any component may read any, as on Greengrass.")]
           = False,
+          docker_host: Annotated[str | None, typer.Option(
+              "--docker-host", help="Docker-compatible engine of docker: artifacts, unix:///PATH or tcp://HOST:PORT "
+              "(default $DOCKER_HOST, else unix:///var/run/docker.sock); components get it as DOCKER_HOST.")]
+          = None,
           as_json: JsonOpt = False) -> None:
     """Start the agent on ROOT (foreground unless --detach)."""
     paths = AgentPaths.at(root)
@@ -64,6 +68,11 @@ def start(root: RootOpt = None,
         options += ["--ipc-max-streams", str(ipc_max_streams)]
     if strict_config_reads:
         options.append("--strict-config-reads")
+    if docker_host:
+        from roost.agent.docker import DockerHost
+
+        DockerHost.resolve(docker_host)  # refused here (DOCKER_HOST_INVALID), not in the detached agent's log
+        options += ["--docker-host", docker_host]
     thing_name = enroll_for_start(paths, hub, enroll_token, thing_name, label or [])
     if detach:
         pid = start_detached(paths, thing_name, extra_args=options)

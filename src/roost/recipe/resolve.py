@@ -60,7 +60,7 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
     Builtin("aws.greengrass.Cli", GGC_COMPAT_VERSION,
             "the agent's CLI IPC operations and the `roost` command line"),
     Builtin("aws.greengrass.DockerApplicationManager", "2.0.12",
-            "satisfied as a name; docker: artifacts are not supported yet"),
+            "the agent gets docker: artifact images through the Docker-compatible engine (docs/containers.md)"),
     Builtin("aws.greengrass.TokenExchangeService", "2.0.3",
             "satisfied as a name; no AWS credentials are served (Roost needs no cloud account)"),
     Builtin("aws.greengrass.ShadowManager", "2.3.9",

@@ -16,6 +16,7 @@ from typing import Any
 import nodesemver
 
 from roost.recipe.checks import join_path as _join
+from roost.recipe.docker import DOCKER_URI_FORM, parse_image_uri
 from roost.recipe.lifecycle import (
     Lifecycle,
     LifecycleBuilder,
@@ -163,7 +164,12 @@ class _Builder(LifecycleBuilder):
             if obj.get("Permission") is not None
             else ArtifactPermission(),
         )
-        if scheme.lower() != "docker" and not artifact.file_name:
+        if scheme.lower() == "docker":
+            try:
+                parse_image_uri(uri)
+            except ValueError as err:
+                raise self.fail(uri_path, f"invalid docker: image URI {uri!r}: {err}", DOCKER_URI_FORM) from err
+        elif not artifact.file_name:
             raise self.mismatch(uri_path, "a URI ending with a file name", uri)
         if not rest:
             raise self.mismatch(uri_path, "a URI with a path after the scheme", uri)
