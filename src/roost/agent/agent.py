@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from roost.agent.component_metrics import ComponentMetrics
 from roost.agent.component_spec import ComponentSpec
 from roost.agent.configuration import get_path, merge_at
 from roost.agent.deployer import Deployer
@@ -24,12 +25,14 @@ from roost.agent.docker import DockerHost, ImageManager
 from roost.agent.errors import AgentError
 from roost.agent.iotcore import IotCore
 from roost.agent.ipc import IpcLimits, IpcServer
+from roost.agent.ipc.ops_shadow import serve_pubsub_requests
 from roost.agent.mqtt_bridge import BRIDGE, MqttBridge
 from roost.agent.mqtt_settings import PASSWORD_ENV, load_mqtt_settings
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
 from roost.agent.process import reap_journal
 from roost.agent.secrets import DeviceSecretStore
+from roost.agent.shadow_store import LocalShadows, ShadowStore
 from roost.agent.specs import SpecContext, build_spec
 from roost.agent.states import ComponentState
 from roost.agent.store import ComponentRecord, Store
@@ -76,6 +79,10 @@ class Agent:
         self.deployer = Deployer(paths, self.store, self.packages, self.supervisor, self._build_specs,
                                  self._on_applied, images=ImageManager(self.docker_host, self.store))
         self.server = IpcServer(paths.ipc_socket, self, limits=ipc_limits, strict_config_reads=strict_config_reads)
+        #: Local shadows (aws.greengrass.ShadowManager's IPC operations) and PutComponentMetric's store.
+        self.shadows = LocalShadows(ShadowStore(paths.shadows_db))
+        serve_pubsub_requests(self.server, self.shadows)
+        self.component_metrics = ComponentMetrics()
         self._tokens: dict[str, str] = {}          # component -> SVCUID (fresh each agent start)
         self._token_index: dict[bytes, str] = {}   # sha256(SVCUID) -> component
         self._config_subs: dict[int, tuple[str, list[str], ConfigCallback]] = {}
@@ -155,6 +162,7 @@ class Agent:
             await self.iot_core.close()
         await self.server.stop()
         self.paths.cli_token.unlink(missing_ok=True)
+        self.shadows.close()
         self.store.close()
         log.info("agent stopped")
 
@@ -243,6 +251,7 @@ class Agent:
         for name in self._applied_configs:
             if name not in records:
                 self.workspace.remove(name)
+                self.component_metrics.forget(name)
         for name, record in records.items():
             # Rows of new components exist only now: record their states.
             self._record_state(name)

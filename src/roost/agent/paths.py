@@ -31,6 +31,11 @@ class AgentPaths:
         return self.root / "state.db"
 
     @property
+    def shadows_db(self) -> Path:
+        """Local shadow documents (:mod:`roost.agent.shadow_store`)."""
+        return self.root / "shadows.db"
+
+    @property
     def ipc_socket(self) -> Path:
         return self.root / "ipc.socket"
 

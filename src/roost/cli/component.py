@@ -1,4 +1,4 @@
-"""`roost component list|details|restart|stop` (this device) and `roost component publish` (a hub)."""
+"""`roost component list|details|restart|stop|metrics` (this device) and `roost component publish` (a hub)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,20 @@ def stop(name: str, root: RootOpt = None, as_json: JsonOpt = False) -> None:
     """Stop a component (Shutdown step, then SIGTERM/SIGKILL)."""
     out = local.call(root, "StopComponent", {"componentName": name}, timeout=180)
     emit_json(out) if as_json else console.print(out.get("message", "stopped"))
+
+
+@app.command("metrics")
+@handle_errors
+def metrics(name: Annotated[str | None, typer.Argument(help="Only this component's metrics.")] = None,
+            root: RootOpt = None, as_json: JsonOpt = False) -> None:
+    """The metrics components reported with PutComponentMetric (latest value, count, sum, min, max)."""
+    found = local.call(root, "GetComponentMetrics", {"componentName": name} if name else {})["components"]
+    if as_json:
+        emit_json(found)
+        return
+    table("Component metrics", ["component", "metric", "unit", "latest", "count", "sum", "min", "max"],
+          [(comp, metric, s["unit"], f"{s['value']:g}", str(s["count"]), f"{s['sum']:g}", f"{s['min']:g}",
+            f"{s['max']:g}") for comp, by_name in found.items() for metric, s in by_name.items()])
 
 
 @app.command("publish")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from roost.ipc.errors import FrameCrcError, FrameError, FrameTooLargeError, FrameTruncatedError
@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: The largest header section of a message (awscrt's event-stream limit, as Greengrass runs it).
+MAX_HEADERS_SIZE = 128 * 1024
 PRELUDE_SIZE = 12
 MIN_MESSAGE_SIZE = 16
 MAX_HEADER_VALUE_LENGTH = 32767
@@ -71,10 +73,15 @@ HeaderValue = bool | int | bytes | str | uuid.UUID
 
 
 class Message(NamedTuple):
-    """One decoded event-stream message."""
+    """One decoded event-stream message.
+
+    ``oversized`` is non-zero only for a message a decoder with a ``skip_limit`` skipped: its
+    size in bytes (larger than ``max_message_size``); ``headers`` are its headers and ``payload``
+    is empty (the payload was read and dropped, never buffered)."""
 
     headers: dict[str, Any]
     payload: bytes
+    oversized: int = 0
 
 
 _U32 = struct.Struct(">I")
@@ -264,10 +271,18 @@ class MessageDecoder:
 
     Any :class:`~roost.ipc.errors.FrameError` leaves the decoder unusable (the stream has
     lost its framing); close the connection.
+
+    Oversized messages: with a ``skip_limit`` above ``max_message_size``, a message larger than
+    ``max_message_size`` but at most ``skip_limit`` bytes (with headers of at most
+    :data:`MAX_HEADERS_SIZE`) is not an error: its headers are buffered and decoded, its payload
+    is read and dropped as it arrives (checked against the message CRC, never buffered), and it
+    comes out as a :class:`Message` with ``oversized`` set to its size, so that the receiver can
+    refuse that one request and keep the connection.
     """
 
     __slots__ = ("_base", "_buf", "_end", "_initial", "_layouts", "_max", "_min_read", "_need", "_offered",
-                 "_start")
+                 "_skip_crc", "_skip_headers", "_skip_left", "_skip_size", "_skip_tail", "_start", "skip_if",
+                 "skip_limit")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, buffer_size: int = _BUFFER_SIZE) -> None:
         if buffer_size < PRELUDE_SIZE:
@@ -282,6 +297,15 @@ class MessageDecoder:
         self._need = 0
         self._offered = 0
         self._layouts: list[_Layout] = []
+        #: Messages larger than max_message_size up to this size are skipped, not fatal (0: fatal).
+        self.skip_limit = 0
+        #: Which oversized messages (by their headers) are skipped; the others raise at once.
+        self.skip_if: Callable[[dict[str, Any]], bool] | None = None
+        self._skip_left = 0
+        self._skip_size = 0
+        self._skip_crc = 0
+        self._skip_tail = b""
+        self._skip_headers: dict[str, Any] = {}
 
     @property
     def max_message_size(self) -> int:
@@ -304,6 +328,8 @@ class MessageDecoder:
 
     def check_eof(self) -> None:
         """Raise :class:`FrameTruncatedError` if the stream ended inside a message."""
+        if self._skip_left:
+            raise FrameTruncatedError(f"stream ended inside a skipped message ({self._skip_left} bytes missing)")
         if self._end > self._start:
             raise FrameTruncatedError(f"stream ended inside a message ({self._end - self._start} bytes pending)")
 
@@ -371,16 +397,36 @@ class MessageDecoder:
         out: list[Message] = []
         view = memoryview(buf)
         try:
+            if self._skip_left:
+                pos = self._skip(view, pos, n, out)
             while n - pos >= PRELUDE_SIZE:
                 total, hlen, prelude_crc = _PRELUDE.unpack_from(buf, pos)
                 if _crc32(view[pos : pos + 8]) != prelude_crc:
                     raise FrameCrcError("event-stream prelude CRC mismatch")
                 if total < MIN_MESSAGE_SIZE:
                     raise FrameError(f"event-stream message length {total} is below {MIN_MESSAGE_SIZE}")
-                if total > self._max:
-                    raise FrameTooLargeError(f"event-stream message of {total} bytes exceeds the limit of {self._max}")
+                if total > self._max and (total > self.skip_limit or hlen > MAX_HEADERS_SIZE):
+                    limit = max(self._max, self.skip_limit)
+                    raise FrameTooLargeError(f"event-stream message of {total} bytes exceeds the limit of {limit}")
                 if hlen > total - MIN_MESSAGE_SIZE:
                     raise FrameError(f"headers length {hlen} does not fit in a message of {total} bytes")
+                if total > self._max:
+                    hend = pos + PRELUDE_SIZE + hlen
+                    if hend > n:  # buffer the headers (at most MAX_HEADERS_SIZE), never the payload
+                        self._need = PRELUDE_SIZE + hlen
+                        break
+                    headers = self._headers(buf, pos + PRELUDE_SIZE, hend, hlen) if hlen else {}
+                    if self.skip_if is not None and not self.skip_if(headers):
+                        raise FrameTooLargeError(f"event-stream message of {total} bytes exceeds the limit of "
+                                                 f"{self._max}")
+                    self._skip_headers = headers
+                    self._skip_crc = _crc32(view[pos:hend])
+                    self._skip_size = total
+                    self._skip_left = total - PRELUDE_SIZE - hlen
+                    self._skip_tail = b""
+                    self._need = 0
+                    pos = self._skip(view, hend, n, out)
+                    continue
                 end = pos + total
                 if end > n:
                     self._need = total
@@ -401,6 +447,24 @@ class MessageDecoder:
         else:
             self._start = pos
         return out
+
+    def _skip(self, view: memoryview, pos: int, n: int, out: list[Message]) -> int:
+        """Drop the next bytes of a skipped message (CRC-checked); emit it when it is whole."""
+        take = min(self._skip_left, n - pos)
+        body = max(0, min(take, self._skip_left - 4))  # the last 4 bytes are the CRC, not under it
+        if body:
+            self._skip_crc = zlib.crc32(view[pos : pos + body], self._skip_crc)
+        if take > body:
+            self._skip_tail += bytes(view[pos + body : pos + take])
+        self._skip_left -= take
+        pos += take
+        if self._skip_left == 0:
+            (crc,) = _U32.unpack(self._skip_tail)
+            if crc != self._skip_crc & 0xFFFFFFFF:
+                raise FrameCrcError("event-stream message CRC mismatch")
+            out.append(Message(self._skip_headers, b"", self._skip_size))
+            self._skip_headers, self._skip_tail = {}, b""
+        return pos
 
     def _headers(self, buf: bytearray, hstart: int, hend: int, hlen: int) -> dict[str, Any]:
         for layout in self._layouts:

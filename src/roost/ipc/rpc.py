@@ -78,6 +78,14 @@ OP_STOP_COMPONENT: Final = "aws.greengrass#StopComponent"
 OP_CREATE_LOCAL_DEPLOYMENT: Final = "aws.greengrass#CreateLocalDeployment"
 OP_GET_LOCAL_DEPLOYMENT_STATUS: Final = "aws.greengrass#GetLocalDeploymentStatus"
 OP_LIST_LOCAL_DEPLOYMENTS: Final = "aws.greengrass#ListLocalDeployments"
+# Local shadows (aws.greengrass.ShadowManager's operations) and component metrics.
+OP_GET_THING_SHADOW: Final = "aws.greengrass#GetThingShadow"
+OP_UPDATE_THING_SHADOW: Final = "aws.greengrass#UpdateThingShadow"
+OP_DELETE_THING_SHADOW: Final = "aws.greengrass#DeleteThingShadow"
+OP_LIST_NAMED_SHADOWS_FOR_THING: Final = "aws.greengrass#ListNamedShadowsForThing"
+OP_PUT_COMPONENT_METRIC: Final = "aws.greengrass#PutComponentMetric"
+# A Roost extension: the metrics components put, read by the CLI (``roost component metrics``).
+OP_GET_COMPONENT_METRICS: Final = "aws.greengrass#GetComponentMetrics"
 # Largest application payload the agent accepts (a 1 MiB message, base64-encoded in JSON, fits).
 MAX_PAYLOAD_SIZE: Final = 1024 * 1024
 # Largest frame the agent accepts: the payload limit plus base64 growth and headers.

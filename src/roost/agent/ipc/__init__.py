@@ -17,7 +17,9 @@ Connection rules (the limits are :class:`IpcLimits`):
   ``connect_timeout`` seconds, else the connection is closed. Before CONNECT succeeds a frame
   may be at most ``preconnect_max_frame`` bytes (the CONNECT frame is ~150 bytes) and the read
   buffer is 2 KiB, so an unauthenticated peer costs almost nothing; after CONNECT frames may be
-  ``max_message_size``. The read buffer grows for a busy or large message and is trimmed back
+  ``max_message_size``; a request larger than that (up to ``max_skipped_message_size``, 16 MiB)
+  is read without being buffered and refused alone with ``IPC_MESSAGE_TOO_LARGE``, the connection
+  stays. The read buffer grows for a busy or large message and is trimmed back
   when the connection is idle. A wrong token gets a CONNECT_ACK without the accepted flag,
   then the connection is closed.
 * A component (all its connections together) may hold ``max_streams_per_component`` open

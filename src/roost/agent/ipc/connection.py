@@ -26,12 +26,20 @@ logger = logging.getLogger(__name__)
 PRECONNECT_BUFFER: Final = 2048
 #: Refused (over-cap) connections lingering at once to read their refusal; beyond, closed at once.
 MAX_LINGERING: Final = 64
+#: The code of a request refused for its size alone (the connection stays).
+MESSAGE_TOO_LARGE: Final = "IPC_MESSAGE_TOO_LARGE"
 #: Where data from refused connections is read into and dropped (shared: costs nothing per connection).
 _DISCARD: Final = memoryview(bytearray(4096))
 
 _PUBLISH_ACK_HEADER: Final = rpc.header_prefix(
     rpc.APPLICATION_MESSAGE, rpc.FLAG_TERMINATE_STREAM, rpc.response_model(rpc.OP_PUBLISH_TO_TOPIC)
 )
+
+
+def _is_request(headers: dict[str, Any]) -> bool:
+    """An oversized message worth refusing alone: an application message on a stream (else fatal)."""
+    sid = headers.get(rpc.H_STREAM_ID)
+    return headers.get(rpc.H_MESSAGE_TYPE) == rpc.APPLICATION_MESSAGE and type(sid) is int and sid > 0
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -284,6 +292,9 @@ class _Connection(asyncio.BufferedProtocol):
     def _on_message(self, message: Message) -> None:
         headers = message.headers
         mtype = headers.get(rpc.H_MESSAGE_TYPE)
+        if message.oversized:
+            self._on_oversized(headers, mtype, message.oversized)
+            return
         if mtype == rpc.APPLICATION_MESSAGE and self.principal is not None:
             self._on_application_message(headers, message.payload)
         elif self.principal is None:
@@ -297,6 +308,27 @@ class _Connection(asyncio.BufferedProtocol):
             return
         else:
             self._protocol_failure(f"unexpected message type {mtype!r}")
+
+    def _on_oversized(self, headers: dict[str, Any], mtype: Any, size: int) -> None:
+        """A request over ``max_message_size`` (read and dropped by the decoder): refuse it alone."""
+        limit = self.server.max_message_size
+        sid = headers.get(rpc.H_STREAM_ID)
+        operation = headers.get(rpc.H_OPERATION)
+        if mtype != rpc.APPLICATION_MESSAGE or self.principal is None or type(sid) is not int or sid <= 0:
+            self._protocol_failure(f"malformed frame (FRAME_TOO_LARGE): event-stream message of {size} bytes "
+                                   f"exceeds the limit of {limit}", "oversized frame")
+            return
+        if sid in self.streams or sid <= self.last_stream_id:
+            self.server.refused_operations.note(f"oversized stream message ({MESSAGE_TOO_LARGE})",
+                                                f"{self._who()}: {size} bytes on stream {sid}, dropped")
+            return
+        self.last_stream_id = sid
+        name = rpc.short_name(operation) if isinstance(operation, str) else "IPC"
+        err = InvalidInputError(
+            f"the {name} request is {size} bytes, over the agent's IPC message size limit of {limit} bytes (a "
+            f"payload of at most {rpc.MAX_PAYLOAD_SIZE} bytes fits); the request was refused, the connection stays "
+            "open", code="IPC_MESSAGE_TOO_LARGE")
+        self._write_error(sid, operation if isinstance(operation, str) else "", err)
 
     def _on_connect(self, message: Message) -> None:
         if self._connect_timer is not None:
@@ -328,6 +360,8 @@ class _Connection(asyncio.BufferedProtocol):
         self.principal = principal
         self.privileged = bool(self.core.is_privileged(principal))
         self.decoder.max_message_size = self.server.max_message_size
+        self.decoder.skip_limit = self.server.limits.max_skipped_message_size
+        self.decoder.skip_if = _is_request
         self.write(rpc.connect_ack(True))
 
     def _on_application_message(self, headers: dict[str, Any], payload: bytes) -> None:
@@ -384,7 +418,8 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _write_error(self, sid: int, operation: str, err: BaseException) -> None:
         error_type, message, extra = _error_shape(operation, err)
-        if isinstance(err, UnauthorizedError | IpcStreamLimitError):
+        if isinstance(err, UnauthorizedError | IpcStreamLimitError) or (
+                isinstance(err, InvalidInputError) and err.code == MESSAGE_TOO_LARGE):
             code = err.code
             self.server.refused_operations.note(f"{rpc.short_name(operation)} ({code})", f"{self._who()}: {message}")
         self.write(rpc.application_error(sid, error_type, message, extra=extra))

@@ -18,6 +18,9 @@ MAX_PAYLOAD_SIZE: Final = rpc.MAX_PAYLOAD_SIZE
 #: A 1 MiB binary message grows by a third in base64, plus headers and JSON framing.
 DEFAULT_MAX_MESSAGE_SIZE: Final = rpc.MAX_FRAME_SIZE
 DEFAULT_WRITE_BUFFER_CAP: Final = 8 * 1024 * 1024
+#: The event-stream message maximum of awscrt (AWS_EVENT_STREAM_MAX_MESSAGE_SIZE), which the nucleus
+#: and awsiotsdk run on: the largest IPC message Greengrass carries.
+MAX_EVENT_STREAM_MESSAGE: Final = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,11 @@ class IpcLimits:
     preconnect_max_frame: int = 8 * 1024
     #: Largest frame accepted after CONNECT.
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    #: Largest frame refused on its own after CONNECT: a request above ``max_message_size`` up to
+    #: this size (awscrt's event-stream maximum, 16 MiB, what Greengrass' IPC carries) is read
+    #: without being buffered and answered ``IPC_MESSAGE_TOO_LARGE``; the connection stays. Beyond
+    #: it, FRAME_TOO_LARGE closes the connection.
+    max_skipped_message_size: int = MAX_EVENT_STREAM_MESSAGE
     #: Open streams (subscriptions) per component, across all its connections.
     max_streams_per_component: int = 1024
     #: Open streams per connection.
@@ -47,7 +55,7 @@ class IpcLimits:
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "preconnect_max_frame", "max_message_size", "max_streams_per_component",
-                     "max_streams_per_connection", "write_buffer_cap"):
+                     "max_streams_per_connection", "write_buffer_cap", "max_skipped_message_size"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"IPC limit {name} must be at least 1, got {getattr(self, name)}",
                                         code="INVALID_IPC_LIMIT")
