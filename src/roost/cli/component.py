@@ -93,14 +93,16 @@ def artifact_folder(artifacts_dir: Path, name: str, version: str) -> tuple[Path,
     return artifacts_dir, "flat DIR/"
 
 
-def collect_artifacts(folder: Path, recipe_file: Path, where: str) -> tuple[dict[str, Path], list[str]]:
+def collect_artifacts(folder: Path, recipe_file: Path, where: str, *, max_files: int | None = None,
+                      max_bytes: int | None = None) -> tuple[dict[str, Path], list[str]]:
     """Every file of ``folder`` by relative path (``lib/greet.py``), checked as a local deployment checks
     its folder (:func:`roost.artifact_folder.scan_folder`); and the paths skipped (the recipe file).
 
     A link inside the folder to a file inside it is published as that file's content; a link to a
-    folder is refused (the hub stores files). Empty folders are not published.
+    folder is refused (the hub stores files). Empty folders are not published. The limits are the
+    local side's (:data:`~roost.artifact_folder.MAX_FOLDER_FILES`, :data:`~roost.artifact_folder.MAX_FOLDER_BYTES`).
     """
-    from roost.artifact_folder import MAX_FOLDER_BYTES, scan_folder
+    from roost.artifact_folder import MAX_FOLDER_BYTES, MAX_FOLDER_FILES, scan_folder
     from roost.hub.names import check_artifact_path
 
     if not folder.is_dir():
@@ -110,7 +112,9 @@ def collect_artifacts(folder: Path, recipe_file: Path, where: str) -> tuple[dict
     files: dict[str, Path] = {}
     skipped: list[str] = []
     total = 0
-    for entry in scan_folder(where, folder, error=InvalidInputError):
+    limit_files = MAX_FOLDER_FILES if max_files is None else max_files
+    limit_bytes = MAX_FOLDER_BYTES if max_bytes is None else max_bytes
+    for entry in scan_folder(where, folder, error=InvalidInputError, max_files=limit_files, max_bytes=limit_bytes):
         if entry.kind == "dir":
             continue
         if entry.kind == "link" and os.path.isdir(entry.target):
@@ -126,8 +130,8 @@ def collect_artifacts(folder: Path, recipe_file: Path, where: str) -> tuple[dict
             raise InvalidInputError(f"{where}: artifact path {entry.rel!r} contains '\"', which an upload cannot "
                                     "carry; rename the file", code="INVALID_PATH")
         total += entry.size
-        if total > MAX_FOLDER_BYTES:
-            raise InvalidInputError(f"{where}: the artifact folder {folder} holds more than {MAX_FOLDER_BYTES} bytes",
+        if total > limit_bytes:
+            raise InvalidInputError(f"{where}: the artifact folder {folder} holds more than {limit_bytes} bytes",
                                     code="ARTIFACT_FOLDER_TOO_LARGE")
         files[entry.rel] = Path(entry.target if entry.kind == "link" else entry.src)
     return files, skipped
@@ -144,6 +148,7 @@ def _publish(recipe_file: Path, artifacts_dir: Path | None, hub: str | None, tok
     where = f"{recipe.name}@{recipe.version}"
     wanted = sorted({a.file_name for m in recipe.manifests for a in m.artifacts if a.scheme != "docker"})
     files: dict[str, Path] = {}
+    folder = artifacts_dir
     if artifacts_dir is not None:
         folder, layout = artifact_folder(artifacts_dir, recipe.name, recipe.version)
         files, skipped = collect_artifacts(folder, recipe_file, where)
@@ -153,8 +158,13 @@ def _publish(recipe_file: Path, artifacts_dir: Path | None, hub: str | None, tok
         err_console.print(note, highlight=False, soft_wrap=True)
     missing = [name for name in wanted if name not in files]
     if missing:
-        where_missing = ("(no --artifacts DIR given)" if artifacts_dir is None else
-                         f"at the top of the artifact folder {folder}")
+        if artifacts_dir is None:
+            where_missing = "(no --artifacts DIR given)"
+        else:
+            where_missing = f"at the top of the artifact folder {folder}"
+            if folder == artifacts_dir:
+                where_missing += (f" (the local-deployment layout DIR/NAME/VERSION/ would be "
+                                  f"{artifacts_dir / recipe.name / recipe.version}, which does not exist)")
         raise InvalidInputError(f"{where}: artifact file(s) named by the recipe's URIs not found "
                                 f"{where_missing}: {', '.join(missing)}", code="ARTIFACT_MISSING")
     total = sum(p.stat().st_size for p in files.values())
