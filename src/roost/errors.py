@@ -74,6 +74,7 @@ that every class is drawn here::
     │       ├── ResourceNotFoundIpcError   NOT_FOUND                  ipc.errors
     │       ├── ServiceIpcError            SERVICE_ERROR              ipc.errors
     │       └── UnauthorizedIpcError       UNAUTHORIZED               ipc.errors
+    ├── SealError                          SECRET_UNSEAL_FAILED       sealed
     └── ServeError                         SERVE_ERROR                serve.errors
         ├── BatcherClosedError             BATCHER_CLOSED             serve.batching
         └── ModelError                     MODEL_ERROR                serve.errors
@@ -237,6 +238,8 @@ CODES: dict[str, dict[str, str]] = {
         "HUB_ALREADY_ENROLLED": "This root is enrolled under another device name; remove hub.json to re-enrol.",
         "HUB_CONFIG_INVALID": "ROOT/hub.json is unreadable or incomplete; remove it and enrol again.",
         "HUB_RECIPE_MISMATCH": "The hub's recipe for a component version describes another name or version.",
+        "SECRET_REQUEST_INVALID": "GetSecretValue without secretId, or with both versionId and versionStage "
+                                  "(ServiceError, as on Greengrass).",
     },
     "roost.hub (server: store, REST API)": {
         "HUB_ERROR": "Base code of a hub error.",
@@ -279,6 +282,13 @@ CODES: dict[str, dict[str, str]] = {
         "UNSUPPORTED_MEDIA_TYPE": "The request body's content type is not accepted (415).",
         "VALIDATION_ERROR": "The request body or query fails validation; the message names the field (422).",
         "INTERNAL_ERROR": "An unexpected server error; the hub's log has the traceback (500).",
+        "INVALID_SECRET_NAME": "A secret name is neither a plain Secrets Manager name nor a secret ARN (400).",
+        "INVALID_SECRET_VALUE": "A secret value is empty, over 64 KiB, not base64 (binary) or not UTF-8 (text).",
+        "SECRET_NOT_FOUND": "No such secret on the hub (404), or that secret, version or stage is not on the device.",
+        "SECRET_KEY_MISSING": "The hub has no secrets key file configured (500).",
+        "SECRET_KEY_INVALID": "A secrets key file is not 32 bytes; restore the right key file.",
+        "SECRET_UNSEAL_FAILED": "A sealed secret does not open: another key sealed it (a replica's own key?) or "
+                                "it was altered.",
     },
     "roost.hub.client and the CLI's hub commands": {
         "HUB_SERVER_ERROR": "The hub answered 5xx; retry later.",

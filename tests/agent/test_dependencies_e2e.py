@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from roost import GGC_COMPAT_VERSION
-from tests.agent.helpers import Workspace
+from tests.agent.helpers import Workspace, wait_until
 from tests.conftest import Cli
 
 pytestmark = pytest.mark.slow
@@ -115,3 +115,26 @@ def test_unknown_aws_component_and_builtin_version_mismatch_fail_clearly(agent: 
         if code == "AWS_COMPONENT_UNAVAILABLE":
             assert "roost component publish" in details["deploymentErrorStack"][0]
     assert _components(agent) == {}
+
+
+def test_a_supervisor_restart_after_an_error_restarts_hard_dependents_only(agent: Cli, tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    # Lib runs until a file named "crash" appears in its work folder, then fails (exit 1) once.
+    ws.component("com.test.Lib", "1.0.0",
+                 {"Run": "echo started $$; while [ ! -e crash ]; do sleep 0.05; done; rm -f crash; exit 1"})
+    ws.component("com.test.App", "1.0.0", {"Run": RUN}, dependencies={
+        "com.test.Lib": {"VersionRequirement": "^1.0.0", "DependencyType": "HARD"}})
+    ws.component("com.test.Watcher", "1.0.0", {"Run": RUN}, dependencies={
+        "com.test.Lib": {"VersionRequirement": "^1.0.0", "DependencyType": "SOFT"}})
+    out = agent.run("deployment", "create", *ws.deploy_args(), "--merge", "com.test.App=1.0.0",
+                    "--merge", "com.test.Watcher=1.0.0", "--wait", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert all(_starts(agent, n) == 1 for n in ("com.test.Lib", "com.test.App", "com.test.Watcher"))
+    (agent.root / "work" / "com.test.Lib" / "crash").touch()
+    # The supervisor restarts Lib (ERRORED -> RUNNING); App (HARD) restarts after it, Watcher (SOFT) does not.
+    wait_until(lambda: _starts(agent, "com.test.App") == 2, timeout=30, what="App restarted after Lib recovered")
+    assert _starts(agent, "com.test.Lib") == 2 and _starts(agent, "com.test.Watcher") == 1
+    wait_until(lambda: all(c["state"] == "RUNNING" for c in _components(agent).values()), timeout=10,
+               what="all RUNNING again")
+    agent_log = (agent.root / "logs" / "agent.log").read_text()
+    assert "restarting com.test.App (a HARD dependent) after com.test.Lib recovered" in agent_log

@@ -25,6 +25,7 @@ from roost.agent.ipc import IpcLimits, IpcServer
 from roost.agent.packages import PackageStore
 from roost.agent.paths import AgentPaths
 from roost.agent.process import reap_journal
+from roost.agent.secrets import DeviceSecretStore
 from roost.agent.specs import SpecContext, build_spec
 from roost.agent.states import ComponentState
 from roost.agent.store import ComponentRecord, Store
@@ -75,6 +76,12 @@ class Agent:
         self._stopping = asyncio.Event()
         self._cli_token = ""
         self.hub_sync: HubSync | None = None
+        #: components that went ERRORED and have not been RUNNING since (see _on_state)
+        self._recovering: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        #: Secrets the hub deployed to this device (sealed in ROOT/secrets; GetSecretValue).
+        self.secrets = DeviceSecretStore(paths.root / "secrets")
+        self.secrets.load()
         self._applied_configs: dict[str, dict[str, Any]] = {
             n: r.configuration for n, r in self.deployer.live.items()}
 
@@ -114,6 +121,8 @@ class Agent:
         self._stopping.set()
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         if self.hub_sync is not None:
             await self.hub_sync.close()
         await self.deployer.close()
@@ -223,6 +232,30 @@ class Agent:
     def _on_state(self, name: str, old: ComponentState, new: ComponentState, reason: str | None) -> None:
         self._record_state(name)
         self.deployer.on_state(name, old, new, reason)
+        # As on Greengrass, a HARD dependent restarts when its dependency changes state: when the
+        # supervisor brings a component that failed back to RUNNING, its running HARD dependents
+        # are restarted after it (a deployment restarts dependents itself: not while one runs).
+        if new is ComponentState.ERRORED:
+            self._recovering.add(name)
+        elif new is ComponentState.RUNNING and name in self._recovering:
+            self._recovering.discard(name)
+            if not self.deployer.busy and not self._stopping.is_set():
+                task = asyncio.get_running_loop().create_task(self._restart_hard_dependents(name))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        elif new is not ComponentState.STARTING:
+            self._recovering.discard(name)
+
+    async def _restart_hard_dependents(self, name: str) -> None:
+        for dependent in self._hard_dependents(name):
+            with contextlib.suppress(RoostError):
+                if self.supervisor.state(dependent) is not ComponentState.RUNNING:
+                    continue
+            log.info("restarting %s (a HARD dependent) after %s recovered", dependent, name)
+            try:
+                await self.supervisor.restart(dependent)
+            except RoostError as err:
+                log.warning("%s (HARD dependent of %s) did not restart: %s", dependent, name, err)
 
     def _record_state(self, name: str) -> None:
         with contextlib.suppress(RoostError):
@@ -244,6 +277,9 @@ class Agent:
 
     def is_privileged(self, principal: str) -> bool:
         return principal == CLI_PRINCIPAL
+
+    def secret_store(self) -> DeviceSecretStore:
+        return self.secrets
 
     async def get_configuration(self, principal: str, component: str, key_path: list[str]) -> Any:
         return get_path(self._live(component).configuration, key_path)

@@ -38,6 +38,8 @@ What needs a policy in Roost (see :mod:`roost.agent.ipc`):
   (GetLocalDeploymentStatus); ListComponents, ListLocalDeployments and CreateLocalDeployment
   have no resource, so listing the operation is enough. The privileged CLI principal is
   allowed everything.
+* ``aws.greengrass.SecretManager``: GetSecretValue, resource = the secret's stored name (its ARN;
+  :mod:`roost.agent.ipc.ops_secrets`).
 * UpdateState on oneself is always allowed.
 
 Policy itself (:data:`POLICY_KEYS`: ``accessControl``) changes only through a deployment: an

@@ -311,7 +311,9 @@ class Deployer:
         notes += [f"{n}: systemResourceLimits are not enforced by this agent (recorded only)"
                   for n, info in sorted(run_with_info.items()) if "systemResourceLimits" in info]
         notes += resolved.notes()
-        notes += [f"{n}: configuration of a built-in component is not applied (Roost reads its own options)"
+        notes += [f"{n}: a local deployment delivers no secrets: its cloudSecrets are read from hub deployments "
+                  "(roost secret put, docs/secrets.md)" if n == "aws.greengrass.SecretManager" else
+                  f"{n}: configuration of a built-in component is not applied (Roost reads its own options)"
                   for n in builtin_conf]
         return Target(recipes, records, specs, dependency_order(recipes), notes)
 
@@ -366,6 +368,11 @@ class Deployer:
         if settle > 0:
             await asyncio.sleep(settle)
             self._raise_if_failed()
+
+    @property
+    def busy(self) -> bool:
+        """A deployment is being applied now."""
+        return self._running is not None
 
     def order_of(self, specs: Mapping[str, ComponentSpec]) -> list[str]:
         """Dependency order (dependencies first) of the components in ``specs``."""

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol, runtime_checkable
 
+from roost.agent.secrets import DeviceSecretStore
+
 #: The principal name the Roost CLI authenticates as; :meth:`IpcCore.is_privileged` is true for it.
 CLI_PRINCIPAL: Final = "aws.greengrass.Cli"
 
@@ -83,4 +85,8 @@ class IpcCore(Protocol):
         ``RestartComponent``, ``StopComponent``, ``CreateLocalDeployment``,
         ``GetLocalDeploymentStatus``, ``ListLocalDeployments``) with the request document as
         received (camelCase keys); return the response document (camelCase keys)."""
+        ...
+
+    def secret_store(self) -> DeviceSecretStore:
+        """The device's secrets (``GetSecretValue``; the handler authorises, the store answers)."""
         ...

@@ -19,6 +19,9 @@ A device enrolled with a hub (``ROOT/hub.json``, see :mod:`roost.agent.enrolment
   (300) otherwise, a report without a deployment id carrying the component states. Liveness
   (the hub's last-seen) comes from the long poll itself, at least every ``poll_wait`` seconds, so
   an unchanged fleet sends no periodic reports that would only repeat what the hub knows.
+* **secrets** — ``GET /v1/device/secrets`` at start, before each revision is applied and every
+  ``periodicRefreshIntervalMin`` (else ``ROOST_SECRETS_REFRESH_SECONDS``, 900): the secrets the
+  device's deployments name, kept sealed by :mod:`roost.agent.secrets` and served offline.
 * **send** — delivers the :class:`~roost.agent.spool.Spool` in order, in batches, deleting
   reports once the hub acknowledged them.
 
@@ -52,6 +55,7 @@ from roost.agent.deployer import SUCCEEDED, TERMINAL, Deployer
 from roost.agent.enrolment import HubConfig
 from roost.agent.errors import ArtifactError
 from roost.agent.paths import AgentPaths
+from roost.agent.secrets import DEFAULT_REFRESH_SECONDS, DeviceSecretStore, SecretRefresher
 from roost.agent.spool import DEFAULT_MAX_REPORTS, Backoff, Spool
 from roost.agent.store import DeploymentRecord, Store
 from roost.errors import InvalidInputError, RoostError, UnauthorizedError
@@ -122,6 +126,7 @@ class AgentParts(Protocol):
     paths: AgentPaths
     deployer: Deployer
     store: Store
+    secrets: DeviceSecretStore
 
 
 # -- the sync task ---------------------------------------------------------------------------------
@@ -129,7 +134,8 @@ class HubSync:
     def __init__(self, paths: AgentPaths, config: HubConfig, deployer: Deployer, store: Store, *,
                  client: DeviceClient | None = None, heartbeat_seconds: float = 300.0, poll_wait: float = 25.0,
                  backoff_cap: float = 60.0, spool_max: int = DEFAULT_MAX_REPORTS,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, secrets: DeviceSecretStore | None = None,
+                 secrets_refresh: float = DEFAULT_REFRESH_SECONDS) -> None:
         self.paths = paths
         self.config = config
         self.deployer = deployer
@@ -147,6 +153,11 @@ class HubSync:
         self._last_heartbeat = 0.0
         self._effective: list[str] = []
         self.downloads = paths.root / "hub-downloads"
+        #: The device's secrets (aws.greengrass.SecretManager's cloudSecrets), refreshed from the hub.
+        self.secrets: SecretRefresher | None = None
+        if secrets is not None:
+            self.secrets = SecretRefresher(secrets, self.client.secrets, default_interval=secrets_refresh)
+            secrets.refresher = self.secrets.refresh
 
     @classmethod
     def for_agent(cls, agent: AgentParts) -> HubSync | None:
@@ -158,7 +169,9 @@ class HubSync:
                    heartbeat_seconds=_env_float("ROOST_SYNC_HEARTBEAT_SECONDS", 300.0),
                    poll_wait=_env_float("ROOST_SYNC_POLL_WAIT", 25.0),
                    backoff_cap=_env_float("ROOST_SYNC_BACKOFF_CAP", 60.0),
-                   spool_max=int(_env_float("ROOST_SYNC_SPOOL_MAX", DEFAULT_MAX_REPORTS)))
+                   spool_max=int(_env_float("ROOST_SYNC_SPOOL_MAX", DEFAULT_MAX_REPORTS)),
+                   secrets=agent.secrets,
+                   secrets_refresh=_env_float("ROOST_SECRETS_REFRESH_SECONDS", DEFAULT_REFRESH_SECONDS))
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -168,6 +181,8 @@ class HubSync:
         self._tasks = [asyncio.create_task(self._poll_loop(), name="hub-poll"),
                        asyncio.create_task(self._send_loop(), name="hub-send"),
                        asyncio.create_task(self._heartbeat_loop(), name="hub-heartbeat")]
+        if self.secrets is not None:
+            self._tasks.append(asyncio.create_task(self._secrets_loop(), name="hub-secrets"))
         log.info("hub sync started: hub %s, device %s, applied revision %d, %d spooled report(s)",
                  self.config.hub, self.config.device, self.applied_revision, len(self.spool))
 
@@ -270,6 +285,12 @@ class HubSync:
                                                    and self.component_states() != self._last_states):
                 self.report(None)
 
+    # -- secrets -----------------------------------------------------------------------------------
+    async def _secrets_loop(self) -> None:
+        assert self.secrets is not None
+        await self.secrets.refresh()
+        await self.secrets.run()
+
     # -- poll + apply ------------------------------------------------------------------------------
     async def _poll_loop(self) -> None:
         while True:
@@ -307,6 +328,8 @@ class HubSync:
                  ", ".join(f"{n}@{c.version}" for n, c in sorted(desired.components.items())) or "no components")
         for deployment_id in ids:  # the revision still applied: the hub records it as the device's
             self.report(IN_PROGRESS, deployment_id=deployment_id)
+        if self.secrets is not None:  # the secrets this revision names, before its components start
+            await self.secrets.refresh()
         if not desired.components and not any(r.hub_root for r in self.store.components().values()):
             return self._finish(ids, revision, SUCCEEDED, None, None)  # nothing from the hub, before or now
         work = self.downloads / f"rev-{revision}"

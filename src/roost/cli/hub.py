@@ -87,6 +87,7 @@ def init(root: HubRootOpt, db: DbOpt = None,
                 f"{', '.join(existing)}); use the token you were given, or pass --force to mint another admin "
                 "token (the existing ones keep working)", code="HUB_ALREADY_INITIALISED")
         token = store.create_admin_token(name)
+        store.ensure_secret_key()  # seals secret values in the database (0600; copy it to hub replicas)
     finally:
         store.db.dispose()
     if as_json:

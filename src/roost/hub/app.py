@@ -30,7 +30,7 @@ from fastapi import FastAPI
 
 from roost import __version__
 from roost.hub import migrate
-from roost.hub.api import admin, components, device
+from roost.hub.api import admin, components, device, secrets
 from roost.hub.api import errors as api_errors
 from roost.hub.api.auth import AuthMiddleware
 from roost.hub.api.device import DeviceBatches, RevisionWatcher
@@ -46,6 +46,7 @@ ENV_DB = "ROOST_HUB_DB"
 ENV_ARTIFACTS = "ROOST_HUB_ARTIFACTS"
 ENV_MAX_ARTIFACT = "ROOST_HUB_MAX_ARTIFACT_BYTES"
 ENV_MIGRATE = "ROOST_HUB_MIGRATE"
+ENV_SECRETS_KEY = "ROOST_HUB_SECRETS_KEY"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class HubConfig:
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
     migrate: bool = True
     poll_interval: float = 0.5
+    #: The key that seals secret values in the database (default ROOT/secrets.key; hub replicas
+    #: sharing one database need the same key file).
+    secrets_key: Path | None = None
 
     @property
     def database_url(self) -> str:
@@ -65,9 +69,14 @@ class HubConfig:
     def artifacts_path(self) -> Path:
         return self.artifacts_dir or self.root / "artifacts"
 
+    @property
+    def secrets_key_path(self) -> Path:
+        return self.secrets_key or self.root / "secrets.key"
+
     def to_env(self) -> dict[str, str]:
         env = {ENV_ROOT: str(self.root), ENV_DB: self.database_url, ENV_ARTIFACTS: str(self.artifacts_path),
-               ENV_MAX_ARTIFACT: str(self.max_artifact_bytes), ENV_MIGRATE: "1" if self.migrate else "0"}
+               ENV_MAX_ARTIFACT: str(self.max_artifact_bytes), ENV_MIGRATE: "1" if self.migrate else "0",
+               ENV_SECRETS_KEY: str(self.secrets_key_path)}
         return env
 
     @classmethod
@@ -76,7 +85,8 @@ class HubConfig:
         return cls(root=root, db_url=os.environ.get(ENV_DB) or None,
                    artifacts_dir=Path(os.environ[ENV_ARTIFACTS]) if os.environ.get(ENV_ARTIFACTS) else None,
                    max_artifact_bytes=int(os.environ.get(ENV_MAX_ARTIFACT, DEFAULT_MAX_ARTIFACT_BYTES)),
-                   migrate=os.environ.get(ENV_MIGRATE, "1") == "1")
+                   migrate=os.environ.get(ENV_MIGRATE, "1") == "1",
+                   secrets_key=Path(os.environ[ENV_SECRETS_KEY]) if os.environ.get(ENV_SECRETS_KEY) else None)
 
 
 def open_store(config: HubConfig) -> Store:
@@ -87,7 +97,9 @@ def open_store(config: HubConfig) -> Store:
         migrate.upgrade(db)
     artifacts_dir = config.artifacts_path
     artifacts_dir.mkdir(parents=True, exist_ok=True)
-    return Store(db, ArtifactStore(artifacts_dir, config.max_artifact_bytes))
+    store = Store(db, ArtifactStore(artifacts_dir, config.max_artifact_bytes))
+    store.secret_key_path = config.secrets_key_path
+    return store
 
 
 def create_app(config: HubConfig | None = None, *, store: Store | None = None) -> FastAPI:
@@ -124,6 +136,8 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     app.include_router(device.router)
     app.include_router(components.router)
     app.include_router(admin.router)
+    app.include_router(secrets.device_router)
+    app.include_router(secrets.router)
     app.add_middleware(AuthMiddleware, store=store, presence=presence)
 
     _document_bearer_auth(app)

@@ -25,6 +25,7 @@ never logged. This module imports nothing of FastAPI or Starlette.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import os
@@ -52,6 +53,7 @@ from roost.hub.contract import (
     ReportedComponent,
     error_for,
 )
+from roost.hub.contract.secrets import DeviceSecrets, Secret
 from roost.hub.errors import (
     AuthenticationError,
     ForbiddenError,
@@ -336,12 +338,31 @@ class HubClient:
         return _parse(Deployment, self.request("POST", f"/v1/deployments/{_seg(deployment_id)}/cancel"),
                       "deployment")
 
+    # secrets (values go in, never come out)
+    def put_secret(self, name: str, value: bytes, *, binary: bool) -> Secret:
+        body = ({"secret_binary": base64.b64encode(value).decode()} if binary
+                else {"secret_string": value.decode("utf-8")})
+        return _parse(Secret, self.request("PUT", f"/v1/secrets/{_path(name)}", json=body), "secret")
+
+    def secrets(self) -> list[Secret]:
+        return _parse_list(Secret, self.request("GET", "/v1/secrets"), "secrets")
+
+    def delete_secret(self, name: str) -> Secret:
+        return _parse(Secret, self.request("DELETE", f"/v1/secrets/{_path(name)}"), "secret")
+
 
 def _seg(value: str) -> str:
     """One URL path segment, percent-encoded."""
     from urllib.parse import quote
 
     return quote(value, safe="")
+
+
+def _path(value: str) -> str:
+    """A value that may hold ``/`` (a secret name) as the tail of a URL path, percent-encoded otherwise."""
+    from urllib.parse import quote
+
+    return quote(value, safe="/:")
 
 
 def _recipe_type(path: Path) -> str:
@@ -391,6 +412,15 @@ class DeviceClient:
             return response.json() if response.content else None
         except ValueError:
             return None
+
+    async def secrets(self) -> DeviceSecrets:
+        """The secrets this device's deployments name, with their values (never logged)."""
+        response = await self._call("GET", "/v1/device/secrets")
+        try:
+            data = response.json()
+        except ValueError as err:
+            raise HubProtocolError("the hub's secrets answer is not JSON") from err
+        return _parse(DeviceSecrets, data, "secrets")
 
     async def download_artifact(self, name: str, version: str, file_name: str, dest: Path) -> str:
         """Stream one artifact to ``dest``; return its SHA-256 (hex).

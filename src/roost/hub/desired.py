@@ -28,6 +28,7 @@ from roost.hub.errors import DesiredStateConflictError
 from roost.hub.models import ArtifactFile, Component, Deployment, Device, DeviceDeployment, GroupMember, Meta
 from roost.hub.rollout import ACTIVE, FAILED, IN_PROGRESS, QUEUED
 from roost.recipe import sort_versions
+from roost.recipe.resolve import BUILTINS
 
 #: What a device should run (the contract's :class:`~roost.hub.contract.Desired`), under its store name.
 DesiredState = Desired
@@ -258,6 +259,7 @@ def compute_many(session: Session, devices: Sequence[DeviceRef], now: datetime, 
                                    configuration=dict(spec.configuration.get(name) or {}),
                                    artifacts=files.get((name, version), []))
             for name, (version, spec) in sorted(wanted[device.id].items())
+            if name not in BUILTINS  # AWS-provided components the agent builds in: nothing to install
         }
         for name, version in deps[device.id].items():
             components[name] = DesiredComponent(version=version, recipe=recipes.get((name, version), {}), root=False,
@@ -301,3 +303,12 @@ def wanted_versions_many(session: Session, devices: Sequence[DeviceRef]) -> dict
         wanted.update(_dependencies(chosen, specs, set(wanted)))
         out[device.id] = wanted
     return out
+
+
+def effective_configurations(session: Session, device: DeviceRef, component: str) -> list[dict[str, Any]]:
+    """The configuration updates that the device's deployments in effect give ``component`` (those
+    that name it), oldest deployment first (read-only)."""
+    candidates = _candidates(session, [device])
+    specs = _specs(session, {c.deployment_id for c in candidates[device.id]})
+    return [dict(specs[c.deployment_id].configuration.get(component) or {})
+            for c in _effective(candidates[device.id], set()) if component in specs[c.deployment_id].components]

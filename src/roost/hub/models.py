@@ -12,10 +12,12 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     TypeDecorator,
 )
@@ -168,3 +170,18 @@ class DeviceReport(Base):
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
     report_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class SecretVersionRow(Base):
+    """One version of a secret; the value sealed with the hub's key (:mod:`roost.sealed`, AES-GCM, the
+    associated data being the name and the version id). At most two versions per name are kept:
+    the one staged AWSCURRENT and the one staged AWSPREVIOUS."""
+
+    __tablename__ = "secret_versions"
+    name: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    version_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    #: ``["AWSCURRENT"]`` or ``["AWSPREVIOUS"]``.
+    stages: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    binary: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(nullable=False)

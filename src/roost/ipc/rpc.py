@@ -85,6 +85,7 @@ MAX_FRAME_SIZE: Final = MAX_PAYLOAD_SIZE * 4 // 3 + 64 * 1024
 
 # A Roost extension (Greengrass has no way to cancel a local deployment).
 OP_CANCEL_LOCAL_DEPLOYMENT: Final = "aws.greengrass#CancelLocalDeployment"
+OP_GET_SECRET_VALUE: Final = "aws.greengrass#GetSecretValue"
 
 # Roost extensions: direct request/reply channels between two Roost clients (roost.agent.ipc.direct).
 ROOST_PREFIX: Final = "roost#"

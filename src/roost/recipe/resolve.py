@@ -66,7 +66,7 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
     Builtin("aws.greengrass.ShadowManager", "2.3.9",
             "satisfied as a name; the shadow IPC operations are not implemented yet"),
     Builtin("aws.greengrass.SecretManager", "2.2.0",
-            "satisfied as a name; GetSecretValue is not implemented yet"),
+            "GetSecretValue serves the secrets the hub deploys (cloudSecrets; docs/secrets.md)"),
     Builtin("aws.greengrass.LambdaLauncher", "2.0.13",
             "satisfied as a name; Lambda functions run through Roost's Lambda host (roost.serve), not a launcher"),
     Builtin("aws.greengrass.LambdaManager", "2.3.3",

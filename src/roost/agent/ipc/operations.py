@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from roost.agent import authz
-from roost.agent.ipc import ops_direct
+from roost.agent.ipc import ops_direct, ops_secrets
 from roost.agent.ipc.types import ConnectionSide
 from roost.agent.pubsub import RECEIVE_ALL_MESSAGES, validate_topic, validate_topic_filter
 from roost.errors import ConflictError, InvalidInputError, NotFoundError, RoostError, UnauthorizedError
@@ -227,6 +227,7 @@ _HANDLERS: Final[dict[str, Handler]] = {
     rpc.OP_UPDATE_STATE: _update_state,
     **{op: _cli_operation for op in rpc.CLI_OPERATIONS},
     **ops_direct.HANDLERS,
+    **ops_secrets.HANDLERS,
 }
 
 

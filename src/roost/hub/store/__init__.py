@@ -19,15 +19,17 @@ from roost.hub.store.deployments import FAILURE_POLICIES, DeploymentStore, parse
 from roost.hub.store.fleet import ONLINE_WINDOW, UNHEALTHY_STATES, FleetStore
 from roost.hub.store.records import ArtifactLocation, Principal
 from roost.hub.store.registry import INLINE_ARTIFACT_BYTES, RegistryStore
+from roost.hub.store.secrets import SecretStore
 from roost.hub.store.sync import SyncStore
 
 
-class Store(AuthStore, RegistryStore, DeploymentStore, SyncStore):
+class Store(AuthStore, RegistryStore, DeploymentStore, SyncStore, SecretStore):
     """Every hub operation, each one transaction. See the module docstring.
 
     The parts: :mod:`~roost.hub.store.auth` (tokens, enrolment), :mod:`~roost.hub.store.fleet`
     (devices, groups), :mod:`~roost.hub.store.registry` (components, artifacts),
-    :mod:`~roost.hub.store.deployments`, :mod:`~roost.hub.store.sync` (what devices call), over
+    :mod:`~roost.hub.store.deployments`, :mod:`~roost.hub.store.sync` (what devices call),
+    :mod:`~roost.hub.store.secrets` (secrets, sealed with the hub's key), over
     :mod:`~roost.hub.store.base` (transactions, clock); results are the contract's models
     (:mod:`roost.hub.contract`), plus :mod:`~roost.hub.store.records` (principal, artifact location).
     """
@@ -48,6 +50,7 @@ __all__ = [
     "RegistryStore",
     "Report",
     "ReportResult",
+    "SecretStore",
     "Store",
     "StoreBase",
     "SyncStore",

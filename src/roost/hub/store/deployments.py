@@ -24,8 +24,13 @@ from roost.hub.errors import HubConflictError, HubInvalidInputError, HubNotFound
 from roost.hub.models import Component, Deployment, Device, DeviceDeployment, Group, GroupMember
 from roost.hub.names import check_name
 from roost.hub.store.fleet import FleetStore
+from roost.hub.store.secrets import SECRET_MANAGER, parse_secret_manager_config
 from roost.recipe import Recipe, RecipeError, parse_recipe, resolve
 from roost.recipe.resolve import BUILTINS
+
+#: AWS-provided components a hub deployment may name, for the configuration it gives them: the
+#: secret manager's cloudSecrets say which secrets the devices receive (docs/secrets.md).
+DEPLOYABLE_BUILTINS = frozenset({SECRET_MANAGER})
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +111,8 @@ class DeploymentStore(FleetStore):
         for name, version in req.components.items():
             check_name(name, "component name")
             check_name(version, "component version")
+            if name in DEPLOYABLE_BUILTINS:
+                continue  # configuration only (checked below); the resolver checks its version
             if name in BUILTINS:
                 raise UnprocessableError(
                     f"{name} is built into every Roost agent (at version {BUILTINS[name].version}; see "
@@ -123,6 +130,8 @@ class DeploymentStore(FleetStore):
             if not isinstance(update_, dict) or not set(update_) <= {"MERGE", "RESET"}:
                 raise UnprocessableError(f"configuration of {name} must be {{\"MERGE\": {{...}}, \"RESET\": [...]}}",
                                          code="INVALID_CONFIGURATION")
+            if name == SECRET_MANAGER:
+                parse_secret_manager_config(update_)
         if req.failure_policy not in FAILURE_POLICIES:
             raise UnprocessableError(f"failure_policy must be one of {', '.join(FAILURE_POLICIES)}",
                                      code="INVALID_FAILURE_POLICY")
