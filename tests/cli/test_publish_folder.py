@@ -72,6 +72,15 @@ def test_flat_folder_skips_its_recipe_and_says_so(hub_server: HubServer, tmp_pat
     assert set(_files(result)) == set(TREE)
 
 
+def test_a_folder_argument_with_the_nested_layout(hub_server: HubServer, tmp_path: Path) -> None:
+    base = tmp_path / "ws"
+    _tree(base / "com.example.Arg" / "1.0.0", TREE)
+    (base / "recipe.yaml").write_bytes(make_recipe("com.example.Arg", "1.0.0", ("hello.py",)))
+    result = _publish(hub_server, str(base), "--json")
+    assert set(_files(result)) == set(TREE)  # the recipe is outside the chosen folder: nothing to skip
+    assert "layout DIR/NAME/VERSION/" in result.stderr and "skipped" not in result.stderr
+
+
 def test_the_nested_layout_wins_when_both_could_apply(hub_server: HubServer, tmp_path: Path) -> None:
     base = tmp_path / "both"
     _tree(base, {"hello.py": "print('flat')\n", "notes.txt": "not published"})
@@ -142,6 +151,11 @@ def test_missing_recipe_artifacts_and_bad_names_are_refused(hub_server: HubServe
     _tree(odd, {"hello.py": "", "sub/back\\slash.txt": ""})
     result = _refused(hub_server, tmp_path, odd)
     assert "INVALID_PATH" in result.output and "backslash" in result.output
+
+    quoted = tmp_path / "quoted"
+    _tree(quoted, {"hello.py": "", 'say "hi".txt': ""})
+    result = _refused(hub_server, tmp_path, quoted)
+    assert "INVALID_PATH" in result.output and "rename the file" in result.output
 
     nothing = _refused(hub_server, tmp_path, tmp_path / "does-not-exist")
     assert "ARTIFACT_MISSING" in nothing.output and "does-not-exist" in nothing.output
