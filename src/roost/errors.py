@@ -155,7 +155,8 @@ CODES: dict[str, dict[str, str]] = {
         "CONFLICT": "The request conflicts with the current state (exit code 7).",
         "UNAUTHORIZED": "The credentials were refused or the principal may not do this; re-authenticate (exit code 8).",
         "TIMEOUT": "A step did not finish within its timeout; retry later (exit code 6).",
-        "INVALID_PATH": "A path segment would escape its folder ('/', '..', NUL); use a plain name.",
+        "INVALID_PATH": "A path segment would escape its folder ('/', '..', NUL), or an artifact path (lib/a.py) has "
+                        "a bad segment or collides with another; use plain names.",
         "INVALID_ARGUMENT": "A command-line or request argument is malformed (KEY=VALUE, NAME=VERSION, JSON, ...).",
         "INVALID_REQUEST": "A request lacks a required field or has one of the wrong type.",
     },
@@ -199,8 +200,10 @@ CODES: dict[str, dict[str, str]] = {
         "ARTIFACT_INVALID": "An artifact URI names no file.",
         "ARTIFACT_MISSING": "An artifact file the recipe names is not where it should be (artifact folder, upload).",
         "ARTIFACT_UNSAFE_ARCHIVE": "An archive to unpack has members that would escape its folder.",
-        "ARTIFACT_UNSAFE_FILE": "An artifact folder holds a link leading out of it or a FIFO, socket or device.",
-        "ARTIFACT_FOLDER_TOO_LARGE": "An artifact folder has more files or bytes than the agent copies.",
+        "ARTIFACT_UNSAFE_FILE": "An artifact folder holds a link leading out of it or a FIFO, socket or device "
+                                "(or, to publish, a link to a folder).",
+        "ARTIFACT_FOLDER_TOO_LARGE": "An artifact folder has more files or bytes than the agent copies or the hub "
+                                     "accepts (10,000 entries, 4 GiB).",
         "DOCKER_UNAVAILABLE": "A docker: artifact needs a Docker-compatible engine and none answers.",
         "DOCKER_PULL_FAILED": "An image of a docker: artifact is not on the device and the engine could not pull it.",
         "DOCKER_ENGINE_ERROR": "The Docker engine refused an image request (inspect, remove) with an error.",
@@ -277,7 +280,6 @@ CODES: dict[str, dict[str, str]] = {
         "ARTIFACT_FORBIDDEN": "A device asked for an artifact of a component not in its desired state (403).",
         "ARTIFACT_NOT_FOUND": "No such artifact file of that component version (404).",
         "ARTIFACT_TOO_LARGE": "An artifact file is over --max-artifact-bytes (413).",
-        "ARTIFACT_UNEXPECTED": "An uploaded file is not named by any artifact URI of the recipe (422).",
         "DEPLOYMENT_FINISHED": "The hub deployment already ended and can no longer be canceled (409).",
         "DEPLOYMENT_ID_AMBIGUOUS": "A deployment id prefix matches several deployments (400); the message lists them.",
         "DEPLOYMENT_NOT_FOR_DEVICE": "A device reported on a deployment never made for it (403); do not resend.",

@@ -131,7 +131,8 @@ def test_oversize_upload_is_413(hub_server_factory: Callable[..., HubServer]) ->
 def test_bad_uploads(hub_server: HubServer) -> None:
     with hub_server.client() as admin:
         r = publish(admin, files={"../evil.py": b"x"}, recipe=make_recipe(files=("evil.py",)))
-        assert (r.status_code, error_code(r)) == (400, "INVALID_NAME")
+        assert (r.status_code, error_code(r)) == (400, "INVALID_PATH")
+        assert "'../evil.py'" in r.json()["error"]["message"]
         bad_recipe = b'RecipeFormatVersion: "2020-01-25"\nComponentName: com.example.X\nComponentVersion: banana\n'
         r = publish(admin, files={}, recipe=bad_recipe)
         assert (r.status_code, error_code(r)) == (422, "RECIPE_INVALID")
@@ -150,7 +151,7 @@ def test_bad_uploads(hub_server: HubServer) -> None:
         r = admin.get("/v1/artifacts/com.example.X/1.0.0/%2e%2e")
         assert r.status_code in (400, 404)
         r = admin.get("/v1/artifacts/com.example.X/1.0.0/a%5cb")
-        assert (r.status_code, error_code(r)) == (400, "INVALID_NAME")
+        assert (r.status_code, error_code(r)) == (400, "INVALID_PATH")
         r = admin.post("/v1/deployments", json={"target": "group:g", "components": {"com.example.Nope": "1.0.0"}})
         assert (r.status_code, error_code(r)) == (422, "UNKNOWN_COMPONENT")
         assert "com.example.Nope" in r.json()["error"]["message"]

@@ -11,7 +11,8 @@ A local deployment's artifact folder (``--artifact-dir A``) is brought over whol
 ``greengrass-cli deployment create --artifactDir`` does: every file and folder of ``A/<name>/<version>/``
 (:func:`copy_artifact_folder`), whether the recipe lists it or not. Symlinks never lead out of that
 folder, special files (FIFOs, sockets, devices) are refused and the copy is bounded
-(:data:`MAX_FOLDER_FILES`, :data:`MAX_FOLDER_BYTES`).
+(:data:`MAX_FOLDER_FILES`, :data:`MAX_FOLDER_BYTES`): the checks of :mod:`roost.artifact_folder`,
+which ``roost component publish`` applies too.
 """
 
 from __future__ import annotations
@@ -28,14 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from roost.agent.errors import ArtifactError
+from roost.artifact_folder import MAX_FOLDER_BYTES, MAX_FOLDER_FILES, FolderEntry, scan_folder
 from roost.recipe import Artifact, ArtifactPermission
 
 log = logging.getLogger(__name__)
-
-#: At most this many entries (files, folders, links) in one component version's artifact folder.
-MAX_FOLDER_FILES = 10_000
-#: At most this many bytes of files in one component version's artifact folder.
-MAX_FOLDER_BYTES = 4 * 1024**3
 
 _ALGORITHMS = {"SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512", "SHA-1": "sha1", "MD5": "md5"}
 
@@ -115,70 +112,14 @@ def install_artifacts(component: str, version: str, artifacts: Sequence[Artifact
             _unzip(component, version, target, unarchive_dir / Path(name).stem, art)
 
 
-class _Entry:
-    __slots__ = ("kind", "link", "rel", "size", "src")
-
-    def __init__(self, rel: str, src: str, kind: str, size: int = 0, link: str = "") -> None:
-        self.rel, self.src, self.kind, self.size, self.link = rel, src, kind, size, link
-
-
 def _scan_folder(component: str, version: str, source_dir: Path, max_files: int,
-                 max_bytes: int) -> list[_Entry]:
+                 max_bytes: int) -> list[FolderEntry]:
     """Every entry under ``source_dir`` (parents first), checked before anything is copied."""
-    where = f"{component}-{version}"
-    root = os.path.realpath(source_dir)
-    entries: list[_Entry] = []
-    total = 0
-    pending = [""]
-    while pending:
-        rel_dir = pending.pop()
-        try:
-            with os.scandir(os.path.join(source_dir, rel_dir)) as it:
-                children = sorted(it, key=lambda e: e.name)
-        except OSError as err:
-            raise ArtifactError(f"{where}: cannot list artifact folder {source_dir / rel_dir}: "
-                                f"{err.strerror or err}", code="ARTIFACT_MISSING") from err
-        for child in children:
-            rel = os.path.join(rel_dir, child.name) if rel_dir else child.name
-            st = child.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                resolved = os.path.realpath(child.path)
-                if os.path.commonpath([root, resolved]) != root:
-                    raise ArtifactError(
-                        f"{where}: {rel} in the artifact folder {source_dir} is a symlink to {resolved}, outside "
-                        "that folder; Roost never follows links out of it (copy the file in instead)",
-                        code="ARTIFACT_UNSAFE_FILE")
-                if not (os.path.isfile(resolved) or os.path.isdir(resolved)):
-                    raise ArtifactError(
-                        f"{where}: {rel} in the artifact folder {source_dir} is a symlink to {resolved}, which "
-                        "is not a file or folder (a dangling link or a special file)",
-                        code="ARTIFACT_UNSAFE_FILE")
-                # Folders walked are real ones (links are not descended), so this is the link's own.
-                link = os.path.relpath(resolved, os.path.join(root, rel_dir))
-                entries.append(_Entry(rel, child.path, "link", link=link))
-            elif stat.S_ISDIR(st.st_mode):
-                entries.append(_Entry(rel, child.path, "dir"))
-                pending.append(rel)
-            elif stat.S_ISREG(st.st_mode):
-                total += st.st_size
-                entries.append(_Entry(rel, child.path, "file", size=st.st_size))
-            else:
-                raise ArtifactError(
-                    f"{where}: {rel} in the artifact folder {source_dir} is not a regular file or folder "
-                    "(a FIFO, socket or device); only files, folders and links inside it are copied",
-                    code="ARTIFACT_UNSAFE_FILE")
-            if len(entries) > max_files:
-                raise ArtifactError(
-                    f"{where}: the artifact folder {source_dir} has more than {max_files} files and folders; "
-                    "pack them into a ZIP artifact (Unarchive: ZIP)", code="ARTIFACT_FOLDER_TOO_LARGE")
-            if total > max_bytes:
-                raise ArtifactError(
-                    f"{where}: the artifact folder {source_dir} holds more than {max_bytes} bytes",
-                    code="ARTIFACT_FOLDER_TOO_LARGE")
-    return entries
+    return scan_folder(f"{component}-{version}", source_dir, error=ArtifactError, max_files=max_files,
+                       max_bytes=max_bytes)
 
 
-def _copy_regular(component: str, version: str, entry: _Entry, target: Path) -> None:
+def _copy_regular(component: str, version: str, entry: FolderEntry, target: Path) -> None:
     """Copy one regular file, opened without following a link (it may have been swapped since the scan)."""
     try:
         fd = os.open(entry.src, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))

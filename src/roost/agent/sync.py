@@ -4,11 +4,12 @@ A device enrolled with a hub (``ROOT/hub.json``, see :mod:`roost.agent.enrolment
 :class:`HubSync` beside its supervisor and deployer. Three tasks:
 
 * **poll** — ``GET /v1/device/desired?after=REV&wait=25``. On a newer revision: report
-  IN_PROGRESS for each hub deployment in it, download every artifact of every component (streamed
-  into ``ROOT/hub-downloads/rev-N/``; SHA-256 checked against the hub's ``X-Roost-Sha256`` header
-  and the recipe's ``Digest``), write the recipes beside them, and submit one deployment to the
-  agent's own :class:`~roost.agent.deployer.Deployer` with ``hubComponents`` (the hub's root set,
-  which replaces the previous one and wins over local roots), ``componentToConfiguration`` and
+  IN_PROGRESS for each hub deployment in it, download every file of every component's artifact
+  folder (streamed into ``ROOT/hub-downloads/rev-N/artifacts/<name>/<version>/<path>``; SHA-256
+  checked against the desired state's list, the hub's ``X-Roost-Sha256`` header and the recipe's
+  ``Digest``), write the recipes beside them, and submit one deployment to the agent's own
+  :class:`~roost.agent.deployer.Deployer` with ``hubComponents`` (the hub's root set, which
+  replaces the previous one and wins over local roots), ``componentToConfiguration`` and
   ``hubRevision``. Its outcome becomes one report per hub deployment: SUCCEEDED, FAILED (with
   the deployer's failure cause as reason code), ROLLED_BACK (``FAILED_ROLLBACK_COMPLETE``) or
   TIMED_OUT, with the device's component states and the deployer's notes (a local component the
@@ -61,7 +62,7 @@ from roost.errors import InvalidInputError, RoostError, UnauthorizedError
 from roost.hub.client import Desired, DeviceClient, HubError, HubProtocolError
 from roost.hub.contract import DeviceDeploymentStatus as HubStatus
 from roost.paths import safe_join
-from roost.recipe import current_platform, parse_recipe
+from roost.recipe import Artifact, current_platform, parse_recipe
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +399,13 @@ class HubSync:
                 "timeoutSeconds": min(timeout, 86400.0)}
 
     async def _fetch(self, desired: Desired, work: Path) -> tuple[Path, Path]:
-        """Recipes into ``work/recipes``, verified artifacts into ``work/artifacts/<name>/<version>/``."""
+        """Recipes into ``work/recipes``, verified artifacts into ``work/artifacts/<name>/<version>/``.
+
+        Every file of the version's artifact folder the hub lists (``DesiredComponent.artifacts``,
+        relative paths like ``lib/greet.py``), checked against the hub's SHA-256 and, for the files the
+        recipe names, its ``Digest``; a file already installed with those bytes is linked, not
+        downloaded. A hub that sends no list: the recipe's artifacts only.
+        """
         await asyncio.to_thread(shutil.rmtree, work, True)
         recipe_dir = work / "recipes"
         artifact_dir = work / "artifacts"
@@ -415,25 +422,48 @@ class HubSync:
             selected = recipe.select(plat)
             dest_dir = safe_join(artifact_dir, name, comp.version)
             dest_dir.mkdir(parents=True)
+            # path -> (the hub's SHA-256 or None, the recipe's artifact or None)
+            wanted: dict[str, tuple[str | None, Artifact | None]] = {
+                f.file: (f.sha256.lower(), None) for f in comp.artifacts or []}
             for art in selected.artifacts:
                 if art.scheme == "docker":
                     continue  # an image, not a file: the deployer gets it through the engine (roost.agent.docker)
-                file_name = art.file_name
-                dest = safe_join(dest_dir, file_name)
-                installed = self.paths.artifacts(name, comp.version) / file_name
-                if art.digest and installed.is_file() and await asyncio.to_thread(
-                        _matches, installed, art.digest, art.algorithm):
-                    await asyncio.to_thread(_link_or_copy, installed, dest)
-                    continue
-                await self.client.download_artifact(name, comp.version, file_name, dest)
-                if art.digest and not await asyncio.to_thread(_matches, dest, art.digest, art.algorithm):
-                    actual = await asyncio.to_thread(file_digest, dest, art.algorithm)
-                    dest.unlink(missing_ok=True)
-                    raise ArtifactError(
-                        f"{name}-{comp.version}: artifact {file_name} downloaded from the hub does not match the "
-                        f"recipe's {art.algorithm} Digest {art.digest} (file has {actual.hex()}): the file was "
-                        "altered or corrupted; nothing was changed on the device", code="ARTIFACT_DIGEST_MISMATCH")
+                wanted[art.file_name] = (wanted.get(art.file_name, (None, None))[0], art)
+            for rel, (sha256, listed) in sorted(wanted.items()):
+                await self._fetch_file(name, comp.version, rel, sha256, listed, dest_dir)
         return recipe_dir, artifact_dir
+
+    async def _fetch_file(self, name: str, version: str, rel: str, sha256: str | None, art: Artifact | None,
+                          dest_dir: Path) -> None:
+        """One artifact file into ``dest_dir/rel``, from the installed version when identical, else the hub."""
+        segments = rel.split("/")
+        dest = safe_join(dest_dir, *segments)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        installed = safe_join(self.paths.artifacts(name, version), *segments)
+
+        def same(path: Path) -> bool:
+            if sha256 is not None and file_digest(path).hex() != sha256:
+                return False
+            return art is None or not art.digest or _matches(path, art.digest, art.algorithm)
+
+        if (sha256 is not None or (art is not None and art.digest)) and not installed.is_symlink() \
+                and installed.is_file() and await asyncio.to_thread(same, installed):
+            await asyncio.to_thread(_link_or_copy, installed, dest)
+            return
+        actual = await self.client.download_artifact(name, version, rel, dest)
+        if sha256 is not None and actual != sha256:
+            dest.unlink(missing_ok=True)
+            raise ArtifactError(
+                f"{name}-{version}: artifact {rel} downloaded from the hub has SHA-256 {actual}, but the hub's "
+                f"desired state lists {sha256}: the file was altered or corrupted; nothing was changed on the "
+                "device", code="ARTIFACT_DIGEST_MISMATCH")
+        if art is not None and art.digest and not await asyncio.to_thread(_matches, dest, art.digest, art.algorithm):
+            recipe_actual = await asyncio.to_thread(file_digest, dest, art.algorithm)
+            dest.unlink(missing_ok=True)
+            raise ArtifactError(
+                f"{name}-{version}: artifact {rel} downloaded from the hub does not match the "
+                f"recipe's {art.algorithm} Digest {art.digest} (file has {recipe_actual.hex()}): the file was "
+                "altered or corrupted; nothing was changed on the device", code="ARTIFACT_DIGEST_MISMATCH")
 
 
 def _matches(path: Path, digest: str, algorithm: str) -> bool:

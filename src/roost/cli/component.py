@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -74,15 +75,15 @@ def metrics(name: Annotated[str | None, typer.Argument(help="Only this component
 @app.command("publish")
 @handle_errors
 def publish(directory: Annotated[Path | None, typer.Argument(help="A folder holding one recipe file and its "
-                                                                  "artifacts (instead of --recipe/--artifacts).")]
+                                                                  "artifact folder (instead of --recipe/--artifacts).")]
             = None,
             hub: HubOpt = None, token: TokenOpt = None,
             recipe: Annotated[Path | None, typer.Option("--recipe", help="Recipe file (YAML or JSON).")] = None,
             artifacts: Annotated[Path | None, typer.Option("--artifacts", help=(
-                "Folder holding the files the recipe's artifact URIs name: DIR/FILE, or the local-deployment "
-                "layout DIR/NAME/VERSION/FILE."))] = None,
+                "The artifact folder: every file in it is published. DIR/NAME/VERSION/ (the local-deployment "
+                "layout) when that folder exists, else DIR itself."))] = None,
             as_json: JsonOpt = False) -> None:
-    """Publish a component version (recipe + artifacts) to a hub."""
+    """Publish a component version (recipe + its whole artifact folder) to a hub."""
     if recipe is None and directory is not None:
         found = sorted(p for p in directory.iterdir() if p.suffix.lower() in (".yaml", ".yml", ".json"))
         if len(found) != 1:
@@ -94,48 +95,99 @@ def publish(directory: Annotated[Path | None, typer.Argument(help="A folder hold
     _publish(recipe, artifacts, hub, token, as_json)
 
 
-def _find_artifacts(artifacts_dir: Path | None, name: str, version: str, wanted: list[str]
-                    ) -> tuple[dict[str, Path], list[str]]:
-    """Each wanted file in DIR itself, else in DIR/NAME/VERSION/ (how ``deployment create --artifact-dir``
-    lays artifacts out); and the files found in neither."""
+def artifact_folder(artifacts_dir: Path, name: str, version: str) -> tuple[Path, str]:
+    """The folder whose every file is published, and its layout's name.
+
+    ``DIR/NAME/VERSION/`` when that folder exists (how ``deployment create --artifact-dir`` lays
+    artifacts out; it is specific to this version, so it wins), else ``DIR`` itself (flat).
+    """
+    nested = artifacts_dir / name / version
+    if nested.is_dir():
+        return nested, "DIR/NAME/VERSION/"
+    return artifacts_dir, "flat DIR/"
+
+
+def collect_artifacts(folder: Path, recipe_file: Path, where: str, *, max_files: int | None = None,
+                      max_bytes: int | None = None) -> tuple[dict[str, Path], list[str]]:
+    """Every file of ``folder`` by relative path (``lib/greet.py``), checked as a local deployment checks
+    its folder (:func:`roost.artifact_folder.scan_folder`); and the paths skipped (the recipe file).
+
+    A link inside the folder to a file inside it is published as that file's content; a link to a
+    folder is refused (the hub stores files). Empty folders are not published. The limits are the
+    local side's (:data:`~roost.artifact_folder.MAX_FOLDER_FILES`, :data:`~roost.artifact_folder.MAX_FOLDER_BYTES`).
+    """
+    from roost.artifact_folder import MAX_FOLDER_BYTES, MAX_FOLDER_FILES, scan_folder
+    from roost.hub.names import check_artifact_path
+
+    if not folder.is_dir():
+        raise InvalidInputError(f"{where}: the artifact folder {folder} does not exist or is not a folder",
+                                code="ARTIFACT_MISSING")
+    recipe_real = os.path.realpath(recipe_file)
     files: dict[str, Path] = {}
-    missing: list[str] = []
-    for file_name in wanted:
-        candidates = [] if artifacts_dir is None else [artifacts_dir / file_name,
-                                                        artifacts_dir / name / version / file_name]
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            missing.append(file_name)
-        else:
-            files[file_name] = found
-    return files, missing
+    skipped: list[str] = []
+    total = 0
+    limit_files = MAX_FOLDER_FILES if max_files is None else max_files
+    limit_bytes = MAX_FOLDER_BYTES if max_bytes is None else max_bytes
+    for entry in scan_folder(where, folder, error=InvalidInputError, max_files=limit_files, max_bytes=limit_bytes):
+        if entry.kind == "dir":
+            continue
+        if entry.kind == "link" and os.path.isdir(entry.target):
+            raise InvalidInputError(
+                f"{where}: {entry.rel} in the artifact folder {folder} is a symlink to the folder {entry.target}; "
+                "the hub stores files only: replace the link with the files, or pack them into a ZIP artifact",
+                code="ARTIFACT_UNSAFE_FILE")
+        if entry.kind == "file" and os.path.realpath(entry.src) == recipe_real:
+            skipped.append(entry.rel)
+            continue
+        check_artifact_path(entry.rel)
+        if '"' in entry.rel:
+            raise InvalidInputError(f"{where}: artifact path {entry.rel!r} contains '\"', which an upload cannot "
+                                    "carry; rename the file", code="INVALID_PATH")
+        total += entry.size
+        if total > limit_bytes:
+            raise InvalidInputError(f"{where}: the artifact folder {folder} holds more than {limit_bytes} bytes",
+                                    code="ARTIFACT_FOLDER_TOO_LARGE")
+        files[entry.rel] = Path(entry.target if entry.kind == "link" else entry.src)
+    return files, skipped
 
 
 def _publish(recipe_file: Path, artifacts_dir: Path | None, hub: str | None, token: str | None,
             as_json: bool) -> None:
-    """Check the recipe here, find each artifact its URIs name in DIR, upload all with a progress bar."""
+    """Check the recipe here, gather every file of the artifact folder, upload all with a progress bar."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 
     from roost.recipe import load_recipe
 
     recipe = load_recipe(recipe_file)
+    where = f"{recipe.name}@{recipe.version}"
     wanted = sorted({a.file_name for m in recipe.manifests for a in m.artifacts if a.scheme != "docker"})
-    files, missing = _find_artifacts(artifacts_dir, recipe.name, recipe.version, wanted)
+    files: dict[str, Path] = {}
+    folder = artifacts_dir
+    if artifacts_dir is not None:
+        folder, layout = artifact_folder(artifacts_dir, recipe.name, recipe.version)
+        files, skipped = collect_artifacts(folder, recipe_file, where)
+        note = f"{where}: publishing {len(files)} file(s) of {folder} (layout {layout})"
+        if skipped:
+            note += f"; skipped the recipe file {', '.join(skipped)}"
+        err_console.print(note, highlight=False, soft_wrap=True)
+    missing = [name for name in wanted if name not in files]
     if missing:
         if artifacts_dir is None:
-            where = "(no --artifacts DIR given)"
+            where_missing = "(no --artifacts DIR given)"
         else:
-            where = (f"in {artifacts_dir} nor in {artifacts_dir / recipe.name / recipe.version} (the local-deployment "
-                     "layout DIR/NAME/VERSION/)")
-        raise InvalidInputError(f"{recipe.name}@{recipe.version}: artifact file(s) named by the recipe's URIs not "
-                                f"found {where}: {', '.join(missing)}", code="ARTIFACT_MISSING")
+            where_missing = f"at the top of the artifact folder {folder}"
+            if folder == artifacts_dir:
+                where_missing += (f" (the local-deployment layout DIR/NAME/VERSION/ would be "
+                                  f"{artifacts_dir / recipe.name / recipe.version}, which does not exist)")
+        raise InvalidInputError(f"{where}: artifact file(s) named by the recipe's URIs not found "
+                                f"{where_missing}: {', '.join(missing)}", code="ARTIFACT_MISSING")
     total = sum(p.stat().st_size for p in files.values())
     with admin_client(hub, token) as client:
         if total and not as_json:
             with Progress(TextColumn("uploading {task.description}"), BarColumn(), DownloadColumn(),
                           TransferSpeedColumn(), TimeElapsedColumn(), console=err_console,
                           transient=True) as progress:
-                task = progress.add_task(f"{recipe.name}@{recipe.version}", total=total)
+                task = progress.add_task(where, total=total)
                 result = client.publish_component(recipe_file, files,
                                                   lambda n: progress.advance(task, n))
         else:

@@ -1,8 +1,11 @@
-"""The on-disk artifact store: ``ARTIFACTS/<name>/<version>/<file>``.
+"""The on-disk artifact store: ``ARTIFACTS/<name>/<version>/<path>``.
 
-Uploads are written to a staging folder inside the artifact folder (same file system, so the
-final rename is atomic), hashed with SHA-256 as they stream in, and refused as soon as a file
-passes the size cap. A version's folder appears complete or not at all.
+A version holds a whole artifact folder: every uploaded file under its relative path (``hello.py``,
+``lib/greet.py``; each segment checked by :func:`~roost.hub.names.check_artifact_path`). Uploads
+are written to a staging folder inside the artifact folder (same file system, so the final rename
+is atomic), hashed with SHA-256 as they stream in, and refused as soon as a file passes the size
+cap or the upload passes the folder limits of :mod:`roost.artifact_folder` (files, bytes). A
+version's folder appears complete or not at all.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from roost.hub.errors import HubNotFoundError, PayloadTooLargeError
-from roost.hub.names import check_file_name, check_name, join
+from roost.artifact_folder import MAX_FOLDER_BYTES, MAX_FOLDER_FILES
+from roost.hub.errors import HubNotFoundError, InvalidNameError, PayloadTooLargeError
+from roost.hub.names import check_artifact_path, check_name, join
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +46,11 @@ class StagedFile:
 class StagedWriter:
     """Writes one uploaded file, hashing on the fly and enforcing the size cap."""
 
-    def __init__(self, path: Path, file_name: str, max_bytes: int) -> None:
+    def __init__(self, path: Path, file_name: str, max_bytes: int, staging: Staging | None = None) -> None:
         self.path = path
         self.file_name = file_name
         self.max_bytes = max_bytes
+        self._staging = staging
         self._hash = hashlib.sha256()
         self._size = 0
         self._fh: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in finish()/abort()
@@ -57,6 +62,12 @@ class StagedWriter:
             raise PayloadTooLargeError(
                 f"artifact {self.file_name} is larger than the hub accepts ({self.max_bytes} bytes)",
                 code="ARTIFACT_TOO_LARGE")
+        if self._staging is not None:
+            try:
+                self._staging.count_bytes(len(data))
+            except PayloadTooLargeError:
+                self.abort()
+                raise
         self._hash.update(data)
         self._fh.write(data)
 
@@ -74,14 +85,39 @@ class StagedWriter:
 class Staging:
     """A private folder for one upload; removed by :meth:`cleanup` unless installed."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, *, max_files: int = MAX_FOLDER_FILES,
+                 max_total_bytes: int = MAX_FOLDER_BYTES) -> None:
         self.dir = directory
         self.max_bytes = max_bytes
+        self.max_files = max_files
+        self.max_total_bytes = max_total_bytes
         self.files: dict[str, StagedFile] = {}
+        self._opened = 0
+        self._total = 0
 
     def open(self, file_name: str) -> StagedWriter:
-        check_file_name(file_name)
-        return StagedWriter(join(self.dir, file_name), file_name, self.max_bytes)
+        """A writer for the file at relative path ``file_name`` (folders made as needed)."""
+        segments = check_artifact_path(file_name).split("/")
+        self._opened += 1
+        if self._opened > self.max_files:
+            raise PayloadTooLargeError(f"the upload has more than {self.max_files} artifact files; pack them into "
+                                       "a ZIP artifact (Unarchive: ZIP)", code="ARTIFACT_FOLDER_TOO_LARGE")
+        path = join(self.dir, *segments)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():
+                raise IsADirectoryError(str(path))
+            return StagedWriter(path, file_name, self.max_bytes, self)
+        except OSError as err:
+            raise InvalidNameError(f"artifact path {file_name!r} collides with another uploaded file: one path "
+                                   "cannot be both a file and a folder", code="INVALID_PATH") from err
+
+    def count_bytes(self, n: int) -> None:
+        """Account ``n`` more uploaded bytes; refuse past the folder limit."""
+        self._total += n
+        if self._total > self.max_total_bytes:
+            raise PayloadTooLargeError(f"the upload holds more than {self.max_total_bytes} bytes of artifacts",
+                                       code="ARTIFACT_FOLDER_TOO_LARGE")
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -102,7 +138,7 @@ class ArtifactStore:
         return join(self.root, check_name(name, "component name"), check_name(version, "component version"))
 
     def path(self, name: str, version: str, file_name: str) -> Path:
-        return join(self.version_dir(name, version), check_file_name(file_name))
+        return join(self.version_dir(name, version), *check_artifact_path(file_name).split("/"))
 
     def install(self, staging: Staging, name: str, version: str, files: list[StagedFile]) -> None:
         """Move the staged files into ``<name>/<version>/`` with one atomic rename of the folder.
@@ -112,10 +148,11 @@ class ArtifactStore:
         """
         final = self.version_dir(name, version)
         final.parent.mkdir(parents=True, exist_ok=True)
-        wanted = {f.file_name for f in files}
-        for entry in staging.dir.iterdir():
-            if entry.name not in wanted:
-                entry.unlink()
+        wanted = {f.path for f in files}
+        for dirpath, _dirs, names in os.walk(staging.dir):
+            for file_name in names:
+                if Path(dirpath, file_name) not in wanted:
+                    os.unlink(os.path.join(dirpath, file_name))
         if final.exists():
             logger.warning("replacing leftover artifact folder %s", final)
             shutil.rmtree(final)

@@ -286,8 +286,10 @@ class HubClient:
                           on_progress: ProgressCallback | None = None, *, timeout: float = 3600.0) -> Component:
         """``POST /v1/components`` (multipart): the recipe file plus each artifact, streamed from disk.
 
-        ``artifacts`` maps the file name the recipe's URI names (its last path segment) to the
-        local file. ``on_progress`` is called with the number of artifact bytes sent so far.
+        ``artifacts`` maps each file's relative path in the version's artifact folder (``hello.py``,
+        ``lib/greet.py``; the files the recipe's URIs name are at the top) to the local file; the
+        path is sent as the part's filename. ``on_progress`` is called with the number of artifact
+        bytes sent so far.
         """
         handles: list[IO[bytes]] = []
         try:
@@ -423,10 +425,11 @@ class DeviceClient:
     async def download_artifact(self, name: str, version: str, file_name: str, dest: Path) -> str:
         """Stream one artifact to ``dest``; return its SHA-256 (hex).
 
-        Raises :class:`DigestMismatchError` when the bytes do not match the hub's
-        ``X-Roost-Sha256`` header (``dest`` is removed then).
+        ``file_name`` is the file's relative path in the version's folder (``lib/greet.py``); each
+        segment is percent-encoded. Raises :class:`DigestMismatchError` when the bytes do not match
+        the hub's ``X-Roost-Sha256`` header (``dest`` is removed then).
         """
-        path = f"/v1/artifacts/{_seg(name)}/{_seg(version)}/{_seg(file_name)}"
+        path = f"/v1/artifacts/{_seg(name)}/{_seg(version)}/{'/'.join(_seg(p) for p in file_name.split('/'))}"
         digest = hashlib.sha256()
         tmp = dest.with_name(f".{dest.name}.part")
         try:

@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from roost.hub.contract import Desired, DesiredComponent, FailurePolicy
+from roost.hub.contract import Artifact, Desired, DesiredComponent, FailurePolicy
 from roost.hub.errors import DesiredStateConflictError
-from roost.hub.models import Component, Deployment, Device, DeviceDeployment, GroupMember, Meta
+from roost.hub.models import ArtifactFile, Component, Deployment, Device, DeviceDeployment, GroupMember, Meta
 from roost.hub.rollout import ACTIVE, FAILED, IN_PROGRESS, QUEUED
 from roost.recipe import sort_versions
 from roost.recipe.resolve import BUILTINS
@@ -238,6 +238,7 @@ def compute_many(session: Session, devices: Sequence[DeviceRef], now: datetime, 
         for name, version, recipe in session.execute(select(Component.name, Component.version, Component.recipe).where(
                 tuple_(Component.name, Component.version).in_(keys[start:start + CHUNK]))):
             recipes[(str(name), str(version))] = recipe
+    files = _artifact_lists(session, keys)
     if deliver:
         delivered: dict[str, list[int]] = {}
         for device_id, pairs in chosen.items():
@@ -255,12 +256,14 @@ def compute_many(session: Session, devices: Sequence[DeviceRef], now: datetime, 
         pairs = chosen[device.id]
         components = {
             name: DesiredComponent(version=version, recipe=recipes.get((name, version), {}),
-                                   configuration=dict(spec.configuration.get(name) or {}))
+                                   configuration=dict(spec.configuration.get(name) or {}),
+                                   artifacts=files.get((name, version), []))
             for name, (version, spec) in sorted(wanted[device.id].items())
             if name not in BUILTINS  # AWS-provided components the agent builds in: nothing to install
         }
         for name, version in deps[device.id].items():
-            components[name] = DesiredComponent(version=version, recipe=recipes.get((name, version), {}), root=False)
+            components[name] = DesiredComponent(version=version, recipe=recipes.get((name, version), {}), root=False,
+                                                artifacts=files.get((name, version), []))
         components = dict(sorted(components.items()))
         in_effect = [specs[c.deployment_id] for c in pairs]
         newest = max(in_effect, key=lambda d: d.seq, default=None)
@@ -269,6 +272,20 @@ def compute_many(session: Session, devices: Sequence[DeviceRef], now: datetime, 
             revision=device.desired_revision, deployments=[d.id for d in in_effect], components=components,
             failure_policy=FailurePolicy(newest.failure_policy) if newest is not None else FailurePolicy.ROLLBACK,
             timeout_minutes=max(timeouts) if timeouts else None)
+    return out
+
+
+def _artifact_lists(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[Artifact]]:
+    """Every artifact file of each ``(name, version)`` in ``keys``, by path (one statement per 500 versions)."""
+    out: dict[tuple[str, str], list[Artifact]] = {}
+    for start in range(0, len(keys), CHUNK):
+        for name, version, file_name, sha256, size in session.execute(
+                select(ArtifactFile.name, ArtifactFile.version, ArtifactFile.file_name, ArtifactFile.sha256,
+                       ArtifactFile.size)
+                .where(tuple_(ArtifactFile.name, ArtifactFile.version).in_(keys[start:start + CHUNK]))
+                .order_by(ArtifactFile.name, ArtifactFile.version, ArtifactFile.file_name)):
+            out.setdefault((str(name), str(version)), []).append(
+                Artifact(file=str(file_name), sha256=str(sha256), size=int(size)))
     return out
 
 

@@ -4,7 +4,9 @@ Starlette's form parser spools whole files before the handler runs, which would 
 cap and the on-the-fly digest. This reads the request body chunk by chunk into
 ``python_multipart``'s parser: the ``recipe`` part is kept in memory (at most the recipe size
 limit plus one byte, so an oversized recipe is reported by the recipe parser), each ``artifacts``
-part goes straight to a file in the upload's staging folder, hashed as it is written.
+part goes straight to a file in the upload's staging folder, hashed as it is written; its filename
+is the file's relative path in the version's artifact folder (``lib/greet.py``), checked by
+:meth:`~roost.hub.artifacts.Staging.open`.
 """
 
 from __future__ import annotations

@@ -155,7 +155,8 @@ class Group(_Wire):
 
 
 class Artifact(_Wire):
-    """An artifact file of a published component version."""
+    """An artifact file of a published component version: ``file`` is its path relative to the
+    version's artifact folder (``hello.py``, ``lib/greet.py``), ``sha256`` hex."""
 
     file: str
     sha256: str
@@ -210,6 +211,9 @@ class DesiredComponent(_Wire):
     configuration: dict[str, Any] = Field(default_factory=dict)
     #: False for a dependency the hub resolved (the agent installs it for the roots that need it).
     root: bool = True
+    #: Every file of the version's artifact folder with its SHA-256 (the agent downloads them all).
+    #: ``None`` from a hub that predates the list: the agent then fetches the recipe's artifacts only.
+    artifacts: list[Artifact] | None = None
 
 
 class Desired(_Wire):

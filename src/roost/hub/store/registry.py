@@ -21,7 +21,7 @@ from roost.hub.errors import (
     UnprocessableError,
 )
 from roost.hub.models import ArtifactFile, Component
-from roost.hub.names import check_file_name, check_name
+from roost.hub.names import check_artifact_path, check_file_name, check_name
 from roost.hub.store.base import StoreBase, _one
 from roost.hub.store.records import ArtifactLocation, Principal
 from roost.recipe import RecipeError, parse_recipe, recipe_to_dict
@@ -42,11 +42,13 @@ class RegistryStore(StoreBase):
 
     def publish_component(self, recipe_text: bytes, staging: Staging, files: list[StagedFile],
                           recipe_source: str = "recipe") -> contract.Component:
-        """Register a recipe and its uploaded artifacts (matched by the URIs' last path segment).
+        """Register a recipe and its artifact folder: every uploaded file, under its relative path.
 
-        The stored recipe carries the hub-computed ``Digest`` (base64 SHA-256) of every artifact.
-        Versions are immutable (``VERSION_EXISTS``). ``staging`` is installed or left for the caller
-        to clean up.
+        Each file an artifact URI names (its last path segment) must be among the uploaded ones, at the
+        top of the folder (``ARTIFACT_MISSING``); the others are stored as they are, as a local
+        deployment brings the whole ``NAME/VERSION/`` folder. The stored recipe carries the
+        hub-computed ``Digest`` (base64 SHA-256) of every recipe-listed artifact. Versions are
+        immutable (``VERSION_EXISTS``). ``staging`` is installed or left for the caller to clean up.
         """
         try:
             recipe = parse_recipe(recipe_text, source=recipe_source)
@@ -82,10 +84,6 @@ class RegistryStore(StoreBase):
         if missing:
             raise UnprocessableError(f"{recipe.name} {recipe.version}: no file uploaded for artifact(s) "
                                      f"{', '.join(missing)} named by the recipe's URIs", code="ARTIFACT_MISSING")
-        extra = sorted(by_name.keys() - needed)
-        if extra:
-            raise UnprocessableError(f"{recipe.name} {recipe.version}: uploaded file(s) {', '.join(extra)} are "
-                                     "not named by any artifact URI of the recipe", code="ARTIFACT_UNEXPECTED")
         now = self.clock()
         exists = HubConflictError(f"component {recipe.name} version {recipe.version} is already published; "
                                   "versions are immutable, publish a new version", code="VERSION_EXISTS")
@@ -155,7 +153,7 @@ class RegistryStore(StoreBase):
         for device_id, name, version, file_name in requests:
             try:
                 checked.append((device_id, check_name(name, "component name"), check_name(version, "component version"),
-                                check_file_name(file_name)))
+                                check_artifact_path(file_name)))
             except HubError as err:
                 checked.append(err)
 
@@ -210,7 +208,7 @@ class RegistryStore(StoreBase):
             return _one(self.artifacts_for_devices([(principal.id, name, version, file_name)]))
         check_name(name, "component name")
         check_name(version, "component version")
-        check_file_name(file_name)
+        check_artifact_path(file_name)
         row = self._read(lambda s: s.execute(select(ArtifactFile.sha256, ArtifactFile.size).where(
             ArtifactFile.name == name, ArtifactFile.version == version, ArtifactFile.file_name == file_name)).first())
         return _one([self._artifact_location(None if row is None else (str(row[0]), int(row[1])),
