@@ -18,9 +18,6 @@ import os
 import stat
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from roost.errors import RoostError
 
 logger = logging.getLogger(__name__)
@@ -76,6 +73,8 @@ def _read_key(path: Path) -> bytes:
 
 def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
     nonce = os.urandom(NONCE_BYTES)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: ~10 MB the agent needs only with secrets
+
     return FORMAT + nonce + AESGCM(key).encrypt(nonce, plaintext, associated)
 
 
@@ -83,6 +82,9 @@ def unseal(key: bytes, blob: bytes, associated: bytes, what: str) -> bytes:
     """The plaintext of ``blob``; :class:`SealError` naming ``what`` if it does not open."""
     if len(blob) < 1 + NONCE_BYTES + 16 or blob[:1] != FORMAT:
         raise SealError(f"{what} is not a sealed value this version of Roost reads")
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         return AESGCM(key).decrypt(blob[1:1 + NONCE_BYTES], blob[1 + NONCE_BYTES:], associated)
     except InvalidTag as err:

@@ -34,9 +34,10 @@ import os
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
+if TYPE_CHECKING:  # imported where an engine is contacted: the agent's memory stays small without docker: artifacts
+    import httpx
 
 from roost.agent.errors import ArtifactError
 from roost.errors import InvalidInputError, RoostError
@@ -85,6 +86,7 @@ class DockerHost:
 
     def transport(self) -> tuple[httpx.AsyncBaseTransport, str]:
         """An httpx transport and base URL for this host."""
+        import httpx
         parsed = urllib.parse.urlsplit(self.url)
         if parsed.scheme == "unix" and parsed.path:
             return httpx.AsyncHTTPTransport(uds=parsed.path), "http://docker"
@@ -99,6 +101,7 @@ class DockerEngine:
     """The engine API calls Roost needs, over one httpx client (``async with`` it)."""
 
     def __init__(self, host: DockerHost) -> None:
+        import httpx
         self.host = host
         transport, base = host.transport()
         self._client = httpx.AsyncClient(transport=transport, base_url=base,
@@ -117,6 +120,7 @@ class DockerEngine:
 
     async def ping(self) -> None:
         """``GET /_ping``; :class:`ArtifactError` ``DOCKER_UNAVAILABLE`` unless the engine answers OK."""
+        import httpx
         try:
             response = await self._client.get("/_ping", timeout=PING_TIMEOUT)
         except httpx.HTTPError as err:
@@ -135,6 +139,7 @@ class DockerEngine:
     async def pull(self, image: DockerImage) -> None:
         """``POST /images/create``: pull the image; :class:`ArtifactError` ``DOCKER_PULL_FAILED`` with the
         engine's message when it fails (the progress stream says so even under HTTP 200)."""
+        import httpx
         params = {"fromImage": image.repository, "tag": image.digest or image.tag or "latest"}
         error: str | None = None
         try:
@@ -165,6 +170,7 @@ class DockerEngine:
         return "removed"
 
     async def _call(self, method: str, path: str) -> httpx.Response:
+        import httpx
         try:
             return await self._client.request(method, path)
         except httpx.HTTPError as err:

@@ -23,9 +23,10 @@ callbacks may be invoked from any thread (the server hops back to its loop).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from roost.agent.secrets import DeviceSecretStore
+if TYPE_CHECKING:
+    from roost.agent.secrets import DeviceSecretStore
 
 #: The principal name the Roost CLI authenticates as; :meth:`IpcCore.is_privileged` is true for it.
 CLI_PRINCIPAL: Final = "aws.greengrass.Cli"
