@@ -26,8 +26,10 @@ def list_(root: RootOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(comps)
         return
+    # A paused component is RUNNING (Greengrass has no paused state); the agent says it is frozen and how.
     table("Components", ["name", "version", "state"],
-          [(c["componentName"], c["version"], styled(c["state"])) for c in comps])
+          [(c["componentName"], c["version"], styled(c["state"]) + (f" (paused: {c['paused']})" if c.get("paused")
+                                                                    else "")) for c in comps])
 
 
 @app.command("details")
