@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, runtime_checkable
 
+from roost.agent import authz
 from roost.agent.freezer import ComponentPauses
 from roost.agent.ipc.types import ConnectionSide
 from roost.agent.update_policy import VALIDITY_STATUSES, LifecycleEvents
@@ -31,7 +32,7 @@ from roost.ipc import rpc
 from roost.ipc.eventstream import encode_frame
 
 #: The accessControl service of PauseComponent / ResumeComponent (the nucleus' lifecycle IPC service).
-LIFECYCLE_SERVICE: Final = "aws.greengrass.ipc.lifecycle"
+LIFECYCLE_SERVICE: Final = authz.LIFECYCLE_SERVICE
 
 
 @runtime_checkable
