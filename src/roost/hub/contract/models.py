@@ -23,7 +23,7 @@ Route                                  Request                                 R
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -216,6 +216,21 @@ class DesiredComponent(_Wire):
     artifacts: list[Artifact] | None = None
 
 
+class ComponentUpdatePolicy(_Wire):
+    """Greengrass' ``componentUpdatePolicy``: tell the components subscribed to component updates before
+    the device applies a revision (they may defer it) or not; ``timeout_seconds`` for their answers."""
+
+    action: Literal["NOTIFY_COMPONENTS", "SKIP_NOTIFY_COMPONENTS"] = "NOTIFY_COMPONENTS"
+    timeout_seconds: int = Field(default=60, ge=1, le=86400)
+
+
+class ConfigurationValidationPolicy(_Wire):
+    """Greengrass' ``configurationValidationPolicy``: how long a component may take to validate its new
+    configuration (SubscribeToValidateConfigurationUpdates)."""
+
+    timeout_seconds: int = Field(default=30, ge=1, le=86400)
+
+
 class Desired(_Wire):
     """What a device should run at ``revision`` (``GET /v1/device/desired``). ``failure_policy`` is that
     of the newest deployment in effect (the change the device is about to apply); ``timeout_minutes``
@@ -226,6 +241,10 @@ class Desired(_Wire):
     components: dict[str, DesiredComponent] = Field(default_factory=dict)
     failure_policy: FailurePolicy = FailurePolicy.ROLLBACK
     timeout_minutes: int | None = None
+    #: Greengrass' defaults of cloud deployments (a hub deployment does not choose them yet).
+    component_update_policy: ComponentUpdatePolicy = Field(default_factory=lambda: ComponentUpdatePolicy())
+    configuration_validation_policy: ConfigurationValidationPolicy = Field(
+        default_factory=lambda: ConfigurationValidationPolicy())
 
 
 class ReportResult(_Wire):
@@ -250,7 +269,8 @@ class ErrorBody(_Wire):
 
 
 __all__ = [
-    "INT32", "Artifact", "Component", "ConfigUpdate", "Deployment", "DeploymentCreate", "DeploymentDevice", "Desired",
+    "INT32", "Artifact", "Component", "ComponentUpdatePolicy", "ConfigUpdate", "ConfigurationValidationPolicy",
+    "Deployment", "DeploymentCreate", "DeploymentDevice", "Desired",
     "DesiredComponent", "Device", "DeviceDeployment", "EnrollRequest", "EnrollToken", "EnrollTokenCreate",
     "Enrollment", "ErrorBody", "ErrorDetail", "Group", "Label", "LabelsUpdate", "MembersAdd", "ReportIn",
     "ReportResult", "ReportedComponent", "ReportsIn",
