@@ -209,3 +209,23 @@ def test_defer_bad_input(env: tuple[Cli, Workspace, Path]) -> None:
     assert "no-id InvalidArgumentsError deploymentId is required" in log, log
     assert "negative InvalidArgumentsError recheckAfterMs must not be negative, got -5" in log, log
     assert "unknown ServiceError no update of deployment no-such-deployment is waiting for com.test.Probe" in log, log
+
+
+def test_cancel_while_subscribers_are_asked(env: tuple[Cli, Workspace, Path]) -> None:
+    agent, ws, _ = env
+    _set_mode(agent, SUB, "silent")
+    before = {c["componentName"]: c["version"] for c in agent.json("component", "list")}
+    target = "2.0.0" if before[TARGET] != "2.0.0" else "3.0.0"
+    out = agent.run("deployment", "create", *ws.deploy_args(), "--merge", f"{TARGET}={target}",
+                    "--update-policy", "notify", "--update-timeout", "600", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    dep_id = json.loads(out.stdout)["deploymentId"]
+    wait_until(lambda: any(line.startswith("pre") for line in _lines(agent, SUB, dep_id)), what="preUpdateEvent")
+    cancel = agent.run("deployment", "cancel", dep_id, "--json")
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+    status = wait_until(lambda: (d := agent.json("deployment", "status", dep_id))["status"] == "CANCELED" and d,
+                        what="the deployment to be canceled")
+    assert "canceled before any change" in status["deploymentStatusDetails"]["deploymentErrorStack"][0], status
+    assert {c["componentName"]: c["version"] for c in agent.json("component", "list")} == before
+    wait_until(lambda: any(line.startswith("post") for line in _lines(agent, SUB, dep_id)), what="post after cancel")
+    _set_mode(agent, SUB, "answer")
