@@ -130,3 +130,33 @@ def test_hub_deployment_notifies_subscribers_and_honours_a_rejection(hub: Hub, d
     assert device.components()[PLAIN][0] == "2.0.0"  # the version change of the same revision did not happen
     details = roost_json("component", "details", WATCHER, "--root", str(device.root))
     assert details["configuration"]["threshold"] == 0.5
+
+
+def test_a_hub_deployment_chooses_its_policies(hub: Hub, device: Agent) -> None:
+    # SKIP_NOTIFY_COMPONENTS: the update happens without a word to the subscribers.
+    pres = sum(1 for line in _log(device) if line.startswith("pre "))
+    dep = _deploy(hub, "--component", f"{WATCHER}=1.0.0", "--component", f"{PLAIN}=1.0.0", "--update-policy", "skip",
+                  "--validation-timeout", "45")
+    assert _row(dep)["status"] == "SUCCEEDED", dep
+    assert dep["component_update_policy"] == {"action": "SKIP_NOTIFY_COMPONENTS", "timeout_seconds": 60}, dep
+    assert dep["configuration_validation_policy"] == {"timeout_seconds": 45}, dep
+    assert device.components()[PLAIN][0] == "1.0.0"
+    assert sum(1 for line in _log(device) if line.startswith("pre ")) == pres
+    # Defaults (Greengrass' cloud ones) when a deployment says nothing, and the API refuses a bad action.
+    with hub.api() as api:
+        listed = api.get(f"/v1/deployments/{dep['id']}").json()
+        assert listed["component_update_policy"]["action"] == "SKIP_NOTIFY_COMPONENTS"
+        bad = api.post("/v1/deployments", json={"target": "device:edge-policy", "components": {PLAIN: "2.0.0"},
+                                                "component_update_policy": {"action": "SOMETIMES"}})
+        assert bad.status_code == 422, bad.text
+        assert "component_update_policy" in bad.json()["error"]["message"], bad.text
+        zero = api.post("/v1/deployments", json={"target": "device:edge-policy", "components": {PLAIN: "2.0.0"},
+                                                     "configuration_validation_policy": {"timeout_seconds": 0}})
+        assert zero.status_code == 422, zero.text
+        # Nothing said: Greengrass' defaults of cloud deployments.
+        default = api.post("/v1/deployments", json={"target": "device:edge-policy",
+                                                    "components": {WATCHER: "1.0.0", PLAIN: "2.0.0"}}).json()
+    assert default["component_update_policy"] == {"action": "NOTIFY_COMPONENTS", "timeout_seconds": 60}, default
+    assert default["configuration_validation_policy"] == {"timeout_seconds": 30}, default
+    wait_for(lambda: sum(1 for line in _log(device) if line.startswith("pre ")) == pres + 1, what="preUpdateEvent")
+    wait_for(lambda: device.components()[PLAIN][0] == "2.0.0", what="the update")
