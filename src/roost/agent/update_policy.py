@@ -163,6 +163,9 @@ class LifecycleEvents:
                 subs.pop(sub_id, None)
                 if not subs:
                     del table[component]
+                    if table is self._update_subs:  # gone: it holds no update any more
+                        for key in [k for k in self._deferrals if k[0] == component]:
+                            self._deferrals.pop(key).cancel()
 
         return unsubscribe
 
@@ -240,7 +243,7 @@ class LifecycleEvents:
             deferring = [a for a in answers if a.recheck_after_ms > 0]
             if not deferring:
                 why = "every subscriber answered" if not silent else \
-                    f"no answer within {policy.timeoutInSeconds} s from {', '.join(silent)}"
+                    f"no answer within {policy.timeoutInSeconds} s from {', '.join(silent)} (or it unsubscribed)"
                 state.to(UpdatePhase.PROCEEDING, why)
                 return notified, notes
             longest = max(deferring, key=lambda a: a.recheck_after_ms)
