@@ -243,6 +243,20 @@ def test_pause_refusals(env: Env) -> None:
     assert not _still(env)  # none of that paused anything
 
 
+def test_the_cli_pauses_and_resumes(env: Env) -> None:
+    pids = env.pids()
+    paused = env.agent.run("component", "pause", TICKER)
+    assert paused.returncode == 0 and f"{TICKER} paused" in paused.stdout, paused.stdout + paused.stderr
+    assert env.details()["paused"] in ("cgroup-v2", "cgroup-v1", "signal")
+    assert all(frozen_by_kernel(pid, str(env.details()["paused"])) for pid in pids)
+    again = env.agent.run("component", "resume", TICKER)
+    assert again.returncode == 0 and "paused" not in env.details(), again.stdout + again.stderr
+    twice = env.agent.run("component", "resume", TICKER)
+    assert twice.returncode == 3 and f"component {TICKER} is not paused" in twice.stderr, twice.stderr
+    unknown = env.agent.run("component", "pause", "com.test.NoSuch")
+    assert unknown.returncode == 4, unknown.stdout + unknown.stderr
+
+
 @pytest.mark.parametrize("env", ["cgroup-v1"], indirect=True)
 def test_a_crashed_agents_frozen_processes_are_thawed_and_reaped(env: Env) -> None:
     assert env.command(f"pause {TICKER}") == "ok"
