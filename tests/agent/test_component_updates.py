@@ -229,3 +229,21 @@ def test_cancel_while_subscribers_are_asked(env: tuple[Cli, Workspace, Path]) ->
     assert {c["componentName"]: c["version"] for c in agent.json("component", "list")} == before
     wait_until(lambda: any(line.startswith("post") for line in _lines(agent, SUB, dep_id)), what="post after cancel")
     _set_mode(agent, SUB, "answer")
+
+
+def test_bad_policies_are_refused(env: tuple[Cli, Workspace, Path]) -> None:
+    from roost.cli import local
+    from roost.errors import InvalidInputError
+
+    agent, _, _ = env
+    out = agent.run("deployment", "create", "--update-policy", "sometimes", "--json")
+    assert out.returncode == 3 and "--update-policy must be notify or skip, got 'sometimes'" in out.stdout, out.stdout
+    out = agent.run("deployment", "create", "--update-policy", "notify", "--update-timeout", "0")
+    assert out.returncode != 0 and "--update-timeout" in out.stderr, out.stderr
+    bad = [({"componentUpdatePolicy": {"action": "SOMETIMES"}}, "componentUpdatePolicy.action"),
+           ({"componentUpdatePolicy": {"timeoutInSeconds": -1}}, "componentUpdatePolicy.timeoutInSeconds"),
+           ({"configurationValidationPolicy": {"timeout": 5}}, "configurationValidationPolicy.timeout")]
+    for request, where in bad:
+        with pytest.raises(InvalidInputError, match=f"invalid deployment request: {where}") as err:
+            local.call(str(agent.root), "CreateLocalDeployment", request)
+        assert err.value.code == "INVALID_DEPLOYMENT"
