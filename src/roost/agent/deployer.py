@@ -16,7 +16,9 @@ phases:
    ``ROLLBACK`` policy the previous component set, versions and configuration come back exactly
    (``FAILED_ROLLBACK_COMPLETE``); with ``DO_NOTHING`` things are left as they are.
 
-Cancelling an IN_PROGRESS deployment rolls it back the same way.
+Cancelling an IN_PROGRESS deployment rolls it back the same way (while the components are still being
+asked, nothing has changed yet: it just ends, ``CANCELED``). The deployment's timeout covers the asking
+and the apply phase together.
 """
 
 from __future__ import annotations
