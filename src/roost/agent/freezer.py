@@ -138,13 +138,16 @@ def _probe(method: PauseMethod, root_id: str) -> tuple[_Hierarchy | None, str]:
     if own is None:
         return None, f"the agent's own cgroup in {mount} is unknown"
     hierarchy = _Hierarchy(method, mount, own, own / f"roost-{root_id}")
+    existed = hierarchy.base.is_dir()  # left by a crashed agent: thaw_leftovers() empties it
     try:
         hierarchy.base.mkdir(exist_ok=True)
     except OSError as err:
         return None, f"cannot create {hierarchy.base}: {err.strerror}"
-    if not hierarchy.freeze_file(hierarchy.base).exists() and method is PauseMethod.CGROUP_V2:
+    usable = hierarchy.freeze_file(hierarchy.base).exists() or method is PauseMethod.CGROUP_V1
+    if not existed:  # made again at the first pause: no empty folder stays behind an agent that is killed
         with contextlib.suppress(OSError):
             hierarchy.base.rmdir()
+    if not usable:
         return None, f"{mount} has no cgroup.freeze (Linux < 5.2)"
     return hierarchy, ""
 
@@ -243,6 +246,8 @@ class Freezer:
                         (hierarchy.own / "cgroup.procs").write_text(str(pid))
                 cgroup.rmdir()
                 count += 1
+        with contextlib.suppress(OSError):
+            hierarchy.base.rmdir()
         if count:
             log.warning("thawed %d freezer cgroup(s) left by a previous agent in %s", count, hierarchy.base)
         return count
@@ -259,6 +264,7 @@ class Freezer:
                              members: Callable[[], list[psutil.Process]]) -> None:
         hierarchy = self.hierarchy
         assert hierarchy is not None
+        hierarchy.base.mkdir(exist_ok=True)
         cgroup = hierarchy.base / _cgroup_name(component)
         cgroup.mkdir(exist_ok=True)
         entry.cgroup = cgroup
@@ -335,6 +341,9 @@ class Freezer:
                 entry.cgroup.rmdir()
             except OSError as err:
                 log.warning("%s: cannot remove %s: %s", component, entry.cgroup, err.strerror)
+            if not self._paused:
+                with contextlib.suppress(OSError):  # not empty: another component is paused
+                    hierarchy.base.rmdir()
             return
         for proc in entry.procs:
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
