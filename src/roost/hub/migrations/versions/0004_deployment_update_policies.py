@@ -1,7 +1,7 @@
 """Deployments carry Greengrass' component update and configuration validation policies.
 
-Revision ID: 0003_deployment_update_policies
-Revises: 0002_deployment_dependencies
+Revision ID: 0004_deployment_update_policies
+Revises: 0003_secrets
 Create Date: 2026-12-02
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_deployment_update_policies"
-down_revision: str | None = "0002_deployment_dependencies"
+revision: str = "0004_deployment_update_policies"
+down_revision: str | None = "0003_secrets"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
