@@ -17,12 +17,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 from roost.agent.component_metrics import ComponentMetrics
 from roost.agent.component_spec import ComponentSpec
 from roost.agent.configuration import get_path, merge_at
 from roost.agent.deployer import Deployer
 from roost.agent.docker import DockerHost, ImageManager
 from roost.agent.errors import AgentError
+from roost.agent.freezer import ComponentPauses, Freezer
 from roost.agent.iotcore import IotCore
 from roost.agent.ipc import IpcLimits, IpcServer
 from roost.agent.ipc.ops_shadow import serve_pubsub_requests
@@ -37,10 +40,12 @@ from roost.agent.specs import SpecContext, build_spec
 from roost.agent.states import ComponentState
 from roost.agent.store import ComponentRecord, Store
 from roost.agent.supervisor import Supervisor
+from roost.agent.update_policy import LifecycleEvents
 from roost.agent.users import Isolation
 from roost.agent.workspace import Workspace
 from roost.errors import InvalidInputError, NotFoundError, RoostError
 from roost.recipe import Recipe, current_platform, dependency_order
+from roost.recipe.resolve import BUILTINS
 
 if TYPE_CHECKING:
     from roost.agent.sync import HubSync
@@ -76,8 +81,13 @@ class Agent:
                                     restart_backoff=restart_backoff, isolation=self.isolation,
                                     workspace=self.workspace,
                                     docker_host=self.docker_host.url if self.docker_host.explicit else None)
+        # Component updates, configuration validation, pause/resume (roost.agent.ipc.ops_lifecycle).
+        self.lifecycle_events = LifecycleEvents()
+        self.freezer = Freezer(paths.root)
+        self.pauses = ComponentPauses(self.freezer, self.supervisor.state, self._members, frozenset(BUILTINS))
         self.deployer = Deployer(paths, self.store, self.packages, self.supervisor, self._build_specs,
-                                 self._on_applied, images=ImageManager(self.docker_host, self.store))
+                                 self._on_applied, images=ImageManager(self.docker_host, self.store),
+                                 events=self.lifecycle_events)
         self.server = IpcServer(paths.ipc_socket, self, limits=ipc_limits, strict_config_reads=strict_config_reads)
         #: Local shadows (aws.greengrass.ShadowManager's IPC operations) and PutComponentMetric's store.
         self.shadows = LocalShadows(ShadowStore(paths.shadows_db))
@@ -108,6 +118,7 @@ class Agent:
 
     # -- start / stop ------------------------------------------------------------------------------
     async def start(self) -> None:
+        self.freezer.thaw_leftovers()  # frozen processes of a crashed agent must thaw to be stopped
         self._stop_leftovers()
         self.workspace.secure_root()
         if self.isolation.enabled:
@@ -156,6 +167,7 @@ class Agent:
         order = self.deployer.order_of(self.deployer.current_specs)
         await self.supervisor.stop_all(list(reversed(order)))
         await self.supervisor.close()
+        self.freezer.close()
         self._stop_leftovers()  # processes killed without waiting (cancelled steps) are confirmed gone
         await self.bridge.close()
         if self.iot_core is not None:
@@ -232,6 +244,10 @@ class Agent:
                 found.add(n)
         return [n for n in order if n in found and n != name]
 
+    def _members(self, name: str) -> list[psutil.Process]:
+        proc = self.supervisor.process(name)
+        return proc.members() if proc is not None else []
+
     def _token_for(self, name: str) -> str:
         token = self._tokens.get(name)
         if token is None:
@@ -262,6 +278,7 @@ class Agent:
         self.server.direct.recheck()
 
     def _on_state(self, name: str, old: ComponentState, new: ComponentState, reason: str | None) -> None:
+        self.pauses.on_state(name, new)  # leaving RUNNING thaws a paused component first
         self._record_state(name)
         self.deployer.on_state(name, old, new, reason)
         # As on Greengrass, a HARD dependent restarts when its dependency changes state: when the
@@ -419,9 +436,13 @@ class Agent:
     def _component_details(self, name: str) -> dict[str, Any]:
         self._require_component(name)
         record = self._live(name)
-        return {"componentName": name, "version": record.version,
-                "state": self.supervisor.state(name).value, "configuration": record.configuration,
-                "isRoot": record.is_root}
+        details = {"componentName": name, "version": record.version,
+                   "state": self.supervisor.state(name).value, "configuration": record.configuration,
+                   "isRoot": record.is_root}
+        paused = self.freezer.paused(name)
+        if paused is not None:  # still RUNNING, as on Greengrass; Roost says it is frozen and how
+            details["paused"] = paused.value
+        return details
 
 
 def _name(request: Mapping[str, Any]) -> str:

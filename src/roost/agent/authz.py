@@ -42,7 +42,11 @@ What needs a policy in Roost (see :mod:`roost.agent.ipc`):
   allowed everything.
 * ``aws.greengrass.SecretManager``: GetSecretValue, resource = the secret's stored name (its ARN;
   :mod:`roost.agent.ipc.ops_secrets`).
-* UpdateState on oneself is always allowed.
+* ``aws.greengrass.ipc.lifecycle``: PauseComponent / ResumeComponent, resource = the target
+  component name (the nucleus' lifecycle IPC service).
+* UpdateState on oneself is always allowed, and so are the own streams and answers of component
+  updates and configuration validation (SubscribeToComponentUpdates, DeferComponentUpdate,
+  SubscribeToValidateConfigurationUpdates, SendConfigurationValidityReport), as on Greengrass.
 
 Policy itself (:data:`POLICY_KEYS`: ``accessControl``) changes only through a deployment: an
 IPC ``UpdateConfiguration`` whose ``keyPath`` starts with a policy key, or whose ``keyPath`` is
@@ -65,6 +69,7 @@ PUBSUB_SERVICE: Final = "aws.greengrass.ipc.pubsub"
 CONFIG_SERVICE: Final = "aws.greengrass.ipc.config"
 CLI_SERVICE: Final = "aws.greengrass.Cli"
 MQTTPROXY_SERVICE: Final = "aws.greengrass.ipc.mqttproxy"
+LIFECYCLE_SERVICE: Final = "aws.greengrass.ipc.lifecycle"
 
 #: Top-level configuration keys the agent reads as policy: they change only through a deployment.
 POLICY_KEYS: Final = ("accessControl",)

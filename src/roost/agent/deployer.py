@@ -6,13 +6,19 @@ phases:
 1. *prepare* (no running component is touched): store the new recipes, resolve the whole
    component set, copy and verify artifacts, compute each component's configuration and
    supervisor spec. Any error here ends the deployment as ``FAILED_NO_STATE_CHANGE``.
+   Then, still before any change, the running components are asked (:mod:`roost.agent.update_policy`):
+   subscribers to component updates are notified and may defer (``componentUpdatePolicy``), and
+   components whose configuration changes may reject it (``configurationValidationPolicy``); a
+   rejection, or no validity report in time, also ends as ``FAILED_NO_STATE_CHANGE``.
 2. *apply*: stop what is removed or changed (reverse dependency order), install and start what
    is new or changed (dependency order), and wait until each is RUNNING or FINISHED and stays
    so for a short settle window, all within the deployment's timeout. On failure with the
    ``ROLLBACK`` policy the previous component set, versions and configuration come back exactly
    (``FAILED_ROLLBACK_COMPLETE``); with ``DO_NOTHING`` things are left as they are.
 
-Cancelling an IN_PROGRESS deployment rolls it back the same way.
+Cancelling an IN_PROGRESS deployment rolls it back the same way (while the components are still being
+asked, nothing has changed yet: it just ends, ``CANCELED``). The deployment's timeout covers the asking
+and the apply phase together.
 """
 
 from __future__ import annotations
@@ -40,6 +46,14 @@ from roost.agent.paths import AgentPaths
 from roost.agent.states import ComponentState
 from roost.agent.store import ComponentRecord, DeploymentRecord, Store
 from roost.agent.supervisor import Supervisor
+from roost.agent.update_policy import (
+    LOCAL_VALIDATION_TIMEOUT,
+    SKIP_NOTIFY_COMPONENTS,
+    ComponentUpdatePolicy,
+    ConfigurationValidationPolicy,
+    LifecycleEvents,
+    proposals_to_validate,
+)
 from roost.errors import ConflictError, InvalidInputError, RoostError
 from roost.recipe import Recipe, current_platform, dependency_order, load_recipe_dir
 from roost.recipe.docker import DockerImage
@@ -71,6 +85,12 @@ class DeploymentRequest(BaseModel):
     hubComponents: dict[str, str] | None = None
     hubRevision: int | None = None
     settleSeconds: float = Field(default=1.0, ge=0, le=60)
+    # Greengrass deployment-document policies. Local deployments default as greengrass-cli's do (no
+    # notification, 20 s to validate); the hub sends its deployment's (NOTIFY_COMPONENTS, 60 s; 30 s).
+    componentUpdatePolicy: ComponentUpdatePolicy = Field(
+        default_factory=lambda: ComponentUpdatePolicy(action=SKIP_NOTIFY_COMPONENTS))
+    configurationValidationPolicy: ConfigurationValidationPolicy = Field(
+        default_factory=lambda: ConfigurationValidationPolicy(timeoutInSeconds=LOCAL_VALIDATION_TIMEOUT))
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> DeploymentRequest:
@@ -126,7 +146,8 @@ class Deployer:
     def __init__(self, paths: AgentPaths, store: Store, packages: PackageStore, supervisor: Supervisor,
                  build_specs: SpecBuilder, on_applied: Callable[[Mapping[str, ComponentRecord]], Awaitable[None]],
                  images: ImageManager | None = None,
-                 configurable_builtins: Mapping[str, ConfigurableBuiltin] | None = None) -> None:
+                 configurable_builtins: Mapping[str, ConfigurableBuiltin] | None = None,
+                 events: LifecycleEvents | None = None) -> None:
         self.paths = paths
         self.configurable_builtins = dict(configurable_builtins or {})
         self.store = store
@@ -135,6 +156,8 @@ class Deployer:
         self.build_specs = build_specs
         self.images = images if images is not None else ImageManager(DockerHost.resolve(None), store)
         self.on_applied = self._releasing_images(on_applied)
+        #: Component-update and configuration-validation subscribers (the IPC handlers add them).
+        self.events = events if events is not None else LifecycleEvents()
         self.current_specs: dict[str, ComponentSpec] = {}
         # The configuration components see over IPC: the store's copy, except while a deployment
         # is being applied, when the components it starts must already see their new settings.
@@ -245,31 +268,65 @@ class Deployer:
             return
         previous = self.store.components()
         previous_specs = dict(self.current_specs)
+        deadline = asyncio.get_running_loop().time() + request.timeoutSeconds
         try:
-            async with asyncio.timeout(request.timeoutSeconds):
+            if await self._negotiate(record.id, request, target, previous, deadline):
+                await self._apply_or_roll_back(record.id, request, target, previous, previous_specs, deadline)
+        finally:
+            self.events.finished(record.id)  # postUpdateEvent, if the subscribers were notified
+
+    async def _negotiate(self, deployment_id: str, request: DeploymentRequest, target: Target,
+                         previous: Mapping[str, ComponentRecord], deadline: float) -> bool:
+        """Before any change: the component update policy, then configuration validation (see
+        :mod:`roost.agent.update_policy`). False if the deployment ended here (nothing changed)."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                _, notes = await self.events.negotiate_update(deployment_id, request.componentUpdatePolicy)
+                target.notes.extend(notes)
+                proposals = proposals_to_validate(
+                    {n: (r.version, r.configuration) for n, r in previous.items()},
+                    {n: (r.version, r.configuration) for n, r in target.records.items()})
+                await self.events.validate(deployment_id, proposals, request.configurationValidationPolicy)
+        except asyncio.CancelledError:
+            self.store.update_deployment(deployment_id, CANCELED, "CANCELED",
+                                         ["canceled before any change (components were being asked)"], "canceled")
+            return False
+        except (RoostError, TimeoutError) as err:
+            reason = (f"timed out after {request.timeoutSeconds:g} s before any change (components deferred the "
+                      "update or were validating)" if isinstance(err, TimeoutError) else str(err))
+            log.warning("deployment %s failed before any change: %s", deployment_id, reason)
+            self.store.update_deployment(deployment_id, FAILED, "FAILED_NO_STATE_CHANGE", [reason], _code(err))
+            return False
+        return True
+
+    async def _apply_or_roll_back(self, record_id: str, request: DeploymentRequest, target: Target,
+                                  previous: Mapping[str, ComponentRecord],
+                                  previous_specs: Mapping[str, ComponentSpec], deadline: float) -> None:
+        try:
+            async with asyncio.timeout_at(deadline):
                 await self._apply(target, previous_specs, request.settleSeconds)
         except (RoostError, TimeoutError, asyncio.CancelledError) as err:
             canceled = isinstance(err, asyncio.CancelledError)
             reason = ("canceled by request" if canceled else
                       f"timed out after {request.timeoutSeconds:g} s" if isinstance(err, TimeoutError) else str(err))
             errors = [reason]
-            log.warning("deployment %s failed: %s", record.id, reason)
+            log.warning("deployment %s failed: %s", record_id, reason)
             if request.failureHandlingPolicy == "DO_NOTHING" and not canceled:
                 # The device keeps the new set as it is (failed components included), as Greengrass does.
                 self.store.replace_components(target.records)
                 await self.on_applied(target.records)
-                self.store.update_deployment(record.id, FAILED, "FAILED_ROLLBACK_NOT_REQUESTED", errors,
+                self.store.update_deployment(record_id, FAILED, "FAILED_ROLLBACK_NOT_REQUESTED", errors,
                                              _code(err))
                 return
             try:
                 await asyncio.wait_for(self._rollback(target, previous, previous_specs), request.timeoutSeconds)
             except (RoostError, TimeoutError) as rb_err:
-                log.error("deployment %s: rollback failed: %s", record.id, rb_err)
-                self.store.update_deployment(record.id, CANCELED if canceled else FAILED,
+                log.error("deployment %s: rollback failed: %s", record_id, rb_err)
+                self.store.update_deployment(record_id, CANCELED if canceled else FAILED,
                                              "FAILED_UNABLE_TO_ROLLBACK", [*errors, f"rollback: {rb_err}"],
                                              _code(err))
                 return
-            self.store.update_deployment(record.id, CANCELED if canceled else FAILED, "FAILED_ROLLBACK_COMPLETE",
+            self.store.update_deployment(record_id, CANCELED if canceled else FAILED, "FAILED_ROLLBACK_COMPLETE",
                                          errors, _code(err))
             return
         for name, conf in target.builtin_configs.items():
@@ -277,9 +334,9 @@ class Deployer:
             try:
                 await self.configurable_builtins[name].apply(conf)
             except RoostError as err:  # checked in prepare: only a failure to start is left
-                log.error("deployment %s: %s did not apply its configuration: %s", record.id, name, err)
-        self.store.update_deployment(record.id, SUCCEEDED, "SUCCESSFUL", notes=target.notes)
-        log.info("deployment %s succeeded", record.id)
+                log.error("deployment %s: %s did not apply its configuration: %s", record_id, name, err)
+        self.store.update_deployment(record_id, SUCCEEDED, "SUCCESSFUL", notes=target.notes)
+        log.info("deployment %s succeeded", record_id)
 
     # -- phase 1 -------------------------------------------------------------------------------
     def _prepare(self, request: DeploymentRequest) -> Target:

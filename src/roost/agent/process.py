@@ -430,6 +430,10 @@ class ManagedProcess:
         procs.pop(os.getpid(), None)
         return procs
 
+    def members(self) -> list[psutil.Process]:
+        """Every live process of this one (leader, group, descendants, strays by their marker)."""
+        return list(self._collect().values())
+
     def kill(self) -> None:
         """SIGKILL everything at once, without waiting (also used when a task is cancelled)."""
         targets = self._collect()

@@ -175,13 +175,13 @@ class Supervisor:
         return self._get(name).spec
 
     def process_ids(self, name: str) -> tuple[int, float] | None:
-        """``(pgid, create_time)`` of the component's Run (or Startup) process group, if any.
-
-        Record it; after an agent crash, pass it to
-        :func:`roost.agent.process.kill_process_group`.
-        """
+        """``(pgid, create_time)`` of the component's Run (or Startup) process group, if any."""
         proc = self._get(name).proc
         return (proc.pgid, proc.create_time) if proc is not None else None
+
+    def process(self, name: str) -> ManagedProcess | None:
+        """The component's Run (or Startup) process group, if any (pausing freezes its members)."""
+        return self._get(name).proc
 
     # -- operations -----------------------------------------------------------------------------
 

@@ -396,7 +396,11 @@ class HubSync:
                 "hubComponents": {name: comp.version for name, comp in desired.components.items() if comp.root},
                 "hubRevision": desired.revision, "componentToConfiguration": config,
                 "failureHandlingPolicy": desired.failure_policy.value,
-                "timeoutSeconds": min(timeout, 86400.0)}
+                "timeoutSeconds": min(timeout, 86400.0),
+                "componentUpdatePolicy": {"action": desired.component_update_policy.action,
+                                          "timeoutInSeconds": desired.component_update_policy.timeout_seconds},
+                "configurationValidationPolicy": {
+                    "timeoutInSeconds": desired.configuration_validation_policy.timeout_seconds}}
 
     async def _fetch(self, desired: Desired, work: Path) -> tuple[Path, Path]:
         """Recipes into ``work/recipes``, verified artifacts into ``work/artifacts/<name>/<version>/``.

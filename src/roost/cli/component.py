@@ -1,4 +1,5 @@
-"""`roost component list|details|restart|stop|metrics` (this device) and `roost component publish` (a hub)."""
+"""`roost component list|details|restart|stop|metrics|pause|resume` (this device) and `roost component
+publish` (a hub)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ def list_(root: RootOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(comps)
         return
+    # A paused component is RUNNING (Greengrass has no paused state); the agent says it is frozen and how.
     table("Components", ["name", "version", "state"],
-          [(c["componentName"], c["version"], styled(c["state"])) for c in comps])
+          [(c["componentName"], c["version"], styled(c["state"]) + (f" (paused: {c['paused']})" if c.get("paused")
+                                                                    else "")) for c in comps])
 
 
 @app.command("details")
@@ -70,6 +73,22 @@ def metrics(name: Annotated[str | None, typer.Argument(help="Only this component
     table("Component metrics", ["component", "metric", "unit", "latest", "count", "sum", "min", "max"],
           [(comp, metric, s["unit"], f"{s['value']:g}", str(s["count"]), f"{s['sum']:g}", f"{s['min']:g}",
             f"{s['max']:g}") for comp, by_name in found.items() for metric, s in by_name.items()])
+
+
+@app.command("pause")
+@handle_errors
+def pause(name: str, root: RootOpt = None, as_json: JsonOpt = False) -> None:
+    """Freeze a running component's processes (PauseComponent; cgroup freezer, else SIGSTOP)."""
+    local.call(root, "PauseComponent", {"componentName": name})
+    emit_json({"componentName": name, "paused": True}) if as_json else console.print(f"{name} paused")
+
+
+@app.command("resume")
+@handle_errors
+def resume(name: str, root: RootOpt = None, as_json: JsonOpt = False) -> None:
+    """Thaw a paused component (ResumeComponent)."""
+    local.call(root, "ResumeComponent", {"componentName": name})
+    emit_json({"componentName": name, "paused": False}) if as_json else console.print(f"{name} resumed")
 
 
 @app.command("publish")

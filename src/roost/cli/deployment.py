@@ -76,6 +76,18 @@ def create(root: RootOpt = None,
            wait: Annotated[bool, typer.Option("--wait", help="Wait for the end; exit 0 only if SUCCEEDED.")]
            = False,
            timeout: Annotated[float, typer.Option("--timeout", help="Deployment timeout, seconds.")] = 300.0,
+           update_policy: Annotated[str | None, typer.Option(
+               "--update-policy", help="notify: components subscribed to component updates are told first and may "
+                                       "defer (NOTIFY_COMPONENTS; the default with --hub, as Greengrass' cloud "
+                                       "deployments); skip: they are not (SKIP_NOTIFY_COMPONENTS; the default of "
+                                       "local deployments, as greengrass-cli's).")] = None,
+           update_timeout: Annotated[int, typer.Option(
+               "--update-timeout", min=1, max=86400, help="With --update-policy notify: seconds the subscribers "
+                                                          "have to answer each notification.")] = 60,
+           validation_timeout: Annotated[int | None, typer.Option(
+               "--validation-timeout", min=1, max=86400, help="Seconds a component subscribed to configuration "
+                                                              "validation has to report (default 20 local, 30 with "
+                                                              "--hub).")] = None,
            hub: HubSwitchOpt = None, token: TokenOpt = None,
            target: Annotated[str | None, typer.Option("--target", help="Hub: device:NAME or group:NAME (an existing "
                                                                        "group, unless --create-group).")] = None,
@@ -103,6 +115,10 @@ def create(root: RootOpt = None,
                                     "deployments; with --hub use --target and --component", code="INVALID_ARGUMENT")
         body = _hub_body(target, component or [], _parse_config(update_config), failure_policy,
                          max_per_minute, abort_failure_percent, abort_min_devices, timeout_minutes)
+        policies = update_policies(update_policy or "notify", update_timeout, validation_timeout or 30)
+        body["component_update_policy"] = {"action": policies["componentUpdatePolicy"]["action"],
+                                           "timeout_seconds": update_timeout}
+        body["configuration_validation_policy"] = {"timeout_seconds": validation_timeout or 30}
         if create_group:
             if not body["target"].startswith("group:"):
                 raise InvalidInputError("--create-group is for a group:NAME --target", code="INVALID_ARGUMENT")
@@ -111,6 +127,7 @@ def create(root: RootOpt = None,
         return
     request = local_request(merge or [], remove or [], update_config, run_with or [], recipe_dir, artifact_dir,
                             failure_policy=failure_policy, timeout=timeout)
+    request.update(update_policies(update_policy or "skip", update_timeout, validation_timeout or 20))
     deployment_id = local.call(root, "CreateLocalDeployment", request)["deploymentId"]
     if not wait:
         emit_json({"deploymentId": deployment_id}) if as_json else console.print(
@@ -142,6 +159,20 @@ def local_request(merge: list[str], remove: list[str], update_config: str | None
     if artifact_dir is not None:
         request["artifactsDirectoryPath"] = str(artifact_dir.resolve())
     return request
+
+
+_UPDATE_ACTIONS = {"notify": "NOTIFY_COMPONENTS", "skip": "SKIP_NOTIFY_COMPONENTS",
+                   "notify_components": "NOTIFY_COMPONENTS", "skip_notify_components": "SKIP_NOTIFY_COMPONENTS"}
+
+
+def update_policies(update_policy: str, update_timeout: int, validation_timeout: int) -> dict[str, Any]:
+    """``componentUpdatePolicy`` and ``configurationValidationPolicy`` of the command-line options."""
+    action = _UPDATE_ACTIONS.get(update_policy.strip().lower())
+    if action is None:
+        raise InvalidInputError(f"--update-policy must be notify or skip, got {update_policy!r}",
+                                code="INVALID_ARGUMENT")
+    return {"componentUpdatePolicy": {"action": action, "timeoutInSeconds": update_timeout},
+            "configurationValidationPolicy": {"timeoutInSeconds": validation_timeout}}
 
 
 def local_deployment_id(root: str | None, text: str) -> str:

@@ -23,7 +23,14 @@ from typing import Any, NamedTuple
 from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from roost.hub.contract import Artifact, Desired, DesiredComponent, FailurePolicy
+from roost.hub.contract import (
+    Artifact,
+    ComponentUpdatePolicy,
+    ConfigurationValidationPolicy,
+    Desired,
+    DesiredComponent,
+    FailurePolicy,
+)
 from roost.hub.errors import DesiredStateConflictError
 from roost.hub.models import ArtifactFile, Component, Deployment, Device, DeviceDeployment, GroupMember, Meta
 from roost.hub.rollout import ACTIVE, FAILED, IN_PROGRESS, QUEUED
@@ -117,6 +124,8 @@ class _DeploymentSpec:
     configuration: dict[str, Any]
     failure_policy: str
     timeout_minutes: int
+    update_policy: ComponentUpdatePolicy
+    validation_policy: ConfigurationValidationPolicy
 
 
 def device_refs(session: Session, device_ids: Iterable[int]) -> dict[int, DeviceRef]:
@@ -159,10 +168,14 @@ def _specs(session: Session, deployment_ids: Iterable[str]) -> dict[str, _Deploy
     out: dict[str, _DeploymentSpec] = {}
     for start in range(0, len(ids), CHUNK):
         for d in session.execute(select(Deployment.id, Deployment.seq, Deployment.components, Deployment.dependencies,
-                                        Deployment.configuration, Deployment.failure_policy, Deployment.timeout_minutes)
+                                        Deployment.configuration, Deployment.failure_policy, Deployment.timeout_minutes,
+                                        Deployment.update_policy_action, Deployment.update_timeout_seconds,
+                                        Deployment.validation_timeout_seconds)
                                  .where(Deployment.id.in_(ids[start:start + CHUNK]))):
-            out[str(d[0])] = _DeploymentSpec(str(d[0]), int(d[1]), dict(d[2]), dict(d[3] or {}), dict(d[4] or {}),
-                                             str(d[5]), int(d[6]))
+            out[str(d[0])] = _DeploymentSpec(
+                str(d[0]), int(d[1]), dict(d[2]), dict(d[3] or {}), dict(d[4] or {}), str(d[5]), int(d[6]),
+                ComponentUpdatePolicy.model_validate({"action": d[7], "timeout_seconds": int(d[8])}),
+                ConfigurationValidationPolicy(timeout_seconds=int(d[9])))
     return out
 
 
@@ -271,7 +284,11 @@ def compute_many(session: Session, devices: Sequence[DeviceRef], now: datetime, 
         out[device.id] = DesiredState(
             revision=device.desired_revision, deployments=[d.id for d in in_effect], components=components,
             failure_policy=FailurePolicy(newest.failure_policy) if newest is not None else FailurePolicy.ROLLBACK,
-            timeout_minutes=max(timeouts) if timeouts else None)
+            timeout_minutes=max(timeouts) if timeouts else None,
+            # As failure_policy: the policies of the newest deployment in effect (the change about to apply).
+            component_update_policy=newest.update_policy if newest is not None else ComponentUpdatePolicy(),
+            configuration_validation_policy=newest.validation_policy if newest is not None
+            else ConfigurationValidationPolicy())
     return out
 
 

@@ -144,6 +144,10 @@ class Deployment(Base):
     timeout_minutes: Mapped[int] = mapped_column(Integer, nullable=False, default=60)
     created_at: Mapped[datetime] = mapped_column(nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="ACTIVE")
+    #: Greengrass' componentUpdatePolicy {action, timeout} and configurationValidationPolicy {timeout}.
+    update_policy_action: Mapped[str] = mapped_column(String(32), nullable=False, default="NOTIFY_COMPONENTS")
+    update_timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=60)
+    validation_timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=30)
     status_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
     __table_args__ = (Index("ix_deployments_target", "target_type", "target_name", "seq"),)
 

@@ -120,6 +120,16 @@ CLI_OPERATIONS: Final = (
 SUBSCRIPTION_RESPONSE_MESSAGE: Final = "aws.greengrass#SubscriptionResponseMessage"
 CONFIGURATION_UPDATE_EVENTS: Final = "aws.greengrass#ConfigurationUpdateEvents"
 
+# Lifecycle operations: component updates, configuration validation, pause/resume.
+OP_SUBSCRIBE_TO_COMPONENT_UPDATES: Final = "aws.greengrass#SubscribeToComponentUpdates"
+OP_DEFER_COMPONENT_UPDATE: Final = "aws.greengrass#DeferComponentUpdate"
+OP_SUBSCRIBE_TO_VALIDATE_CONFIGURATION_UPDATES: Final = "aws.greengrass#SubscribeToValidateConfigurationUpdates"
+OP_SEND_CONFIGURATION_VALIDITY_REPORT: Final = "aws.greengrass#SendConfigurationValidityReport"
+OP_PAUSE_COMPONENT: Final = "aws.greengrass#PauseComponent"
+OP_RESUME_COMPONENT: Final = "aws.greengrass#ResumeComponent"
+COMPONENT_UPDATE_POLICY_EVENTS: Final = "aws.greengrass#ComponentUpdatePolicyEvents"
+VALIDATE_CONFIGURATION_UPDATE_EVENTS: Final = "aws.greengrass#ValidateConfigurationUpdateEvents"
+
 # Error shapes.
 ERR_UNAUTHORIZED: Final = "aws.greengrass#UnauthorizedError"
 ERR_RESOURCE_NOT_FOUND: Final = "aws.greengrass#ResourceNotFoundError"

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from roost.agent import authz
-from roost.agent.ipc import ops_direct, ops_iotcore, ops_metrics, ops_secrets, ops_shadow
+from roost.agent.ipc import ops_direct, ops_iotcore, ops_lifecycle, ops_metrics, ops_secrets, ops_shadow
 from roost.agent.ipc.types import ConnectionSide
 from roost.agent.pubsub import RECEIVE_ALL_MESSAGES, validate_topic, validate_topic_filter
 from roost.errors import ConflictError, InvalidInputError, NotFoundError, RoostError, UnauthorizedError
@@ -231,6 +231,7 @@ _HANDLERS: Final[dict[str, Handler]] = {
     **ops_iotcore.HANDLERS,
     **ops_shadow.HANDLERS,
     **ops_metrics.HANDLERS,
+    **ops_lifecycle.HANDLERS,
 }
 
 

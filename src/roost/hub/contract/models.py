@@ -23,7 +23,7 @@ Route                                  Request                                 R
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,6 +69,21 @@ class MembersAdd(_Wire):
 ConfigUpdate = dict[str, Any]
 
 
+class ComponentUpdatePolicy(_Wire):
+    """Greengrass' ``componentUpdatePolicy``: tell the components subscribed to component updates before
+    the device applies a revision (they may defer it) or not; ``timeout_seconds`` for their answers."""
+
+    action: Literal["NOTIFY_COMPONENTS", "SKIP_NOTIFY_COMPONENTS"] = "NOTIFY_COMPONENTS"
+    timeout_seconds: int = Field(default=60, ge=1, le=86400)
+
+
+class ConfigurationValidationPolicy(_Wire):
+    """Greengrass' ``configurationValidationPolicy``: how long a component may take to validate its new
+    configuration (SubscribeToValidateConfigurationUpdates)."""
+
+    timeout_seconds: int = Field(default=30, ge=1, le=86400)
+
+
 class DeploymentCreate(_Wire):
     target: str = Field(..., max_length=140, description="device:NAME or group:NAME")
     components: dict[str, str] = Field(default_factory=dict, max_length=1000,
@@ -82,6 +97,12 @@ class DeploymentCreate(_Wire):
     timeout_minutes: int = Field(60, ge=1, le=525600)
     create_group: bool = Field(False, description="For a group:NAME target: create the group if it does not "
                                                   "exist (else an unknown group is refused, GROUP_NOT_FOUND)")
+    component_update_policy: ComponentUpdatePolicy = Field(
+        default_factory=lambda: ComponentUpdatePolicy(),
+        description="Tell the components subscribed to component updates first (they may defer), as Greengrass")
+    configuration_validation_policy: ConfigurationValidationPolicy = Field(
+        default_factory=lambda: ConfigurationValidationPolicy(),
+        description="How long a component subscribed to configuration validation may take to answer")
 
 
 class ReportIn(_Wire):
@@ -203,6 +224,9 @@ class Deployment(_Wire):
     devices: list[DeploymentDevice] | None = None
     #: Dependency versions the hub resolved for ``components`` (not listed there).
     dependencies: dict[str, str] = Field(default_factory=dict)
+    component_update_policy: ComponentUpdatePolicy = Field(default_factory=lambda: ComponentUpdatePolicy())
+    configuration_validation_policy: ConfigurationValidationPolicy = Field(
+        default_factory=lambda: ConfigurationValidationPolicy())
 
 
 class DesiredComponent(_Wire):
@@ -226,6 +250,10 @@ class Desired(_Wire):
     components: dict[str, DesiredComponent] = Field(default_factory=dict)
     failure_policy: FailurePolicy = FailurePolicy.ROLLBACK
     timeout_minutes: int | None = None
+    #: Those of the newest deployment in effect (Greengrass' defaults of cloud deployments unless it chose).
+    component_update_policy: ComponentUpdatePolicy = Field(default_factory=lambda: ComponentUpdatePolicy())
+    configuration_validation_policy: ConfigurationValidationPolicy = Field(
+        default_factory=lambda: ConfigurationValidationPolicy())
 
 
 class ReportResult(_Wire):
@@ -250,7 +278,8 @@ class ErrorBody(_Wire):
 
 
 __all__ = [
-    "INT32", "Artifact", "Component", "ConfigUpdate", "Deployment", "DeploymentCreate", "DeploymentDevice", "Desired",
+    "INT32", "Artifact", "Component", "ComponentUpdatePolicy", "ConfigUpdate", "ConfigurationValidationPolicy",
+    "Deployment", "DeploymentCreate", "DeploymentDevice", "Desired",
     "DesiredComponent", "Device", "DeviceDeployment", "EnrollRequest", "EnrollToken", "EnrollTokenCreate",
     "Enrollment", "ErrorBody", "ErrorDetail", "Group", "Label", "LabelsUpdate", "MembersAdd", "ReportIn",
     "ReportResult", "ReportedComponent", "ReportsIn",

@@ -105,7 +105,10 @@ class DeploymentStore(FleetStore):
             abort_failure_percent=d.abort_failure_percent, abort_min_devices=d.abort_min_devices,
             timeout_minutes=d.timeout_minutes, created_at=d.created_at, status=DeploymentStatus(d.status),
             status_reason=d.status_reason, revision=d.seq, counts=tally, devices=devices,
-            dependencies={str(k): str(v) for k, v in (d.dependencies or {}).items()})
+            dependencies={str(k): str(v) for k, v in (d.dependencies or {}).items()},
+            component_update_policy=_update_policy(d.update_policy_action, d.update_timeout_seconds),
+            configuration_validation_policy=contract.ConfigurationValidationPolicy(
+                timeout_seconds=d.validation_timeout_seconds))
 
     def _validate_deployment(self, s: Session, req: DeploymentCreate) -> None:
         for name, version in req.components.items():
@@ -217,6 +220,9 @@ class DeploymentStore(FleetStore):
                 failure_policy=req.failure_policy, max_per_minute=req.max_per_minute,
                 abort_failure_percent=req.abort_failure_percent, abort_min_devices=req.abort_min_devices,
                 timeout_minutes=req.timeout_minutes, created_at=now,
+                update_policy_action=req.component_update_policy.action,
+                update_timeout_seconds=req.component_update_policy.timeout_seconds,
+                validation_timeout_seconds=req.configuration_validation_policy.timeout_seconds,
                 status=DeploymentStatus.ACTIVE if device_ids else DeploymentStatus.COMPLETED)
             s.add(deployment)
             s.flush()
@@ -281,3 +287,7 @@ class DeploymentStore(FleetStore):
                                        code="DEPLOYMENT_FINISHED")
             return self._deployment_info(s, d, with_devices=True)
         return self._write(run)
+
+
+def _update_policy(action: str, timeout_seconds: int) -> contract.ComponentUpdatePolicy:
+    return contract.ComponentUpdatePolicy.model_validate({"action": action, "timeout_seconds": timeout_seconds})
