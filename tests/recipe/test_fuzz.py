@@ -100,3 +100,12 @@ def test_edge_texts_fail_cleanly(text: str, fragment: str) -> None:
     with pytest.raises(RecipeError) as info:
         parse_recipe(text)
     assert fragment in str(info.value)
+
+
+def test_a_lifecycle_of_null_steps_is_no_lifecycle_and_round_trips() -> None:
+    """Found by the fuzzer: ``Lifecycle: {run: null}`` parsed to an empty Lifecycle that serialised as none."""
+    doc = json.loads(json.dumps(BASES[0]))
+    doc["Manifests"][1]["Lifecycle"] = {"run": None}
+    recipe = parse_recipe(json.dumps(doc), source="fuzz.json")
+    assert recipe.manifests[1].lifecycle is None
+    _check(json.dumps(doc))

@@ -194,7 +194,9 @@ class _Builder(LifecycleBuilder):
             if not isinstance(raw_lifecycle, dict):
                 raise self.mismatch(_join(path, "Lifecycle"), "an object", raw_lifecycle)
             if raw_lifecycle:
-                lifecycle = self.lifecycle(raw_lifecycle, _join(path, "Lifecycle"))
+                parsed = self.lifecycle(raw_lifecycle, _join(path, "Lifecycle"))
+                # {Run: null} is no lifecycle, as {} is (they serialise the same way)
+                lifecycle = None if parsed.is_empty else parsed
         raw_artifacts = obj.get("Artifacts")
         artifacts: list[Artifact] = []
         if raw_artifacts is not None:
