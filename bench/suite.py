@@ -1,7 +1,8 @@
 """How long the test tiers and a local CLI command take on this machine (issue 9's timings).
 
 Runs, in this checkout's .venv: ``pytest -q -m "not slow"`` (the unit tier of ``make test-fast``),
-the whole ``pytest -q`` (the test part of ``make test``), and ``roost agent status`` on a root with
+the whole ``pytest -q -n 2 --dist loadfile`` (the test part of ``make test``: two pytest-xdist
+workers), and ``roost agent status`` on a root with
 no agent, ``--cli-runs`` times (the CLI's start-up: a local command loads no hub client). Writes
 wall times, the pytest summary lines and the machine's load average to ``--out``.
 
@@ -60,7 +61,7 @@ def main() -> None:
     wall, proc = _timed([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow"], 1800)
     result["unit_tier"] = {"wall_s": wall, "summary": _summary(proc.stdout), "returncode": proc.returncode}
     if not args.skip_full:
-        wall, proc = _timed([py, "-m", "pytest", "-q", "-p", "no:cacheprovider"], 3600)
+        wall, proc = _timed([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist", "loadfile"], 3600)
         result["full_suite"] = {"wall_s": wall, "summary": _summary(proc.stdout), "returncode": proc.returncode}
     result["machine"]["load_after"] = os.getloadavg()
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
