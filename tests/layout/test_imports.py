@@ -276,7 +276,10 @@ def test_local_cli_commands_do_not_load_the_hub_client(argv: list[str], tmp_path
 def test_the_agent_process_starts_without_optional_heavy_libraries() -> None:
     """The agent's idle memory (bench/ipc.py: <= 60 MB) depends on what `python -m roost.agent` imports:
     the docker engine client (httpx), secrets (cryptography) and IoT Core (paho) load only when used."""
-    out = _fresh("import sys, roost.agent.__main__\n"
+    out = _fresh("import sys, tempfile, roost.agent.__main__\n"
+                 "from roost.agent.agent import Agent\n"
+                 "from roost.agent.paths import AgentPaths\n"
+                 "Agent(AgentPaths.at(tempfile.mkdtemp() + '/root'), None)  # constructing it loads no more\n"
                  "heavy = ('httpx', 'cryptography', 'paho', 'fastapi', 'sqlalchemy', 'pandas', 'xgboost', 'sklearn')\n"
                  "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in heavy}))")
     assert out.strip() == "[]"

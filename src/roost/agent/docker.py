@@ -72,7 +72,7 @@ class DockerHost:
             host = cls(env["DOCKER_HOST"], "DOCKER_HOST")
         else:
             host = cls(DEFAULT_DOCKER_HOST, "default")
-        host.transport()  # a malformed host is refused at start, not at the first deployment
+        host.endpoint()  # a malformed host is refused at start, not at the first deployment (no httpx yet)
         return host
 
     @property
@@ -84,17 +84,23 @@ class DockerHost:
         return self.url + {"--docker-host": " (from --docker-host)", "DOCKER_HOST": " (from DOCKER_HOST)",
                            "default": " (the default; set DOCKER_HOST or --docker-host for another)"}[self.source]
 
-    def transport(self) -> tuple[httpx.AsyncBaseTransport, str]:
-        """An httpx transport and base URL for this host."""
-        import httpx
+    def endpoint(self) -> tuple[str | None, str]:
+        """(the Unix socket path or None for TCP, the base URL); InvalidInputError if not understood."""
         parsed = urllib.parse.urlsplit(self.url)
         if parsed.scheme == "unix" and parsed.path:
-            return httpx.AsyncHTTPTransport(uds=parsed.path), "http://docker"
+            return parsed.path, "http://docker"
         if parsed.scheme == "tcp" and parsed.hostname and parsed.port:
-            return httpx.AsyncHTTPTransport(), f"http://{parsed.hostname}:{parsed.port}"
+            return None, f"http://{parsed.hostname}:{parsed.port}"
         raise InvalidInputError(
             f"docker host {self.url!r} ({self.source}) is not understood: expected unix:///path/to/socket or "
             "tcp://host:port (plain HTTP; TLS and ssh:// engines are not supported)", code="DOCKER_HOST_INVALID")
+
+    def transport(self) -> tuple[httpx.AsyncBaseTransport, str]:
+        """An httpx transport and base URL for this host."""
+        import httpx
+
+        uds, base = self.endpoint()
+        return (httpx.AsyncHTTPTransport(uds=uds) if uds is not None else httpx.AsyncHTTPTransport()), base
 
 
 class DockerEngine:
