@@ -134,6 +134,16 @@ class Cli:
         assert proc.returncode == 0, f"{args} exited {proc.returncode}: {proc.stdout} {proc.stderr}"
         return json.loads(proc.stdout)
 
+    def log(self, component: str) -> str:
+        """A component's log on this root so far ('' before it has one)."""
+        path = self.root / "logs" / f"{component}.log"
+        return path.read_text() if path.exists() else ""
+
+    def deploy(self, *args: str, timeout: float = 180) -> tuple[int, dict[str, Any]]:
+        """``deployment create ARGS --wait --json``: (exit code, the deployment's JSON)."""
+        out = self.run("deployment", "create", *args, "--wait", "--json", timeout=timeout)
+        return out.returncode, json.loads(out.stdout)
+
 
 class InProcessCli:
     """``roost ...`` run in this process with Typer's CliRunner against :data:`roost.cli.main.app`:

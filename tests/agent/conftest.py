@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from roost.agent.supervisor import Supervisor
+from tests.conftest import Cli, running_agent
 
+from .iotcore_helpers import require_machine_broker
 from .supervisor_helpers import Recorder
 
 
@@ -20,3 +23,17 @@ async def sup() -> AsyncIterator[tuple[Supervisor, Recorder]]:
         yield supervisor, recorder
     finally:
         await supervisor.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix of this test's own on the shared broker."""
+    return f"roost-test/{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def broker_agent(cli: Cli) -> Iterator[Cli]:
+    """A running agent whose IoT Core broker is the machine's Mosquitto (127.0.0.1:1883)."""
+    require_machine_broker()
+    with running_agent(cli.root, "iot-thing", "--mqtt-broker", "mqtt://127.0.0.1:1883") as running:
+        yield running

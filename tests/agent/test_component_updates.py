@@ -108,13 +108,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cli, Workspa
 
 
 def _log(agent: Cli, name: str) -> str:
-    path = agent.root / "logs" / f"{name}.log"
-    return path.read_text() if path.exists() else ""
+    return agent.log(name)
 
 
 def _deploy(agent: Cli, *args: str) -> tuple[int, dict[str, Any]]:
-    out = agent.run("deployment", "create", *args, "--wait", "--json", timeout=180)
-    return out.returncode, json.loads(out.stdout)
+    return agent.deploy(*args)
 
 
 def _set_mode(agent: Cli, name: str, mode: str) -> None:

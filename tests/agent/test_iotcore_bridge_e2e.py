@@ -5,15 +5,13 @@ broker."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.agent.iotcore_helpers import PahoPeer, SdkComponent, pubsub_policy, require_machine_broker, wait_for
-from tests.conftest import Cli, running_agent
+from tests.agent.iotcore_helpers import PahoPeer, SdkComponent, pubsub_policy, wait_for
+from tests.conftest import Cli
 
 pytestmark = pytest.mark.slow
 
@@ -21,16 +19,6 @@ BRIDGE = "aws.greengrass.clientdevices.mqtt.Bridge"
 NAME = "com.test.BridgeUser"
 
 
-@pytest.fixture
-def prefix() -> str:
-    return f"roost-bridge/{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def broker_agent(cli: Cli) -> Iterator[Cli]:
-    require_machine_broker()
-    with running_agent(cli.root, "bridge-thing", "--mqtt-broker", "mqtt://127.0.0.1:1883") as running:
-        yield running
 
 
 def _bridge_update(mapping: dict[str, Any], **extra: Any) -> str:
@@ -92,7 +80,7 @@ def test_bridge_forwards_pubsub_iotcore_and_localmqtt_without_loops(broker_agent
 
         # The mapping survives a restart of the agent.
         assert broker_agent.run("agent", "stop").returncode == 0
-        start = broker_agent.run("agent", "start", "--detach", "--thing-name", "bridge-thing",
+        start = broker_agent.run("agent", "start", "--detach", "--thing-name", "iot-thing",
                                  "--mqtt-broker", "mqtt://127.0.0.1:1883")
         assert start.returncode == 0, start.stdout + start.stderr
         log = (broker_agent.root / "logs" / "agent.log").read_text()  # start --detach returns once it is ready

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import textwrap
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from tests.agent.iotcore_helpers import (
     TlsBroker,
     mqttproxy_policy,
     own_broker,
-    require_machine_broker,
     spool_counters,
     spooled_count,
     wait_for,
@@ -29,16 +27,6 @@ pytestmark = pytest.mark.slow
 NAME = "com.test.IotCoreClient"
 
 
-@pytest.fixture
-def prefix() -> str:
-    return f"roost-test/{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def broker_agent(cli: Cli) -> Iterator[Cli]:
-    require_machine_broker()
-    with running_agent(cli.root, "iot-thing", "--mqtt-broker", "mqtt://127.0.0.1:1883") as running:
-        yield running
 
 
 def _deploy(agent: Cli, comp: SdkComponent) -> None:

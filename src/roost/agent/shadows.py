@@ -76,29 +76,27 @@ def invalid_name(message: str) -> InvalidInputError:
 # -- names and topics ----------------------------------------------------------------------------
 
 
+def _checked_name(value: Any, field: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise invalid_name(f"{field} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise invalid_name(f"{field} has a maximum length of {limit} (got {len(value)})")
+    if not _NAME_RE.fullmatch(value):
+        raise invalid_name(f"{field} {value!r} must match the pattern {NAME_PATTERN}")
+    return value
+
+
 def validate_thing_name(value: Any) -> str:
     if value is None or value == "":
         raise invalid_name("thingName is required")
-    if not isinstance(value, str):
-        raise invalid_name(f"thingName must be a string, got {type(value).__name__}")
-    if len(value) > MAX_THING_NAME:
-        raise invalid_name(f"thingName has a maximum length of {MAX_THING_NAME} (got {len(value)})")
-    if not _NAME_RE.fullmatch(value):
-        raise invalid_name(f"thingName {value!r} must match the pattern {NAME_PATTERN}")
-    return value
+    return _checked_name(value, "thingName", MAX_THING_NAME)
 
 
 def validate_shadow_name(value: Any) -> str:
     """The shadow name; ``''`` (also for an absent name) is the thing's classic shadow."""
     if value is None or value == "":
         return CLASSIC
-    if not isinstance(value, str):
-        raise invalid_name(f"shadowName must be a string, got {type(value).__name__}")
-    if len(value) > MAX_SHADOW_NAME:
-        raise invalid_name(f"shadowName has a maximum length of {MAX_SHADOW_NAME} (got {len(value)})")
-    if not _NAME_RE.fullmatch(value):
-        raise invalid_name(f"shadowName {value!r} must match the pattern {NAME_PATTERN}")
-    return value
+    return _checked_name(value, "shadowName", MAX_SHADOW_NAME)
 
 
 def topic_prefix(thing: str, shadow: str) -> str:
