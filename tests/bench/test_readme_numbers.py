@@ -88,11 +88,14 @@ def test_every_results_file_named_exists_and_every_results_file_is_named() -> No
 @pytest.mark.parametrize(("heading", "results"), [
     ("### Run 1: the agent as", "results-default.json"),
     ("### Run 2: the agent under uvloop", "results-agent-uvloop.json"),
+    ("### Direct channels (issue 10)", "results-ipc.json"),
 ])
 def test_ipc_run_tables(heading: str, results: str) -> None:
     data = _load(results)
     rows = table(heading)
     by_label = {
+        "Roost client (asyncio loop) ↔ direct": data["variants"].get("roost-direct"),
+        "Roost client (uvloop) ↔ direct": data["variants"].get("roost-direct-uvloop"),
         "Roost client (asyncio loop) ↔": data["variants"]["roost"],
         "Roost client (uvloop) ↔": data["variants"]["roost-uvloop"],
         "awsiotsdk V2": data["variants"].get("aws"),
@@ -121,6 +124,13 @@ def test_ipc_summary_and_targets_show_the_quiet_run() -> None:
     for value in (v["roost-uvloop"]["median_us"], mqtt["median_us"], v["roost-uvloop"]["p99_us"], mqtt["p99_us"],
                   v["roost-uvloop"]["median_us"] / mqtt["median_us"], v["roost"]["median_us"]):
         assert shows(" ".join(rtt), value), (rtt, value)
+    direct = next(c for k, c in rows.items() if k.startswith("Direct-channel round trip"))
+    for value in (v["roost-direct-uvloop"]["median_us"], mqtt["median_us"], v["roost-direct-uvloop"]["p99_us"],
+                  v["roost-direct-uvloop"]["median_us"] / mqtt["median_us"], v["roost-direct"]["median_us"]):
+        assert shows(" ".join(direct), value), (direct, value)
+    assert v["roost-direct"]["direct_channel"] and v["roost-direct-uvloop"]["direct_channel"]
+    direct_pipe = next(c for k, c in rows.items() if k.startswith("Direct-channel pipelined"))
+    assert shows(" ".join(direct_pipe), v["roost-direct-uvloop"]["pipe_rps"] / mqtt["pipe_rps"])
     pipe = next(c for k, c in rows.items() if k.startswith("IPC pipelined"))
     assert shows(pipe[0], v["roost-uvloop"]["pipe_rps"]) and shows(pipe[0], mqtt["pipe_rps"])
     assert shows(next(c for k, c in rows.items() if k.startswith("agent idle RSS"))[0], data["agent"]["idle_rss_mb"])
@@ -153,7 +163,8 @@ def test_inference_results_table() -> None:
             assert shows(p99, results[batch]["p99_us"]), (label, batch)
         assert shows(cells[3], results[1000]["rows_per_s"]), label
     summary = " ".join(" ".join(c) for c in table("## Summary").values())
-    for value in (data["e2e"]["serve"]["median_us"], data["compute"]["paths"]["lambda_samples"]["median_us"],
+    for value in (data["e2e"]["serve"]["median_us"], data["e2e"]["serve-direct"]["median_us"],
+                  data["compute"]["paths"]["lambda_samples"]["median_us"],
                   data["load"]["batched"]["rps"], data["load"]["unbatched"]["rps"],
                   data["load"]["batched"]["avg_batch"]):
         assert shows(summary, value), value
