@@ -155,7 +155,7 @@ async def e2e(conf: dict[str, Any]) -> dict[str, Any]:
         tries = await _probe(ipc, topic, event, conf["probeSeconds"])
         if direct:  # a channel is asked for again 1 s after a refusal (the probes may have come before the offer)
             t_end = time.monotonic() + 10
-            while not (ipc._direct is not None and ipc._direct._channels) and time.monotonic() < t_end:
+            while not ipc.direct_channel_count and time.monotonic() < t_end:
                 _check(await ipc.request(topic, event, timeout=REQ_TIMEOUT_S), expect)
                 await asyncio.sleep(0.05)
         for _ in range(conf["warmup"]):
@@ -177,7 +177,7 @@ async def e2e(conf: dict[str, Any]) -> dict[str, Any]:
                 engines.add(str(rep["engine"]))
         cpu = time.process_time() - c0
         _mark(conf, "end")
-        used_direct = bool(ipc._direct is not None and ipc._direct._channels)
+        used_direct = bool(ipc.direct_channel_count)
     out: dict[str, Any] = {"role": "e2e", "probe_tries": tries, **_percentiles(lat), "direct_channel": used_direct,
                            "requester_cpu_us": cpu / conf["n"] * 1e6, "engines": sorted(engines)}
     if server_us:

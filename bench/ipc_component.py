@@ -121,7 +121,7 @@ async def roost_requester(topic: str, result_file: str, n: int, warmup: int, pip
                     raise
         if direct:  # a channel is asked for again 1 s after a refusal (the probes came before the offer)
             t_end = time.monotonic() + 10
-            while not (ipc._direct is not None and ipc._direct._channels) and time.monotonic() < t_end:
+            while not ipc.direct_channel_count and time.monotonic() < t_end:
                 await ipc.request(topic, request_doc(0), timeout=REQ_TIMEOUT_S)
                 await asyncio.sleep(0.05)
         lat: list[int] = []
@@ -148,7 +148,7 @@ async def roost_requester(topic: str, result_file: str, n: int, warmup: int, pip
         el = time.perf_counter() - t0p
         c2 = time.process_time()
         # whether the requests really went over a direct channel (granted and still open at the end)
-        used_direct = bool(ipc._direct is not None and ipc._direct._channels)
+        used_direct = bool(ipc.direct_channel_count)
     _write_result(result_file, _summary("roost", lat, per * inflight, el, inflight, {
         "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         "direct_channel": used_direct,

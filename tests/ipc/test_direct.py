@@ -59,7 +59,7 @@ async def test_requests_go_over_the_direct_channel_not_through_the_agent(
     requester = await connect("tok-a", direct=True)
     replies = await asyncio.gather(*(requester.request(TOPIC, {"n": n}, timeout=2) for n in range(20)))
     assert [r["echo"] for r in replies] == list(range(20))
-    assert server.direct.channel_count == 1
+    assert server.direct.channel_count == 1 and requester.direct_channel_count == 1
     assert published() == 0  # not one of the 20 went through the agent's broker
     assert len(got) == 20 and all(m.topic == TOPIC for m in got)
 
@@ -87,6 +87,7 @@ async def test_a_second_subscriber_revokes_the_channel_and_sees_later_requests(
     overheard = await listener.subscribe(TOPIC)  # another subscription matching the topic
     assert server.direct.channel_count == 0
     await asyncio.sleep(0.05)  # the revocation event reaches the requester
+    assert requester.direct_channel_count == 0
     assert (await requester.request(TOPIC, {"n": 2}, timeout=2))["echo"] == 2
     assert published() == 1
     assert (await overheard.get(2)).json["n"] == 2  # pub/sub semantics: the new subscriber sees it

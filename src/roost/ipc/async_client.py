@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from roost.ipc import rpc
-from roost.ipc.direct import DirectChannel, DirectEnds
+from roost.ipc.direct import DirectEnds
 from roost.ipc.errors import (
     AgentBusyError,
     ConnectionRefusedByServer,
@@ -463,46 +463,34 @@ class IpcClient:
         message = dict(payload)
         message["replyTo"] = self._reply_topic
         message["correlationId"] = cid
-        if channel is not None:
-            return await self._direct_request(channel, topic, cid, future, message, timeout)
         handle = self._loop.call_later(
             timeout,
             _expire,
             future,
             lambda: IpcTimeoutError(f"no reply to the request on {topic!r} within {timeout} s"),
         )
-        body = _dumps({"topic": topic, "publishMessage": {"jsonMessage": {"message": message}}})
+        sid: int | None = None
         try:
-            # The publish's own answer is not awaited: a failure (unauthorised, ...) is forwarded
-            # to the reply future; a success may arrive lazily (rpc.H_DEFER_ACK).
-            sid = self._send_nowait(body, lambda error: _fail(future, error))
-        except BaseException:
-            handle.cancel()
-            self._replies.pop(cid, None)
-            raise
-        try:
+            if channel is not None:
+                self._direct_ends().send(channel, message)
+            else:
+                body = _dumps({"topic": topic, "publishMessage": {"jsonMessage": {"message": message}}})
+                # The publish's own answer is not awaited: a failure (unauthorised, ...) is forwarded
+                # to the reply future; a success may arrive lazily (rpc.H_DEFER_ACK).
+                sid = self._send_nowait(body, lambda error: _fail(future, error))
             return await future
         except BaseException:
-            self._streams.pop(sid, None)
+            if sid is not None:
+                self._streams.pop(sid, None)
             raise
         finally:
             handle.cancel()
             self._replies.pop(cid, None)
 
-    async def _direct_request(self, channel: DirectChannel, topic: str, cid: str, future: asyncio.Future[Any],
-                              message: dict[str, Any], timeout: float) -> Any:
-        handle = self._loop.call_later(
-            timeout,
-            _expire,
-            future,
-            lambda: IpcTimeoutError(f"no reply to the request on {topic!r} within {timeout} s"),
-        )
-        try:
-            self._direct_ends().send(channel, message)
-            return await future
-        finally:
-            handle.cancel()
-            self._replies.pop(cid, None)
+    @property
+    def direct_channel_count(self) -> int:
+        """How many direct request/reply channels this client holds open as a requester (roost.ipc.direct)."""
+        return 0 if self._direct is None else self._direct.channel_count
 
     async def reply(
         self, request: Mapping[str, Any], payload: Mapping[str, Any], *, timeout: float = DEFAULT_TIMEOUT

@@ -370,6 +370,11 @@ class DirectEnds:
         self._owner._end_stream(channel.sid)
         self._loop.call_later(GRACE_S, channel.frames.close)
 
+    @property
+    def channel_count(self) -> int:
+        """Usable channels this client holds as a requester."""
+        return sum(1 for channel in self._channels.values() if channel.usable)
+
     def send(self, channel: DirectChannel, message: dict[str, Any]) -> None:
         channel.frames.send(_dumps(message))
 
