@@ -190,3 +190,13 @@ def test_fleet_table(results: str) -> None:
         assert shows(cells[10], run["enrol_seconds"]) and shows(cells[10], run["first_sync_seconds"])
         found += 1
     assert found >= 2
+
+
+def test_request_path_breakdown_shows_its_file() -> None:
+    data = _load("results-request-path.json")
+    text = section("## Summary")
+    paragraph = text[text.index("`bench/results-request-path.json`"):][:400]
+    for step in ("unwrap_event (orjson)", "decode_tabular", "compiled predict", "whole path",
+                 "peer: Booster.inplace_predict"):
+        assert shows(paragraph, data["steps"][step]["median_us"]), (step, paragraph)
+    assert shows(paragraph, data["path_vs_inplace_rows_per_s"])
