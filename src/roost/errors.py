@@ -25,6 +25,16 @@ that every class is drawn here::
     │   ├── IpcStreamLimitError            IPC_STREAM_LIMIT           agent.errors    retry
     │   └── LifecycleStepError             LIFECYCLE_STEP_FAILED      agent.errors
     ├── AgentNotRunningError               AGENT_NOT_RUNNING          cli.local
+    ├── ClusterError                       CLUSTER_ERROR              cluster.errors
+    │   ├── ClusterFullError               CLUSTER_FULL               cluster.errors  retry
+    │   ├── NodeConflictError              NODE_CONFLICT              cluster.errors           also ConflictError
+    │   ├── QuantityError                  QUANTITY_INVALID           cluster.errors           also InvalidInputError
+    │   ├── ReplicaNotReadyError           REPLICA_NOT_READY          cluster.errors  retry
+    │   ├── ServiceTypeInvalidError        SERVICE_TYPE_INVALID       cluster.errors           also InvalidInputError
+    │   ├── ServiceTypeNotFoundError       SERVICE_TYPE_NOT_FOUND     cluster.errors           also NotFoundError
+    │   ├── SessionNotFoundError           SESSION_NOT_FOUND          cluster.errors           also NotFoundError
+    │   ├── SessionTokenError              SESSION_TOKEN_INVALID      cluster.errors           also InvalidInputError
+    │   └── UnschedulableError             SERVICE_UNSCHEDULABLE      cluster.errors           also InvalidInputError
     ├── ConflictError                      CONFLICT                   errors
     │   ├── ComponentBusyError             COMPONENT_BUSY             agent.errors             also AgentError
     │   └── DirectChannelUnavailableError  DIRECT_CHANNEL_UNAVAILABLE agent.errors             also AgentError
@@ -347,6 +357,18 @@ CODES: dict[str, dict[str, str]] = {
         "BATCHER_CLOSED": "The request batcher is closed (the component is stopping).",
         "HANDLER_INIT_TIMEOUT": "A Lambda handler's module did not initialise in time.",
         "INVALID_HANDLER": "A Lambda handler name is not module.function, or it cannot be imported.",
+    },
+    "roost.cluster (edge clusters: admission, replicas, streaming sessions)": {
+        "CLUSTER_ERROR": "Base code of an edge-cluster failure.",
+        "SERVICE_TYPE_NOT_FOUND": "No cluster service type of that name is applied (`roost cluster service-type apply`).",
+        "SERVICE_TYPE_INVALID": "A service type definition is malformed; the message names the field.",
+        "SERVICE_UNSCHEDULABLE": "No node of any tier could ever run the service type (requests or required affinity).",
+        "CLUSTER_FULL": "Neither the edge nor the centre has room for a replica now; retry later (503).",
+        "REPLICA_NOT_READY": "A placed replica did not become ready within the admission's wait; retry (503).",
+        "SESSION_NOT_FOUND": "No live cluster session of that id.",
+        "SESSION_TOKEN_INVALID": "A session token is malformed, expired or not signed by the hub the replica trusts.",
+        "QUANTITY_INVALID": "A resource quantity (16Gi, 500m, memory=16Gi,cpu=8) is malformed.",
+        "NODE_CONFLICT": "A cluster node's state forbids the operation.",
     },
 }
 
