@@ -183,6 +183,7 @@ class HubSync:
                        asyncio.create_task(self._heartbeat_loop(), name="hub-heartbeat")]
         if self.secrets is not None:
             self._tasks.append(asyncio.create_task(self._secrets_loop(), name="hub-secrets"))
+        self._tasks.append(asyncio.create_task(self._node_report(), name="hub-node"))
         log.info("hub sync started: hub %s, device %s, applied revision %d, %d spooled report(s)",
                  self.config.hub, self.config.device, self.applied_revision, len(self.spool))
 
@@ -286,6 +287,30 @@ class HubSync:
                 self.report(None)
 
     # -- secrets -----------------------------------------------------------------------------------
+    async def _node_report(self) -> None:
+        """Tell the hub what this device offers as a cluster node (:mod:`roost.agent.node`), once per
+        start, retried with backoff until the hub took it."""
+        from roost.agent.node import NodeSettings, node_report
+
+        backoff = Backoff(cap=self._poll_backoff.cap)
+        try:
+            report = await asyncio.to_thread(lambda: node_report(NodeSettings.load(self.paths.root), self.config.hub))
+        except RoostError as err:
+            log.warning("no cluster node report: %s", err.message)
+            return
+        while True:
+            try:
+                node = await self.client.report_node(report)
+            except HubError as err:
+                if getattr(err, "status", None) in (404, 405):
+                    log.info("the hub has no cluster routes (%s): this device is no cluster node", err.code)
+                    return
+                await backoff.wait()
+                continue
+            log.info("cluster node: %s tier at %s, memory %d bytes, cpu %dm, labels %s", node.tier, node.address,
+                     node.allocatable.memory_bytes, node.allocatable.cpu_millis, node.labels)
+            return
+
     async def _secrets_loop(self) -> None:
         assert self.secrets is not None
         await self.secrets.refresh()

@@ -32,8 +32,20 @@ def start(root: RootOpt = None,
           enroll_token: Annotated[str | None, typer.Option("--enroll-token", help="One-time enrolment token "
                                                                                   "(first start with --hub).")]
           = None,
-          label: Annotated[list[str] | None, typer.Option("--label", help="k=v device label sent at enrolment "
-                                                                          "(repeatable).")] = None,
+          label: Annotated[list[str] | None, typer.Option("--label", help="k=v device label, sent at enrolment "
+                                                                          "and as a cluster node (repeatable; "
+                                                                          "kept in ROOT/node.json).")] = None,
+          capacity: Annotated[str | None, typer.Option(
+              "--capacity", help="Cluster node capacity overriding what is measured, e.g. memory=16Gi,cpu=8 "
+                                 "(accelerators as nvidia.com/gpu=1); kept in ROOT/node.json.")] = None,
+          centre: Annotated[bool | None, typer.Option(
+              "--centre/--edge", help="Put this node in the cluster's centre tier (offload target) or the edge "
+                                      "(default edge; kept in ROOT/node.json).")] = None,
+          advertise_address: Annotated[str | None, typer.Option(
+              "--advertise-address", help="Address clients reach this node's cluster replicas at (default: the "
+                                          "local address of the route to the hub).")] = None,
+          port_range: Annotated[str | None, typer.Option(
+              "--port-range", help="Ports this node's cluster replicas listen on (default 31000-31999).")] = None,
           component_user: Annotated[str | None, typer.Option(
               "--component-default-user", help="user[:group] that components run as when the agent is root and "
                                                "a deployment names no posixUser (default roost-components, "
@@ -90,6 +102,7 @@ def start(root: RootOpt = None,
 
         DockerHost.resolve(docker_host)  # refused here (DOCKER_HOST_INVALID), not in the detached agent's log
         options += ["--docker-host", docker_host]
+    _save_node_settings(paths, label or [], capacity, centre, advertise_address, port_range)
     thing_name = enroll_for_start(paths, hub, enroll_token, thing_name, label or [])
     if detach:
         pid = start_detached(paths, thing_name, extra_args=options)
@@ -156,6 +169,19 @@ def enroll_for_start(paths: AgentPaths, hub: str | None, token: str | None, thin
     extra = {k: v for k, v in parse_pairs(labels, "--label").items() if v is not None}
     config = ensure_enrolled(paths, hub, token, thing_name, extra)
     return config.device if config is not None else thing_name
+
+
+def _save_node_settings(paths: AgentPaths, labels: list[str], capacity: str | None, centre: bool | None,
+                        address: str | None, port_range: str | None) -> None:
+    """ROOT/node.json with the cluster-node options given (checked here, not in a detached agent's log)."""
+    if not labels and capacity is None and centre is None and address is None and port_range is None:
+        return
+    from roost.agent.node import settings_from_options
+    from roost.cli.hub import parse_pairs
+
+    pairs = {k: str(v) for k, v in parse_pairs(labels, "--label").items() if v is not None}
+    paths.root.mkdir(parents=True, exist_ok=True)
+    settings_from_options(paths.root, pairs, capacity, centre, address, port_range).save(paths.root)
 
 
 def _mqtt_options(paths: AgentPaths, given: dict[str, str | None]) -> list[str]:

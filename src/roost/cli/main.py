@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from roost import __version__
-from roost.cli import agent, component, demo, deployment, device, group, hub, logs, samples, secret, serve
+from roost.cli import agent, cluster, component, demo, deployment, device, group, hub, logs, samples, secret, serve
 
 app = typer.Typer(name="roost", help="Roost: machine learning on edge devices, self-hosted.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -22,6 +22,7 @@ app.add_typer(hub.app, name="hub", rich_help_panel=FLEET)
 app.add_typer(device.app, name="device", rich_help_panel=FLEET)
 app.add_typer(group.app, name="group", rich_help_panel=FLEET)
 app.add_typer(secret.app, name="secret", rich_help_panel=FLEET)
+app.add_typer(cluster.app, name="cluster", rich_help_panel=FLEET)
 
 def _version(value: bool) -> None:
     if value:

@@ -29,12 +29,17 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from roost import __version__
+from roost.cluster.admission import Admission
+from roost.cluster.monitor import ReplicaMonitor
+from roost.cluster.tokens import TokenSigner
 from roost.hub import migrate
 from roost.hub.api import admin, components, device, secrets
+from roost.hub.api import cluster as cluster_api
 from roost.hub.api import errors as api_errors
 from roost.hub.api.auth import AuthMiddleware
 from roost.hub.api.device import DeviceBatches, RevisionWatcher
 from roost.hub.artifacts import DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore
+from roost.hub.background import BackgroundLoop
 from roost.hub.db import Database, default_url
 from roost.hub.presence import Presence
 from roost.hub.store import Store
@@ -47,6 +52,7 @@ ENV_ARTIFACTS = "ROOST_HUB_ARTIFACTS"
 ENV_MAX_ARTIFACT = "ROOST_HUB_MAX_ARTIFACT_BYTES"
 ENV_MIGRATE = "ROOST_HUB_MIGRATE"
 ENV_SECRETS_KEY = "ROOST_HUB_SECRETS_KEY"
+ENV_CLUSTER_KEY = "ROOST_HUB_CLUSTER_KEY"
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class HubConfig:
     #: The key that seals secret values in the database (default ROOT/secrets.key; hub replicas
     #: sharing one database need the same key file).
     secrets_key: Path | None = None
+    #: The Ed25519 key that signs cluster session tokens (default ROOT/cluster.key; shared like secrets_key).
+    cluster_key: Path | None = None
 
     @property
     def database_url(self) -> str:
@@ -73,10 +81,14 @@ class HubConfig:
     def secrets_key_path(self) -> Path:
         return self.secrets_key or self.root / "secrets.key"
 
+    @property
+    def cluster_key_path(self) -> Path:
+        return self.cluster_key or self.root / "cluster.key"
+
     def to_env(self) -> dict[str, str]:
         env = {ENV_ROOT: str(self.root), ENV_DB: self.database_url, ENV_ARTIFACTS: str(self.artifacts_path),
                ENV_MAX_ARTIFACT: str(self.max_artifact_bytes), ENV_MIGRATE: "1" if self.migrate else "0",
-               ENV_SECRETS_KEY: str(self.secrets_key_path)}
+               ENV_SECRETS_KEY: str(self.secrets_key_path), ENV_CLUSTER_KEY: str(self.cluster_key_path)}
         return env
 
     @classmethod
@@ -86,7 +98,8 @@ class HubConfig:
                    artifacts_dir=Path(os.environ[ENV_ARTIFACTS]) if os.environ.get(ENV_ARTIFACTS) else None,
                    max_artifact_bytes=int(os.environ.get(ENV_MAX_ARTIFACT, DEFAULT_MAX_ARTIFACT_BYTES)),
                    migrate=os.environ.get(ENV_MIGRATE, "1") == "1",
-                   secrets_key=Path(os.environ[ENV_SECRETS_KEY]) if os.environ.get(ENV_SECRETS_KEY) else None)
+                   secrets_key=Path(os.environ[ENV_SECRETS_KEY]) if os.environ.get(ENV_SECRETS_KEY) else None,
+                   cluster_key=Path(os.environ[ENV_CLUSTER_KEY]) if os.environ.get(ENV_CLUSTER_KEY) else None)
 
 
 def open_store(config: HubConfig) -> Store:
@@ -99,6 +112,7 @@ def open_store(config: HubConfig) -> Store:
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     store = Store(db, ArtifactStore(artifacts_dir, config.max_artifact_bytes))
     store.secret_key_path = config.secrets_key_path
+    store.cluster_key_path = config.cluster_key_path
     return store
 
 
@@ -107,6 +121,9 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
         store = open_store(config or HubConfig.from_env())
     watcher = RevisionWatcher(store, interval=config.poll_interval if config else 0.5)
     presence = Presence(store)
+    signer = TokenSigner.from_file(store.cluster_key_path or store.artifacts.root.parent / "cluster.key")
+    cluster = Admission(store, signer, wake=watcher.refresh)
+    monitor = BackgroundLoop(lambda: ReplicaMonitor(store, signer, cluster.http()).run())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -114,11 +131,14 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
         # would open and close overflow connections under load and contend for the GIL).
         anyio.to_thread.current_default_thread_limiter().total_tokens = store.db.pool_size
         watcher.ensure_started()
+        monitor.ensure_started()
         restore = _on_stop_signal(watcher.close_polls)
         try:
             yield
         finally:
             restore()
+            await monitor.stop()
+            await cluster.close()
             await watcher.stop()
             await presence.stop()
             store.db.dispose()
@@ -130,6 +150,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
                   description="Fleet control plane of Roost: devices, components, artifacts, deployments.")
     app.state.store = store
     app.state.watcher = watcher
+    app.state.admission = cluster
     app.state.device_batches = DeviceBatches(store, max_in_flight=1 if store.db.is_sqlite else 2)
     api_errors.install(app)
     # Routes match in order: the device routes (most of the traffic of a fleet) first.
@@ -138,6 +159,9 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     app.include_router(admin.router)
     app.include_router(secrets.device_router)
     app.include_router(secrets.router)
+    app.include_router(cluster_api.device_router)
+    app.include_router(cluster_api.router)
+    app.include_router(cluster_api.compat_router)
     app.add_middleware(AuthMiddleware, store=store, presence=presence)
 
     _document_bearer_auth(app)

@@ -158,6 +158,33 @@ class ArtifactStore:
             shutil.rmtree(final)
         os.replace(staging.dir, final)
 
+    def link_version(self, name: str, version: str, alias: str) -> None:
+        """Make ``<alias>/<version>/`` hold the same files as ``<name>/<version>/`` (hard links, else copies;
+        one atomic rename). A cluster replica's alias component uses it (:mod:`roost.hub.store.cluster`)."""
+        source = self.version_dir(name, version)
+        final = self.version_dir(alias, version)
+        if final.exists():
+            return
+        staging = self.staging()
+        try:
+            for dirpath, _dirs, names in os.walk(source):
+                rel = Path(dirpath).relative_to(source)
+                (staging.dir / rel).mkdir(parents=True, exist_ok=True)
+                for file_name in names:
+                    src, dest = Path(dirpath, file_name), staging.dir / rel / file_name
+                    try:
+                        os.link(src, dest)
+                    except OSError:
+                        shutil.copy2(src, dest)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(staging.dir, final)
+            except OSError:
+                if not final.exists():  # another hub process made it first: fine
+                    raise
+        finally:
+            staging.cleanup()
+
     def remove(self, name: str, version: str) -> None:
         shutil.rmtree(self.version_dir(name, version), ignore_errors=True)
 

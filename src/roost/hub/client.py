@@ -53,6 +53,7 @@ from roost.hub.contract import (
     ReportedComponent,
     error_for,
 )
+from roost.hub.contract.cluster import ClusterNode, ClusterReplica, ClusterSession, NodeReport
 from roost.hub.contract.secrets import DeviceSecrets, Secret
 from roost.hub.errors import (
     AuthenticationError,
@@ -339,6 +340,25 @@ class HubClient:
                       "deployment")
 
     # secrets (values go in, never come out)
+    # -- the edge cluster ----------------------------------------------------------------------------
+    def cluster_nodes(self) -> list[ClusterNode]:
+        return [_parse(ClusterNode, item, "cluster node") for item in self.request("GET", "/v1/cluster/nodes")]
+
+    def service_types(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/v1/cluster/service-types"))
+
+    def apply_service_type(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or replace a service type (its camelCase wire form)."""
+        name = str(spec.get("name", ""))
+        return dict(self.request("PUT", f"/v1/cluster/service-types/{_seg(name)}", json=dict(spec)))
+
+    def cluster_sessions(self, *, active: bool = False) -> list[ClusterSession]:
+        return [_parse(ClusterSession, item, "cluster session")
+                for item in self.request("GET", "/v1/cluster/sessions", params={"active": str(active).lower()})]
+
+    def cluster_replicas(self) -> list[ClusterReplica]:
+        return [_parse(ClusterReplica, item, "cluster replica") for item in self.request("GET", "/v1/cluster/replicas")]
+
     def put_secret(self, name: str, value: bytes, *, binary: bool) -> Secret:
         body = ({"secret_binary": base64.b64encode(value).decode()} if binary
                 else {"secret_string": value.decode("utf-8")})
@@ -412,6 +432,15 @@ class DeviceClient:
             return response.json() if response.content else None
         except ValueError:
             return None
+
+    async def report_node(self, report: NodeReport) -> ClusterNode:
+        """Tell the hub this device's capacity, labels, tier and replica address (``PUT /v1/device/node``)."""
+        response = await self._call("PUT", "/v1/device/node", json=report.model_dump(mode="json"))
+        try:
+            data = response.json()
+        except ValueError as err:
+            raise HubProtocolError("the hub's node answer is not JSON") from err
+        return _parse(ClusterNode, data, "cluster node")
 
     async def secrets(self) -> DeviceSecrets:
         """The secrets this device's deployments name, with their values (never logged)."""

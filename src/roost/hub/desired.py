@@ -142,7 +142,7 @@ def device_refs(session: Session, device_ids: Iterable[int]) -> dict[int, Device
 def _candidates(session: Session, devices: Sequence[DeviceRef]) -> dict[int, list[_Candidate]]:
     """Per device, its released non-conflicting rows for its own targets, newest first (2 queries)."""
     ids = [d.id for d in devices]
-    targets: dict[int, set[tuple[str, str]]] = {d.id: {("device", d.name)} for d in devices}
+    targets: dict[int, set[tuple[str, str]]] = {d.id: {("device", d.name), ("replicas", d.name)} for d in devices}
     out: dict[int, list[_Candidate]] = {d.id: [] for d in devices}
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]

@@ -189,3 +189,75 @@ class SecretVersionRow(Base):
     binary: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     sealed: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     created_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class ClusterNode(Base):
+    """A device as a cluster node: what its agent reported (capacity, tier, the address of its replicas)."""
+
+    __tablename__ = "cluster_nodes"
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(16), nullable=False)
+    address: Mapped[str] = mapped_column(String(253), nullable=False)
+    port_min: Mapped[int] = mapped_column(Integer, nullable=False)
+    port_max: Mapped[int] = mapped_column(Integer, nullable=False)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    cpu_millis: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    accelerators: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
+    measured: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
+    reported_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class ClusterServiceType(Base):
+    __tablename__ = "cluster_service_types"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    #: The service type in its camelCase wire form (:class:`roost.cluster.service_types.ServiceType`).
+    spec: Mapped[dict[str, Any]] = mapped_column(nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class ClusterReplica(Base):
+    """A replica of a service type on a node: one component (``component``, an alias of
+    ``base_component`` at ``version`` for slot ``slot``) listening on ``port``."""
+
+    __tablename__ = "cluster_replicas"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    service_type: Mapped[str] = mapped_column(String(63), nullable=False)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), nullable=False)
+    tier: Mapped[str] = mapped_column(String(16), nullable=False)
+    component: Mapped[str] = mapped_column(String(128), nullable=False)
+    base_component: Mapped[str] = mapped_column(String(128), nullable=False)
+    version: Mapped[str] = mapped_column(String(64), nullable=False)
+    slot: Mapped[int] = mapped_column(Integer, nullable=False)
+    port: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    capacity: Mapped[int] = mapped_column(Integer, nullable=False)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    cpu_millis: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    ready_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    idle_since: Mapped[datetime | None] = mapped_column(nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    __table_args__ = (Index("ix_cluster_replicas_device", "device_id", "status"),
+                      Index("ix_cluster_replicas_type", "service_type", "status"))
+
+
+class ClusterSessionRow(Base):
+    __tablename__ = "cluster_sessions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    service_type: Mapped[str] = mapped_column(String(63), nullable=False)
+    client_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    replica_id: Mapped[str | None] = mapped_column(ForeignKey("cluster_replicas.id", ondelete="SET NULL"),
+                                                   nullable=True)
+    node: Mapped[str] = mapped_column(String(128), nullable=False)
+    tier: Mapped[str] = mapped_column(String(16), nullable=False)
+    endpoint: Mapped[str] = mapped_column(String(400), nullable=False)
+    port: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    legacy: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    connected: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    end_reason: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_activity_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    __table_args__ = (Index("ix_cluster_sessions_replica", "replica_id", "status"),
+                      Index("ix_cluster_sessions_status", "status", "created_at"))

@@ -37,7 +37,17 @@ logger = logging.getLogger(__name__)
 Need = Literal["none", "admin", "device", "any"]
 
 
+#: The original edge cluster's routes (not under /v1): admin tokens, also as a ``token`` query parameter.
+COMPAT_PATHS = ("/app-service", "/driver-class-predict/", "/driver-image-recognition/")
+
+
+def is_compat(path: str) -> bool:
+    return path.rstrip("/") == COMPAT_PATHS[0] or path.startswith(COMPAT_PATHS[1:])
+
+
 def requirement(method: str, path: str) -> Need:
+    if is_compat(path):
+        return "admin"
     if not (path == "/v1" or path.startswith("/v1/")):
         return "none"
     if path.rstrip("/") == "/v1/enroll" and method == "POST":
@@ -57,6 +67,14 @@ def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
                 return token.strip()
             return None
     return None
+
+
+def query_token(query_string: bytes) -> str | None:
+    """The ``token`` query parameter (the original cluster client's routes only)."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(query_string.decode("latin-1")).get("token")
+    return values[0].strip() if values and values[0].strip() else None
 
 
 class CredentialCache:
@@ -94,6 +112,8 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         token = bearer(scope["headers"])
+        if token is None and is_compat(scope["path"]):
+            token = query_token(scope.get("query_string", b""))
         if token is None:
             await error_response(401, "UNAUTHORIZED", "send an 'Authorization: Bearer <token>' header")(
                 scope, receive, send)

@@ -84,6 +84,18 @@ class RevisionWatcher:
                 self._wake()
             await asyncio.sleep(self.interval)
 
+    async def refresh(self) -> None:
+        """Read the revision now (one query) and wake the long polls if it moved: a change made by this
+        process (a cluster replica placed) reaches its device without waiting for the next interval."""
+        try:
+            revision = await run_in_threadpool(self.store.revision)
+        except Exception as err:
+            logger.debug("revision refresh failed: %s", err)
+            return
+        if revision != self.revision:
+            self.revision = revision
+            self._wake()
+
     def _wake(self) -> None:
         event, self._changed = self._changed, asyncio.Event()
         event.set()

@@ -9,6 +9,7 @@ again on the device that receives it. Every error body is ``{"error": {"code", "
 
 from __future__ import annotations
 
+from roost.cluster.errors import ClusterFullError, ReplicaNotReadyError, UnschedulableError
 from roost.errors import ConflictError, InvalidInputError, NotFoundError, RoostError
 from roost.hub.errors import (
     AuthenticationError,
@@ -45,6 +46,9 @@ STATUS_BY_CLASS: tuple[tuple[type[HubError], int], ...] = (
 )
 #: Errors of other packages that reach the REST layer (a recipe error while publishing, ...).
 GENERIC_STATUS: tuple[tuple[type[RoostError], int], ...] = (
+    (ClusterFullError, 503),  # retry later: the cluster has no room now
+    (ReplicaNotReadyError, 503),
+    (UnschedulableError, 422),  # no node could ever run it: not an input the caller can retry
     (NotFoundError, 404),
     (ConflictError, 409),
     (InvalidInputError, 400),

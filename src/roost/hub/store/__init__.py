@@ -15,6 +15,7 @@ On SQLite every write transaction holds the database write lock (``BEGIN IMMEDIA
 from roost.hub.reports import Report, ReportResult
 from roost.hub.store.auth import SEEN_THROTTLE, AuthStore
 from roost.hub.store.base import Clock, StoreBase, utcnow
+from roost.hub.store.cluster import ClusterStore
 from roost.hub.store.deployments import FAILURE_POLICIES, DeploymentStore, parse_target
 from roost.hub.store.fleet import ONLINE_WINDOW, UNHEALTHY_STATES, FleetStore
 from roost.hub.store.records import ArtifactLocation, Principal
@@ -23,7 +24,7 @@ from roost.hub.store.secrets import SecretStore
 from roost.hub.store.sync import SyncStore
 
 
-class Store(AuthStore, RegistryStore, DeploymentStore, SyncStore, SecretStore):
+class Store(AuthStore, RegistryStore, ClusterStore, SyncStore, SecretStore):
     """Every hub operation, each one transaction. See the module docstring.
 
     The parts: :mod:`~roost.hub.store.auth` (tokens, enrolment), :mod:`~roost.hub.store.fleet`
@@ -44,6 +45,7 @@ __all__ = [
     "ArtifactLocation",
     "AuthStore",
     "Clock",
+    "ClusterStore",
     "DeploymentStore",
     "FleetStore",
     "Principal",

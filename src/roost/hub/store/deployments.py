@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import uuid
+from datetime import datetime
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -71,6 +72,11 @@ def resolve_deployment_id(s: Session, deployment_id: str) -> str:
         raise HubInvalidInputError(f"deployment id prefix {text!r} is ambiguous: it starts {shown}; give more "
                                    "characters", code="DEPLOYMENT_ID_AMBIGUOUS")
     return str(matches[0])
+
+
+#: The target type of the cluster's replicas on one node (``replicas:NODE``): made by the hub's
+#: admission only, never through the API.
+REPLICAS_TARGET = "replicas"
 
 
 def parse_target(target: str) -> tuple[str, str]:
@@ -180,63 +186,72 @@ class DeploymentStore(FleetStore):
         new, empty group) unless ``req.create_group`` asks for it to be created.
         """
         kind, target_name = parse_target(req.target)
-        create_group = req.create_group
         now = self.clock()
         deployment_id = str(uuid.uuid4())
 
         def run(s: Session) -> contract.Deployment:
-            self._validate_deployment(s, req)
-            dependencies = self._resolve_dependencies(s, req.components)
-            if kind == TargetType.DEVICE:
-                target = self._device(s, target_name)
-                device_ids = [] if target.revoked_at is not None else [target.id]
-            else:
-                if create_group:
-                    self._ensure_group(s, target_name)
-                elif s.get(Group, target_name) is None:
-                    known = list(s.scalars(select(Group.name).order_by(Group.name).limit(20)))
-                    raise HubNotFoundError(
-                        f"group {target_name} does not exist (groups: {', '.join(known) or 'none'}); add devices "
-                        "to it first (`roost group add`), or ask for it to be created (create_group, "
-                        "`--create-group`)", code="GROUP_NOT_FOUND")
-                device_ids = list(s.scalars(select(GroupMember.device_id)
-                                            .join(Device, Device.id == GroupMember.device_id)
-                                            .where(GroupMember.group_name == target_name,
-                                                   Device.revoked_at.is_(None)).order_by(GroupMember.device_id)))
-            previous = list(s.scalars(select(Deployment).where(
-                Deployment.target_type == kind, Deployment.target_name == target_name,
-                Deployment.status == DeploymentStatus.ACTIVE).order_by(Deployment.seq).with_for_update()))
-            seq = desired.bump_revision(s)
-            for prev in previous:
-                prev.status = DeploymentStatus.SUPERSEDED
-                prev.status_reason = f"superseded by deployment {deployment_id}"
-                s.execute(update(DeviceDeployment).where(
-                    DeviceDeployment.deployment_id == prev.id, DeviceDeployment.status.in_(OPEN_STATUSES),
-                ).values(status=DeviceDeploymentStatus.CANCELED, reason_code="SUPERSEDED",
-                         message=f"superseded by deployment {deployment_id}", updated_at=now))
-            deployment = Deployment(
-                id=deployment_id, seq=seq, target_type=kind, target_name=target_name,
-                components=dict(req.components), dependencies=dependencies, configuration=dict(req.configuration),
-                failure_policy=req.failure_policy, max_per_minute=req.max_per_minute,
-                abort_failure_percent=req.abort_failure_percent, abort_min_devices=req.abort_min_devices,
-                timeout_minutes=req.timeout_minutes, created_at=now,
-                update_policy_action=req.component_update_policy.action,
-                update_timeout_seconds=req.component_update_policy.timeout_seconds,
-                validation_timeout_seconds=req.configuration_validation_policy.timeout_seconds,
-                status=DeploymentStatus.ACTIVE if device_ids else DeploymentStatus.COMPLETED)
-            s.add(deployment)
-            s.flush()
-            first = device_ids if req.max_per_minute is None else device_ids[:req.max_per_minute]
-            released = set(first)
-            if device_ids:
-                s.execute(insert(DeviceDeployment), [
-                    {"deployment_id": deployment_id, "device_id": i, "status": DeviceDeploymentStatus.QUEUED,
-                     "released_at": now if i in released else None, "updated_at": now} for i in device_ids])
-            desired.mark_changed(s, released, seq)
-            return self._deployment_info(s, deployment, with_devices=True)
+            return self._create_deployment(s, req, kind, target_name, deployment_id, now)
         info = self._write(run)
         logger.info("deployment %s to %s: %d devices", deployment_id, req.target, info.counts["total"])
         return info
+
+    def _create_deployment(self, s: Session, req: DeploymentCreate, kind: str, target_name: str, deployment_id: str,
+                           now: datetime) -> contract.Deployment:
+        """Create the deployment in ``s`` (the caller's transaction): see :meth:`create_deployment`.
+
+        ``kind`` may also be ``replicas`` (:data:`REPLICAS_TARGET`): the cluster's replicas on one node,
+        a target of its own so that they never replace what the device's own deployments give it.
+        """
+        create_group = req.create_group
+        self._validate_deployment(s, req)
+        dependencies = self._resolve_dependencies(s, req.components)
+        if kind in (TargetType.DEVICE, REPLICAS_TARGET):
+            target = self._device(s, target_name)
+            device_ids = [] if target.revoked_at is not None else [target.id]
+        else:
+            if create_group:
+                self._ensure_group(s, target_name)
+            elif s.get(Group, target_name) is None:
+                known = list(s.scalars(select(Group.name).order_by(Group.name).limit(20)))
+                raise HubNotFoundError(
+                    f"group {target_name} does not exist (groups: {', '.join(known) or 'none'}); add devices "
+                    "to it first (`roost group add`), or ask for it to be created (create_group, "
+                    "`--create-group`)", code="GROUP_NOT_FOUND")
+            device_ids = list(s.scalars(select(GroupMember.device_id)
+                                        .join(Device, Device.id == GroupMember.device_id)
+                                        .where(GroupMember.group_name == target_name,
+                                               Device.revoked_at.is_(None)).order_by(GroupMember.device_id)))
+        previous = list(s.scalars(select(Deployment).where(
+            Deployment.target_type == kind, Deployment.target_name == target_name,
+            Deployment.status == DeploymentStatus.ACTIVE).order_by(Deployment.seq).with_for_update()))
+        seq = desired.bump_revision(s)
+        for prev in previous:
+            prev.status = DeploymentStatus.SUPERSEDED
+            prev.status_reason = f"superseded by deployment {deployment_id}"
+            s.execute(update(DeviceDeployment).where(
+                DeviceDeployment.deployment_id == prev.id, DeviceDeployment.status.in_(OPEN_STATUSES),
+            ).values(status=DeviceDeploymentStatus.CANCELED, reason_code="SUPERSEDED",
+                     message=f"superseded by deployment {deployment_id}", updated_at=now))
+        deployment = Deployment(
+            id=deployment_id, seq=seq, target_type=kind, target_name=target_name,
+            components=dict(req.components), dependencies=dependencies, configuration=dict(req.configuration),
+            failure_policy=req.failure_policy, max_per_minute=req.max_per_minute,
+            abort_failure_percent=req.abort_failure_percent, abort_min_devices=req.abort_min_devices,
+            timeout_minutes=req.timeout_minutes, created_at=now,
+            update_policy_action=req.component_update_policy.action,
+            update_timeout_seconds=req.component_update_policy.timeout_seconds,
+            validation_timeout_seconds=req.configuration_validation_policy.timeout_seconds,
+            status=DeploymentStatus.ACTIVE if device_ids else DeploymentStatus.COMPLETED)
+        s.add(deployment)
+        s.flush()
+        first = device_ids if req.max_per_minute is None else device_ids[:req.max_per_minute]
+        released = set(first)
+        if device_ids:
+            s.execute(insert(DeviceDeployment), [
+                {"deployment_id": deployment_id, "device_id": i, "status": DeviceDeploymentStatus.QUEUED,
+                 "released_at": now if i in released else None, "updated_at": now} for i in device_ids])
+        desired.mark_changed(s, released, seq)
+        return self._deployment_info(s, deployment, with_devices=True)
 
     def get_deployment(self, deployment_id: str) -> contract.Deployment:
         """A deployment by id or unique id prefix (timeouts and the abort rule applied)."""
