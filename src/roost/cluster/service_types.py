@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from roost.cluster.affinity import Affinity
-from roost.cluster.errors import ServiceTypeInvalidError
+from roost.cluster.errors import QuantityError, ServiceTypeInvalidError
 from roost.cluster.quantity import cpu_millis, memory_bytes
 
 Kind = Literal["tabular", "image"]
@@ -61,14 +61,20 @@ class Resources(_Spec):
     @classmethod
     def _memory(cls, value: str | None) -> str | None:
         if value is not None:
-            memory_bytes(value, "memory")
+            try:
+                memory_bytes(value, "memory")
+            except QuantityError as err:
+                raise ValueError(err.message) from err
         return value
 
     @field_validator("cpu")
     @classmethod
     def _cpu(cls, value: str | None) -> str | None:
         if value is not None:
-            cpu_millis(value, "cpu")
+            try:
+                cpu_millis(value, "cpu")
+            except QuantityError as err:
+                raise ValueError(err.message) from err
         return value
 
     @property

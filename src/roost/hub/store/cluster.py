@@ -1,6 +1,6 @@
 """The edge cluster's records: nodes, service types, replicas and sessions, and admission itself.
 
-Admission is one write transaction (:meth:`ClusterStore.admit`): with the tier's node rows locked
+Admission is one write transaction (:meth:`ClusterStore.admit`): with every node row locked first
 (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's single writer serialises it anyway), it either
 books a free session slot on an existing replica (warm), or places a new replica on the best node
 (:mod:`roost.cluster.placement`) and, in the same transaction, makes the node's *replicas
@@ -164,7 +164,7 @@ class ClusterStore(DeploymentStore):
         sessions = dict(s.execute(select(ReplicaRow.device_id, func.count(ClusterSessionRow.id))
                                   .join(ClusterSessionRow, ClusterSessionRow.replica_id == ReplicaRow.id)
                                   .where(ClusterSessionRow.status == SessionStatus.ACTIVE)
-                                  .group_by(ReplicaRow.device_id)).tuples().all())
+                                  .group_by(ReplicaRow.device_id)).all())
         out = []
         for node, device in rows:
             memory, cpu, count = used.get(node.device_id, (0, 0, 0))
@@ -182,7 +182,7 @@ class ClusterStore(DeploymentStore):
         """Per node: the memory and CPU requests of its live replicas, and their count."""
         rows = s.execute(select(ReplicaRow.device_id, func.sum(ReplicaRow.memory_bytes),
                                 func.sum(ReplicaRow.cpu_millis), func.count(ReplicaRow.id))
-                         .where(ReplicaRow.status.in_(LIVE)).group_by(ReplicaRow.device_id)).tuples().all()
+                         .where(ReplicaRow.status.in_(LIVE)).group_by(ReplicaRow.device_id)).all()
         return {int(d): (int(m or 0), int(c or 0), int(n)) for d, m, c, n in rows}
 
     # -- service types -----------------------------------------------------------------------------
@@ -254,6 +254,9 @@ class ClusterStore(DeploymentStore):
         session_id = str(uuid.uuid4())
 
         def run(s: Session) -> Admitted:
+            # Admissions take turns (on PostgreSQL; SQLite's one writer already does): every node row is
+            # locked before anything is read, so what follows sees every earlier admission's bookings.
+            s.execute(select(NodeRow.device_id).order_by(NodeRow.device_id).with_for_update()).all()
             spec = self._service_type(s, type_name)
             tiers: tuple[Tier, ...] = (tier,) if tier is not None else placement.TIERS
             views: list[NodeView] = []
@@ -261,7 +264,7 @@ class ClusterStore(DeploymentStore):
                 warm = self._free_slot(s, spec, candidate_tier)
                 if warm is not None:
                     return self._book(s, spec, warm, session_id, client_id, legacy, now, warm=True)
-                views = self._views(s, candidate_tier, now, lock=True)
+                views = self._views(s, candidate_tier, now)
                 live = s.scalar(select(func.count(ReplicaRow.id)).where(
                     ReplicaRow.service_type == spec.name, ReplicaRow.tier == candidate_tier,
                     ReplicaRow.status.in_(LIVE))) or 0
@@ -271,7 +274,7 @@ class ClusterStore(DeploymentStore):
                     replica = self._place(s, spec, node, candidate_tier, public_key, now)
                     if replica is not None:
                         return self._book(s, spec, replica, session_id, client_id, legacy, now, warm=False)
-            every = [v for t in placement.TIERS for v in self._views(s, t, now, lock=False)]
+            every = [v for t in placement.TIERS for v in self._views(s, t, now)]
             reason = placement.explain_unschedulable(spec, every)
             if reason is not None:
                 raise UnschedulableError(f"service type {spec.name} cannot run anywhere: {reason}")
@@ -291,14 +294,12 @@ class ClusterStore(DeploymentStore):
             ReplicaRow.service_type == spec.name, ReplicaRow.tier == tier, ReplicaRow.status.in_(LIVE),
             active < ReplicaRow.capacity)
             .order_by((ReplicaRow.status == ReplicaStatus.READY).desc(), active.desc(), ReplicaRow.created_at,
-                      ReplicaRow.id).limit(1).with_for_update()).first()
+                      ReplicaRow.id).limit(1)).first()
         return row[0] if row is not None else None
 
-    def _views(self, s: Session, tier: Tier, now: datetime, *, lock: bool) -> list[NodeView]:
+    def _views(self, s: Session, tier: Tier, now: datetime) -> list[NodeView]:
         query = (select(NodeRow, Device).join(Device, Device.id == NodeRow.device_id)
                  .where(NodeRow.tier == tier, Device.revoked_at.is_(None)).order_by(NodeRow.device_id))
-        if lock:
-            query = query.with_for_update(of=NodeRow)
         used = self._requested(s)
         out = []
         for node, device in s.execute(query).all():
@@ -396,7 +397,7 @@ class ClusterStore(DeploymentStore):
         def run(s: Session) -> list[ClusterReplica]:
             counts = dict(s.execute(select(ClusterSessionRow.replica_id, func.count(ClusterSessionRow.id))
                                     .where(ClusterSessionRow.status == SessionStatus.ACTIVE)
-                                    .group_by(ClusterSessionRow.replica_id)).tuples().all())
+                                    .group_by(ClusterSessionRow.replica_id)).all())
             rows = s.execute(select(ReplicaRow, Device.name).join(Device, Device.id == ReplicaRow.device_id)
                              .order_by(ReplicaRow.service_type, Device.name, ReplicaRow.slot)).all()
             return [ClusterReplica(id=r.id, type=r.service_type, node=name, tier=_tier(r.tier), component=r.component,
