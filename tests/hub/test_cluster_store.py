@@ -230,3 +230,14 @@ def test_concurrent_admissions_never_over_commit_a_node(store: Store) -> None:
     assert sorted(a.session.node for a in admitted) == ["tx2-1", "xavier-1", "xavier-1"]
     for node in store.list_nodes():
         assert node.requested.memory_bytes <= node.allocatable.memory_bytes
+
+
+def test_min_replicas_are_kept_warm_at_the_edge(store: Store) -> None:
+    _scalar(store, minReplicas=2)
+    _node(store, "xavier-1", "xavier", 8)
+    first = store.keep_minimum("scalar", KEY)
+    second = store.keep_minimum("scalar", KEY)
+    assert first and second and first != second
+    assert store.keep_minimum("scalar", KEY) is None  # two live: enough
+    admitted = store.admit("scalar", "a", None, KEY)
+    assert admitted.warm and admitted.replica in (first, second)

@@ -11,7 +11,8 @@ Every ``interval`` seconds, for each live replica:
   answer ``unreachable_after`` polls in a row, or whose component the node reports ERRORED/BROKEN,
   is FAILED with its sessions (``replica lost``), so new admissions place elsewhere;
 - a replica without sessions for its type's ``idleTimeoutSeconds`` is scaled down (STOPPING: taken
-  out of its node's deployment) while its type keeps at least ``minReplicas`` replicas.
+  out of its node's deployment) while its type keeps at least ``minReplicas`` replicas; a type with
+  fewer than ``minReplicas`` at the edge gets one more placed per round (warm slots for the next clients).
 
 Stopped and failed replica rows are forgotten after an hour; ended sessions beyond the newest
 :data:`~roost.hub.store.cluster.ENDED_KEPT` are pruned.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -40,12 +42,14 @@ logger = logging.getLogger(__name__)
 
 
 class ReplicaMonitor:
-    def __init__(self, store: Store, signer: TokenSigner, http: httpx.AsyncClient, *, interval: float = 1.0,
+    def __init__(self, store: Store, signer: TokenSigner, http: httpx.AsyncClient, *,
+                 wake: Callable[[], Awaitable[None]] | None = None, interval: float = 1.0,
                  start_timeout: float = 180.0, connect_grace: float = 60.0, unreachable_after: int = 3) -> None:
         self.store = store
         self.signer = signer
         self.public_key = signer.public_key()
         self.http = http
+        self.wake = wake
         self.interval = interval
         self.start_timeout = timedelta(seconds=start_timeout)
         self.connect_grace = timedelta(seconds=connect_grace)
@@ -68,6 +72,11 @@ class ReplicaMonitor:
         live = Counter(p.service_type for p in probes)
         for probe in probes:
             await self._check(probe, now, types, live)
+        for spec in types.values():
+            if spec.min_replicas and live[spec.name] < spec.min_replicas:
+                placed = await asyncio.to_thread(self.store.keep_minimum, spec.name, self.public_key)
+                if placed is not None and self.wake is not None:
+                    await self.wake()
         self._rounds += 1
         if self._rounds % 600 == 1:
             await asyncio.to_thread(self.store.forget_replicas, timedelta(hours=1))

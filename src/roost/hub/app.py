@@ -123,7 +123,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     presence = Presence(store)
     signer = TokenSigner.from_file(store.cluster_key_path or store.artifacts.root.parent / "cluster.key")
     cluster = Admission(store, signer, wake=watcher.refresh)
-    monitor = BackgroundLoop(lambda: ReplicaMonitor(store, signer, cluster.http()).run())
+    monitor = BackgroundLoop(lambda: ReplicaMonitor(store, signer, cluster.http(), wake=watcher.refresh).run())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -285,6 +285,28 @@ class ClusterStore(DeploymentStore):
                     "warm" if admitted.warm else "new", admitted.replica, admitted.session.node)
         return admitted
 
+    def keep_minimum(self, type_name: str, public_key: str) -> str | None:
+        """Place one replica of the type at the edge (no session) if fewer than its ``minReplicas`` live
+        there, so the next client finds a warm slot; the new replica's id, else None (enough, or no room)."""
+        now = self.clock()
+
+        def run(s: Session) -> str | None:
+            s.execute(select(NodeRow.device_id).order_by(NodeRow.device_id).with_for_update()).all()
+            spec = self._service_type(s, type_name)
+            live = s.scalar(select(func.count(ReplicaRow.id)).where(
+                ReplicaRow.service_type == spec.name, ReplicaRow.tier == "edge", ReplicaRow.status.in_(LIVE))) or 0
+            if live >= spec.min_replicas:
+                return None
+            for node in placement.candidates(spec, self._views(s, "edge", now), "edge"):
+                replica = self._place(s, spec, node, "edge", public_key, now)
+                if replica is not None:
+                    return replica.id
+            return None
+        placed = self._write(run)
+        if placed is not None:
+            logger.info("replica %s of %s placed to keep minReplicas", placed, type_name)
+        return placed
+
     def _free_slot(self, s: Session, spec: ServiceType, tier: Tier) -> ReplicaRow | None:
         """The replica of ``spec`` in ``tier`` with a free slot: ready before starting, fullest first."""
         active = (select(func.count(ClusterSessionRow.id))
