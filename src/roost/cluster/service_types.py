@@ -31,6 +31,7 @@ affinity, and its one session per replica.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,11 +123,11 @@ class ServiceType(_Spec):
             raise ValueError(f"minReplicas {self.min_replicas} is above maxReplicas {self.max_replicas}")
         return self
 
-    @property
+    @cached_property
     def memory_request(self) -> int:
         return self.resources.requests.memory_bytes
 
-    @property
+    @cached_property
     def cpu_request(self) -> int:
         return self.resources.requests.cpu_millis
 

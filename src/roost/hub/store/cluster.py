@@ -118,6 +118,15 @@ class ClusterStore(DeploymentStore):
     #: The hub's session-token signing key (:class:`roost.cluster.tokens.TokenSigner`); the app sets it.
     cluster_key_path: Path | None = None
 
+    @property
+    def _parsed_types(self) -> dict[str, tuple[dict[str, Any], ServiceType]]:
+        """Service types parsed from their stored form, by name, with that form (a changed row is parsed
+        again)."""
+        cache: dict[str, tuple[dict[str, Any], ServiceType]] | None = self.__dict__.get("_service_type_cache")
+        if cache is None:
+            cache = self.__dict__["_service_type_cache"] = {}
+        return cache
+
     # -- nodes -------------------------------------------------------------------------------------
 
     def report_node(self, device_id: int, report: NodeReport) -> ClusterNode:
@@ -225,12 +234,19 @@ class ClusterStore(DeploymentStore):
         self._write(run)
 
     def _service_type(self, s: Session, name: str) -> ServiceType:
-        row = s.get(ClusterServiceType, name)
+        row = s.execute(select(ClusterServiceType.spec).where(ClusterServiceType.name == name)).first()
         if row is None:
             known = list(s.scalars(select(ClusterServiceType.name).order_by(ClusterServiceType.name).limit(20)))
             raise ServiceTypeNotFoundError(f"no service type {name!r} (known: {', '.join(known) or 'none'}; "
                                            "`roost cluster service-type apply`)")
-        return parse_service_type(row.spec, f"stored service type {name}")
+        cached = self._parsed_types.get(name)
+        if cached is not None and cached[0] == row.spec:
+            return cached[1]
+        spec = parse_service_type(row.spec, f"stored service type {name}")
+        if len(self._parsed_types) > 1000:
+            self._parsed_types.clear()
+        self._parsed_types[name] = (dict(row.spec), spec)
+        return spec
 
     def _component_version(self, s: Session, spec: ServiceType) -> str:
         versions = list(s.scalars(select(Component.version).where(Component.name == spec.component)))
@@ -320,16 +336,18 @@ class ClusterStore(DeploymentStore):
         return row[0] if row is not None else None
 
     def _views(self, s: Session, tier: Tier, now: datetime) -> list[NodeView]:
-        query = (select(NodeRow, Device).join(Device, Device.id == NodeRow.device_id)
-                 .where(NodeRow.tier == tier, Device.revoked_at.is_(None)).order_by(NodeRow.device_id))
+        rows = s.execute(select(NodeRow.device_id, Device.name, Device.labels, Device.last_seen_at,
+                                NodeRow.memory_bytes, NodeRow.cpu_millis, NodeRow.accelerators)
+                         .join(Device, Device.id == NodeRow.device_id)
+                         .where(NodeRow.tier == tier, Device.revoked_at.is_(None)).order_by(NodeRow.device_id)).all()
         used = self._requested(s)
         out = []
-        for node, device in s.execute(query).all():
-            memory, cpu, _count = used.get(node.device_id, (0, 0, 0))
-            out.append(NodeView(name=device.name, tier=tier, labels=dict(device.labels or {}),
-                                memory_bytes=node.memory_bytes, cpu_millis=node.cpu_millis, requested_memory=memory,
-                                requested_cpu=cpu, online=_online(device, now),
-                                accelerators=dict(node.accelerators or {})))
+        for device_id, name, labels, last_seen, memory_total, cpu_total, accel in rows:
+            memory, cpu, _count = used.get(device_id, (0, 0, 0))
+            out.append(NodeView(name=name, tier=tier, labels=dict(labels or {}), memory_bytes=memory_total,
+                                cpu_millis=cpu_total, requested_memory=memory, requested_cpu=cpu,
+                                online=last_seen is not None and now - last_seen <= ONLINE_WINDOW,
+                                accelerators=dict(accel or {})))
         return out
 
     def _place(self, s: Session, spec: ServiceType, view: NodeView, tier: Tier, public_key: str,
@@ -396,21 +414,21 @@ class ClusterStore(DeploymentStore):
             "target": f"{REPLICAS_TARGET}:{device.name}", "components": {r.component: r.version for r in live},
             "configuration": configuration, "failure_policy": FailurePolicy.ROLLBACK, "timeout_minutes": 10,
             "component_update_policy": ComponentUpdatePolicy(action="SKIP_NOTIFY_COMPONENTS")})
-        self._create_deployment(s, req, REPLICAS_TARGET, device.name, str(uuid.uuid4()), now)
+        self._create_deployment(s, req, REPLICAS_TARGET, device.name, str(uuid.uuid4()), now, info=False)
 
     def _book(self, s: Session, spec: ServiceType, replica: ReplicaRow, session_id: str, client_id: str,
               legacy: bool, now: datetime, *, warm: bool) -> Admitted:
-        device = s.get(Device, replica.device_id)
-        node = s.get(NodeRow, replica.device_id)
-        assert device is not None and node is not None
-        endpoint = f"ws://{url_host(node.address)}:{replica.port}/v1/stream"
+        node_name, address = s.execute(select(Device.name, NodeRow.address)
+                                       .join(NodeRow, NodeRow.device_id == Device.id)
+                                       .where(Device.id == replica.device_id)).one()
+        endpoint = f"ws://{url_host(address)}:{replica.port}/v1/stream"
         row = ClusterSessionRow(id=session_id, service_type=spec.name, client_id=client_id, replica_id=replica.id,
-                                node=device.name, tier=replica.tier, endpoint=endpoint, port=replica.port,
+                                node=node_name, tier=replica.tier, endpoint=endpoint, port=replica.port,
                                 status=SessionStatus.ACTIVE, legacy=legacy, connected=False, created_at=now)
         s.add(row)
         replica.idle_since = None
         s.flush()
-        return Admitted(session=_session_info(row, warm=warm), replica=replica.id, address=node.address,
+        return Admitted(session=_session_info(row, warm=warm), replica=replica.id, address=address,
                         port=replica.port, warm=warm, replica_status=ReplicaStatus(replica.status))
 
     # -- replicas ----------------------------------------------------------------------------------

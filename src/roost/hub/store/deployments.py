@@ -7,8 +7,9 @@ import logging
 import re
 import uuid
 from datetime import datetime
+from typing import Any, Literal, overload
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from roost.hub import contract, desired, rollout
@@ -162,6 +163,10 @@ class DeploymentStore(FleetStore):
         (:data:`roost.recipe.resolve.BUILTINS`) are satisfied by every agent and are not among the
         dependencies; another ``aws.greengrass.*`` name nobody published is ``AWS_COMPONENT_UNAVAILABLE``.
         """
+        if not any(_declares_dependencies(recipe) for recipe in s.scalars(select(Component.recipe).where(
+                tuple_(Component.name, Component.version).in_(sorted(roots.items()))))):
+            # No root names a dependency: nothing to resolve (the roots themselves were checked above).
+            return {}
         available: dict[str, list[Recipe]] = {}
         frontier = sorted(roots)
         while frontier:
@@ -195,8 +200,16 @@ class DeploymentStore(FleetStore):
         logger.info("deployment %s to %s: %d devices", deployment_id, req.target, info.counts["total"])
         return info
 
+    @overload
     def _create_deployment(self, s: Session, req: DeploymentCreate, kind: str, target_name: str, deployment_id: str,
-                           now: datetime) -> contract.Deployment:
+                           now: datetime) -> contract.Deployment: ...
+
+    @overload
+    def _create_deployment(self, s: Session, req: DeploymentCreate, kind: str, target_name: str, deployment_id: str,
+                           now: datetime, *, info: Literal[False]) -> None: ...
+
+    def _create_deployment(self, s: Session, req: DeploymentCreate, kind: str, target_name: str, deployment_id: str,
+                           now: datetime, *, info: bool = True) -> contract.Deployment | None:
         """Create the deployment in ``s`` (the caller's transaction): see :meth:`create_deployment`.
 
         ``kind`` may also be ``replicas`` (:data:`REPLICAS_TARGET`): the cluster's replicas on one node,
@@ -251,7 +264,7 @@ class DeploymentStore(FleetStore):
                 {"deployment_id": deployment_id, "device_id": i, "status": DeviceDeploymentStatus.QUEUED,
                  "released_at": now if i in released else None, "updated_at": now} for i in device_ids])
         desired.mark_changed(s, released, seq)
-        return self._deployment_info(s, deployment, with_devices=True)
+        return self._deployment_info(s, deployment, with_devices=True) if info else None
 
     def get_deployment(self, deployment_id: str) -> contract.Deployment:
         """A deployment by id or unique id prefix (timeouts and the abort rule applied)."""
@@ -302,6 +315,11 @@ class DeploymentStore(FleetStore):
                                        code="DEPLOYMENT_FINISHED")
             return self._deployment_info(s, d, with_devices=True)
         return self._write(run)
+
+
+def _declares_dependencies(recipe: dict[str, Any]) -> bool:
+    """Whether a stored recipe (Greengrass JSON, keys in any case) lists ComponentDependencies."""
+    return any(key.lower() == "componentdependencies" and value for key, value in recipe.items())
 
 
 def _update_policy(action: str, timeout_seconds: int) -> contract.ComponentUpdatePolicy:
