@@ -325,15 +325,17 @@ class ClusterStore(DeploymentStore):
 
     def _free_slot(self, s: Session, spec: ServiceType, tier: Tier) -> ReplicaRow | None:
         """The replica of ``spec`` in ``tier`` with a free slot: ready before starting, fullest first."""
-        active = (select(func.count(ClusterSessionRow.id))
-                  .where(ClusterSessionRow.replica_id == ReplicaRow.id,
-                         ClusterSessionRow.status == SessionStatus.ACTIVE).correlate(ReplicaRow).scalar_subquery())
-        row = s.execute(select(ReplicaRow, active).where(
-            ReplicaRow.service_type == spec.name, ReplicaRow.tier == tier, ReplicaRow.status.in_(LIVE),
-            active < ReplicaRow.capacity)
+        active = func.count(ClusterSessionRow.id)
+        row = s.execute(
+            select(ReplicaRow.id)
+            .outerjoin(ClusterSessionRow, (ClusterSessionRow.replica_id == ReplicaRow.id)
+                       & (ClusterSessionRow.status == SessionStatus.ACTIVE))
+            .where(ReplicaRow.service_type == spec.name, ReplicaRow.tier == tier, ReplicaRow.status.in_(LIVE))
+            .group_by(ReplicaRow.id, ReplicaRow.status, ReplicaRow.capacity, ReplicaRow.created_at)
+            .having(active < ReplicaRow.capacity)
             .order_by((ReplicaRow.status == ReplicaStatus.READY).desc(), active.desc(), ReplicaRow.created_at,
                       ReplicaRow.id).limit(1)).first()
-        return row[0] if row is not None else None
+        return s.get(ReplicaRow, row[0]) if row is not None else None
 
     def _views(self, s: Session, tier: Tier, now: datetime) -> list[NodeView]:
         rows = s.execute(select(NodeRow.device_id, Device.name, Device.labels, Device.last_seen_at,
