@@ -366,7 +366,8 @@ CODES: dict[str, dict[str, str]] = {
     },
     "roost.cluster (edge clusters: admission, replicas, streaming sessions)": {
         "CLUSTER_ERROR": "Base code of an edge-cluster failure.",
-        "SERVICE_TYPE_NOT_FOUND": "No cluster service type of that name is applied (`roost cluster service-type apply`).",
+        "SERVICE_TYPE_NOT_FOUND": "No cluster service type of that name is applied "
+                                  "(`roost cluster service-type apply`).",
         "SERVICE_TYPE_INVALID": "A service type definition is malformed; the message names the field.",
         "SERVICE_UNSCHEDULABLE": "No node of any tier could ever run the service type (requests or required affinity).",
         "CLUSTER_FULL": "Neither the edge nor the centre has room for a replica now; retry later (503).",
@@ -382,8 +383,10 @@ CODES: dict[str, dict[str, str]] = {
         "KUBERNETES_FORBIDDEN": "The Kubernetes API refused the call (403): the hub's service account lacks a verb; "
                                 "apply deploy/kubernetes/rbac.yaml.",
         "KUBERNETES_UNAUTHORIZED": "The Kubernetes API refused the credentials (401); renew the token or kubeconfig.",
-        "KUBERNETES_NOT_FOUND": "The Kubernetes API has no such object (404), most often: the namespace does not exist.",
-        "KUBERNETES_UNAVAILABLE": "The Kubernetes API server cannot be reached or is overloaded (429/5xx); retry (503).",
+        "KUBERNETES_NOT_FOUND": "The Kubernetes API has no such object (404), most often: the namespace does not "
+                                "exist.",
+        "KUBERNETES_UNAVAILABLE": "The Kubernetes API server cannot be reached or is overloaded (429/5xx); retry "
+                                  "(503).",
         "KUBERNETES_CONFLICT": "Another writer kept changing the Deployment while Roost scaled it; retry.",
     },
 }

@@ -339,7 +339,8 @@ class FakeKube:
                                                    {"type": "Ready", "status": "True"}]
                     del self._ready_at[(pns, pod_name)]
                     changed = True
-            owned = [p for (pns, _), p in self.pods.items() if pns == ns and p["metadata"].get("ownerDeployment") == name]
+            owned = [p for (pns, _), p in self.pods.items()
+                     if pns == ns and p["metadata"].get("ownerDeployment") == name]
             available = sum(1 for p in owned if any(c["type"] == "Ready" and c["status"] == "True"
                                                     for c in p["status"].get("conditions") or []))
             status = {"observedGeneration": dep["metadata"].get("generation", 1), "replicas": len(owned),
@@ -365,15 +366,16 @@ class FakeKube:
         meta = dep["metadata"]
         return {"kind": "Scale", "apiVersion": "autoscaling/v1",
                 "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
-                             "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+                             "resourceVersion": meta["resourceVersion"],
+                             "creationTimestamp": meta["creationTimestamp"]},
                 "spec": {"replicas": dep["spec"].get("replicas", 0)},
                 "status": {"replicas": (dep.get("status") or {}).get("replicas", 0),
                            "selector": ",".join(f"{k}={v}" for k, v in dep["spec"]["selector"]["matchLabels"].items())}}
 
     def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         """(status, JSON body) for one request; raises :class:`ApiError`."""
-        for m, prefix in self.forbidden:
-            if m == method and path.startswith(prefix):
+        for verb, prefix in self.forbidden:
+            if verb == method and path.startswith(prefix):
                 raise ApiError(403, "Forbidden", f'{path} is forbidden: User "system:serviceaccount:roost:roost-hub" '
                                                  f"cannot {method.lower()} this resource")
         if path == "/api/v1/nodes" and method == "GET":

@@ -214,7 +214,7 @@ async def test_the_endpoint_uses_the_node_address_callback(fake: FakeKube) -> No
 async def test_rbac_refusals_are_kubernetes_forbidden(fake: FakeKube, backend: KubernetesBackend) -> None:
     fake.add_node("xavier-1", {"machine": "xavier"}, memory="7Gi")
     fake.forbid("PUT", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/roost-scalar/scale")
-    with pytest.raises(KubernetesForbiddenError, match="403.*rbac.yaml") as caught:
+    with pytest.raises(KubernetesForbiddenError, match=r"403.*rbac\.yaml") as caught:
         await backend.admit(SCALAR, wait_seconds=5)
     assert caught.value.code == "KUBERNETES_FORBIDDEN"
     fake.forbid("GET", "/api/v1/nodes")
