@@ -161,7 +161,8 @@ class FakeKube:
         self._closing = False
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._threads = [threading.Thread(target=self._server.serve_forever, name="fake-kube-http", daemon=True),
+        self._threads = [threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-kube-http",
+                                         daemon=True),
                          threading.Thread(target=self._controller, name="fake-kube-controller", daemon=True)]
 
     # -- life -----------------------------------------------------------------------------------------
@@ -474,6 +475,7 @@ class FakeKube:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed ACK
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

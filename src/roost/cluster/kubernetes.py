@@ -10,9 +10,10 @@ NodePort Service of the same name, in one namespace. :meth:`KubernetesBackend.ad
    (nodes labelled ``roost.io/tier=centre`` are the centre tier, which the hub offloads to). No edge node
    has room: ``CLUSTER_FULL``; no node could ever run it: ``SERVICE_UNSCHEDULABLE``; ``maxReplicas``
    reached: ``CLUSTER_FULL``;
-3. scale +1 through the scale subresource, carrying the Deployment's ``resourceVersion`` so that a
-   concurrent writer elsewhere makes the update fail with 409 (re-read and retried); admissions through
-   one backend are serialised by an :class:`asyncio.Lock` (held for steps 2-3, not while waiting);
+3. scale +1 through the scale subresource, carrying the ``resourceVersion`` of the Deployment as read
+   before step 2, so that a concurrent writer elsewhere (another hub) makes the update fail with 409 and
+   steps 2-3 are done again; admissions through one backend are serialised by an :class:`asyncio.Lock`
+   (held for steps 2-3, not while waiting);
 4. wait for readiness by *watching* the Deployment (``status.availableReplicas >= desired``), never by
    polling; the pods' readiness probe (``GET /healthz``) answers 200 only once the replica's model answered
    its self-test. A timeout: ``REPLICA_NOT_READY`` (naming why the pods are not ready), and the replica
@@ -532,9 +533,12 @@ class KubernetesBackend:
                 out.append(self._dict(self._call(f"read {what}", read, name, self.namespace)))
         return out[0], out[1]
 
-    def _scale(self, service: ServiceType, delta: int, floor: int, ceiling: int) -> tuple[int, str] | None:
-        """Scale the Deployment by ``delta`` within [floor, ceiling], with its resourceVersion; 409 re-read
-        and retried. (replicas now, resourceVersion after), or ``None`` when the bound stops it (blocking)."""
+    def _scale(self, service: ServiceType, delta: int, floor: int, ceiling: int,
+               check: Callable[[], None] | None = None) -> tuple[int, str] | None:
+        """Scale the Deployment by ``delta`` within [floor, ceiling], with the resourceVersion read before
+        ``check`` ran (it raises when there is no room): a writer in between (another hub's admission) makes
+        the update fail with 409, and the read, the check and the update are done again. (replicas now,
+        resourceVersion after), or ``None`` when the bound stops it (blocking)."""
         from kubernetes import client
 
         name = deployment_name(service)
@@ -546,6 +550,8 @@ class KubernetesBackend:
             target = current + delta
             if target > ceiling or target < floor:
                 return None
+            if check is not None:
+                check()
             body = client.V1Scale(
                 metadata=client.V1ObjectMeta(name=name, namespace=self.namespace,
                                              resource_version=(dep.get("metadata") or {}).get("resourceVersion")),
@@ -639,14 +645,8 @@ class KubernetesBackend:
         deadline = time.monotonic() + wait_seconds
         async with self._lock:
             _, svc = await asyncio.to_thread(self._ensure, service)
-            nodes = await asyncio.to_thread(self.capacity_view)
-            why = explain_unschedulable(service, nodes)
-            if why is not None:
-                raise UnschedulableError(f"service type {service.name}: {why}")
-            if not candidates(service, nodes, "edge"):
-                raise ClusterFullError(f"service type {service.name}: no edge node of the Kubernetes cluster has "
-                                       "room for another replica now")
-            scaled = await asyncio.to_thread(self._scale, service, +1, 0, service.max_replicas)
+            scaled = await asyncio.to_thread(self._scale, service, +1, 0, service.max_replicas,
+                                             lambda: self._check_room(service))
             if scaled is None:
                 raise ClusterFullError(f"service type {service.name}: maxReplicas ({service.max_replicas}) "
                                        "replicas run already")
@@ -658,6 +658,16 @@ class KubernetesBackend:
             await self._give_back(service)
             raise
         return KubeReplica(deployment_name(service), desired, node_port, endpoint, node, pod)
+
+    def _check_room(self, service: ServiceType) -> None:
+        """Raise unless an edge node has room for one more replica of ``service`` now (blocking)."""
+        nodes = self.capacity_view()
+        why = explain_unschedulable(service, nodes)
+        if why is not None:
+            raise UnschedulableError(f"service type {service.name}: {why}")
+        if not candidates(service, nodes, "edge"):
+            raise ClusterFullError(f"service type {service.name}: no edge node of the Kubernetes cluster has "
+                                   "room for another replica now")
 
     async def _give_back(self, service: ServiceType) -> None:
         try:
