@@ -327,3 +327,12 @@ def test_in_cluster_outside_a_pod_is_refused(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_the_shipped_requests_are_the_originals() -> None:
     assert SCALAR.memory_request == memory_bytes("3417969Ki") and IMAGE_TYPE.memory_request == memory_bytes("4394531Ki")
+
+
+@pytest.mark.parametrize("wait", [0, -1, float("nan"), 1e9])
+async def test_a_bad_wait_is_refused(backend: KubernetesBackend, wait: float) -> None:
+    from roost.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="wait_seconds") as caught:
+        await backend.admit(SCALAR, wait_seconds=wait)
+    assert caught.value.code == "INVALID_ARGUMENT"

@@ -60,6 +60,7 @@ from roost.cluster.errors import (
 from roost.cluster.placement import NodeView, Tier, candidates, choose, explain_unschedulable
 from roost.cluster.quantity import cpu_millis, memory_bytes
 from roost.cluster.service_types import ServiceType
+from roost.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -640,8 +641,8 @@ class KubernetesBackend:
     # -- admission ------------------------------------------------------------------------------------
     async def admit(self, service: ServiceType, wait_seconds: float) -> KubeReplica:
         """One more replica of ``service``, ready; see the module's docstring for the steps and errors."""
-        if not wait_seconds > 0:
-            raise ReplicaNotReadyError(f"wait_seconds must be positive, not {wait_seconds}")
+        if not 0 < wait_seconds <= 3600:
+            raise InvalidInputError(f"wait_seconds must be in (0, 3600], not {wait_seconds}", code="INVALID_ARGUMENT")
         deadline = time.monotonic() + wait_seconds
         async with self._lock:
             _, svc = await asyncio.to_thread(self._ensure, service)
