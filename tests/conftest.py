@@ -80,15 +80,20 @@ def _mktemp_searchable(self: pytest.TempPathFactory, basename: str, numbered: bo
 pytest.TempPathFactory.mktemp = _mktemp_searchable  # type: ignore[method-assign]
 
 
-def require_service(name: str, available: bool, why: str) -> None:
+def require_service(name: str, available: bool, why: str, *, optional: bool = False) -> None:
     """Skip when a machine service is absent, except in CI (ROOST_REQUIRE_SERVICES=1).
 
     The one gate: every skip of the suite goes through it (tests/layout/test_skips.py checks), so
     nothing vanishes silently where everything is required. Usable at module level too.
+
+    ``optional=True`` is for a service that no machine of this project (a developer's or CI's) ever has,
+    which a person brings along by hand: a real Kubernetes cluster (``KUBECONFIG``). Such a test skips even
+    under ROOST_REQUIRE_SERVICES=1; tests/layout/test_skips.py allows it only in the files of its
+    ``OPTIONAL_SERVICES``.
     """
     if available:
         return
-    if os.environ.get("ROOST_REQUIRE_SERVICES") == "1":
+    if os.environ.get("ROOST_REQUIRE_SERVICES") == "1" and not optional:
         pytest.fail(f"{name} is required here (ROOST_REQUIRE_SERVICES=1) but {why}", pytrace=False)
     pytest.skip(f"{name} not available: {why}", allow_module_level=True)
 

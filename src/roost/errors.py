@@ -27,6 +27,12 @@ that every class is drawn here::
     ├── AgentNotRunningError               AGENT_NOT_RUNNING          cli.local
     ├── ClusterError                       CLUSTER_ERROR              cluster.errors
     │   ├── ClusterFullError               CLUSTER_FULL               cluster.errors  retry
+    │   ├── KubernetesError                KUBERNETES_API_ERROR       cluster.errors
+    │   │   ├── KubernetesConfigError      KUBERNETES_CONFIG_INVALID  cluster.errors           also InvalidInputError
+    │   │   ├── KubernetesConflictError    KUBERNETES_CONFLICT        cluster.errors  retry    also ConflictError
+    │   │   ├── KubernetesForbiddenError   KUBERNETES_FORBIDDEN       cluster.errors
+    │   │   ├── KubernetesNotFoundError    KUBERNETES_NOT_FOUND       cluster.errors           also NotFoundError
+    │   │   └── KubernetesUnavailableError KUBERNETES_UNAVAILABLE     cluster.errors  retry
     │   ├── NodeConflictError              NODE_CONFLICT              cluster.errors           also ConflictError
     │   ├── QuantityError                  QUANTITY_INVALID           cluster.errors           also InvalidInputError
     │   ├── ReplicaNotReadyError           REPLICA_NOT_READY          cluster.errors  retry
@@ -361,7 +367,8 @@ CODES: dict[str, dict[str, str]] = {
     },
     "roost.cluster (edge clusters: admission, replicas, streaming sessions)": {
         "CLUSTER_ERROR": "Base code of an edge-cluster failure.",
-        "SERVICE_TYPE_NOT_FOUND": "No cluster service type of that name is applied (roost cluster service-type apply).",
+        "SERVICE_TYPE_NOT_FOUND": "No cluster service type of that name is applied "
+                                  "(`roost cluster service-type apply`).",
         "SERVICE_TYPE_INVALID": "A service type definition is malformed; the message names the field.",
         "SERVICE_UNSCHEDULABLE": "No node of any tier could ever run the service type (its requests or affinity).",
         "CLUSTER_FULL": "Neither the edge nor the centre has room for a replica now; retry later (503).",
@@ -370,6 +377,18 @@ CODES: dict[str, dict[str, str]] = {
         "SESSION_TOKEN_INVALID": "A session token is malformed, expired or not signed by the hub the replica trusts.",
         "QUANTITY_INVALID": "A resource quantity (16Gi, 500m, memory=16Gi,cpu=8) is malformed.",
         "NODE_CONFLICT": "A cluster node's state forbids the operation.",
+        "KUBERNETES_API_ERROR": "The Kubernetes API server answered an error no more specific code describes; the "
+                                "message names the call, the status and the API's message.",
+        "KUBERNETES_CONFIG_INVALID": "The Kubernetes backend's configuration is unusable (kubeconfig, in-cluster "
+                                     "account, namespace or image).",
+        "KUBERNETES_FORBIDDEN": "The Kubernetes API refused the call (403): the hub's service account lacks a verb; "
+                                "apply deploy/kubernetes/rbac.yaml.",
+        "KUBERNETES_UNAUTHORIZED": "The Kubernetes API refused the credentials (401); renew the token or kubeconfig.",
+        "KUBERNETES_NOT_FOUND": "The Kubernetes API has no such object (404), most often: the namespace does not "
+                                "exist.",
+        "KUBERNETES_UNAVAILABLE": "The Kubernetes API server cannot be reached or is overloaded (429/5xx); retry "
+                                  "(503).",
+        "KUBERNETES_CONFLICT": "Another writer kept changing the Deployment while Roost scaled it; retry.",
     },
 }
 

@@ -18,6 +18,11 @@ GATE = ("conftest.py", "require_service")
 #: Files not yet moved to the gate, each with its owner: the test fails once one is clean (remove it then).
 NOT_YET: dict[str, str] = {}
 SKIPS = {"skip", "importorskip", "skipif", "xfail"}
+#: The only files whose ``require_service(..., optional=True)`` skips even where everything is required,
+#: each with the service no machine of the project has.
+OPTIONAL_SERVICES: dict[str, str] = {
+    "cluster/test_kubernetes_real.py": "a real Kubernetes cluster (KUBECONFIG): no API server runs here or in CI",
+}
 
 
 def _skips(path: Path) -> list[tuple[int, str]]:
@@ -82,3 +87,33 @@ def test_the_gate_skips_or_fails(monkeypatch: pytest.MonkeyPatch) -> None:
         require_module("no_such_module_roost")
     with pytest.raises(pytest.fail.Exception, match="seed-data"):
         require_seed_data("no-such-file")
+
+
+def _optional_uses(path: Path) -> list[int]:
+    """Lines of ``require_service(..., optional=<anything but False>)`` calls in ``path``."""
+    lines: list[int] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if name == "require_service" and any(
+                    k.arg == "optional" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                    for k in node.keywords):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_optional_services_are_only_where_allowed() -> None:
+    uses = {path.relative_to(TESTS).as_posix(): _optional_uses(path) for path in sorted(TESTS.rglob("*.py"))
+            if path.relative_to(TESTS).as_posix() != "layout/test_skips.py"}
+    assert sorted(rel for rel, lines in uses.items() if lines and rel not in OPTIONAL_SERVICES) == []
+    assert sorted(rel for rel in OPTIONAL_SERVICES if not uses.get(rel)) == [], "unused: remove from OPTIONAL_SERVICES"
+
+
+def test_an_optional_service_skips_even_where_everything_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROOST_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.skip.Exception, match="x not available: gone"):
+        require_service("x", False, "gone", optional=True)
+    with pytest.raises(pytest.fail.Exception, match="x is required here"):
+        require_service("x", False, "gone", optional=False)
+    require_service("x", True, "never said", optional=True)

@@ -12,6 +12,9 @@ The map (one concept per module):
   score by preferred weights and least allocation, deterministic tie-break. Pure; no I/O.
 - :mod:`~roost.cluster.tokens` — session tokens the hub signs (Ed25519) and replicas verify.
 - :mod:`~roost.cluster.errors` — the cluster's error classes and codes.
+- :mod:`~roost.cluster.kubernetes` — the Kubernetes backend: service types as Deployments + NodePort
+  Services, capacity from the nodes' allocatable minus pod requests, scale-up watched until ready
+  (``kubernetes`` imported lazily; docs/kubernetes.md).
 
 The hub's side (admission, the centre tier, the replica monitor) lives in :mod:`roost.hub.cluster`;
 replicas and the streaming protocol in :mod:`roost.cluster.replica` and :mod:`roost.cluster.protocol`.

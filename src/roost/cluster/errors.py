@@ -70,3 +70,43 @@ class NodeConflictError(ClusterError, ConflictError):
     """A node's state forbids the operation (it has replicas, it is revoked)."""
 
     code = "NODE_CONFLICT"
+
+
+class KubernetesError(ClusterError):
+    """Base class of the Kubernetes backend's errors: the API server answered with an error that no more
+    specific class describes (the message names the call, the status and the API's own message)."""
+
+    code = "KUBERNETES_API_ERROR"
+
+
+class KubernetesConfigError(KubernetesError, InvalidInputError):
+    """The backend's configuration is unusable: a kubeconfig that does not load, no in-cluster service
+    account, a namespace or image that is not well-formed."""
+
+    code = "KUBERNETES_CONFIG_INVALID"
+
+
+class KubernetesForbiddenError(KubernetesError):
+    """The API server refused the call (403: the service account's RBAC lacks a verb; 401 with code
+    ``KUBERNETES_UNAUTHORIZED``: the credentials were refused). Retrying will not help; fix the RBAC
+    (``deploy/kubernetes/rbac.yaml``) or the credentials."""
+
+    code = "KUBERNETES_FORBIDDEN"
+
+
+class KubernetesNotFoundError(KubernetesError, NotFoundError):
+    """The API server has no such object (404): most often the backend's namespace does not exist."""
+
+    code = "KUBERNETES_NOT_FOUND"
+
+
+class KubernetesUnavailableError(Retryable, KubernetesError):
+    """The API server cannot be reached (connection refused, timeout, TLS failure) or answered 429/5xx."""
+
+    code = "KUBERNETES_UNAVAILABLE"
+
+
+class KubernetesConflictError(Retryable, KubernetesError, ConflictError):
+    """Another writer kept changing the Deployment while the backend scaled it (409 on every retry)."""
+
+    code = "KUBERNETES_CONFLICT"
