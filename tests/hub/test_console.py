@@ -92,7 +92,7 @@ def browser(hub: HubServer) -> httpx.Client:
 def page_routes(fleet: Fleet | None = None) -> list[str]:
     dep = fleet.deployment_id if fleet else str(uuid.uuid4())
     return ["/console", "/console/", "/console/devices", "/console/devices/edge-01", "/console/components",
-            "/console/deployments", f"/console/deployments/{dep}"]
+            "/console/deployments", f"/console/deployments/{dep}", "/console/cluster"]
 
 
 # -- auth ------------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_every_page_redirects_to_sign_in_without_a_session(hub_server: HubServer
             assert r.status_code == 303, path
             location = r.headers["location"]
             assert location.startswith("/console/login") or location == "/console/devices", (path, location)
-            if path.startswith("/console/d") and path != "/console/devices":
+            if path.startswith(("/console/d", "/console/cluster")) and path != "/console/devices":
                 assert location == "/console/login?next=" + path.replace("/", "%2F"), location
         # Following the chain always lands on the sign-in form.
         r = client.get("/console/deployments", follow_redirects=True)

@@ -1,8 +1,9 @@
 """The web console end to end in headless Chromium (Debian's ``chromium`` driven by Playwright).
 
 A real hub (uvicorn) holds a small fleet created through the REST API (``seed``); the browser signs
-in, walks every page and signs out, taking screenshots into the test's tmp dir. The devices page
-screenshot is also copied to ``docs/console-devices.png`` when that file is missing or
+in, walks every page (the Cluster page over records made by ``seed_cluster``) and signs out, taking
+screenshots into the test's tmp dir. The devices and cluster page screenshots are also copied to
+``docs/console-devices.png`` and ``docs/console-cluster.png`` when those files are missing or
 ``ROOST_UPDATE_SCREENSHOTS=1`` (so ordinary runs leave the working tree alone).
 
 Skipped when Chromium or Playwright is missing, unless ``ROOST_REQUIRE_SERVICES=1``.
@@ -22,11 +23,13 @@ import pytest
 from tests.conftest import REPO, require_service
 from tests.hub.conftest import HubServer
 from tests.hub.test_console import seed
+from tests.hub.test_console_cluster import XSS_LABEL, replica_status_server, seed_cluster
 
 CHROMIUM = Path(os.environ.get("ROOST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 DOCS_SCREENSHOT = REPO / "docs" / "console-devices.png"
+DOCS_CLUSTER_SCREENSHOT = REPO / "docs" / "console-cluster.png"
 
 
 @pytest.fixture
@@ -57,6 +60,10 @@ def test_console_in_chromium(hub_server: HubServer, chromium: Any, tmp_path: Pat
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+
+    def keep_shot(png: Path, docs: Path) -> None:
+        if not docs.exists() or os.environ.get("ROOST_UPDATE_SCREENSHOTS") == "1":
+            shutil.copyfile(png, docs)
 
     def shot(name: str) -> Path:
         path = tmp_path / f"console-{name}.png"
@@ -93,9 +100,7 @@ def test_console_in_chromium(hub_server: HubServer, chromium: Any, tmp_path: Pat
     expect(row).to_contain_text("line-a")
     expect(rows.filter(has_text="edge-03")).to_contain_text("note=<script>alert('x')</script>")  # shown as text
     expect(rows.filter(has_text="edge-04")).to_contain_text("REVOKED")
-    devices_png = shot("devices")
-    if not DOCS_SCREENSHOT.exists() or os.environ.get("ROOST_UPDATE_SCREENSHOTS") == "1":
-        shutil.copyfile(devices_png, DOCS_SCREENSHOT)
+    keep_shot(shot("devices"), DOCS_SCREENSHOT)
 
     # A device: its component states and its deployments.
     page.get_by_role("link", name="edge-02", exact=True).click()
@@ -129,6 +134,39 @@ def test_console_in_chromium(hub_server: HubServer, chromium: Any, tmp_path: Pat
     expect(wine).to_contain_text("1.1.0")
     expect(wine).to_contain_text("1.0.0")
     shot("components")
+
+    # The cluster: nodes by tier with capacity bars, service types, replicas, sessions and the offload counts.
+    with replica_status_server() as port:
+        made = seed_cluster(hub_server.store, port)
+        page.get_by_role("link", name="Cluster").click()
+        expect(page).to_have_url(f"{hub_server.url}/console/cluster")
+        expect(page.get_by_role("heading", name="Cluster", exact=True)).to_be_visible()
+        expect(page.locator("#session-summary")).to_have_text("3 sessions: 2 at the edge, 1 offloaded to the centre")
+        expect(page.locator("#nodes-edge tbody tr")).to_have_count(3)
+        expect(page.locator("#nodes-centre tbody tr")).to_have_count(1)
+        xavier = page.locator("#nodes-edge tbody tr").filter(has_text="xavier-1")
+        expect(xavier.locator("td.memory")).to_contain_text("6.5 GiB of 8.0 GiB")
+        expect(xavier.locator("td.memory")).to_contain_text("measured 15.5 GiB")
+        memory_bar = xavier.locator("td.memory .bar")
+        expect(memory_bar).to_have_attribute("aria-label", "memory: 6.5 GiB of 8.0 GiB requested (81 %)")
+        whole, filled = memory_bar.bounding_box(), memory_bar.locator(".seg").bounding_box()
+        assert whole is not None and filled is not None
+        assert 0.78 < filled["width"] / whole["width"] < 0.86  # the CSS sized the bar (w-82)
+        nano = page.locator("#nodes-edge tbody tr").filter(has_text="nano-1")
+        expect(nano).to_contain_text("OFFLINE")
+        expect(nano).to_contain_text(f"note={XSS_LABEL}")  # shown as text
+        expect(page.locator("#replicas tbody tr").filter(has_text=made.failed_replica[:8])).to_contain_text("FAILED")
+        expect(page.locator("#live-sessions tbody tr").filter(has_text=made.live_centre[:8])).to_contain_text(
+            "offloaded")
+        expect(page.locator("#ended-sessions tbody tr")).to_have_count(2)
+        keep_shot(shot("cluster"), DOCS_CLUSTER_SCREENSHOT)
+        page.get_by_role("link", name="xavier-1").first.click()  # a node's name leads to its device page
+        expect(page.get_by_role("heading", name="xavier-1")).to_be_visible()
+        page.set_viewport_size({"width": 390, "height": 800})
+        page.get_by_role("link", name="Cluster").click()
+        expect(page.locator("#replicas thead")).to_be_hidden()
+        shot("cluster-mobile")
+        page.set_viewport_size({"width": 1280, "height": 760})
 
     # Narrow screens get stacked rows.
     page.set_viewport_size({"width": 390, "height": 800})

@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.concurrency import run_in_threadpool
 
 from roost import __version__
+from roost.hub.console import cluster as cluster_view
 from roost.hub.console import sessions, views
 from roost.hub.errors import AuthenticationError, HubNotFoundError, InvalidNameError
 from roost.hub.store import Store
@@ -44,7 +45,7 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Environment(loader=PackageLoader("roost.hub.console", "templates"), autoescape=True,
                         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 templates.filters.update(iso=views.iso, size=views.size, short=views.short, tone=views.tone)
-templates.globals.update(ago=views.ago, version=__version__)
+templates.globals.update(ago=views.ago, version=__version__, replica_since=cluster_view.replica_since)
 
 
 class SignInRequired(Exception):
@@ -237,6 +238,21 @@ async def deployment(deployment_id: str, request: Request, store: StoreDep, sess
     info = await call(store.get_deployment, deployment_id)
     return render(request, store, "deployment.html", session=session, deployment=info,
                   progress=views.progress(info))
+
+
+def _cluster_page(store: Store) -> cluster_view.ClusterPage:
+    """The cluster's records, read for one page (each list is bounded)."""
+    live = store.list_sessions(active_only=True, limit=cluster_view.LIVE_SHOWN)
+    recent = store.list_sessions(limit=len(live) + 4 * cluster_view.ENDED_SHOWN)
+    return cluster_view.cluster_page(store.list_nodes(), store.list_service_types(), store.list_replicas(), live,
+                                     recent)
+
+
+@router.get("/cluster", response_class=HTMLResponse)
+async def cluster(request: Request, store: StoreDep, session: SessionDep) -> HTMLResponse:
+    page = await call(_cluster_page, store)
+    hub_url = f"{request.url.scheme}://{request.url.netloc}"
+    return render(request, store, "cluster.html", session=session, cluster=page, hub_url=hub_url)
 
 
 # -- error handlers ------------------------------------------------------------------------------

@@ -23,7 +23,9 @@ SEGMENTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 #: Status word → badge colour class.
 TONES = {
     "ONLINE": "ok", "HEALTHY": "ok", "SUCCEEDED": "ok", "COMPLETED": "ok", "RUNNING": "ok", "FINISHED": "ok",
+    "READY": "ok",
     "OFFLINE": "off", "UNKNOWN": "off", "CANCELED": "off", "SUPERSEDED": "off", "NEW": "off", "INSTALLED": "off",
+    "ENDED": "off",
     "REVOKED": "bad", "UNHEALTHY": "bad", "FAILED": "bad", "ROLLED_BACK": "bad", "TIMED_OUT": "bad",
     "ABORTED": "bad", "ERRORED": "bad", "BROKEN": "bad",
     "IN_PROGRESS": "busy", "ACTIVE": "busy", "STARTING": "busy", "STOPPING": "busy",
