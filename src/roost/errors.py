@@ -368,7 +368,7 @@ CODES: dict[str, dict[str, str]] = {
     "roost.cluster (edge clusters: admission, replicas, streaming sessions)": {
         "CLUSTER_ERROR": "Base code of an edge-cluster failure.",
         "SERVICE_TYPE_NOT_FOUND": "No cluster service type of that name is applied "
-                                  "(`roost cluster service-type apply`).",
+                                  "(roost cluster service-type apply).",
         "SERVICE_TYPE_INVALID": "A service type definition is malformed; the message names the field.",
         "SERVICE_UNSCHEDULABLE": "No node of any tier could ever run the service type (its requests or affinity).",
         "CLUSTER_FULL": "Neither the edge nor the centre has room for a replica now; retry later (503).",

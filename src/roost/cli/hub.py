@@ -111,6 +111,17 @@ def serve(root: HubRootOpt, db: DbOpt = None,
                                                           help="Largest artifact file accepted.")]
           = 1024 * 1024 * 1024,
           log_level: Annotated[str, typer.Option("--log-level")] = "info",
+          backend: Annotated[str, typer.Option("--backend", help="Where the cluster's edge replicas run: agents "
+                                                                 "(Roost's own nodes) or kubernetes.")] = "agents",
+          kube_namespace: Annotated[str, typer.Option("--kube-namespace", help="Namespace of the kubernetes "
+                                                                               "backend's Deployments.")] = "roost",
+          replica_image: Annotated[str | None, typer.Option("--replica-image", help="Image the kubernetes "
+                                                                                    "backend's replicas run.")]
+          = None,
+          kubeconfig: Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig of the kubernetes backend "
+                                                                              "(default: in-cluster, else "
+                                                                              "~/.kube/config).")] = None,
+          kube_context: Annotated[str | None, typer.Option("--kube-context")] = None,
           as_json: JsonOpt = False) -> None:
     """Serve the hub's REST API (migrates the database first)."""
     import os
@@ -125,7 +136,12 @@ def serve(root: HubRootOpt, db: DbOpt = None,
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = HubConfig(root=root.expanduser().resolve(), db_url=db,
                        artifacts_dir=artifacts.expanduser().resolve() if artifacts else None,
-                       max_artifact_bytes=max_artifact_bytes)
+                       max_artifact_bytes=max_artifact_bytes, cluster_backend=backend, kube_namespace=kube_namespace,
+                       replica_image=replica_image, kubeconfig=kubeconfig, kube_context=kube_context)
+    if backend not in ("agents", "kubernetes"):
+        raise InvalidInputError(f"--backend {backend!r}: use agents or kubernetes", code="INVALID_ARGUMENT")
+    if backend == "kubernetes" and not replica_image:
+        raise InvalidInputError("--backend kubernetes needs --replica-image", code="INVALID_ARGUMENT")
     config.root.mkdir(parents=True, exist_ok=True)
     database = Database(config.database_url)
     try:

@@ -22,13 +22,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from roost.cluster.addresses import url_host
-from roost.cluster.errors import ClusterError, ReplicaNotReadyError
+from roost.cluster.errors import ClusterError, ClusterFullError, ReplicaNotReadyError, UnschedulableError
 from roost.cluster.tokens import TokenSigner
 from roost.hub.contract.cluster import ClusterSession, ReplicaStatus, SessionCreate
 
 if TYPE_CHECKING:
     import httpx
 
+    from roost.cluster.kubernetes import KubernetesBackend
     from roost.hub.store import Store
     from roost.hub.store.cluster import Admitted
 
@@ -36,14 +37,18 @@ logger = logging.getLogger(__name__)
 
 #: How long a session token is valid (a session may stream for a day).
 SESSION_TTL = 86400.0
+#: The ``node`` of a session on the Kubernetes backend starts with this.
+KUBE_NODE_PREFIX = "kubernetes:"
 #: Component states that mean the replica will not become ready.
 DEAD_STATES = ("ERRORED", "BROKEN", "FINISHED")
 
 
 class Admission:
     def __init__(self, store: Store, signer: TokenSigner, *, wake: Callable[[], Awaitable[None]] | None = None,
-                 poll: float = 0.02, health_every: float = 0.25) -> None:
+                 poll: float = 0.02, health_every: float = 0.25, kube: KubernetesBackend | None = None) -> None:
         self.store = store
+        #: With the Kubernetes backend, edge replicas run there (the centre tier stays on agents).
+        self.kube = kube
         self.signer = signer
         self.public_key = signer.public_key()
         self.wake = wake
@@ -66,8 +71,24 @@ class Admission:
 
     async def admit(self, req: SessionCreate, *, legacy: bool = False) -> ClusterSession:
         started = time.monotonic()
-        admitted = await asyncio.to_thread(self.store.admit, req.type, req.client_id, req.tier, self.public_key,
-                                           legacy=legacy)
+        offloading_from_kubernetes = False
+        if self.kube is not None and req.tier in (None, "edge"):
+            try:
+                return await self._admit_kubernetes(req, legacy, started)
+            except ClusterFullError:
+                if req.tier == "edge":
+                    raise
+                req = req.model_copy(update={"tier": "centre"})
+                offloading_from_kubernetes = True
+        try:
+            admitted = await asyncio.to_thread(self.store.admit, req.type, req.client_id, req.tier, self.public_key,
+                                               legacy=legacy)
+        except UnschedulableError as err:
+            if not offloading_from_kubernetes:
+                raise
+            # The Kubernetes edge can run the type, it is only full now; the centre cannot take it.
+            raise ClusterFullError(f"the Kubernetes edge has no room for {req.type} now and the centre cannot "
+                                   f"take it ({err.message}); retry later") from err
         if not admitted.warm and self.wake is not None:
             await self.wake()
         if admitted.replica_status != ReplicaStatus.READY:
@@ -78,6 +99,27 @@ class Admission:
         token = self.signer.sign("session", session.id, admitted.replica, SESSION_TTL)
         return session.model_copy(update={"token": token, "ready_ms": round((time.monotonic() - started) * 1000, 3),
                                           "warm": admitted.warm})
+
+    async def _admit_kubernetes(self, req: SessionCreate, legacy: bool, started: float) -> ClusterSession:
+        """A session on the Kubernetes backend's Deployment of the type (one replica more, ready)."""
+        assert self.kube is not None
+        spec = await asyncio.to_thread(self.store.get_service_type, req.type)
+        replica = await self.kube.admit(spec, req.wait_seconds)
+        session = await asyncio.to_thread(self.store.record_session, spec.name, req.client_id, "edge",
+                                          f"{KUBE_NODE_PREFIX}{replica.node or replica.deployment}", replica.endpoint,
+                                          replica.node_port, legacy)
+        token = self.signer.sign("session", session.id, replica.deployment, SESSION_TTL)
+        return session.model_copy(update={"token": token, "ready_ms": round((time.monotonic() - started) * 1000, 3),
+                                          "warm": False})
+
+    async def end(self, session_id: str, reason: str) -> ClusterSession:
+        """End a session; on the Kubernetes backend its Deployment scales down by one."""
+        before = await asyncio.to_thread(self.store.get_session, session_id)
+        session = await asyncio.to_thread(self.store.end_session, session_id, reason)
+        if self.kube is not None and before.status == "ACTIVE" and before.node.startswith(KUBE_NODE_PREFIX):
+            spec = await asyncio.to_thread(self.store.get_service_type, before.type)
+            await self.kube.release(spec)
+        return session
 
     async def _wait_ready(self, admitted: Admitted, deadline: float) -> None:
         url = f"http://{url_host(admitted.address)}:{admitted.port}/healthz"
@@ -143,4 +185,4 @@ class Admission:
 
 
 
-__all__ = ["DEAD_STATES", "SESSION_TTL", "Admission"]
+__all__ = ["DEAD_STATES", "KUBE_NODE_PREFIX", "SESSION_TTL", "Admission"]

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -32,6 +32,7 @@ from roost import __version__
 from roost.cluster.admission import Admission
 from roost.cluster.monitor import ReplicaMonitor
 from roost.cluster.tokens import TokenSigner
+from roost.errors import InvalidInputError
 from roost.hub import migrate
 from roost.hub.api import admin, components, device, secrets
 from roost.hub.api import cluster as cluster_api
@@ -44,6 +45,9 @@ from roost.hub.db import Database, default_url
 from roost.hub.presence import Presence
 from roost.hub.store import Store
 
+if TYPE_CHECKING:
+    from roost.cluster.kubernetes import KubernetesBackend
+
 logger = logging.getLogger(__name__)
 
 ENV_ROOT = "ROOST_HUB_ROOT"
@@ -53,6 +57,11 @@ ENV_MAX_ARTIFACT = "ROOST_HUB_MAX_ARTIFACT_BYTES"
 ENV_MIGRATE = "ROOST_HUB_MIGRATE"
 ENV_SECRETS_KEY = "ROOST_HUB_SECRETS_KEY"
 ENV_CLUSTER_KEY = "ROOST_HUB_CLUSTER_KEY"
+ENV_BACKEND = "ROOST_HUB_CLUSTER_BACKEND"
+ENV_KUBE_NAMESPACE = "ROOST_HUB_KUBE_NAMESPACE"
+ENV_REPLICA_IMAGE = "ROOST_HUB_REPLICA_IMAGE"
+ENV_KUBECONFIG = "ROOST_HUB_KUBECONFIG"
+ENV_KUBE_CONTEXT = "ROOST_HUB_KUBE_CONTEXT"
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,14 @@ class HubConfig:
     secrets_key: Path | None = None
     #: The Ed25519 key that signs cluster session tokens (default ROOT/cluster.key; shared like secrets_key).
     cluster_key: Path | None = None
+    #: Where edge replicas run: ``agents`` (Roost's own nodes) or ``kubernetes`` (roost.cluster.kubernetes;
+    #: the centre tier stays on agents).
+    cluster_backend: str = "agents"
+    kube_namespace: str = "roost"
+    replica_image: str | None = None
+    #: A kubeconfig file (None: the in-cluster service account, else ~/.kube/config).
+    kubeconfig: str | None = None
+    kube_context: str | None = None
 
     @property
     def database_url(self) -> str:
@@ -88,7 +105,12 @@ class HubConfig:
     def to_env(self) -> dict[str, str]:
         env = {ENV_ROOT: str(self.root), ENV_DB: self.database_url, ENV_ARTIFACTS: str(self.artifacts_path),
                ENV_MAX_ARTIFACT: str(self.max_artifact_bytes), ENV_MIGRATE: "1" if self.migrate else "0",
-               ENV_SECRETS_KEY: str(self.secrets_key_path), ENV_CLUSTER_KEY: str(self.cluster_key_path)}
+               ENV_SECRETS_KEY: str(self.secrets_key_path), ENV_CLUSTER_KEY: str(self.cluster_key_path),
+               ENV_BACKEND: self.cluster_backend, ENV_KUBE_NAMESPACE: self.kube_namespace}
+        for name, value in ((ENV_REPLICA_IMAGE, self.replica_image), (ENV_KUBECONFIG, self.kubeconfig),
+                            (ENV_KUBE_CONTEXT, self.kube_context)):
+            if value:
+                env[name] = value
         return env
 
     @classmethod
@@ -99,7 +121,12 @@ class HubConfig:
                    max_artifact_bytes=int(os.environ.get(ENV_MAX_ARTIFACT, DEFAULT_MAX_ARTIFACT_BYTES)),
                    migrate=os.environ.get(ENV_MIGRATE, "1") == "1",
                    secrets_key=Path(os.environ[ENV_SECRETS_KEY]) if os.environ.get(ENV_SECRETS_KEY) else None,
-                   cluster_key=Path(os.environ[ENV_CLUSTER_KEY]) if os.environ.get(ENV_CLUSTER_KEY) else None)
+                   cluster_key=Path(os.environ[ENV_CLUSTER_KEY]) if os.environ.get(ENV_CLUSTER_KEY) else None,
+                   cluster_backend=os.environ.get(ENV_BACKEND, "agents"),
+                   kube_namespace=os.environ.get(ENV_KUBE_NAMESPACE, "roost"),
+                   replica_image=os.environ.get(ENV_REPLICA_IMAGE) or None,
+                   kubeconfig=os.environ.get(ENV_KUBECONFIG) or None,
+                   kube_context=os.environ.get(ENV_KUBE_CONTEXT) or None)
 
 
 def open_store(config: HubConfig) -> Store:
@@ -122,7 +149,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     watcher = RevisionWatcher(store, interval=config.poll_interval if config else 0.5)
     presence = Presence(store)
     signer = TokenSigner.from_file(store.cluster_key_path or store.artifacts.root.parent / "cluster.key")
-    cluster = Admission(store, signer, wake=watcher.refresh)
+    cluster = Admission(store, signer, wake=watcher.refresh, kube=_kubernetes(config, signer))
     monitor = BackgroundLoop(lambda: ReplicaMonitor(store, signer, cluster.http(), wake=watcher.refresh).run())
 
     @asynccontextmanager
@@ -139,6 +166,8 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
             restore()
             await monitor.stop()
             await cluster.close()
+            if cluster.kube is not None:
+                cluster.kube.close()
             await watcher.stop()
             await presence.stop()
             store.db.dispose()
@@ -176,6 +205,25 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
         if callable(install):
             install(app)
     return app
+
+
+def _kubernetes(config: HubConfig | None, signer: TokenSigner) -> KubernetesBackend | None:
+    """The Kubernetes backend when ``config`` asks for it (``--backend kubernetes``)."""
+    if config is None or config.cluster_backend == "agents":
+        return None
+    if config.cluster_backend != "kubernetes":
+        raise InvalidInputError(f"cluster backend {config.cluster_backend!r}: use agents or kubernetes",
+                                code="INVALID_ARGUMENT")
+    from roost.cluster.kubernetes import KubernetesBackend
+
+    if not config.replica_image:
+        raise InvalidInputError("the kubernetes backend needs --replica-image (the image replicas run; "
+                                "deploy/docker/Dockerfile builds one)", code="INVALID_ARGUMENT")
+    if config.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return KubernetesBackend.in_cluster(config.kube_namespace, config.replica_image,
+                                            hub_public_key=signer.public_key())
+    return KubernetesBackend.from_kubeconfig(config.kubeconfig, config.kube_context, config.kube_namespace,
+                                             config.replica_image, hub_public_key=signer.public_key())
 
 
 def _on_stop_signal(callback: Callable[[], None]) -> Callable[[], None]:

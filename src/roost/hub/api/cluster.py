@@ -104,9 +104,9 @@ async def get_session(session_id: str, s: StoreDep) -> ClusterSession:
 
 
 @router.delete("/sessions/{session_id}", tags=["cluster"], response_model=ClusterSession)
-async def end_session(session_id: str, s: StoreDep) -> ClusterSession:
+async def end_session(session_id: str, request: Request) -> ClusterSession:
     """End a session (the client is done); its replica slot frees at once."""
-    return await run_in_threadpool(s.end_session, session_id, "ended by the client")
+    return await admission(request).end(session_id, "ended by the client")
 
 
 @router.get("/replicas", tags=["cluster"], response_model=list[ClusterReplica])
@@ -115,7 +115,8 @@ async def list_replicas(s: StoreDep) -> list[ClusterReplica]:
 
 
 # -- the original receive server's routes -----------------------------------------------------------
-@compat_router.api_route("/app-service", methods=["GET", "POST"], tags=["cluster"], response_model=AppServiceAnswer)
+@compat_router.get("/app-service", tags=["cluster"], response_model=AppServiceAnswer, operation_id="app_service_get")
+@compat_router.post("/app-service", tags=["cluster"], response_model=AppServiceAnswer, operation_id="app_service_post")
 async def app_service(request: Request, type: str = Query(..., max_length=63),
                       clientID: str = Query(..., min_length=1, max_length=128),
                       clienttime: str | None = Query(None, max_length=64)) -> AppServiceAnswer:

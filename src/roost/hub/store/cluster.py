@@ -559,6 +559,21 @@ class ClusterStore(DeploymentStore):
             return _session_info(row)
         return self._read(run)
 
+    def record_session(self, type_name: str, client_id: str, tier: Tier, node: str, endpoint: str, port: int,
+                       legacy: bool) -> ClusterSession:
+        """A session on a replica the hub does not place itself (the Kubernetes backend's)."""
+        now = self.clock()
+
+        def run(s: Session) -> ClusterSession:
+            self._service_type(s, type_name)
+            row = ClusterSessionRow(id=str(uuid.uuid4()), service_type=type_name, client_id=client_id, replica_id=None,
+                                    node=node[:128], tier=tier, endpoint=endpoint[:400], port=port,
+                                    status=SessionStatus.ACTIVE, legacy=legacy, connected=False, created_at=now)
+            s.add(row)
+            s.flush()
+            return _session_info(row, warm=False)
+        return self._write(run)
+
     def end_session(self, session_id: str, reason: str) -> ClusterSession:
         """End a session (idempotent: an ended session keeps its first reason)."""
         now = self.clock()
