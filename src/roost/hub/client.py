@@ -53,6 +53,7 @@ from roost.hub.contract import (
     ReportedComponent,
     error_for,
 )
+from roost.hub.contract.cluster import ClusterSession, SessionCreate
 from roost.hub.contract.secrets import DeviceSecrets, Secret
 from roost.hub.errors import (
     AuthenticationError,
@@ -337,6 +338,23 @@ class HubClient:
     def cancel_deployment(self, deployment_id: str) -> Deployment:
         return _parse(Deployment, self.request("POST", f"/v1/deployments/{_seg(deployment_id)}/cancel"),
                       "deployment")
+
+    # edge-cluster sessions (roost stream)
+    def create_cluster_session(self, type: str, client_id: str, wait_seconds: float = 30.0) -> ClusterSession:
+        """``POST /v1/cluster/sessions``: admit a session of service type ``type`` (edge, else centre).
+
+        The answer carries the endpoint to stream to and the session token (shown only here). The
+        read timeout covers the hub's wait for a new replica to become ready."""
+        body = SessionCreate(type=type, client_id=client_id, wait_seconds=wait_seconds)
+        timeout = httpx.Timeout(max(DEFAULT_TIMEOUT, wait_seconds + LONG_POLL_GRACE), connect=CONNECT_TIMEOUT)
+        return _parse(ClusterSession, self.request("POST", "/v1/cluster/sessions",
+                                                   json=body.model_dump(mode="json", exclude_none=True),
+                                                   timeout=timeout), "cluster session")
+
+    def end_cluster_session(self, session_id: str) -> ClusterSession:
+        """``DELETE /v1/cluster/sessions/{id}``: end a session (its replica may then be stopped)."""
+        return _parse(ClusterSession, self.request("DELETE", f"/v1/cluster/sessions/{_seg(session_id)}"),
+                      "cluster session")
 
     # secrets (values go in, never come out)
     def put_secret(self, name: str, value: bytes, *, binary: bool) -> Secret:
