@@ -367,10 +367,9 @@ CODES: dict[str, dict[str, str]] = {
     },
     "roost.cluster (edge clusters: admission, replicas, streaming sessions)": {
         "CLUSTER_ERROR": "Base code of an edge-cluster failure.",
-        "SERVICE_TYPE_NOT_FOUND": ("No cluster service type of that name is applied "
-                                   "(`roost cluster service-type apply`)."),
+        "SERVICE_TYPE_NOT_FOUND": "No cluster service type of that name is applied (roost cluster service-type apply).",
         "SERVICE_TYPE_INVALID": "A service type definition is malformed; the message names the field.",
-        "SERVICE_UNSCHEDULABLE": "No node of any tier could ever run the service type (requests or required affinity).",
+        "SERVICE_UNSCHEDULABLE": "No node of any tier could ever run the service type (its requests or affinity).",
         "CLUSTER_FULL": "Neither the edge nor the centre has room for a replica now; retry later (503).",
         "REPLICA_NOT_READY": "A placed replica did not become ready within the admission's wait; retry (503).",
         "SESSION_NOT_FOUND": "No live cluster session of that id.",

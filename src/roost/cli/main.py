@@ -5,25 +5,12 @@ from __future__ import annotations
 import typer
 
 from roost import __version__
-from roost.cli import (
-    agent,
-    cluster,
-    component,
-    demo,
-    deployment,
-    device,
-    group,
-    hub,
-    logs,
-    samples,
-    secret,
-    serve,
-    stream,
-)
+from roost.cli import agent, cluster, component, demo, deployment, device, group, hub, logs, samples, secret, serve
+from roost.cli.stream import stream as stream_command
 
 app = typer.Typer(name="roost", help="Roost: machine learning on edge devices, self-hosted.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-DEVICE, INFERENCE, FLEET, CLUSTER = "On a device", "Inference components", "Fleet (hub)", "Edge clusters"
+DEVICE, INFERENCE, FLEET = "On a device", "Inference components", "Fleet (hub)"
 app.add_typer(agent.app, name="agent", rich_help_panel=DEVICE)
 app.add_typer(deployment.app, name="deployment", rich_help_panel=DEVICE)
 app.add_typer(component.app, name="component", rich_help_panel=DEVICE)
@@ -32,12 +19,12 @@ app.command("demo", rich_help_panel=DEVICE)(demo.demo)
 app.command("serve", rich_help_panel=INFERENCE)(serve.serve)
 app.add_typer(serve.lambda_app, name="lambda", rich_help_panel=INFERENCE)
 app.add_typer(samples.app, name="samples", rich_help_panel=INFERENCE)
+app.command("stream", rich_help_panel=FLEET)(stream_command)
 app.add_typer(hub.app, name="hub", rich_help_panel=FLEET)
 app.add_typer(device.app, name="device", rich_help_panel=FLEET)
 app.add_typer(group.app, name="group", rich_help_panel=FLEET)
 app.add_typer(secret.app, name="secret", rich_help_panel=FLEET)
-app.add_typer(cluster.app, name="cluster", rich_help_panel=CLUSTER)
-app.command("stream", rich_help_panel=CLUSTER)(stream.stream)
+app.add_typer(cluster.app, name="cluster", rich_help_panel=FLEET)
 
 def _version(value: bool) -> None:
     if value:

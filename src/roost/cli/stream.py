@@ -101,7 +101,7 @@ def stream(
     wait: Annotated[float, typer.Option("--wait", min=0.1, max=300.0, help="Seconds the hub may take to "
                                                                            "start a replica.")] = 30.0,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Direct mode: ws://HOST:PORT/v1/stream "
-                                                                    "(no hub).")] = None,
+                                                                    "(no hub; --hub is then ignored).")] = None,
     session_token: Annotated[str | None, typer.Option("--session-token", help="Direct mode: the session "
                                                                               "token.")] = None,
     claim_token: Annotated[str | None, typer.Option("--claim-token", help="Direct mode, --format legacy: a "
@@ -120,8 +120,6 @@ def stream(
                                 code="INVALID_ARGUMENT")
     session: ClusterSession | None = None
     if endpoint is not None:
-        if hub is not None and hub != "":
-            raise InvalidInputError("--endpoint (direct mode) and --hub exclude each other", code="INVALID_ARGUMENT")
         if not endpoint.startswith(("ws://", "wss://")):
             raise InvalidInputError(f"--endpoint {endpoint!r}: expected ws://HOST:PORT/v1/stream",
                                     code="INVALID_ARGUMENT")

@@ -255,7 +255,7 @@ def _check_matrix(matrix: Matrix, seq: int, features: Sequence[str], max_rows: i
     finite = np.isfinite(matrix)
     if not finite.all():
         r, c = (int(i) for i in np.argwhere(~finite)[0])
-        raise StreamMessageError(f"row {r}, feature {features[c]!r} is {matrix[r, c]!r}, not a finite number "
+        raise StreamMessageError(f"row {r}, feature {features[c]!r} is {float(matrix[r, c])}, not a finite number "
                                  "(NaN and infinities are refused)", code=WINDOW_INVALID, seq=seq)
     return matrix
 
@@ -335,8 +335,9 @@ def _decode_json_window(text: str, features: Sequence[str], max_rows: int) -> Wi
         matrix = np.array(values, dtype=np.float64).reshape(len(values), len(features))
     except OverflowError as err:  # an integer beyond float64
         raise StreamMessageError(f"a value is too large for a number: {err}", code=WINDOW_INVALID, seq=seq) from err
-    if not np.isfinite(matrix).all() or (np.abs(matrix) > np.finfo(np.float32).max).any():
-        bad = np.argwhere(~np.isfinite(matrix.astype(np.float32)))[0]
+    too_large = ~np.isfinite(matrix) | (np.abs(matrix) > np.finfo(np.float32).max)
+    if too_large.any():
+        bad = np.argwhere(too_large)[0]
         raise StreamMessageError(f"row {int(bad[0])}, feature {features[int(bad[1])]!r} is beyond float32's range",
                                  code=WINDOW_INVALID, seq=seq)
     return Window(seq, _check_matrix(matrix.astype(np.float32), seq, features, max_rows))

@@ -123,8 +123,9 @@ class ReplicaOptions:
 
     def check(self) -> None:
         """:class:`ReplicaConfigError` naming the first unusable setting."""
+        if self.kind not in ("tabular", "image"):
+            raise ReplicaConfigError(f"--kind {self.kind!r}: choose tabular or image")
         problems = [
-            (self.kind not in ("tabular", "image"), f"--kind {self.kind!r}: choose tabular or image"),
             (not self.replica_id or self.replica_id == "unassigned" or len(self.replica_id) > 128,
              f"--replica-id {self.replica_id!r}: the hub assigns each replica an id (replicaId in the "
              "component's configuration); 1 to 128 characters"),
