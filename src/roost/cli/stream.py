@@ -28,14 +28,14 @@ if TYPE_CHECKING:
 
 
 def _print_window(stat: WindowStat) -> None:
-    server = f"{stat.server_ms:8.2f}" if stat.server_ms is not None else "       -"
+    server = f"{stat.server_ms:7.2f}" if stat.server_ms is not None else "      -"
     result = stat.result if not isinstance(stat.result, list) else \
         ", ".join(f"{x['label']} {x['score']:.2f}" for x in stat.result[:3])
     if isinstance(result, dict):
         conf = result.get("confidence")
         result = f"{result.get('result'):.4g}" + (f" ({conf:.2f})" if conf is not None else "")
-    console.print(f"#{stat.seq:<6} e2e {stat.e2e_ms:8.2f} ms  server {server} ms  sent {stat.sent:>7} B  "
-                  f"recv {stat.received:>6} B  {result}", highlight=False)
+    console.print(f"#{stat.seq:<5} e2e {stat.e2e_ms:7.2f} ms  server {server} ms  sent {stat.sent:>6} B  "
+                  f"recv {stat.received:>5} B  {result}", highlight=False, soft_wrap=True)
 
 
 def _print_summary(report: StreamReport) -> None:
