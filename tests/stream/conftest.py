@@ -84,5 +84,17 @@ async def http_get(replica: Replica, path: str, token: str | None = None) -> tup
     return await asyncio.to_thread(_get, f"http://127.0.0.1:{replica.port}{path}", token)
 
 
+async def status_when(replica: Replica, signer: TokenSigner, ready: Any, timeout: float = 10.0) -> dict[str, Any]:
+    """The replica's ``/status`` once ``ready(status)`` holds (sessions end a moment after their socket
+    closes), polled for at most ``timeout`` seconds."""
+    token = signer.sign("status", "-", REPLICA_ID, 60)
+    async with asyncio.timeout(timeout):
+        while True:
+            _, status = await http_get(replica, "/status", token)
+            if ready(status):
+                return dict(status)
+            await asyncio.sleep(0.02)
+
+
 def session_token(signer: TokenSigner, session: str = "s-1", replica: str = REPLICA_ID, ttl: float = 60.0) -> str:
     return signer.sign("session", session, replica, ttl)

@@ -29,12 +29,12 @@ from roost.cluster.protocol import (
     encode_json_window,
     encode_tabular_window,
 )
-from roost.cluster.replica import Replica, ReplicaOptions
+from roost.cluster.replica import ENDED_KEPT, Replica, ReplicaOptions
 from roost.cluster.stream_client import StreamOptions, load_csv, stream
 from roost.cluster.tokens import TokenSigner
 from roost.cluster.wire_bytes import CountingClientConnection
 from roost.serve.wine import DATA_CSV, FEATURES
-from tests.stream.conftest import REPLICA_ID, http_get, running, session_token, stream_url
+from tests.stream.conftest import REPLICA_ID, http_get, running, session_token, status_when, stream_url
 
 
 async def _open(replica: Replica, token: str | None, path: str = "/v1/stream") -> ClientConnection:
@@ -211,7 +211,7 @@ async def test_an_oversized_frame_closes_with_1009_and_the_replica_serves_on(tab
         report = await stream(StreamOptions(endpoint=stream_url(replica), session_token=session_token(signer, "s-2"),
                                             data=DATA_CSV, max_windows=2, duration=30))
         assert len(report.windows) == 2
-        _, status = await http_get(replica, "/status", signer.sign("status", "-", REPLICA_ID, 60))
+        status = await status_when(replica, signer, lambda st: len(st["ended"]) == 2)
         assert {"id": "s-1", "reason": "frame too large"} in [{"id": e["id"], "reason": e["reason"]}
                                                               for e in status["ended"]]
 
@@ -240,7 +240,7 @@ async def test_sessions_are_capped_and_one_id_connects_once(tabular: Replica, si
             await second.close()
     finally:
         await first.close()
-    await asyncio.sleep(0.1)
+    await status_when(tabular, signer, lambda st: not st["sessions"])
     report = await stream(StreamOptions(endpoint=stream_url(tabular), session_token=session_token(signer, "c"),
                                         data=DATA_CSV, max_windows=1))
     assert len(report.windows) == 1
@@ -254,8 +254,8 @@ async def test_an_idle_session_is_closed_with_4000(tabular_options: ReplicaOptio
             await asyncio.wait_for(ws.recv(), 10)
         assert info.value.rcvd is not None
         assert (info.value.rcvd.code, info.value.rcvd.reason) == (4000, "idle timeout")
-        _, status = await http_get(replica, "/status", signer.sign("status", "-", REPLICA_ID, 60))
-        assert status["sessions"] == [] and status["ended"][-1]["reason"] == "idle timeout"
+        status = await status_when(replica, signer, lambda st: not st["sessions"])
+        assert status["ended"][-1]["reason"] == "idle timeout"
 
 
 async def test_a_client_vanishing_mid_stream_leaves_the_others_served(tabular: Replica, signer: TokenSigner) -> None:
@@ -267,7 +267,7 @@ async def test_a_client_vanishing_mid_stream_leaves_the_others_served(tabular: R
     report = await stream(StreamOptions(endpoint=stream_url(tabular), session_token=session_token(signer, "stays"),
                                         data=DATA_CSV, max_windows=3))
     assert len(report.windows) == 3 and report.lost is None
-    _, status = await http_get(tabular, "/status", signer.sign("status", "-", REPLICA_ID, 60))
+    status = await status_when(tabular, signer, lambda st: len(st["ended"]) == 2)
     ended = {e["id"]: e["reason"] for e in status["ended"]}
     assert ended["gone"] == "connection lost" and ended["stays"] == "closed by the client"
 
@@ -386,7 +386,7 @@ async def test_the_original_protocol_needs_a_claim_one_connection_each(tabular: 
     # The claim was used up by that connection.
     code, error = await _refused(tabular, None, "/")
     assert error["code"] == "CLAIM_REQUIRED"
-    _, status = await http_get(tabular, "/status", signer.sign("status", "-", REPLICA_ID, 60))
+    status = await status_when(tabular, signer, lambda st: not st["sessions"])
     assert next(e for e in status["ended"] if e["id"] == "legacy-1")["legacy"] is True
 
 
@@ -426,4 +426,27 @@ async def test_claims_are_bounded_and_refused_for_a_connected_session(tabular_op
             assert (status, body["error"]["code"]) == (409, "SESSION_ALREADY_CONNECTED")
         finally:
             await ws.close()
+        # A plain GET of the original protocol's path does not use a claim up.
+        status, body = await http_get(replica, "/")
+        assert (status, body["error"]["code"]) == (426, "INVALID_REQUEST")
+        old = await _open(replica, None, "/")
+        assert isinstance(old, CountingClientConnection)
+        await old.close()
+
+
+async def test_claims_expire(tabular_options: ReplicaOptions, signer: TokenSigner) -> None:
+    async with running(tabular_options, claim_ttl=0.2) as replica:
+        assert (await http_get(replica, "/claim", signer.sign("claim", "late", REPLICA_ID, 60)))[0] == 204
+        await asyncio.sleep(0.4)
+        code, error = await _refused(replica, None, "/")
+        assert (code, error["code"]) == (401, "CLAIM_REQUIRED")
+
+
+async def test_the_ended_list_keeps_the_last_100(tabular: Replica, signer: TokenSigner) -> None:
+    for i in range(ENDED_KEPT + 5):
+        ws = await _open(tabular, session_token(signer, f"short-{i}"))
+        await _reply(ws)
+        await ws.close()
+    status = await status_when(tabular, signer, lambda st: st["ended"][-1]["id"] == f"short-{ENDED_KEPT + 4}")
+    assert [e["id"] for e in status["ended"]] == [f"short-{i}" for i in range(5, ENDED_KEPT + 5)]
 

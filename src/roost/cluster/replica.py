@@ -312,6 +312,11 @@ class Replica:
         if target.path == "/claim":
             claims = self._authorise(connection, request, query, "claim")
             return claims if isinstance(claims, Response) else self._claim(connection, claims)
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            # Not an upgrade (a stray GET): refused before it could reserve a slot or use up a claim.
+            return _json_response(connection, 426, {"error": {"code": "INVALID_REQUEST", "message": (
+                f"{target.path} is a websocket endpoint (GET with Upgrade: websocket); plain HTTP serves "
+                "/healthz, /status and /claim")}})
         if target.path == STREAM_PATH:
             claims = self._authorise(connection, request, query, "session")
             if isinstance(claims, Response):
