@@ -35,11 +35,18 @@ that every class is drawn here::
     │   │   └── KubernetesUnavailableError KUBERNETES_UNAVAILABLE     cluster.errors  retry
     │   ├── NodeConflictError              NODE_CONFLICT              cluster.errors           also ConflictError
     │   ├── QuantityError                  QUANTITY_INVALID           cluster.errors           also InvalidInputError
+    │   ├── ReplicaConfigError             REPLICA_CONFIG_INVALID     cluster.errors           also InvalidInputError
+    │   ├── ReplicaFullError               REPLICA_FULL               cluster.errors  retry
     │   ├── ReplicaNotReadyError           REPLICA_NOT_READY          cluster.errors  retry
     │   ├── ServiceTypeInvalidError        SERVICE_TYPE_INVALID       cluster.errors           also InvalidInputError
     │   ├── ServiceTypeNotFoundError       SERVICE_TYPE_NOT_FOUND     cluster.errors           also NotFoundError
+    │   ├── SessionConflictError           SESSION_ALREADY_CONNECTED  cluster.errors           also ConflictError
+    │   ├── SessionLostError               SESSION_LOST               cluster.errors  retry
     │   ├── SessionNotFoundError           SESSION_NOT_FOUND          cluster.errors           also NotFoundError
     │   ├── SessionTokenError              SESSION_TOKEN_INVALID      cluster.errors           also InvalidInputError
+    │   ├── StreamDataError                STREAM_DATA_INVALID        cluster.errors           also InvalidInputError
+    │   ├── StreamMessageError             STREAM_MESSAGE_INVALID     cluster.errors           also InvalidInputError
+    │   ├── StreamProtocolError            STREAM_PROTOCOL_ERROR      cluster.errors
     │   └── UnschedulableError             SERVICE_UNSCHEDULABLE      cluster.errors           also InvalidInputError
     ├── ConflictError                      CONFLICT                   errors
     │   ├── ComponentBusyError             COMPONENT_BUSY             agent.errors             also AgentError
@@ -389,6 +396,28 @@ CODES: dict[str, dict[str, str]] = {
         "KUBERNETES_UNAVAILABLE": "The Kubernetes API server cannot be reached or is overloaded (429/5xx); retry "
                                   "(503).",
         "KUBERNETES_CONFLICT": "Another writer kept changing the Deployment while Roost scaled it; retry.",
+        "REPLICA_CONFIG_INVALID": "A replica's settings are unusable (kind, window, public key, model); the message "
+                                  "names the setting.",
+        "REPLICA_FULL": "The replica serves as many sessions (or holds as many claims) as it may; retry or ask the "
+                        "hub for another replica (503).",
+        "SESSION_ALREADY_CONNECTED": "That session already has a connection on the replica (409).",
+        "CLAIM_REQUIRED": "A client of the original protocol (no token) connected while the replica holds no "
+                          "unexpired claim for it (401).",
+        "SESSION_LOST": "The stream's socket dropped or the replica closed it mid-session; ask for a new session.",
+        "SESSION_IDLE_TIMEOUT": "The replica closed the stream after no window came for its idle timeout (close 4000).",
+        "STREAM_MESSAGE_INVALID": "A stream message is neither a window (tabular) nor an image frame of the protocol.",
+        "STREAM_FRAME_INVALID": "A binary stream frame is truncated, has bytes left over, or does not start with the "
+                                "protocol's magic.",
+        "WINDOW_INVALID": "A window has the wrong number of features, a value that is not a finite number, no rows "
+                          "or more rows than the replica takes, or columns that do not name the model's features.",
+        "IMAGE_INVALID": "An image frame's bytes do not decode as an image (JPEG, PNG, ...) or are too large.",
+        "STREAM_PROTOCOL_ERROR": "The peer broke the stream protocol (no hello, an unknown reply, a refusal without "
+                                 "a JSON error body).",
+        "STREAM_DATA_INVALID": "The data to stream is unusable (an unreadable CSV, a value that is not a number, no "
+                               "images).",
+        "DATA_COLUMN_MISSING": "The CSV lacks a column the model expects (the message names it).",
+        "REPLICA_UNREACHABLE": ("The stream client could not connect to the replica's endpoint (refused, DNS, "
+                                "timeout)."),
     },
 }
 

@@ -1,4 +1,8 @@
-"""`roost cluster nodes|replicas|sessions|service-type ...`: the edge cluster seen from the hub."""
+"""`roost cluster ...`: edge clusters.
+
+- against a hub: ``nodes``, ``services``, ``replicas``, ``sessions``, ``service-type apply|list``;
+- on a node, as a component: ``roost cluster replica`` (:mod:`roost.cli.replica`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from roost.cli import replica
 from roost.cli.hub import HubOpt, JsonOpt, TokenOpt, admin_client
 from roost.cli.output import console, emit_json, handle_errors, styled, table, when
 from roost.cluster.quantity import format_cpu
@@ -15,6 +20,7 @@ app = typer.Typer(help="Edge clusters: nodes and their capacity, service types, 
                   no_args_is_help=True)
 service_type_app = typer.Typer(help="Service types: what clients may ask the cluster for.", no_args_is_help=True)
 app.add_typer(service_type_app, name="service-type")
+app.command("replica")(replica.replica)
 
 
 def _gib(value: int) -> str:

@@ -6,6 +6,7 @@ import typer
 
 from roost import __version__
 from roost.cli import agent, cluster, component, demo, deployment, device, group, hub, logs, samples, secret, serve
+from roost.cli.stream import stream as stream_command
 
 app = typer.Typer(name="roost", help="Roost: machine learning on edge devices, self-hosted.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -18,6 +19,7 @@ app.command("demo", rich_help_panel=DEVICE)(demo.demo)
 app.command("serve", rich_help_panel=INFERENCE)(serve.serve)
 app.add_typer(serve.lambda_app, name="lambda", rich_help_panel=INFERENCE)
 app.add_typer(samples.app, name="samples", rich_help_panel=INFERENCE)
+app.command("stream", rich_help_panel=FLEET)(stream_command)
 app.add_typer(hub.app, name="hub", rich_help_panel=FLEET)
 app.add_typer(device.app, name="device", rich_help_panel=FLEET)
 app.add_typer(group.app, name="group", rich_help_panel=FLEET)

@@ -110,3 +110,56 @@ class KubernetesConflictError(Retryable, KubernetesError, ConflictError):
     """Another writer kept changing the Deployment while the backend scaled it (409 on every retry)."""
 
     code = "KUBERNETES_CONFLICT"
+
+
+class ReplicaConfigError(ClusterError, InvalidInputError):
+    """A replica's own settings are unusable (kind, window, public key, model folder); the message names
+    the setting."""
+
+    code = "REPLICA_CONFIG_INVALID"
+
+
+class ReplicaFullError(Retryable, ClusterError):
+    """The replica already serves as many sessions (or holds as many pending claims) as it may; retry
+    later or ask the hub for another replica (HTTP 503 before the websocket upgrade)."""
+
+    code = "REPLICA_FULL"
+
+
+class SessionConflictError(ClusterError, ConflictError):
+    """A session id already has a connection on this replica; one session, one connection (HTTP 409)."""
+
+    code = "SESSION_ALREADY_CONNECTED"
+
+
+class SessionLostError(Retryable, ClusterError):
+    """The stream's socket dropped or the replica closed it mid-session (it stopped, went idle, the frame
+    was too large): the session is over; ask the hub for a new one."""
+
+    code = "SESSION_LOST"
+
+
+class StreamMessageError(ClusterError, InvalidInputError):
+    """One stream message is malformed (raised with ``WINDOW_INVALID``, ``IMAGE_INVALID`` or
+    ``STREAM_FRAME_INVALID``); the replica answers it with an error reply and the session goes on."""
+
+    code = "STREAM_MESSAGE_INVALID"
+
+    def __init__(self, message: str, *, code: str | None = None, seq: int | None = None) -> None:
+        super().__init__(message, code=code)
+        #: The sequence number of the message, when its header could be read.
+        self.seq = seq
+
+
+class StreamProtocolError(ClusterError):
+    """The peer broke the stream protocol (no hello, a reply of an unknown type, an upgrade refused
+    without a JSON error body)."""
+
+    code = "STREAM_PROTOCOL_ERROR"
+
+
+class StreamDataError(ClusterError, InvalidInputError):
+    """The client's data cannot be streamed: a CSV missing a column the model needs, a value that is not
+    a number, an image folder without images."""
+
+    code = "STREAM_DATA_INVALID"

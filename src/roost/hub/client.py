@@ -31,7 +31,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -65,6 +65,9 @@ from roost.hub.errors import (
     HubNotFoundError,
     HubServerError,
 )
+
+if TYPE_CHECKING:
+    from roost.hub.contract.cluster import ClusterSession
 
 log = logging.getLogger(__name__)
 
@@ -369,6 +372,27 @@ class HubClient:
 
     def delete_secret(self, name: str) -> Secret:
         return _parse(Secret, self.request("DELETE", f"/v1/secrets/{_path(name)}"), "secret")
+
+    # edge-cluster sessions (roost stream)
+    def create_cluster_session(self, type: str, client_id: str, wait_seconds: float = 30.0) -> ClusterSession:
+        """``POST /v1/cluster/sessions``: admit a session of service type ``type`` (edge, else centre).
+
+        The answer carries the endpoint to stream to and the session token (shown only here). The
+        read timeout covers the hub's wait for a new replica to become ready."""
+        from roost.hub.contract.cluster import ClusterSession, SessionCreate
+
+        body = SessionCreate(type=type, client_id=client_id, wait_seconds=wait_seconds)
+        timeout = httpx.Timeout(max(DEFAULT_TIMEOUT, wait_seconds + LONG_POLL_GRACE), connect=CONNECT_TIMEOUT)
+        return _parse(ClusterSession, self.request("POST", "/v1/cluster/sessions",
+                                                   json=body.model_dump(mode="json", exclude_none=True),
+                                                   timeout=timeout), "cluster session")
+
+    def end_cluster_session(self, session_id: str) -> ClusterSession:
+        """``DELETE /v1/cluster/sessions/{id}``: end a session (its replica may then be stopped)."""
+        from roost.hub.contract.cluster import ClusterSession
+
+        return _parse(ClusterSession, self.request("DELETE", f"/v1/cluster/sessions/{_seg(session_id)}"),
+                      "cluster session")
 
 
 def _seg(value: str) -> str:
