@@ -121,7 +121,8 @@ def test_the_backend_manifests_say_what_the_service_type_says() -> None:
     command = container["command"]
     assert command[:3] == ["roost", "cluster", "replica"]
     assert command[command.index("--kind") + 1] == "tabular" and command[command.index("--port") + 1] == "5700"
-    assert command[command.index("--hub-public-key") + 1] == HUB_KEY
+    assert command[command.index("--public-key") + 1] == HUB_KEY
+    assert command[command.index("--model") + 1] == "/opt/roost/models/com.roost.ClusterScalar/1.0.0/wine-quality.json"
     assert container["ports"] == [{"name": "stream", "containerPort": REPLICA_PORT, "protocol": "TCP"}]
     assert container["resources"] == {"requests": {"memory": "3417969Ki"}, "limits": {"memory": "3906250Ki"}}
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 5700}
@@ -270,3 +271,19 @@ def test_the_dockerfile_runs_as_the_manifests_user() -> None:
             assert (REPO / part).exists(), part
     hub = next(d for d in _load((DEPLOY / "kubernetes" / "hub.yaml").read_text()) if d["kind"] == "Deployment")
     assert hub["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
+
+
+def test_the_replica_command_is_one_the_replica_cli_takes() -> None:
+    """Every option the Deployment passes is an option of `roost cluster replica` (parsed by its real
+    command, without running it)."""
+    import typer.main
+
+    from roost.cli.cluster import app
+
+    command = typer.main.get_command(app)
+    replica = command.commands["replica"]  # type: ignore[attr-defined]
+    for spec in SHIPPED.values():
+        deployment, _ = build_manifests(spec, NAMESPACE, IMAGE, HUB_KEY)
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["command"][3:]
+        ctx = replica.make_context("replica", list(args), resilient_parsing=False)
+        assert ctx.params["public_key"] == HUB_KEY and ctx.params["kind"] == spec.kind

@@ -39,13 +39,14 @@ def test_cluster_scalar_recipe_and_run_line(tmp_path: Path) -> None:
     assert set(recipe.default_configuration) >= {"port", "host", "replicaId", "publicKey", "sessionsPerReplica",
                                                  "window", "idleTimeoutSeconds"}
     lifecycle = recipe.select(current_platform()).lifecycle
-    assert lifecycle.install is not None and "roost samples train-wine --out {work:path}/wine-quality.json" in \
-        lifecycle.install.script
+    assert lifecycle.install is None  # the model is an artifact: nothing to train on the node
+    folder = tmp_path / "artifacts" / "com.roost.ClusterScalar" / "1.0.0"
     assert _run_line("com.roost.ClusterScalar", tmp_path) == [
-        "roost", "cluster", "replica", "--kind", "tabular", "--model", "/root/work/com.roost.ClusterScalar/"
-        "wine-quality.json", "--host", "10.0.0.5", "--port", "31007", "--replica-id", "r-42", "--public-key",
-        "A" * 43, "--sessions", "2", "--window", "40", "--idle-timeout", "120.0", "--engine", "auto",
+        "roost", "cluster", "replica", "--kind", "tabular", "--model", f"{folder}/wine-quality.json",
+        "--host", "10.0.0.5", "--port", "31007", "--replica-id", "r-42", "--public-key",
+        "A" * 43, "--sessions", "2", "--window", "40", "--idle-timeout", "120.0", "--engine", "xgboost",
         "--cache-dir", "/root/work/com.roost.ClusterScalar/cache"]
+    assert (folder / "wine-quality.json").stat().st_size > 100_000  # the trained model
 
 
 def test_cluster_image_recipe_run_line_and_assembled_artifacts(tmp_path: Path) -> None:

@@ -116,12 +116,28 @@ def labels(service: ServiceType) -> dict[str, str]:
             "app.kubernetes.io/component": "replica", **MANAGED_BY, TYPE_LABEL: service.name}
 
 
+#: Where the image keeps each service component's model (deploy/docker/Dockerfile bakes the samples'):
+#: ``MODELS/<component>/<version>/`` holding ``model.json`` (tabular; the samples' is ``wine-quality.json``)
+#: or ``model.onnx`` + ``labels.json`` (image).
+MODELS = "/opt/roost/models"
+
+
+def model_path(service: ServiceType) -> str:
+    """The replica's ``--model`` inside the image."""
+    folder = f"{MODELS}/{service.component}/{service.version or 'latest'}"
+    if service.kind == "image":
+        return folder
+    return f"{folder}/{'wine-quality.json' if service.component == 'com.roost.ClusterScalar' else 'model.json'}"
+
+
 def replica_command(service: ServiceType, hub_public_key: str) -> list[str]:
-    """The replica container's command line (``roost cluster replica ...``)."""
-    return ["roost", "cluster", "replica", "--kind", service.kind, "--window", str(service.window),
-            "--port", str(REPLICA_PORT), "--host", "0.0.0.0", "--replica-id", deployment_name(service),
-            "--sessions", str(service.sessions_per_replica), "--component", service.component,
-            "--hub-public-key", hub_public_key]
+    """The replica container's command line (``roost cluster replica ...``, the options of
+    :mod:`roost.cli.replica`)."""
+    return ["roost", "cluster", "replica", "--kind", service.kind, "--model", model_path(service),
+            "--window", str(service.window), "--port", str(REPLICA_PORT), "--host", "0.0.0.0",
+            "--replica-id", deployment_name(service), "--public-key", hub_public_key,
+            "--sessions", str(service.sessions_per_replica), "--idle-timeout", f"{service.idle_timeout_seconds:g}",
+            "--engine", "xgboost", "--cache-dir", "/tmp/roost-cache"]
 
 
 def _expressions(expressions: Iterable[Expression]) -> list[dict[str, Any]]:

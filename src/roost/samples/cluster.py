@@ -2,8 +2,9 @@
 
 Their recipes are in ``recipes/``; their artifact folders are assembled, not committed:
 
-- ``com.roost.ClusterScalar`` has no artifacts (its Install trains the wine model, as
-  ``com.roost.WineQuality``'s does): its folder is empty;
+- ``com.roost.ClusterScalar`` serves the wine model, trained here (deterministically, from the vendored
+  UCI data, by :func:`roost.serve.wine.train_wine`) into its folder as ``wine-quality.json``: replicas
+  start at once, with no training on the node;
 - ``com.roost.ClusterImage`` serves ``com.roost.ImageClassifier``'s EfficientNet-Lite0 (4.9 MB), so its
   folder is a copy of that component's ``model.onnx``, ``labels.json`` and ``PROVENANCE.md``, made when
   it is published or deployed rather than a second copy in the repository.
@@ -28,7 +29,7 @@ VERSION: Final = "1.0.0"
 SERVICE_COMPONENTS: Final[dict[str, str]] = {"scalar": "com.roost.ClusterScalar", "image": "com.roost.ClusterImage"}
 #: Each cluster sample and the files of its artifact folder: ``(source folder, file names)``.
 CLUSTER_SAMPLES: Final[dict[str, tuple[Path | None, tuple[str, ...]]]] = {
-    "com.roost.ClusterScalar": (None, ()),
+    "com.roost.ClusterScalar": (None, ("wine-quality.json",)),
     "com.roost.ClusterImage": (ARTIFACTS / "com.roost.ImageClassifier" / VERSION,
                                ("model.onnx", "labels.json", "PROVENANCE.md")),
 }
@@ -47,7 +48,11 @@ def cluster_sample(name: str, dest: Path) -> tuple[Path, Path]:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     source, files = CLUSTER_SAMPLES[component]
+    if source is None:
+        from roost.serve.wine import train_wine
+
+        train_wine(folder / "wine-quality.json")
+        return recipe, folder
     for file_name in files:
-        assert source is not None
         shutil.copyfile(source / file_name, folder / file_name)
     return recipe, folder
