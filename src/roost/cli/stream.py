@@ -138,11 +138,13 @@ def stream(
     options = StreamOptions(endpoint=target, session_token=session_tok, type=type, format=fmt,  # type: ignore[arg-type]
                             data=data, images=images, window=window, duration=duration, max_windows=max_windows,
                             interval=interval, claim_token=claim_token, offloaded=offloaded)
+    lost: str | None = "the client stopped before streaming ended"
     try:
         report = _run(options, as_json=as_json)
+        lost = f"{report.lost.code}: {report.lost.message}" if report.lost is not None else None
     finally:
         if session is not None:
-            _end(hub, token, session.id)
+            _end(hub, token, session.id, lost)
     if plot is not None:
         write_plot(report, plot)
     if as_json:
@@ -158,11 +160,11 @@ def stream(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _end(hub: str | None, token: str | None, session_id: str) -> None:
+def _end(hub: str | None, token: str | None, session_id: str, reason: str | None) -> None:
     from roost.errors import RoostError
 
     try:
         with admin_client(hub, token) as client:
-            client.end_cluster_session(session_id)
+            client.end_cluster_session(session_id, reason)
     except RoostError as err:
         err_console.print(f"[yellow]warning[/]: could not end session {session_id}: {err.message}")

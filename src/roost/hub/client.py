@@ -387,12 +387,14 @@ class HubClient:
                                                    json=body.model_dump(mode="json", exclude_none=True),
                                                    timeout=timeout), "cluster session")
 
-    def end_cluster_session(self, session_id: str) -> ClusterSession:
-        """``DELETE /v1/cluster/sessions/{id}``: end a session (its replica may then be stopped)."""
+    def end_cluster_session(self, session_id: str, reason: str | None = None) -> ClusterSession:
+        """``DELETE /v1/cluster/sessions/{id}``: end a session (its replica may then be stopped); ``reason``
+        is recorded beside "ended by the client" (a lost session says why)."""
         from roost.hub.contract.cluster import ClusterSession
 
-        return _parse(ClusterSession, self.request("DELETE", f"/v1/cluster/sessions/{_seg(session_id)}"),
-                      "cluster session")
+        params = {"reason": reason[:500]} if reason else None
+        return _parse(ClusterSession, self.request("DELETE", f"/v1/cluster/sessions/{_seg(session_id)}",
+                                                   params=params), "cluster session")
 
 
 def _seg(value: str) -> str:

@@ -104,9 +104,13 @@ async def get_session(session_id: str, s: StoreDep) -> ClusterSession:
 
 
 @router.delete("/sessions/{session_id}", tags=["cluster"], response_model=ClusterSession)
-async def end_session(session_id: str, request: Request) -> ClusterSession:
+async def end_session(session_id: str, request: Request,
+                      reason: str | None = Query(None, max_length=500, pattern=r"^[^\x00]*$",
+                                                 description="Why, when the client lost the session"),
+                      ) -> ClusterSession:
     """End a session (the client is done); its replica slot frees at once."""
-    return await admission(request).end(session_id, "ended by the client")
+    return await admission(request).end(session_id, f"ended by the client ({reason})" if reason
+                                        else "ended by the client")
 
 
 @router.get("/replicas", tags=["cluster"], response_model=list[ClusterReplica])
