@@ -48,6 +48,20 @@ def _scalar(store: Store, **changes: Any) -> ServiceType:
     return store.apply_service_type(spec)
 
 
+def _counts_agree(store: Store) -> None:
+    """Every replica's active_sessions counter equals its ACTIVE session rows."""
+    from sqlalchemy import func, select
+
+    from roost.hub.models import ClusterReplica, ClusterSessionRow
+
+    with store.db.read() as s:
+        rows = dict(s.execute(select(ClusterSessionRow.replica_id, func.count(ClusterSessionRow.id))
+                              .where(ClusterSessionRow.status == "ACTIVE")
+                              .group_by(ClusterSessionRow.replica_id)).all())
+        for replica_id, counter in s.execute(select(ClusterReplica.id, ClusterReplica.active_sessions)):
+            assert counter == rows.get(replica_id, 0), replica_id
+
+
 def _desired(store: Store, name: str) -> dict[str, Any]:
     device_id = _device_id(store, name)
     with store.db.write() as s:
@@ -134,6 +148,7 @@ def test_ended_sessions_free_their_slot_for_a_warm_admission(store: Store) -> No
     assert again.warm and again.replica == first.replica and again.replica_status == ReplicaStatus.READY
     assert store.end_session(again.session.id, "x").end_reason == "x"
     assert store.end_session(again.session.id, "y").end_reason == "x"  # idempotent: the first reason stays
+    _counts_agree(store)
 
 
 def test_a_failed_replica_ends_its_sessions_and_leaves_the_node(store: Store) -> None:
@@ -148,6 +163,7 @@ def test_a_failed_replica_ends_its_sessions_and_leaves_the_node(store: Store) ->
     assert _desired(store, "xavier-1") == {}
     fresh = store.admit("scalar", "c", None, KEY)
     assert fresh.replica != one.replica and not fresh.warm
+    _counts_agree(store)
 
 
 def test_idle_replicas_and_the_replica_monitor_records(store: Store, clock: FakeClock) -> None:
@@ -230,6 +246,30 @@ def test_concurrent_admissions_never_over_commit_a_node(store: Store) -> None:
     assert sorted(a.session.node for a in admitted) == ["tx2-1", "xavier-1", "xavier-1"]
     for node in store.list_nodes():
         assert node.requested.memory_bytes <= node.allocatable.memory_bytes
+    _counts_agree(store)
+
+
+def test_concurrent_admissions_and_endings_keep_the_slot_counts_true(store: Store) -> None:
+    _scalar(store, sessionsPerReplica=4)
+    _node(store, "xavier-1", "xavier", 8)
+    first = [store.admit("scalar", f"c{i}", None, KEY) for i in range(4)]
+    errors: list[BaseException] = []
+
+    def churn(i: int) -> None:
+        try:
+            store.end_session(first[i].session.id, "done")
+            store.admit("scalar", f"again-{i}", None, KEY)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    _counts_agree(store)
+    assert sum(r.sessions for r in store.list_replicas()) == 4
 
 
 def test_min_replicas_are_kept_warm_at_the_edge(store: Store) -> None:

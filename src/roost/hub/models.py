@@ -231,6 +231,8 @@ class ClusterReplica(Base):
     port: Mapped[int] = mapped_column(Integer, nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     capacity: Mapped[int] = mapped_column(Integer, nullable=False)
+    #: Its ACTIVE sessions, kept in step with the session rows (what a free slot is found by).
+    active_sessions: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     memory_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     cpu_millis: Mapped[int] = mapped_column(BigInteger, nullable=False)
     created_at: Mapped[datetime] = mapped_column(nullable=False)

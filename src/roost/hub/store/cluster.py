@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from roost.cluster import placement
@@ -170,10 +170,8 @@ class ClusterStore(DeploymentStore):
             query = query.where(NodeRow.device_id.in_(list(device_ids)))
         rows = s.execute(query).all()
         used = self._requested(s)
-        sessions = dict(s.execute(select(ReplicaRow.device_id, func.count(ClusterSessionRow.id))
-                                  .join(ClusterSessionRow, ClusterSessionRow.replica_id == ReplicaRow.id)
-                                  .where(ClusterSessionRow.status == SessionStatus.ACTIVE)
-                                  .group_by(ReplicaRow.device_id)).all())
+        sessions = dict(s.execute(select(ReplicaRow.device_id, func.sum(ReplicaRow.active_sessions))
+                                  .where(ReplicaRow.status.in_(LIVE)).group_by(ReplicaRow.device_id)).all())
         out = []
         for node, device in rows:
             memory, cpu, count = used.get(node.device_id, (0, 0, 0))
@@ -184,7 +182,7 @@ class ClusterStore(DeploymentStore):
                                          accelerators=dict(node.accelerators or {})),
                 measured=NodeCapacity.model_validate(node.measured or {}),
                 requested=NodeCapacity(memory_bytes=memory, cpu_millis=cpu), replicas=count,
-                sessions=int(sessions.get(node.device_id, 0)), reported_at=node.reported_at))
+                sessions=int(sessions.get(node.device_id) or 0), reported_at=node.reported_at))
         return out
 
     def _requested(self, s: Session) -> dict[int, tuple[int, int, int]]:
@@ -270,9 +268,7 @@ class ClusterStore(DeploymentStore):
         session_id = str(uuid.uuid4())
 
         def run(s: Session) -> Admitted:
-            # Admissions take turns (on PostgreSQL; SQLite's one writer already does): every node row is
-            # locked before anything is read, so what follows sees every earlier admission's bookings.
-            s.execute(select(NodeRow.device_id).order_by(NodeRow.device_id).with_for_update()).all()
+            self._take_turn(s)
             spec = self._service_type(s, type_name)
             tiers: tuple[Tier, ...] = (tier,) if tier is not None else placement.TIERS
             views: list[NodeView] = []
@@ -307,7 +303,7 @@ class ClusterStore(DeploymentStore):
         now = self.clock()
 
         def run(s: Session) -> str | None:
-            s.execute(select(NodeRow.device_id).order_by(NodeRow.device_id).with_for_update()).all()
+            self._take_turn(s)
             spec = self._service_type(s, type_name)
             live = s.scalar(select(func.count(ReplicaRow.id)).where(
                 ReplicaRow.service_type == spec.name, ReplicaRow.tier == "edge", ReplicaRow.status.in_(LIVE))) or 0
@@ -323,19 +319,20 @@ class ClusterStore(DeploymentStore):
             logger.info("replica %s of %s placed to keep minReplicas", placed, type_name)
         return placed
 
+    def _take_turn(self, s: Session) -> None:
+        """Admissions take turns: on PostgreSQL every node row is locked before anything is read, so what
+        follows sees every earlier admission's bookings (SQLite's one writer, BEGIN IMMEDIATE, already
+        serialises write transactions)."""
+        if not self.db.is_sqlite:
+            s.execute(select(NodeRow.device_id).order_by(NodeRow.device_id).with_for_update()).all()
+
     def _free_slot(self, s: Session, spec: ServiceType, tier: Tier) -> ReplicaRow | None:
         """The replica of ``spec`` in ``tier`` with a free slot: ready before starting, fullest first."""
-        active = func.count(ClusterSessionRow.id)
-        row = s.execute(
-            select(ReplicaRow.id)
-            .outerjoin(ClusterSessionRow, (ClusterSessionRow.replica_id == ReplicaRow.id)
-                       & (ClusterSessionRow.status == SessionStatus.ACTIVE))
-            .where(ReplicaRow.service_type == spec.name, ReplicaRow.tier == tier, ReplicaRow.status.in_(LIVE))
-            .group_by(ReplicaRow.id, ReplicaRow.status, ReplicaRow.capacity, ReplicaRow.created_at)
-            .having(active < ReplicaRow.capacity)
-            .order_by((ReplicaRow.status == ReplicaStatus.READY).desc(), active.desc(), ReplicaRow.created_at,
-                      ReplicaRow.id).limit(1)).first()
-        return s.get(ReplicaRow, row[0]) if row is not None else None
+        return s.scalars(select(ReplicaRow).where(
+            ReplicaRow.service_type == spec.name, ReplicaRow.tier == tier, ReplicaRow.status.in_(LIVE),
+            ReplicaRow.active_sessions < ReplicaRow.capacity)
+            .order_by((ReplicaRow.status == ReplicaStatus.READY).desc(), ReplicaRow.active_sessions.desc(),
+                      ReplicaRow.created_at, ReplicaRow.id).limit(1)).first()
 
     def _views(self, s: Session, tier: Tier, now: datetime) -> list[NodeView]:
         rows = s.execute(select(NodeRow.device_id, Device.name, Device.labels, Device.last_seen_at,
@@ -427,9 +424,13 @@ class ClusterStore(DeploymentStore):
         row = ClusterSessionRow(id=session_id, service_type=spec.name, client_id=client_id, replica_id=replica.id,
                                 node=node_name, tier=replica.tier, endpoint=endpoint, port=replica.port,
                                 status=SessionStatus.ACTIVE, legacy=legacy, connected=False, created_at=now)
-        s.add(row)
-        replica.idle_since = None
-        s.flush()
+        s.execute(insert(ClusterSessionRow).values(
+            id=row.id, service_type=row.service_type, client_id=row.client_id, replica_id=row.replica_id,
+            node=row.node, tier=row.tier, endpoint=row.endpoint, port=row.port, status=row.status, legacy=row.legacy,
+            connected=False, created_at=now))
+        # In SQL, not from the loaded row: an ending session may decrement it meanwhile (not under the lock).
+        s.execute(update(ReplicaRow).where(ReplicaRow.id == replica.id)
+                  .values(active_sessions=ReplicaRow.active_sessions + 1, idle_since=None))
         return Admitted(session=_session_info(row, warm=warm), replica=replica.id, address=address,
                         port=replica.port, warm=warm, replica_status=ReplicaStatus(replica.status))
 
@@ -437,14 +438,11 @@ class ClusterStore(DeploymentStore):
 
     def list_replicas(self) -> list[ClusterReplica]:
         def run(s: Session) -> list[ClusterReplica]:
-            counts = dict(s.execute(select(ClusterSessionRow.replica_id, func.count(ClusterSessionRow.id))
-                                    .where(ClusterSessionRow.status == SessionStatus.ACTIVE)
-                                    .group_by(ClusterSessionRow.replica_id)).all())
             rows = s.execute(select(ReplicaRow, Device.name).join(Device, Device.id == ReplicaRow.device_id)
                              .order_by(ReplicaRow.service_type, Device.name, ReplicaRow.slot)).all()
             return [ClusterReplica(id=r.id, type=r.service_type, node=name, tier=_tier(r.tier), component=r.component,
                                    version=r.version, port=r.port, status=ReplicaStatus(r.status),
-                                   sessions=int(counts.get(r.id, 0)), capacity=r.capacity, created_at=r.created_at,
+                                   sessions=r.active_sessions, capacity=r.capacity, created_at=r.created_at,
                                    ready_at=r.ready_at, idle_since=r.idle_since, reason=r.reason)
                     for r, name in rows]
         return self._read(run)
@@ -514,6 +512,7 @@ class ClusterStore(DeploymentStore):
                 return []
             replica.status = status
             replica.reason = reason[:2000]
+            replica.active_sessions = 0
             ended = list(s.scalars(select(ClusterSessionRow.id).where(
                 ClusterSessionRow.replica_id == replica_id, ClusterSessionRow.status == SessionStatus.ACTIVE)))
             s.execute(update(ClusterSessionRow).where(ClusterSessionRow.id.in_(ended))
@@ -586,7 +585,7 @@ class ClusterStore(DeploymentStore):
                 row.status = SessionStatus.ENDED
                 row.end_reason = reason[:2000]
                 row.ended_at = now
-                self._mark_idle(s, row.replica_id, now)
+                self._released(s, row.replica_id, now)
             return _session_info(row)
         return self._write(run)
 
@@ -606,17 +605,18 @@ class ClusterStore(DeploymentStore):
                                                                  ClusterSessionRow.status == SessionStatus.ACTIVE)
                                  .values(status=SessionStatus.ENDED, end_reason=reason[:2000], ended_at=now))
                 if getattr(done, "rowcount", 0):
-                    self._mark_idle(s, replica_id, now)
+                    self._released(s, replica_id, now)
         self._write(run)
 
-    def _mark_idle(self, s: Session, replica_id: str | None, now: datetime) -> None:
+    def _released(self, s: Session, replica_id: str | None, now: datetime) -> None:
+        """One session of the replica ended (its row went ACTIVE -> ENDED in this transaction): one slot
+        frees; a replica left without sessions is idle from now."""
         if replica_id is None:
             return
-        active = s.scalar(select(func.count(ClusterSessionRow.id)).where(
-            ClusterSessionRow.replica_id == replica_id, ClusterSessionRow.status == SessionStatus.ACTIVE)) or 0
-        if not active:
-            s.execute(update(ReplicaRow).where(ReplicaRow.id == replica_id, ReplicaRow.idle_since.is_(None))
-                      .values(idle_since=now))
+        s.execute(update(ReplicaRow).where(ReplicaRow.id == replica_id, ReplicaRow.active_sessions > 0)
+                  .values(active_sessions=ReplicaRow.active_sessions - 1))
+        s.execute(update(ReplicaRow).where(ReplicaRow.id == replica_id, ReplicaRow.active_sessions == 0,
+                                           ReplicaRow.idle_since.is_(None)).values(idle_since=now))
 
 
 def _online(device: Device, now: datetime) -> bool:

@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("port", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("capacity", sa.Integer(), nullable=False),
+        sa.Column("active_sessions", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("memory_bytes", sa.BigInteger(), nullable=False),
         sa.Column("cpu_millis", sa.BigInteger(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
