@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from common import log
 from roost.cluster import placement
@@ -36,6 +36,7 @@ from roost.hub.contract.cluster import NodeCapacity, NodeReport
 from roost.hub.store import Store
 
 GI = 2**30
+T = TypeVar("T")
 KEY = "bench-public-key"
 TARGET_P99_MS = 5.0
 RECIPE = ('RecipeFormatVersion: "2020-01-25"\nComponentName: {name}\nComponentVersion: 1.0.0\n'
@@ -44,18 +45,20 @@ RECIPE = ('RecipeFormatVersion: "2020-01-25"\nComponentName: {name}\nComponentVe
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "mean_ms": round(statistics.fmean(values), 3), "p50_ms": round(percentile(values, 0.5), 3),
-            "p99_ms": round(percentile(values, 0.99), 3), "max_ms": round(max(values), 3)}
+    return {"n": len(values), "mean_ms": round(statistics.fmean(values), 3),
+            "p50_ms": round(percentile(values, 0.5), 3), "p99_ms": round(percentile(values, 0.99), 3),
+            "max_ms": round(max(values), 3)}
 
 
-def timed(fn: Callable[[], Any]) -> float:
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
+    """How long ``fn()`` took (ms) and what it returned."""
     start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000
+    out = fn()
+    return (time.perf_counter() - start) * 1000, out
 
 
 def publish(store: Store, name: str) -> None:
@@ -98,18 +101,18 @@ def run(store: Store, nodes: int, sessions: int, calls: int) -> dict[str, Any]:
     warm: list[float] = []
     for i in range(calls):
         store.end_session(booked[i % len(booked)].session.id, "bench")
-        out: list[Any] = []
-        warm.append(timed(lambda i=i: out.append(store.admit("shared", f"warm-{i}", None, KEY))))
-        assert out[0].warm
-        booked[i % len(booked)] = out[0]
+        ms, admitted = timed(lambda i=i: store.admit("shared", f"warm-{i}", None, KEY))
+        assert admitted.warm
+        warm.append(ms)
+        booked[i % len(booked)] = admitted
     cold: list[float] = []
     for i in range(calls):
-        out = []
-        cold.append(timed(lambda i=i: out.append(store.admit("single", f"cold-{i}", None, KEY))))
-        assert not out[0].warm
+        ms, admitted = timed(lambda i=i: store.admit("single", f"cold-{i}", None, KEY))
+        assert not admitted.warm
+        cold.append(ms)
     views = [NodeView(name=f"n{i}", tier="edge", labels={"machine": "xavier"}, memory_bytes=32 * GI, cpu_millis=8000,
                       requested_memory=(i % 7) * GI) for i in range(nodes)]
-    decide = [timed(lambda: placement.choose(single, views, "edge")) for _ in range(calls)]
+    decide = [timed(lambda: placement.choose(single, views, "edge"))[0] for _ in range(calls)]
     return {"nodes": nodes, "live_sessions": len(booked), "replicas": replicas, "warm": summary(warm),
             "cold": summary(cold), "placement_only": summary(decide)}
 

@@ -178,6 +178,9 @@ def test_idle_replicas_and_the_replica_monitor_records(store: Store, clock: Fake
     (probe,) = store.probes()
     assert probe.idle_since is not None and not probe.sessions
     store.stop_replica(admitted.replica, ReplicaStatus.STOPPING, "idle", KEY)
+    assert store.forget_stopped_replicas() == 1  # the node does not report the component (any more)
+    admitted = store.admit("scalar", "b", None, KEY)
+    store.stop_replica(admitted.replica, ReplicaStatus.STOPPING, "idle", KEY)
     clock.advance(hours=2)
     assert store.forget_replicas(timedelta(hours=1)) == 1
     assert store.list_replicas() == []

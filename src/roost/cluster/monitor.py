@@ -14,7 +14,8 @@ Every ``interval`` seconds, for each live replica:
   out of its node's deployment) while its type keeps at least ``minReplicas`` replicas; a type with
   fewer than ``minReplicas`` at the edge gets one more placed per round (warm slots for the next clients).
 
-Stopped and failed replica rows are forgotten after an hour; ended sessions beyond the newest
+Stopped and failed replica rows are forgotten once their node no longer reports their component (every
+few rounds), else after an hour; ended sessions beyond the newest
 :data:`~roost.hub.store.cluster.ENDED_KEPT` are pruned.
 """
 
@@ -78,6 +79,8 @@ class ReplicaMonitor:
                 if placed is not None and self.wake is not None:
                     await self.wake()
         self._rounds += 1
+        if self._rounds % 5 == 1:
+            await asyncio.to_thread(self.store.forget_stopped_replicas)
         if self._rounds % 600 == 1:
             await asyncio.to_thread(self.store.forget_replicas, timedelta(hours=1))
 

@@ -201,17 +201,17 @@ def load_tabular(
     reference = XGBoostBackend(model_path, feature_names=feature_names)
     timings["xgboost"] = {"load_s": time.perf_counter() - t0}
     names = reference.feature_names
-    if calibration is None:
-        calib = calibration_rows(reference.booster)
-    else:
+    if calibration is not None:
         calib = np.ascontiguousarray(calibration, dtype=np.float32)
         if calib.ndim != 2 or calib.shape[1] != len(names) or calib.shape[0] == 0:
             raise ModelError(f"calibration must be a non-empty (rows, {len(names)}) matrix, got {calib.shape}")
+    if engine == "xgboost":  # nothing to compare it against: no calibration rows to make
+        return LoadedModel(reference, "xgboost", names, digest, timings)
+    if calibration is None:
+        calib = calibration_rows(reference.booster)
     expected = reference.predict(calib)
     bound = summation_bound(reference.booster, calib)
 
-    if engine == "xgboost":
-        return LoadedModel(reference, "xgboost", names, digest, timings)
     candidates = ["compiled", "onnx"] if engine == "auto" else [engine]
     backends: dict[str, TabularBackend] = {"xgboost": reference}
     for name in candidates:

@@ -527,6 +527,18 @@ class ClusterStore(DeploymentStore):
         logger.info("replica %s %s: %s", replica_id, status.value.lower(), reason)
         return ended
 
+    def forget_stopped_replicas(self) -> int:
+        """Delete stopped and failed replicas whose node no longer reports their component (it is gone)."""
+        def run(s: Session) -> int:
+            rows = s.execute(select(ReplicaRow.id, ReplicaRow.component, Device.reported)
+                             .join(Device, Device.id == ReplicaRow.device_id)
+                             .where(ReplicaRow.status.not_in(LIVE))).all()
+            gone = [rid for rid, component, reported in rows if component not in (reported or {})]
+            if gone:
+                s.execute(delete(ReplicaRow).where(ReplicaRow.id.in_(gone)))
+            return len(gone)
+        return self._write(run)
+
     def forget_replicas(self, older_than: timedelta) -> int:
         """Delete stopped and failed replicas older than ``older_than``, and ended sessions beyond the kept number."""
         cutoff = self.clock() - older_than
