@@ -23,7 +23,6 @@ available replicas every second: those are its request -> ready times by constru
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -37,6 +36,7 @@ from typing import Any
 import httpx
 
 from common import REPO, SHARED, bench_tmp, log, roost
+from roost import eventloop
 
 WINE = REPO / "src" / "roost" / "samples" / "data" / "wine_concat.csv"
 DRIVING = SHARED / "seed-data" / "k8s-rcv-ml_full_data_test_head.csv"
@@ -191,7 +191,7 @@ def protocols(cluster: Cluster, type_name: str, data: Path, windows: int) -> dic
     for fmt in ("binary", "json"):
         session, _ = cluster.admit(type_name, f"bench-{fmt}")
         try:
-            out[fmt] = asyncio.run(measure_stream(session["endpoint"], session["token"], fmt, data, windows))
+            out[fmt] = eventloop.run(measure_stream(session["endpoint"], session["token"], fmt, data, windows))
         finally:
             cluster.end(session)
     answer = httpx.get(cluster.url + "/app-service", timeout=120,
@@ -200,7 +200,7 @@ def protocols(cluster: Cluster, type_name: str, data: Path, windows: int) -> dic
     body = answer.json()
     if answer.status_code != 200 or body.get("offloading") != 0:
         raise RuntimeError(f"/app-service: {answer.status_code} {answer.text}")
-    out["original_40_frames"] = asyncio.run(measure_stream(f"ws://127.0.0.1:{body['service_port']}/v1/stream", None,
+    out["original_40_frames"] = eventloop.run(measure_stream(f"ws://127.0.0.1:{body['service_port']}/v1/stream", None,
                                                            "legacy", data, windows))
     # The original client never ends its session: the hub's monitor ends it once the socket is gone.
     legacy_session = next((s for s in cluster.api("GET", "/v1/cluster/sessions", params={"active": "true"})

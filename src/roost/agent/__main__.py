@@ -7,10 +7,10 @@ Rich) so the agent is up sooner and uses less memory.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from pathlib import Path
 
+from roost import eventloop
 from roost.agent.agent import run_agent
 from roost.agent.ipc import IpcLimits
 from roost.agent.logfile import AGENT_LOG_BACKUPS, AGENT_LOG_MAX_BYTES, configure_agent_logging
@@ -53,12 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_agent_logging(args.log_level, Path(args.log_file) if args.log_file else None,
                             max_bytes=args.log_max_bytes, backups=args.log_backups)
     try:
-        try:
-            import uvloop
-        except ImportError:  # uvloop is a dependency; plain asyncio still works where it cannot build
-            asyncio.run(run_agent(AgentPaths.at(args.root), args.thing_name, **options))
-        else:
-            uvloop.run(run_agent(AgentPaths.at(args.root), args.thing_name, **options))
+        eventloop.run(run_agent(AgentPaths.at(args.root), args.thing_name, **options))
     except RoostError as err:
         logging.getLogger("roost.agent").error("%s (%s)", err.message, err.code)
         return 1

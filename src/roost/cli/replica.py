@@ -6,13 +6,13 @@ Heavy libraries (websockets, the model engines) are imported inside the command.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from roost import eventloop
 from roost.cli.output import handle_errors
 from roost.cli.serve import JsonLogOpt, _logging
 
@@ -56,7 +56,7 @@ def replica(
         window=window, max_rows=max_rows, idle_timeout=idle_timeout, engine=engine, top_k=top_k,
         cache_dir=cache_dir or Path(os.environ.get("ROOST_SERVE_CACHE", ".roost-serve-cache")),
         max_frame_bytes=max_frame_bytes, threads=threads)
-    asyncio.run(run_replica(options))
+    eventloop.run(run_replica(options))
 
 
 def _without_sklearn() -> None:

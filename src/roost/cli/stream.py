@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from roost import eventloop
 from roost.cli.hub import HubOpt, TokenOpt, admin_client
 from roost.cli.output import EXIT_FAILED, console, err_console, handle_errors
 from roost.errors import InvalidInputError
@@ -76,7 +77,7 @@ def _run(options: StreamOptions, *, as_json: bool) -> StreamReport:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    return asyncio.run(main())
+    return eventloop.run(main())
 
 
 @handle_errors
