@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -105,6 +105,17 @@ class ReplicaProbe:
     reported_state: str | None
     #: Active sessions: id -> (connected, created_at).
     sessions: dict[str, tuple[bool, datetime]]
+
+
+class _Slot(NamedTuple):
+    """A replica a session is booked on (what a booking needs of it)."""
+
+    id: str
+    port: int
+    tier: str
+    status: str
+    node: str
+    address: str
 
 
 def alias_name(component: str, slot: int) -> str:
@@ -326,13 +337,16 @@ class ClusterStore(DeploymentStore):
         if not self.db.is_sqlite:
             s.execute(select(NodeRow.device_id).order_by(NodeRow.device_id).with_for_update()).all()
 
-    def _free_slot(self, s: Session, spec: ServiceType, tier: Tier) -> ReplicaRow | None:
+    def _free_slot(self, s: Session, spec: ServiceType, tier: Tier) -> _Slot | None:
         """The replica of ``spec`` in ``tier`` with a free slot: ready before starting, fullest first."""
-        return s.scalars(select(ReplicaRow).where(
-            ReplicaRow.service_type == spec.name, ReplicaRow.tier == tier, ReplicaRow.status.in_(LIVE),
-            ReplicaRow.active_sessions < ReplicaRow.capacity)
+        row = s.execute(
+            select(ReplicaRow.id, ReplicaRow.port, ReplicaRow.tier, ReplicaRow.status, Device.name, NodeRow.address)
+            .join(Device, Device.id == ReplicaRow.device_id).join(NodeRow, NodeRow.device_id == ReplicaRow.device_id)
+            .where(ReplicaRow.service_type == spec.name, ReplicaRow.tier == tier, ReplicaRow.status.in_(LIVE),
+                   ReplicaRow.active_sessions < ReplicaRow.capacity)
             .order_by((ReplicaRow.status == ReplicaStatus.READY).desc(), ReplicaRow.active_sessions.desc(),
                       ReplicaRow.created_at, ReplicaRow.id).limit(1)).first()
+        return _Slot(*row) if row is not None else None
 
     def _views(self, s: Session, tier: Tier, now: datetime) -> list[NodeView]:
         rows = s.execute(select(NodeRow.device_id, Device.name, Device.labels, Device.last_seen_at,
@@ -350,7 +364,7 @@ class ClusterStore(DeploymentStore):
         return out
 
     def _place(self, s: Session, spec: ServiceType, view: NodeView, tier: Tier, public_key: str,
-               now: datetime) -> ReplicaRow | None:
+               now: datetime) -> _Slot | None:
         """A new replica of ``spec`` on ``view``'s node (None when the node has no free port)."""
         device = self._device(s, view.name)
         node = s.get(NodeRow, device.id)
@@ -373,7 +387,7 @@ class ClusterStore(DeploymentStore):
         s.add(replica)
         s.flush()
         self._deploy_node(s, device, node, public_key, now)
-        return replica
+        return _Slot(replica.id, port, tier, ReplicaStatus.STARTING, device.name, node.address)
 
     def _ensure_alias(self, s: Session, component: str, version: str, slot: int) -> str:
         """Register ``<component>.r<slot>`` at ``version`` (same recipe and artifact files) once."""
@@ -415,11 +429,9 @@ class ClusterStore(DeploymentStore):
             "component_update_policy": ComponentUpdatePolicy(action="SKIP_NOTIFY_COMPONENTS")})
         self._create_deployment(s, req, REPLICAS_TARGET, device.name, str(uuid.uuid4()), now, info=False)
 
-    def _book(self, s: Session, spec: ServiceType, replica: ReplicaRow, session_id: str, client_id: str,
+    def _book(self, s: Session, spec: ServiceType, replica: _Slot, session_id: str, client_id: str,
               legacy: bool, now: datetime, *, warm: bool) -> Admitted:
-        node_name, address = s.execute(select(Device.name, NodeRow.address)
-                                       .join(NodeRow, NodeRow.device_id == Device.id)
-                                       .where(Device.id == replica.device_id)).one()
+        node_name, address = replica.node, replica.address
         endpoint = f"ws://{url_host(address)}:{replica.port}/v1/stream"
         row = ClusterSessionRow(id=session_id, service_type=spec.name, client_id=client_id, replica_id=replica.id,
                                 node=node_name, tier=replica.tier, endpoint=endpoint, port=replica.port,
