@@ -67,3 +67,34 @@ def test_unzip_and_zip_slip(tmp_path: Path) -> None:
     (src / "bad.zip").write_text("not a zip")
     with pytest.raises(ArtifactError, match="not a valid ZIP"):
         install_artifacts("c", "1.0.0", [Artifact(uri="s3://b/bad.zip", unarchive="ZIP")], src, dest, unz)
+
+
+@pytest.mark.parametrize("linked", [True, False])
+def test_reinstalling_an_unchanged_version_leaves_its_files_alone(tmp_path: Path, linked: bool) -> None:
+    """A hub revision that keeps a component re-delivers its folder (linked to the installed files, or a
+    copy with the same bytes): the installed files keep their inode and mode, so the running component
+    can read them throughout. A changed file is replaced."""
+    import os
+    import shutil
+
+    src, dest, unz = _dirs(tmp_path)
+    (src / "model.json").write_text('{"trees": []}')
+    (src / "lib").mkdir()
+    (src / "lib" / "util.py").write_text("x = 1\n")
+    art = Artifact(uri="s3://bucket/model.json")
+    install_artifacts("c", "1.0.0", [art], src, dest, unz, whole_folder=True)
+    os.chmod(dest / "model.json", 0o640)  # as the workspace shares it with the component's group
+    before = (dest / "model.json").stat()
+    again = tmp_path / "again"
+    (again / "lib").mkdir(parents=True)
+    for rel in ("model.json", "lib/util.py"):
+        if linked:
+            os.link(dest / rel, again / rel)
+        else:
+            shutil.copyfile(dest / rel, again / rel)
+    (again / "lib" / "util.py").unlink()
+    (again / "lib" / "util.py").write_text("x = 2\n")
+    install_artifacts("c", "1.0.0", [art], again, dest, unz, whole_folder=True)
+    after = (dest / "model.json").stat()
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert (dest / "lib" / "util.py").read_text() == "x = 2\n"

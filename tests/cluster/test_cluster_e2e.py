@@ -69,6 +69,10 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, dic
     return proc.returncode, json.loads(out) if out.strip() else {}, err
 
 
+def _exactly(items: list[dict[str, Any]], n: int) -> list[dict[str, Any]] | None:
+    return items if len(items) == n else None
+
+
 def _active(hub: Hub) -> list[dict[str, Any]]:
     sessions: list[dict[str, Any]] = roost_json(*hub.cli("cluster", "sessions"))
     return sessions
@@ -85,13 +89,18 @@ def test_nodes_report_their_configured_capacity_and_tier(cluster: Hub) -> None:
 def test_clients_fill_the_edge_by_capacity_then_offload_to_the_centre(cluster: Hub, tmp_path: Path) -> None:
     edge = [_stream(cluster, f"car-{i}", "--duration", "25", "--interval", "0.1") for i in range(3)]
     try:
-        wait_for(lambda: len(_active(cluster)) == 3, timeout=90, what="three edge sessions")
-        placed = sorted(s["node"] for s in _active(cluster))
-        assert placed == ["tx2-1", "xavier-1", "xavier-1"]  # 2 x xavier + tx2, as the original's capacity
+        try:
+            active = wait_for(lambda: _exactly(_active(cluster), 3), timeout=90, what="three edge sessions")
+        except AssertionError as err:
+            raise AssertionError(f"{err}: sessions {roost_json(*cluster.cli('cluster', 'sessions', '--all'))}, "
+                                 f"replicas {roost_json(*cluster.cli('cluster', 'replicas'))}") from err
+        placed = sorted(s["node"] for s in active)
+        assert placed == ["tx2-1", "xavier-1", "xavier-1"], active  # 2 x xavier + tx2, the original's capacity
         code, report, err = _finish(_stream(cluster, "car-offloaded", "--windows", "5", "--plot",
                                             str(tmp_path / "latency.png")))
-        assert code == 0, err
-        assert report["offloaded"] is True and report["windows"] == 5 and report["errors"] == []
+        assert code == 0, (err, roost_json(*cluster.cli("cluster", "sessions", "--all")))
+        assert report["offloaded"] is True and report["windows"] == 5 and report["errors"] == [], \
+            roost_json(*cluster.cli("cluster", "sessions", "--all"))
         assert report["endpoint"].startswith("ws://127.0.0.1:321")
         assert (tmp_path / "latency.png").stat().st_size > 1000
     finally:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import filecmp
 import hashlib
 import logging
 import os
@@ -83,19 +84,25 @@ def install_artifacts(component: str, version: str, artifacts: Sequence[Artifact
                 f"{component}-{version}: artifact {name} (from {art.uri}) not found in {source_dir}",
                 code="ARTIFACT_MISSING")
     dest_dir.mkdir(parents=True, exist_ok=True)
-    copied = False
+    folder_copied: set[str] | None = None
     if whole_folder and source_dir is not None:
-        copy_artifact_folder(component, version, source_dir, dest_dir)
-        copied = True
+        folder_copied = set(copy_artifact_folder(component, version, source_dir, dest_dir))
     for art in artifacts:
         name = art.file_name
         target = dest_dir / name
-        if source_dir is not None and not copied:
+        written = True
+        if folder_copied is not None:
+            # Kept as installed (same bytes): its Permission was applied then, and a running component
+            # may be reading it, so it is not touched.
+            written = name in folder_copied
+        elif source_dir is not None:
             src = source_dir / name
-            if src.resolve() != target.resolve():
+            if src.resolve() != target.resolve() and not (target.is_file() and _same_bytes(src, target)):
                 tmp = target.with_name(f".{name}.part")
                 shutil.copyfile(src, tmp)
                 os.replace(tmp, target)
+            else:
+                written = False
         elif not target.is_file():
             raise ArtifactError(f"{component}-{version}: artifact {name} is not in the package store ({dest_dir})",
                                 code="ARTIFACT_MISSING")
@@ -109,7 +116,10 @@ def install_artifacts(component: str, version: str, artifacts: Sequence[Artifact
                     code="ARTIFACT_DIGEST_MISMATCH")
         _apply_permission(target, art)
         if art.unarchive == "ZIP":
-            _unzip(component, version, target, unarchive_dir / Path(name).stem, art)
+            if written or not (unarchive_dir / Path(name).stem).exists():
+                _unzip(component, version, target, unarchive_dir / Path(name).stem, art)
+            else:  # the same archive, extracted when it was installed: only a changed Permission applies
+                _apply_permission_tree(unarchive_dir / Path(name).stem, art.permission)
 
 
 def _scan_folder(component: str, version: str, source_dir: Path, max_files: int,
@@ -151,6 +161,10 @@ def copy_artifact_folder(component: str, version: str, source_dir: Path, dest_di
     (``ARTIFACT_UNSAFE_FILE``), and the folder must stay within ``max_files`` entries and
     ``max_bytes`` bytes (``ARTIFACT_FOLDER_TOO_LARGE``). Files get owner read/write (plus owner
     execute where the source is executable); folders ``0755``. Returns the relative paths copied.
+
+    A file already in ``dest_dir`` with the same bytes (the installed version's own file, which the hub
+    sync links into its download) is left as it is, mode and owner included: a running component keeps
+    reading it while a deployment that does not change it is applied.
     """
     limit_files = MAX_FOLDER_FILES if max_files is None else max_files
     limit_bytes = MAX_FOLDER_BYTES if max_bytes is None else max_bytes
@@ -158,6 +172,7 @@ def copy_artifact_folder(component: str, version: str, source_dir: Path, dest_di
         return []
     entries = _scan_folder(component, version, source_dir, limit_files, limit_bytes)
     dest_dir.mkdir(parents=True, exist_ok=True)
+    copied: list[str] = []
     for entry in entries:
         target = dest_dir / entry.rel
         if entry.kind == "dir":
@@ -166,16 +181,30 @@ def copy_artifact_folder(component: str, version: str, source_dir: Path, dest_di
             target.mkdir(exist_ok=True)
             os.chmod(target, 0o755)
             continue
+        if entry.kind == "file" and not target.is_symlink() and target.is_file() and _same_bytes(entry.src, target):
+            continue
         if target.is_symlink() or target.is_file():
             target.unlink()
         elif target.is_dir():
             shutil.rmtree(target)
+        copied.append(entry.rel)
         if entry.kind == "link":
             os.symlink(entry.link, target)
             continue
         _copy_regular(component, version, entry, target)
-    log.debug("%s-%s: copied %d entries of %s", component, version, len(entries), source_dir)
-    return [entry.rel for entry in entries]
+    log.debug("%s-%s: copied %d of %d entries of %s", component, version, len(copied), len(entries), source_dir)
+    return copied
+
+
+def _same_bytes(src: str | Path, target: Path) -> bool:
+    """Whether ``target`` is ``src`` (a hard link) or holds the same bytes."""
+    try:
+        a, b = os.stat(src), os.stat(target)
+    except OSError:
+        return False
+    if os.path.samestat(a, b):
+        return True
+    return a.st_size == b.st_size and filecmp.cmp(src, target, shallow=False)
 
 
 def _permission_mode(perm: ArtifactPermission, *, folder: bool = False) -> int:
@@ -193,23 +222,37 @@ def _permission_mode(perm: ArtifactPermission, *, folder: bool = False) -> int:
     return mode
 
 
+#: The group's read and execute bits: the workspace gives them to the component's group after install
+#: (roost.agent.workspace), so a Permission applied again keeps them instead of taking them away for a
+#: moment from a component that is reading the file.
+_GROUP_SHARED = stat.S_IRGRP | stat.S_IXGRP
+
+
+def _set_mode(path: str | Path, mode: int) -> None:
+    """``mode`` on ``path``, keeping the group read/execute bits it has; nothing when that is its mode."""
+    current = stat.S_IMODE(os.stat(path).st_mode)
+    wanted = mode | (current & _GROUP_SHARED)
+    if wanted != current:
+        os.chmod(path, wanted)
+
+
 def _apply_permission(path: Path, art: Artifact) -> None:
-    os.chmod(path, _permission_mode(art.permission))
+    _set_mode(path, _permission_mode(art.permission))
 
 
 def _apply_permission_tree(root: Path, perm: ArtifactPermission) -> None:
     """The artifact's Permission on every unarchived file (and folder) under ``root``."""
     file_mode, folder_mode = _permission_mode(perm), _permission_mode(perm, folder=True)
-    os.chmod(root, folder_mode)
+    _set_mode(root, folder_mode)
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames:
             path = os.path.join(dirpath, name)
             if not os.path.islink(path):
-                os.chmod(path, folder_mode)
+                _set_mode(path, folder_mode)
         for name in filenames:
             path = os.path.join(dirpath, name)
             if not os.path.islink(path):
-                os.chmod(path, file_mode)
+                _set_mode(path, file_mode)
 
 
 def _unzip(component: str, version: str, archive: Path, dest: Path, art: Artifact | None = None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from roost.cluster.admission import Admission
@@ -121,8 +121,8 @@ async def list_replicas(s: StoreDep) -> list[ClusterReplica]:
 # -- the original receive server's routes -----------------------------------------------------------
 @compat_router.get("/app-service", tags=["cluster"], response_model=AppServiceAnswer, operation_id="app_service_get")
 @compat_router.post("/app-service", tags=["cluster"], response_model=AppServiceAnswer, operation_id="app_service_post")
-async def app_service(request: Request, type: str = Query(..., max_length=63),
-                      clientID: str = Query(..., min_length=1, max_length=128),
+async def app_service(request: Request, type: str = Query(..., min_length=1, max_length=63),
+                      clientID: str = Query(..., min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$"),
                       clienttime: str | None = Query(None, max_length=64)) -> AppServiceAnswer:
     """The original edge receive server: a replica at the edge (``offloading: 0`` and the replica's real
     port, once it is ready), or ``offloading: 1`` when the edge is full (``service_port`` is then "0":
@@ -142,12 +142,16 @@ async def _centre(request: Request, type_name: str, client_id: str) -> AppServic
 
 
 @compat_router.post("/driver-class-predict/{client_id}", tags=["cluster"], response_model=AppServiceAnswer)
-async def driver_class_predict(client_id: str, request: Request) -> AppServiceAnswer:
+async def driver_class_predict(request: Request, client_id: str = Path(..., max_length=128,
+                                                                         pattern=r"^[^\x00-\x1f]+$"),
+                               ) -> AppServiceAnswer:
     """The original centre's scalar route: a session on a centre replica of ``scalar``."""
     return await _centre(request, "scalar", client_id)
 
 
 @compat_router.post("/driver-image-recognition/{client_id}", tags=["cluster"], response_model=AppServiceAnswer)
-async def driver_image_recognition(client_id: str, request: Request) -> AppServiceAnswer:
+async def driver_image_recognition(request: Request, client_id: str = Path(..., max_length=128,
+                                                                             pattern=r"^[^\x00-\x1f]+$"),
+                                   ) -> AppServiceAnswer:
     """The original centre's image route: a session on a centre replica of ``image``."""
     return await _centre(request, "image", client_id)

@@ -163,9 +163,10 @@ class DeploymentStore(FleetStore):
         (:data:`roost.recipe.resolve.BUILTINS`) are satisfied by every agent and are not among the
         dependencies; another ``aws.greengrass.*`` name nobody published is ``AWS_COMPONENT_UNAVAILABLE``.
         """
-        if not any(_declares_dependencies(recipe) for recipe in s.scalars(select(Component.recipe).where(
-                tuple_(Component.name, Component.version).in_(sorted(roots.items()))))):
-            # No root names a dependency: nothing to resolve (the roots themselves were checked above).
+        if not any(name in BUILTINS for name in roots) and not any(
+                _declares_dependencies(recipe) for recipe in s.scalars(select(Component.recipe).where(
+                    tuple_(Component.name, Component.version).in_(sorted(roots.items()))))):
+            # No root is built in or names a dependency: nothing to resolve (the roots were checked above).
             return {}
         available: dict[str, list[Recipe]] = {}
         frontier = sorted(roots)
