@@ -200,3 +200,37 @@ def test_request_path_breakdown_shows_its_file() -> None:
                  "peer: Booster.inplace_predict"):
         assert shows(paragraph, data["steps"][step]["median_us"]), (step, paragraph)
     assert shows(paragraph, data["path_vs_inplace_rows_per_s"])
+
+
+def test_cluster_table_and_summary_show_their_file() -> None:
+    data = _load("results-cluster.json")
+    live, scale = data["live"], data["admission"]
+    rows = table("## `bench/cluster.py`: edge clusters (issue 11)")
+
+    def row(prefix: str) -> str:
+        return " ".join(next(cells for label, cells in rows.items() if label.startswith(prefix)))
+
+    warm = row("request → ready endpoint, warm")
+    assert shows(warm, live["warm_client_ms"]["p50"]) and shows(warm, live["warm_ready_ms"]["p50"])
+    cold = row("request → ready endpoint, cold")
+    assert shows(cold, live["cold_ready_ms"]["p50"]) and shows(cold, live["cold_ready_ms"]["p50"] / 5000)
+    wine = live["windows_wine"]
+    binary = row("40-row window round trip, wine, binary")
+    assert shows(binary, wine["binary"]["e2e_ms"]["p50"]) and shows(binary, wine["original_40_frames"]["e2e_ms"]["p50"])
+    assert shows(binary, wine["binary"]["rtt_p50_vs_original"])
+    size = row("bytes per 40-row window, wine")
+    assert shows(size, wine["binary"]["total_bytes_per_window"]) and shows(size, wine["binary"]["bytes_vs_original"])
+    assert wine["binary"]["bytes_vs_original"] <= 1 / 3
+    driving = row("40-row window, the original's CAN-bus rows")
+    assert shows(driving, live["windows_driving"]["binary"]["e2e_ms"]["p50"])
+    assert shows(driving, live["windows_driving"]["binary"]["bytes_vs_original"])
+    assert shows(row("switch to the centre"), live["switch_to_centre_cold_ms"]["p50"])
+    assert shows(row("admission decision"), scale["sqlite"]["placement_only"]["p99_ms"])
+    sqlite_warm = row("admission transaction, warm")
+    assert shows(sqlite_warm, scale["sqlite"]["warm"]["p50_ms"])
+    assert shows(sqlite_warm, scale["sqlite"]["warm"]["p99_ms"])
+    assert shows(row("the same on PostgreSQL"), scale["postgresql"]["warm"]["p50_ms"])
+    summary = " ".join(" ".join(c) for k, c in table("## Summary").items() if k.startswith("edge cluster"))
+    for value in (live["cold_ready_ms"]["p50"], live["warm_client_ms"]["p50"], wine["binary"]["e2e_ms"]["p50"],
+                  wine["binary"]["bytes_vs_original"], scale["sqlite"]["warm"]["p99_ms"]):
+        assert shows(summary, value), value

@@ -112,7 +112,9 @@ def test_clients_fill_the_edge_by_capacity_then_offload_to_the_centre(cluster: H
         assert report["bytes_per_window"]["sent"] > 0 and report["bytes_per_window"]["received"] > 0
     ended = [s for s in roost_json(*cluster.cli("cluster", "sessions", "--all"))
              if s["client_id"].startswith("car-")]
-    assert len(ended) == 4 and all(s["status"] == "ENDED" and s["end_reason"] == "ended by the client" for s in ended)
+    # the client ends its session when done; the monitor may see its socket close first ("disconnected")
+    assert len(ended) == 4 and all(s["status"] == "ENDED" and s["end_reason"] in ("ended by the client", "disconnected")
+                                   for s in ended), ended
     # the replicas stay for the next clients (warm slots) until their idle timeout
     replicas = roost_json(*cluster.cli("cluster", "replicas"))
     assert sum(1 for r in replicas if r["status"] == "READY" and r["tier"] == "edge") == 3
