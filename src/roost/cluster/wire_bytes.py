@@ -46,33 +46,25 @@ class CountingTransport:
         return getattr(self._transport, name)
 
 
-class CountingServerConnection(ServerConnection):
+class _Counting:
+    """What both counting connections add to websockets' own: a :attr:`counter` of their socket's bytes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counter = ByteCounter()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it: no isinstance check.
+        super().connection_made(CountingTransport(cast(asyncio.Transport, transport), self.counter))  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        self.counter.received += len(data)
+        super().data_received(data)  # type: ignore[misc]
+
+
+class CountingServerConnection(_Counting, ServerConnection):
     """A server connection whose :attr:`counter` holds the bytes of its socket."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.counter = ByteCounter()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it: no isinstance check.
-        super().connection_made(CountingTransport(cast(asyncio.Transport, transport), self.counter))  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        self.counter.received += len(data)
-        super().data_received(data)
-
-
-class CountingClientConnection(ClientConnection):
+class CountingClientConnection(_Counting, ClientConnection):
     """A client connection whose :attr:`counter` holds the bytes of its socket."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.counter = ByteCounter()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it: no isinstance check.
-        super().connection_made(CountingTransport(cast(asyncio.Transport, transport), self.counter))  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        self.counter.received += len(data)
-        super().data_received(data)
