@@ -87,7 +87,7 @@ def test_nodes_report_their_configured_capacity_and_tier(cluster: Hub) -> None:
 
 
 def test_clients_fill_the_edge_by_capacity_then_offload_to_the_centre(cluster: Hub, tmp_path: Path) -> None:
-    edge = [_stream(cluster, f"car-{i}", "--duration", "25", "--interval", "0.1") for i in range(3)]
+    edge = [_stream(cluster, f"car-{i}", "--duration", "14", "--interval", "0.1") for i in range(3)]
     try:
         try:
             active = wait_for(lambda: _exactly(_active(cluster), 3), timeout=90, what="three edge sessions")
