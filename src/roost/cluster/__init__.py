@@ -16,6 +16,18 @@ The map (one concept per module):
   Services, capacity from the nodes' allocatable minus pod requests, scale-up watched until ready
   (``kubernetes`` imported lazily; docs/kubernetes.md).
 
-The hub's side (admission, the centre tier, the replica monitor) lives in :mod:`roost.hub.cluster`;
-replicas and the streaming protocol in :mod:`roost.cluster.replica` and :mod:`roost.cluster.protocol`.
+- :mod:`~roost.cluster.admission` — a client's request becomes a session on a *ready* replica (the
+  transaction itself is :class:`roost.hub.store.cluster.ClusterStore`'s), or on the Kubernetes backend.
+- :mod:`~roost.cluster.monitor` — the hub's loop that keeps replicas and sessions true (ended, lost,
+  idle, minReplicas).
+- :mod:`~roost.cluster.addresses` — node addresses in URLs.
+- :mod:`~roost.cluster.protocol` — the stream wire contract (hello, windows, images, replies, errors,
+  the original's 40-frame format), shared by the replica and the client.
+- :mod:`~roost.cluster.served_model` — what a replica's model answers for a window or an image.
+- :mod:`~roost.cluster.replica` — the replica server (websocket sessions, ``/healthz``, ``/status``,
+  ``/claim``).
+- :mod:`~roost.cluster.stream_client` — ``roost stream``'s client: windows from a CSV or images, E2E
+  and server times, bytes on the socket (:mod:`~roost.cluster.wire_bytes`), the summary and plot.
+
+The REST routes are :mod:`roost.hub.api.cluster`; an agent's own node report is :mod:`roost.agent.node`.
 """
