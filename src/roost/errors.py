@@ -400,6 +400,8 @@ CODES: dict[str, dict[str, str]] = {
                                   "names the setting.",
         "REPLICA_FULL": "The replica serves as many sessions (or holds as many claims) as it may; retry or ask the "
                         "hub for another replica (503).",
+        "SESSION_ENDED": "That session already ended on the replica (its client left, or the hub ended it); ask "
+                         "the hub for a new session (401).",
         "SESSION_ALREADY_CONNECTED": "That session already has a connection on the replica (409).",
         "CLAIM_REQUIRED": "A client of the original protocol (no token) connected while the replica holds no "
                           "unexpired claim for it (401).",

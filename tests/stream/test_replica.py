@@ -219,6 +219,16 @@ async def test_an_oversized_frame_closes_with_1009_and_the_replica_serves_on(tab
 # -- sessions -----------------------------------------------------------------------------------------
 
 
+async def test_an_ended_session_does_not_connect_again(tabular: Replica, signer: TokenSigner) -> None:
+    token = session_token(signer, "once")
+    report = await stream(StreamOptions(endpoint=stream_url(tabular), session_token=token, data=DATA_CSV,
+                                        max_windows=1, duration=30))
+    assert len(report.windows) == 1
+    await status_when(tabular, signer, lambda st: any(e["id"] == "once" for e in st["ended"]))
+    code, error = await _refused(tabular, token)
+    assert (code, error["code"]) == (401, "SESSION_ENDED")
+
+
 async def test_sessions_are_capped_and_one_id_connects_once(tabular: Replica, signer: TokenSigner) -> None:
     first = await _open(tabular, session_token(signer, "a"))
     try:

@@ -84,6 +84,8 @@ log = logging.getLogger(__name__)
 
 #: How many ended sessions ``/status`` lists (the most recent).
 ENDED_KEPT: Final = 100
+#: How many ended session ids a replica remembers, refusing their tokens (SESSION_ENDED).
+ENDED_IDS_KEPT: Final = 4096
 #: The longest request target (path and query) looked at.
 _MAX_TARGET = 4096
 
@@ -231,6 +233,9 @@ class Replica:
         self._sessions: dict[str, _Session] = {}
         self._claims: OrderedDict[str, float] = OrderedDict()
         self._ended: deque[dict[str, Any]] = deque(maxlen=ENDED_KEPT)
+        #: Ids of sessions that ended here (bounded): their tokens do not connect again, since the hub
+        #: ends a session whose client went away and may give its slot to another client.
+        self._ended_ids: OrderedDict[str, None] = OrderedDict()
         self._stopping = False
 
     # -- life ------------------------------------------------------------------------------------
@@ -339,6 +344,10 @@ class Replica:
         if session in self._sessions:
             return _refusal(connection, 409, SessionConflictError(
                 f"session {session} is already connected to this replica; one connection per session"))
+        if session in self._ended_ids:
+            return _refusal(connection, 401, SessionTokenError(
+                f"session {session} already ended on this replica; ask the hub for a new session",
+                code="SESSION_ENDED"))
         if len(self._sessions) >= self.options.sessions:
             return _refusal(connection, 503, ReplicaFullError(
                 f"the replica serves {len(self._sessions)} of {self.options.sessions} sessions; ask the hub "
@@ -410,6 +419,9 @@ class Replica:
     def _end(self, record: _Session, reason: str) -> None:
         if self._sessions.get(record.id) is record:
             del self._sessions[record.id]
+            self._ended_ids[record.id] = None
+            while len(self._ended_ids) > ENDED_IDS_KEPT:
+                self._ended_ids.popitem(last=False)
             self._ended.append({"id": record.id, "reason": reason, "at": _iso(time.time()),
                                 "windows": record.windows, "legacy": record.legacy})
             log.info("replica %s: session %s ended (%s) after %d windows", self.options.replica_id, record.id,
