@@ -80,19 +80,27 @@ class Admission:
                     raise
                 req = req.model_copy(update={"tier": "centre"})
                 offloading_from_kubernetes = True
-        try:
-            admitted = await asyncio.to_thread(self.store.admit, req.type, req.client_id, req.tier, self.public_key,
-                                               legacy=legacy)
-        except UnschedulableError as err:
-            if not offloading_from_kubernetes:
-                raise
-            # The Kubernetes edge can run the type, it is only full now; the centre cannot take it.
-            raise ClusterFullError(f"the Kubernetes edge has no room for {req.type} now and the centre cannot "
-                                   f"take it ({err.message}); retry later") from err
-        if not admitted.warm and self.wake is not None:
-            await self.wake()
-        if admitted.replica_status != ReplicaStatus.READY:
-            await self._wait_ready(admitted, started + req.wait_seconds)
+        deadline = started + req.wait_seconds
+        while True:
+            try:
+                admitted = await asyncio.to_thread(self.store.admit, req.type, req.client_id, req.tier,
+                                                   self.public_key, legacy=legacy)
+            except UnschedulableError as err:
+                if not offloading_from_kubernetes:
+                    raise
+                # The Kubernetes edge can run the type, it is only full now; the centre cannot take it.
+                raise ClusterFullError(f"the Kubernetes edge has no room for {req.type} now and the centre cannot "
+                                       f"take it ({err.message}); retry later") from err
+            if not admitted.warm and self.wake is not None:
+                await self.wake()
+            try:
+                # A warm slot's endpoint is checked too: its process may have died since it was last seen.
+                await self._wait_ready(admitted, deadline)
+                break
+            except ReplicaNotReadyError:
+                # That replica is taken back; a warm slot that failed is worth one more try (placed anew).
+                if not admitted.warm or time.monotonic() >= deadline:
+                    raise
         session = admitted.session
         if legacy:
             await self._claim(admitted)
@@ -133,8 +141,6 @@ class Admission:
             if now >= next_health:
                 next_health = now + self.health_every
                 status, state, failure = await asyncio.to_thread(self.store.replica_health, admitted.replica)
-                if status == ReplicaStatus.READY:
-                    return  # another admission (or the monitor) saw it ready
                 if status is None or status not in (ReplicaStatus.STARTING, ReplicaStatus.READY):
                     problem = "it was stopped while starting"
                     break
