@@ -12,6 +12,7 @@ The map (one concept per module):
   score by preferred weights and least allocation, deterministic tie-break. Pure; no I/O.
 - :mod:`~roost.cluster.tokens` — session tokens the hub signs (Ed25519) and replicas verify.
 - :mod:`~roost.cluster.errors` — the cluster's error classes and codes.
+- :mod:`~roost.cluster.kubernetes_manifests` — what a service type becomes in Kubernetes (Deployment, Service).
 - :mod:`~roost.cluster.kubernetes` — the Kubernetes backend: service types as Deployments + NodePort
   Services, capacity from the nodes' allocatable minus pod requests, scale-up watched until ready
   (``kubernetes`` imported lazily; docs/kubernetes.md).
