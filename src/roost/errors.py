@@ -97,6 +97,8 @@ that every class is drawn here::
     │       ├── ResourceNotFoundIpcError   NOT_FOUND                  ipc.errors
     │       ├── ServiceIpcError            SERVICE_ERROR              ipc.errors
     │       └── UnauthorizedIpcError       UNAUTHORIZED               ipc.errors
+    ├── ProvisionError                     PROVISION_ERROR            provision.errors
+    │   └── ServiceUnitError               SERVICE_UNIT_FAILED        provision.errors
     ├── SealError                          SECRET_UNSEAL_FAILED       sealed
     └── ServeError                         SERVE_ERROR                serve.errors
         ├── BatcherClosedError             BATCHER_CLOSED             serve.batching
@@ -420,6 +422,15 @@ CODES: dict[str, dict[str, str]] = {
         "DATA_COLUMN_MISSING": "The CSV lacks a column the model expects (the message names it).",
         "REPLICA_UNREACHABLE": ("The stream client could not connect to the replica's endpoint (refused, DNS, "
                                 "timeout)."),
+    },
+    "roost.provision (the hub's SSH identity, device provisioning, service units)": {
+        "PROVISION_ERROR": "Base code of a provisioning failure.",
+        "SERVICE_UNIT_INVALID": "An install-service option is unusable (unit or user name, a path a unit cannot "
+                                "carry, --user with a user unit); the message names it.",
+        "SERVICE_UNIT_FAILED": "A service unit could not be installed: no root for a system unit, useradd or "
+                               "systemctl failed (the message carries their output).",
+        "SERVICE_UNIT_OTHER_ROOT": "uninstall-service found a unit of that name running another root; name the "
+                                   "root's own unit with --name.",
     },
 }
 

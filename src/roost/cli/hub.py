@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Run the fleet hub: devices, components, deployments, REST API.", no_args_is_help=True)
 
 HubRootOpt = Annotated[Path, typer.Option("--root", help="Hub root folder (database, artifacts).")]
-DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default sqlite:///ROOT/hub.db; "
+DbOpt = Annotated[str | None, typer.Option("--db", envvar="ROOST_HUB_DB", help="Database URL (default sqlite:///ROOT/hub.db; "
                                                          "postgresql+psycopg://... for fleets).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 HubOpt = Annotated[str | None, typer.Option("--hub", envvar="ROOST_HUB",
