@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Run the fleet hub: devices, components, deployments, REST API.", no_args_is_help=True)
 
 HubRootOpt = Annotated[Path, typer.Option("--root", help="Hub root folder (database, artifacts).")]
-DbOpt = Annotated[str | None, typer.Option("--db", envvar="ROOST_HUB_DB", help="Database URL (default sqlite:///ROOT/hub.db; "
-                                                         "postgresql+psycopg://... for fleets).")]
+DbOpt = Annotated[str | None, typer.Option("--db", envvar="ROOST_HUB_DB",
+                                           help="Database URL (default sqlite:///ROOT/hub.db; "
+                                                "postgresql+psycopg://... for fleets; or $ROOST_HUB_DB).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 HubOpt = Annotated[str | None, typer.Option("--hub", envvar="ROOST_HUB",
                                             help="Hub URL, e.g. http://hub:8080 (default $ROOST_HUB).")]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import typer
 
 from roost import __version__
-from roost.cli import agent, cluster, component, demo, deployment, device, group, hub, logs, samples, secret, serve, service
+from roost.cli import agent, cluster, component, demo, deployment, device, group, hub, logs, samples, secret, serve
+from roost.cli import service as service_units
 from roost.cli.stream import stream as stream_command
 
 app = typer.Typer(name="roost", help="Roost: machine learning on edge devices, self-hosted.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-service.register(agent.app, hub.app)
+service_units.register(agent.app, hub.app)
 DEVICE, INFERENCE, FLEET = "On a device", "Inference components", "Fleet (hub)"
 app.add_typer(agent.app, name="agent", rich_help_panel=DEVICE)
 app.add_typer(deployment.app, name="deployment", rich_help_panel=DEVICE)

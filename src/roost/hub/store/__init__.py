@@ -30,7 +30,9 @@ class Store(AuthStore, RegistryStore, ClusterStore, SyncStore, SecretStore):
     The parts: :mod:`~roost.hub.store.auth` (tokens, enrolment), :mod:`~roost.hub.store.fleet`
     (devices, groups), :mod:`~roost.hub.store.registry` (components, artifacts),
     :mod:`~roost.hub.store.deployments`, :mod:`~roost.hub.store.sync` (what devices call),
-    :mod:`~roost.hub.store.secrets` (secrets, sealed with the hub's key), over
+    :mod:`~roost.hub.store.secrets` (secrets, sealed with the hub's key), :mod:`~roost.hub.store.cluster`
+    (edge-cluster nodes, service types, admission, replicas) with
+    :mod:`~roost.hub.store.cluster_sessions` (its sessions), over
     :mod:`~roost.hub.store.base` (transactions, clock); results are the contract's models
     (:mod:`roost.hub.contract`), plus :mod:`~roost.hub.store.records` (principal, artifact location).
     """

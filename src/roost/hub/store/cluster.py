@@ -34,7 +34,6 @@ from roost.cluster.errors import (
     ClusterFullError,
     NodeConflictError,
     ServiceTypeNotFoundError,
-    SessionNotFoundError,
     UnschedulableError,
 )
 from roost.cluster.placement import NodeView, Tier
@@ -63,6 +62,7 @@ from roost.hub.models import ClusterNode as NodeRow
 from roost.hub.models import (
     ClusterReplica as ReplicaRow,
 )
+from roost.hub.store.cluster_sessions import ClusterSessionStore, session_info, tier_of
 from roost.hub.store.deployments import REPLICAS_TARGET, DeploymentStore
 from roost.hub.store.fleet import ONLINE_WINDOW
 from roost.recipe import sort_versions
@@ -123,7 +123,7 @@ def alias_name(component: str, slot: int) -> str:
     return f"{component}.r{slot}"
 
 
-class ClusterStore(DeploymentStore):
+class ClusterStore(ClusterSessionStore, DeploymentStore):
     """Nodes, service types, admission, replicas and sessions (see the module docstring)."""
 
     #: The hub's session-token signing key (:class:`roost.cluster.tokens.TokenSigner`); the app sets it.
@@ -187,7 +187,7 @@ class ClusterStore(DeploymentStore):
         for node, device in rows:
             memory, cpu, count = used.get(node.device_id, (0, 0, 0))
             out.append(ClusterNode(
-                name=device.name, tier=_tier(node.tier), labels=dict(device.labels or {}), address=node.address,
+                name=device.name, tier=tier_of(node.tier), labels=dict(device.labels or {}), address=node.address,
                 online=_online(device, now),
                 allocatable=NodeCapacity(memory_bytes=node.memory_bytes, cpu_millis=node.cpu_millis,
                                          accelerators=dict(node.accelerators or {})),
@@ -443,7 +443,7 @@ class ClusterStore(DeploymentStore):
         # In SQL, not from the loaded row: an ending session may decrement it meanwhile (not under the lock).
         s.execute(update(ReplicaRow).where(ReplicaRow.id == replica.id)
                   .values(active_sessions=ReplicaRow.active_sessions + 1, idle_since=None))
-        return Admitted(session=_session_info(row, warm=warm), replica=replica.id, address=address,
+        return Admitted(session=session_info(row, warm=warm), replica=replica.id, address=address,
                         port=replica.port, warm=warm, replica_status=ReplicaStatus(replica.status))
 
     # -- replicas ----------------------------------------------------------------------------------
@@ -452,7 +452,7 @@ class ClusterStore(DeploymentStore):
         def run(s: Session) -> list[ClusterReplica]:
             rows = s.execute(select(ReplicaRow, Device.name).join(Device, Device.id == ReplicaRow.device_id)
                              .order_by(ReplicaRow.service_type, Device.name, ReplicaRow.slot)).all()
-            return [ClusterReplica(id=r.id, type=r.service_type, node=name, tier=_tier(r.tier), component=r.component,
+            return [ClusterReplica(id=r.id, type=r.service_type, node=name, tier=tier_of(r.tier), component=r.component,
                                    version=r.version, port=r.port, status=ReplicaStatus(r.status),
                                    sessions=r.active_sessions, capacity=r.capacity, created_at=r.created_at,
                                    ready_at=r.ready_at, idle_since=r.idle_since, reason=r.reason)
@@ -564,23 +564,7 @@ class ClusterStore(DeploymentStore):
             return int(getattr(gone, "rowcount", 0) or 0)
         return self._write(run)
 
-    # -- sessions ----------------------------------------------------------------------------------
-
-    def list_sessions(self, *, active_only: bool = False, limit: int = 1000) -> list[ClusterSession]:
-        def run(s: Session) -> list[ClusterSession]:
-            query = select(ClusterSessionRow).order_by(ClusterSessionRow.created_at.desc()).limit(limit)
-            if active_only:
-                query = query.where(ClusterSessionRow.status == SessionStatus.ACTIVE)
-            return [_session_info(r) for r in s.scalars(query)]
-        return self._read(run)
-
-    def get_session(self, session_id: str) -> ClusterSession:
-        def run(s: Session) -> ClusterSession:
-            row = s.get(ClusterSessionRow, session_id)
-            if row is None:
-                raise SessionNotFoundError(f"no cluster session {session_id}")
-            return _session_info(row)
-        return self._read(run)
+    # -- sessions the hub does not place ---------------------------------------------------------
 
     def record_session(self, type_name: str, client_id: str, tier: Tier, node: str, endpoint: str, port: int,
                        legacy: bool) -> ClusterSession:
@@ -594,70 +578,12 @@ class ClusterStore(DeploymentStore):
                                     status=SessionStatus.ACTIVE, legacy=legacy, connected=False, created_at=now)
             s.add(row)
             s.flush()
-            return _session_info(row, warm=False)
+            return session_info(row, warm=False)
         return self._write(run)
-
-    def end_session(self, session_id: str, reason: str) -> ClusterSession:
-        """End a session (idempotent: an ended session keeps its first reason)."""
-        now = self.clock()
-
-        def run(s: Session) -> ClusterSession:
-            row = s.get(ClusterSessionRow, session_id, with_for_update=True)
-            if row is None:
-                raise SessionNotFoundError(f"no cluster session {session_id}")
-            if row.status == SessionStatus.ACTIVE:
-                row.status = SessionStatus.ENDED
-                row.end_reason = reason[:2000]
-                row.ended_at = now
-                self._released(s, row.replica_id, now)
-            return _session_info(row)
-        return self._write(run)
-
-    def observe_sessions(self, replica_id: str, connected: dict[str, datetime], ended: dict[str, str]) -> None:
-        """What a replica's ``/status`` said: sessions connected (with their last activity) and ended (reason)."""
-        now = self.clock()
-
-        def run(s: Session) -> None:
-            for sid, last in connected.items():
-                s.execute(update(ClusterSessionRow).where(ClusterSessionRow.id == sid,
-                                                          ClusterSessionRow.replica_id == replica_id,
-                                                          ClusterSessionRow.status == SessionStatus.ACTIVE)
-                          .values(connected=True, last_activity_at=last))
-            for sid, reason in ended.items():
-                done = s.execute(update(ClusterSessionRow).where(ClusterSessionRow.id == sid,
-                                                                 ClusterSessionRow.replica_id == replica_id,
-                                                                 ClusterSessionRow.status == SessionStatus.ACTIVE)
-                                 .values(status=SessionStatus.ENDED, end_reason=reason[:2000], ended_at=now))
-                if getattr(done, "rowcount", 0):
-                    self._released(s, replica_id, now)
-        self._write(run)
-
-    def _released(self, s: Session, replica_id: str | None, now: datetime) -> None:
-        """One session of the replica ended (its row went ACTIVE -> ENDED in this transaction): one slot
-        frees; a replica left without sessions is idle from now."""
-        if replica_id is None:
-            return
-        s.execute(update(ReplicaRow).where(ReplicaRow.id == replica_id, ReplicaRow.active_sessions > 0)
-                  .values(active_sessions=ReplicaRow.active_sessions - 1))
-        s.execute(update(ReplicaRow).where(ReplicaRow.id == replica_id, ReplicaRow.active_sessions == 0,
-                                           ReplicaRow.idle_since.is_(None)).values(idle_since=now))
 
 
 def _online(device: Device, now: datetime) -> bool:
     return device.revoked_at is None and device.last_seen_at is not None and now - device.last_seen_at <= ONLINE_WINDOW
-
-
-def _tier(value: str) -> Tier:
-    return "centre" if value == "centre" else "edge"
-
-
-
-def _session_info(row: ClusterSessionRow, *, warm: bool | None = None) -> ClusterSession:
-    return ClusterSession(id=row.id, type=row.service_type, client_id=row.client_id, tier=_tier(row.tier), token=None,
-                          offloaded=row.tier == "centre", node=row.node, replica=row.replica_id or "",
-                          endpoint=row.endpoint, port=row.port, status=SessionStatus(row.status),
-                          end_reason=row.end_reason, created_at=row.created_at, ended_at=row.ended_at,
-                          warm=warm, legacy=row.legacy)
 
 
 __all__ = ["ENDED_KEPT", "LIVE", "Admitted", "ClusterStore", "ReplicaProbe", "alias_name"]
