@@ -20,7 +20,7 @@ import xgboost as xgb
 
 from roost.samples import SAMPLES
 
-__all__ = ["DATA_CSV", "FEATURES", "SAMPLE_ROWS", "load_wine", "sample_records", "train_wine"]
+__all__ = ["DATA_CSV", "FEATURES", "SAMPLE_ROWS", "holdout", "load_wine", "sample_records", "split", "train_wine"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,21 @@ def load_wine(csv_path: Path | None = None) -> tuple[npt.NDArray[np.float32], np
     return x, y
 
 
+def split(rows: int, *, seed: int = 2) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The sample model's split of ``rows`` rows: (75 % training rows, the 25 % held out), shuffled."""
+    order = np.random.default_rng(seed).permutation(rows)
+    cut = int(rows * 0.75)
+    return order[:cut], order[cut:]
+
+
+def holdout(*, seed: int = 2, csv_path: Path | None = None) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """``(X, y)`` of the rows :func:`train_wine` did not train on (in file order): validation data."""
+    x, y = load_wine(csv_path)
+    _, rest = split(len(x), seed=seed)
+    rest = np.sort(rest)
+    return x[rest], y[rest]
+
+
 def train_wine(out: Path, *, seed: int = 2, csv_path: Path | None = None) -> Path:
     """Train the sample regressor on a 75 % split and save it as JSON (with feature names).
 
@@ -90,8 +105,7 @@ def train_wine(out: Path, *, seed: int = 2, csv_path: Path | None = None) -> Pat
     runs. Returns ``out``.
     """
     x, y = load_wine(csv_path)
-    order = np.random.default_rng(seed).permutation(len(x))
-    train = order[: int(len(x) * 0.75)]
+    train, _ = split(len(x), seed=seed)
     dtrain = xgb.DMatrix(x[train], label=y[train], feature_names=list(FEATURES), feature_types=_FEATURE_TYPES)
     booster = xgb.train({**PARAMS, "seed": seed}, dtrain, num_boost_round=N_TREES)
     out = Path(out)

@@ -1,0 +1,77 @@
+"""Errors of ``roost.learn``: model lightening and its validation gates.
+
+Bad input (a model that does not load, validation data of the wrong shape, a transformation that
+does not apply, a malformed gate) is an :class:`~roost.errors.InvalidInputError`: fix the command.
+A candidate that misses its gate is not an error of the command (``roost model optimize`` reports
+it and exits 1); publishing such a variant is refused with :class:`GateFailedError`.
+"""
+
+from __future__ import annotations
+
+from roost.errors import ConflictError, InvalidInputError, NotFoundError, RoostError
+
+__all__ = [
+    "GateFailedError",
+    "LearnError",
+    "LighteningError",
+    "ModelLoadError",
+    "ModelMissingError",
+    "NotApplicableError",
+    "OutputExistsError",
+    "ValidationDataError",
+    "VariantError",
+]
+
+
+class LearnError(RoostError):
+    """Base class of ``roost.learn`` errors."""
+
+    code = "LEARN_ERROR"
+
+
+class ModelMissingError(NotFoundError, LearnError):
+    """The model file (or image-model folder) to lighten does not exist."""
+
+    code = "MODEL_MISSING"
+
+
+class ModelLoadError(InvalidInputError, LearnError):
+    """The file exists but is not a model Roost can load (not a model, corrupt, unknown kind)."""
+
+    code = "MODEL_UNREADABLE"
+
+
+class ValidationDataError(InvalidInputError, LearnError):
+    """The validation data does not fit the model; ``code`` says how (column missing, extra, ...)."""
+
+    code = "VALIDATION_DATA_INVALID"
+
+
+class NotApplicableError(InvalidInputError, LearnError):
+    """The transformation is unknown or does not apply to this kind of model; ``code`` says which."""
+
+    code = "LIGHTEN_NOT_APPLICABLE"
+
+
+class OutputExistsError(ConflictError, LearnError):
+    """The output folder exists and is not empty; nothing was overwritten."""
+
+    code = "LIGHTEN_OUTPUT_EXISTS"
+
+
+class LighteningError(LearnError):
+    """A transformation ran and failed (the quantiser, the compiler); the message carries why."""
+
+    code = "LIGHTEN_FAILED"
+
+
+class VariantError(InvalidInputError, LearnError):
+    """A variant folder has no valid ``variant.json``, or its model file does not match the record."""
+
+    code = "VARIANT_INVALID"
+
+
+class GateFailedError(ConflictError, LearnError):
+    """The variant's validation report did not pass its gate: it is not publishable."""
+
+    code = "GATE_FAILED"
