@@ -3,7 +3,8 @@
 Every error Roost raises on purpose derives from :class:`RoostError` and carries a stable
 ``code`` (an upper-case identifier that scripts can rely on) plus a human message that says
 what was wrong. Each package defines its own subtree (``roost.recipe.errors``,
-``roost.ipc.errors``, ``roost.agent.errors``, ``roost.hub.errors``, ``roost.serve.errors``);
+``roost.ipc.errors``, ``roost.agent.errors``, ``roost.hub.errors``, ``roost.serve.errors``,
+``roost.learn.errors``);
 transports map codes to HTTP statuses (:mod:`roost.hub.contract.errors`), IPC error types or CLI
 exit codes at the boundary only, always chaining with ``raise ... from err``.
 
@@ -97,6 +98,15 @@ that every class is drawn here::
     │       ├── ResourceNotFoundIpcError   NOT_FOUND                  ipc.errors
     │       ├── ServiceIpcError            SERVICE_ERROR              ipc.errors
     │       └── UnauthorizedIpcError       UNAUTHORIZED               ipc.errors
+    ├── LearnError                         LEARN_ERROR                learn.errors
+    │   ├── GateFailedError                GATE_FAILED                learn.errors             also ConflictError
+    │   ├── LighteningError                LIGHTEN_FAILED             learn.errors
+    │   ├── ModelLoadError                 MODEL_UNREADABLE           learn.errors             also InvalidInputError
+    │   ├── ModelMissingError              MODEL_MISSING              learn.errors             also NotFoundError
+    │   ├── NotApplicableError             LIGHTEN_NOT_APPLICABLE     learn.errors             also InvalidInputError
+    │   ├── OutputExistsError              LIGHTEN_OUTPUT_EXISTS      learn.errors             also ConflictError
+    │   ├── ValidationDataError            VALIDATION_DATA_INVALID    learn.errors             also InvalidInputError
+    │   └── VariantError                   VARIANT_INVALID            learn.errors             also InvalidInputError
     ├── ProvisionError                     PROVISION_ERROR            provision.errors
     │   └── ServiceUnitError               SERVICE_UNIT_FAILED        provision.errors
     ├── SealError                          SECRET_UNSEAL_FAILED       sealed
@@ -422,6 +432,33 @@ CODES: dict[str, dict[str, str]] = {
         "DATA_COLUMN_MISSING": "The CSV lacks a column the model expects (the message names it).",
         "REPLICA_UNREACHABLE": ("The stream client could not connect to the replica's endpoint (refused, DNS, "
                                 "timeout)."),
+    },
+    "roost.learn (model lightening and validation gates)": {
+        "LEARN_ERROR": "Base code of a roost.learn failure.",
+        "MODEL_MISSING": "The model file (or image-model folder) to lighten does not exist (exit code 4).",
+        "MODEL_UNREADABLE": "The model does not load: not a model, corrupt, or a kind Roost does not lighten (an "
+                            "XGBoost .json/.ubj or an .onnx).",
+        "VALIDATION_DATA_INVALID": "The validation data cannot be read (an unreadable or oversized CSV).",
+        "VALIDATION_DATA_MISSING": "The validation (or calibration) CSV does not exist.",
+        "VALIDATION_DATA_EMPTY": "The validation CSV has no header or no rows (pruning needs at least 2 rows).",
+        "VALIDATION_LABEL_MISSING": "The validation CSV has no label column (quality unless --label names another).",
+        "VALIDATION_COLUMN_MISSING": "The validation CSV lacks a feature column of the model (the message names it).",
+        "VALIDATION_COLUMN_EXTRA": "The validation CSV has a column that is neither a model feature nor the label, "
+                                   "or repeats one.",
+        "VALIDATION_NOT_NUMERIC": "A validation cell is not a finite number (empty, text, nan), or a row is short; "
+                                  "the message names the line and column.",
+        "MAX_REGRESSION_INVALID": "--max-regression is not a finite number >= 0 (a fraction: 0.01 is 1 %).",
+        "LIGHTEN_TARGET_UNKNOWN": "--to (or --int8-mode) names no known transformation: int8, compiled, pruned "
+                                  "(dynamic, static).",
+        "LIGHTEN_NOT_APPLICABLE": "The transformation does not apply to this model kind (int8 on XGBoost, compiled "
+                                  "or pruned on ONNX, an image model, publishing int8), or the objective has no "
+                                  "metric.",
+        "NOTHING_TO_QUANTIZE": "--to int8 on an ONNX model without weights to quantise (a tree ensemble).",
+        "ALREADY_QUANTIZED": "--to int8 on an ONNX model that is already quantised.",
+        "LIGHTEN_OUTPUT_EXISTS": "The --out folder exists and is not empty; nothing was overwritten (exit code 7).",
+        "LIGHTEN_FAILED": "The quantiser or the compiler failed on the model; the message carries why.",
+        "VARIANT_INVALID": "A variant folder has no valid variant.json, or its files do not match their sha256.",
+        "GATE_FAILED": "The variant failed its validation gate: it is not publishable (exit code 7).",
     },
     "roost.provision (the hub's SSH identity, device provisioning, service units)": {
         "PROVISION_ERROR": "Base code of a provisioning failure.",

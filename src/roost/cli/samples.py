@@ -1,4 +1,4 @@
-"""`roost samples train-wine`: the wine-quality model of the sample inference component."""
+"""`roost samples train-wine|wine-holdout|wine-mlp`: the sample models and their validation data."""
 
 from __future__ import annotations
 
@@ -41,3 +41,35 @@ def train_wine(out: Annotated[Path, typer.Option("--out", help="Where to write t
     else:
         console.print(f"{'trained' if trained else 'kept'} {out} (sha256 {digest[:16]}…)"
                       + (f"; compiled {compiled}" if compiled else ""))
+
+
+@app.command("wine-holdout")
+@handle_errors
+def wine_holdout(out: Annotated[Path, typer.Option("--out", help="Where to write the validation CSV.")],
+                 seed: Annotated[int, typer.Option("--seed")] = 2,
+                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Write the rows train-wine holds out (25 %) as validation data for `roost model optimize --validate`."""
+    from roost.learn.validation import write_validation_csv
+    from roost.serve.wine import FEATURES, holdout
+
+    x, y = holdout(seed=seed)
+    write_validation_csv(out, x, y, FEATURES)
+    if as_json:
+        emit_json({"data": str(out), "rows": len(x), "label": "quality"})
+    else:
+        console.print(f"wrote {len(x)} held-out rows (13 features + quality) to {out}")
+
+
+@app.command("wine-mlp")
+@handle_errors
+def wine_mlp(out: Annotated[Path, typer.Option("--out", help="Where to write the .onnx model.")],
+             seed: Annotated[int, typer.Option("--seed")] = 2,
+             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Build the fp32 ONNX wine regressor (13 -> 256 ReLU -> 1), the sample model of int8 lightening."""
+    from roost.learn.wine_mlp import train_wine_mlp
+
+    train_wine_mlp(out, seed=seed)
+    if as_json:
+        emit_json({"model": str(out), "sha256": hashlib.sha256(out.read_bytes()).hexdigest()})
+    else:
+        console.print(f"built {out}")

@@ -29,31 +29,31 @@ class LearnError(RoostError):
     code = "LEARN_ERROR"
 
 
-class ModelMissingError(NotFoundError, LearnError):
+class ModelMissingError(LearnError, NotFoundError):
     """The model file (or image-model folder) to lighten does not exist."""
 
     code = "MODEL_MISSING"
 
 
-class ModelLoadError(InvalidInputError, LearnError):
+class ModelLoadError(LearnError, InvalidInputError):
     """The file exists but is not a model Roost can load (not a model, corrupt, unknown kind)."""
 
     code = "MODEL_UNREADABLE"
 
 
-class ValidationDataError(InvalidInputError, LearnError):
+class ValidationDataError(LearnError, InvalidInputError):
     """The validation data does not fit the model; ``code`` says how (column missing, extra, ...)."""
 
     code = "VALIDATION_DATA_INVALID"
 
 
-class NotApplicableError(InvalidInputError, LearnError):
+class NotApplicableError(LearnError, InvalidInputError):
     """The transformation is unknown or does not apply to this kind of model; ``code`` says which."""
 
     code = "LIGHTEN_NOT_APPLICABLE"
 
 
-class OutputExistsError(ConflictError, LearnError):
+class OutputExistsError(LearnError, ConflictError):
     """The output folder exists and is not empty; nothing was overwritten."""
 
     code = "LIGHTEN_OUTPUT_EXISTS"
@@ -65,13 +65,13 @@ class LighteningError(LearnError):
     code = "LIGHTEN_FAILED"
 
 
-class VariantError(InvalidInputError, LearnError):
+class VariantError(LearnError, InvalidInputError):
     """A variant folder has no valid ``variant.json``, or its model file does not match the record."""
 
     code = "VARIANT_INVALID"
 
 
-class GateFailedError(ConflictError, LearnError):
+class GateFailedError(LearnError, ConflictError):
     """The variant's validation report did not pass its gate: it is not publishable."""
 
     code = "GATE_FAILED"

@@ -1,0 +1,102 @@
+"""Publishing a lightened variant as a component version, only when its report passed its gate.
+
+The component is the sample WineQuality component's serving recipe pointed at the variant's files:
+its artifacts are the variant's model file(s) and ``variant.json`` (so the report travels with the
+model), and Run serves the tree model with the variant's engine (``xgboost`` for a pruned model,
+``compiled`` for a compiled one: the device compiles its own library from ``model.json``, cached in
+its work folder, since the measured ``model.so`` is specific to the CPU that built it).
+
+Refused, each with its code: a folder without a valid record or whose files do not match it
+(``VARIANT_INVALID``); a rejected candidate, a record not marked publishable, or a report whose
+``passed`` contradicts its own numbers (``GATE_FAILED``); an int8 ONNX variant
+(``LIGHTEN_NOT_APPLICABLE``: ``roost serve`` serves XGBoost tree models, not ONNX tabular ones yet).
+There is no ``--force``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from roost.learn.errors import GateFailedError, NotApplicableError, VariantError
+from roost.learn.lighten import REJECTED_FILE, VARIANT_FILE, Variant, read_variant
+
+__all__ = ["check_publishable", "variant_recipe", "write_recipe"]
+
+log = logging.getLogger(__name__)
+
+
+def check_publishable(folder: Path) -> Variant:
+    """The variant of ``folder`` if it may be published; raises otherwise (see the module notes)."""
+    folder = Path(folder)
+    if not (folder / VARIANT_FILE).exists() and (folder / REJECTED_FILE).is_file():
+        raise GateFailedError(f"{folder} holds a candidate that failed its gate ({REJECTED_FILE}); it is not "
+                              "publishable")
+    variant = read_variant(folder)
+    report = variant.report
+    if (report.regression <= report.max_regression) != report.passed:
+        raise VariantError(f"{folder / VARIANT_FILE}: its report says passed={report.passed}, but its regression "
+                           f"{report.regression:.6g} against the gate {report.max_regression:.6g} says otherwise")
+    if not (variant.publishable and report.passed):
+        raise GateFailedError(f"{folder}: the variant's report did not pass its gate (regression "
+                              f"{report.regression:.4%} > {report.max_regression:.4%}); it is not publishable")
+    if variant.target == "int8":
+        raise NotApplicableError(f"{folder} is an int8 ONNX variant; roost serve serves XGBoost tree models, not "
+                                 "ONNX tabular models yet, so there is no serving recipe to publish it with")
+    return variant
+
+
+def variant_recipe(variant: Variant, name: str, version: str) -> str:
+    """The recipe (YAML) of the component serving ``variant``."""
+    tree_model = "model.json" if "model.json" in variant.files else str(variant.report.details.get("tree_model"))
+    engine = "compiled" if variant.target == "compiled" else "xgboost"
+    files = sorted([*variant.files, VARIANT_FILE])
+    r = variant.report
+    artifacts = "".join(f"      - URI: s3://roost-variants/{name}/{version}/{file}\n" for file in files)
+    return f"""---
+RecipeFormatVersion: "2020-01-25"
+ComponentName: {name}
+ComponentVersion: "{version}"
+ComponentType: aws.greengrass.generic
+ComponentDescription: >-
+  A {variant.target} variant of {Path(variant.source["path"]).name} (sha256 {variant.source["sha256"][:12]}),
+  validated on {r.rows} rows: {r.metric} {r.metric_before:.6g} -> {r.metric_after:.6g} (gate
+  {r.max_regression:.4g}, passed), {r.size_bytes} bytes. The report is the artifact variant.json.
+ComponentPublisher: Roost
+ComponentConfiguration:
+  DefaultConfiguration:
+    requestTopic: local/inference
+    resultTopic: local/result
+    maxBatch: 64
+    accessControl:
+      aws.greengrass.ipc.pubsub:
+        {name}:pubsub:1:
+          policyDescription: Receive inference requests, publish results and replies.
+          operations:
+            - aws.greengrass#SubscribeToTopic
+            - aws.greengrass#PublishToTopic
+          resources:
+            - local/inference
+            - local/result
+            - roost/reply/*
+Manifests:
+  - Platform:
+      os: linux
+    Lifecycle:
+      Setenv:
+        ROOST_SERVE_CACHE: "{{work:path}}/cache"
+      Run: >-
+        roost serve --model {{artifacts:path}}/{tree_model} --engine {engine}
+        --name {name} --version {version} --max-batch {{configuration:/maxBatch}}
+        --request-topic {{configuration:/requestTopic}} --result-topic {{configuration:/resultTopic}}
+    Artifacts:
+{artifacts}"""
+
+
+def write_recipe(variant: Variant, name: str, version: str, folder: Path | None = None) -> Path:
+    """Write :func:`variant_recipe` to a file (in a new temporary folder unless ``folder``)."""
+    where = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="roost-variant-recipe-"))
+    path = where / f"{name}-{version}.yaml"
+    path.write_text(variant_recipe(variant, name, version))
+    return path
