@@ -5,10 +5,10 @@ validated on the wine rows the sample model did not train on (``roost samples wi
 rows, 25 % of the vendored UCI data). Models:
 
 * ``sample``: the sample WineQuality model (``roost samples train-wine``: 400 trees of depth 4) →
-  ``compiled``, ``pruned`` (gates 1 % and 2 %); ``int8`` is refused (a tree model), and so is int8 of
+  ``compiled``, ``pruned`` (gates 1 %, 2 % and 5 %); ``int8`` is refused (a tree model), and so is int8 of
   its ONNX conversion (a tree ensemble: nothing to quantise).
 * ``seed``: ``../shared/seed-data/xgboost_wine_quality.json`` (427 trees of depth 4, the upstream
-  model) → ``compiled``, ``pruned``. Upstream trained it on its own split, so some of these rows may
+  model) → ``compiled``, ``pruned`` (the same gates). Upstream trained it on its own split, so some of these rows may
   be in its training set: its metric is shown, not claimed held out.
 * ``mlp``: the fp32 ONNX wine MLP (``roost samples wine-mlp``, 13 → 256 → 1) → ``int8`` dynamic and
   static (calibrated on the validation rows).
@@ -128,6 +128,7 @@ def main() -> None:
             rows.append(variant(name, model, "compiled", data, work, a.calls))
             rows.append(variant(name, model, "pruned", data, work, a.calls, max_regression="0.01"))
             rows.append(variant(name, model, "pruned", data, work, a.calls, max_regression="0.02"))
+            rows.append(variant(name, model, "pruned", data, work, a.calls, max_regression="0.05"))
         rows.append(variant("sample", sample, "int8", data, work, a.calls))
         rows.append(variant("sample-onnx", trees_onnx, "int8", data, work, a.calls))
         rows.append(variant("mlp", mlp, "int8", data, work, a.calls, int8_mode="dynamic"))

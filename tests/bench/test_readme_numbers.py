@@ -234,3 +234,44 @@ def test_cluster_table_and_summary_show_their_file() -> None:
     for value in (live["cold_ready_ms"]["p50"], live["warm_client_ms"]["p50"], wine["binary"]["e2e_ms"]["p50"],
                   wine["binary"]["bytes_vs_original"], scale["sqlite"]["warm"]["p99_ms"]):
         assert shows(summary, value), value
+
+
+def test_lightening_table_shows_its_file() -> None:
+    data = _load("results-lighten.json")
+    heading = "## Lightening: `bench/lighten.py`"
+    rows = table(heading)
+    found = {(v["model"], v["target"], json.dumps(v.get("options", {}), sort_keys=True)): v for v in data["variants"]}
+
+    def variant(label: str) -> dict[str, Any]:
+        model = {"sample": "sample", "seed": "seed", "wine MLP": "mlp"}[label.split(" → ")[0]]
+        target = label.split(" → ")[1].split()[0].rstrip(",")
+        options: dict[str, str] = {}
+        if target == "pruned":
+            options["max_regression"] = {"1 %": "0.01", "2 %": "0.02", "5 %": "0.05"}[label.split(", ")[1][:3]]
+        if target == "int8":
+            options["int8_mode"] = label.split()[4]
+        return found[(model, target, json.dumps(options, sort_keys=True))]  # type: ignore[no-any-return]
+
+    assert len(rows) == len([v for v in data["variants"] if "report" in v]) == 10
+    for label, (gate, metric, loss, publishable, size, latency, ratio) in rows.items():
+        v = variant(label)
+        r = v["report"]
+        assert shows(gate, r["max_regression"] * 100), label
+        assert shows(metric, r["metric_before"]) and shows(metric, r["metric_after"]), label
+        assert shows(loss, abs(r["regression"]) * 100) and (r["regression"] < 0) == loss.startswith("-"), label
+        assert publishable.startswith("yes") == v["publishable"] == r["passed"], label
+        assert shows(size, r["size_bytes_before"]) and shows(size, r["size_bytes"]), label
+        assert shows(latency, r["latency_us_before"]) and shows(latency, r["latency_us"]), label
+        if "trees_after" in r["details"]:
+            assert shows(label, r["details"]["trees_after"]), label
+        if v["model"] in data["inplace_predict_batch1_us"]:
+            assert shows(ratio, r["latency_us"] / data["inplace_predict_batch1_us"][v["model"]]), label
+    text = section(heading)
+    for model, us in data["inplace_predict_batch1_us"].items():
+        assert shows(text, us), model
+    for engine, us in data["peers"]["batch1_median_us"].items():
+        assert shows(text, us), engine
+    assert shows(text, data["validation_rows"]) and shows(text, data["calls"])
+    for v in data["variants"]:
+        if "refused" in v:
+            assert f"`{v['refused']}`" in text, v
