@@ -447,12 +447,15 @@ CODES: dict[str, dict[str, str]] = {
                                    "or repeats one.",
         "VALIDATION_NOT_NUMERIC": "A validation cell is not a finite number (empty, text, nan), or a row is short; "
                                   "the message names the line and column.",
+        "VALIDATION_IMAGE_UNREADABLE": "An image the validation CSV names cannot be read or decoded (the message "
+                                       "names the line).",
+        "VALIDATION_LABEL_UNKNOWN": "An image label is not a class of the model's labels.json (or the model has "
+                                    "none).",
         "MAX_REGRESSION_INVALID": "--max-regression is not a finite number >= 0 (a fraction: 0.01 is 1 %).",
         "LIGHTEN_TARGET_UNKNOWN": "--to (or --int8-mode) names no known transformation: int8, compiled, pruned "
                                   "(dynamic, static).",
         "LIGHTEN_NOT_APPLICABLE": "The transformation does not apply to this model kind (int8 on XGBoost, compiled "
-                                  "or pruned on ONNX, an image model, publishing int8), or the objective has no "
-                                  "metric.",
+                                  "or pruned on ONNX, publishing int8), or the objective has no metric.",
         "NOTHING_TO_QUANTIZE": "--to int8 on an ONNX model without weights to quantise (a tree ensemble).",
         "ALREADY_QUANTIZED": "--to int8 on an ONNX model that is already quantised.",
         "LIGHTEN_OUTPUT_EXISTS": "The --out folder exists and is not empty; nothing was overwritten (exit code 7).",

@@ -54,6 +54,7 @@ from roost.learn.errors import (
     ValidationDataError,
     VariantError,
 )
+from roost.learn.images import image_predictor, load_image_validation, model_classes
 from roost.learn.validation import (
     DEFAULT_LABEL,
     Matrix,
@@ -75,6 +76,7 @@ from roost.serve.backends import (
     model_digest,
 )
 from roost.serve.errors import ModelError
+from roost.serve.image import LABELS_FILE
 
 __all__ = [
     "REJECTED_FILE",
@@ -182,7 +184,8 @@ def _open_onnx(path: Path) -> SourceModel:
     dims = len(inputs[0].type.tensor_type.shape.dim) if inputs else 0
     meta = {p.key: p.value for p in proto.metadata_props}
     names = json.loads(meta["feature_names"]) if "feature_names" in meta else None
-    return SourceModel(path, "onnx", names, "rmse", ops=ops, image=dims == 4)
+    image = dims == 4
+    return SourceModel(path, "onnx", [] if image else names, "accuracy" if image else "rmse", ops=ops, image=image)
 
 
 def _check_applies(src: SourceModel, target: str) -> None:
@@ -204,9 +207,6 @@ def _check_applies(src: SourceModel, target: str) -> None:
             raise NotApplicableError(
                 f"{src.path} is {what} without weights int8 can take (ops: {', '.join(sorted(src.ops))}); "
                 "for trees use --to compiled or --to pruned on the XGBoost model", code="NOTHING_TO_QUANTIZE")
-        if src.image:
-            raise NotApplicableError(
-                f"{src.path} is an image model: validation data for images is not supported yet (tabular CSV only)")
 
 
 def _csv_features(data: Path, label: str) -> list[str]:
@@ -363,10 +363,10 @@ def _pruned(src: SourceModel, data: ValidationSet, work: Path, max_regression: f
 
 
 class _Reader:
-    """onnxruntime's CalibrationDataReader protocol over validation rows (batches of 64)."""
+    """onnxruntime's CalibrationDataReader protocol over validation rows."""
 
-    def __init__(self, input_name: str, x: Matrix) -> None:
-        self._batches: Iterator[Matrix] = iter([x[i : i + 64] for i in range(0, len(x), 64)])
+    def __init__(self, input_name: str, x: Matrix, batch: int) -> None:
+        self._batches: Iterator[Matrix] = iter([x[i : i + batch] for i in range(0, len(x), batch)])
         self._name = input_name
 
     def get_next(self) -> dict[str, Matrix] | None:
@@ -380,7 +380,8 @@ def _int8(
     quantization = import_module("onnxruntime.quantization")
     onnx = import_module("onnx")
     target = work / "model.onnx"
-    before = OnnxTabularBackend(src.path, feature_names=data.features, nthread=1)
+    predict_before = (image_predictor(src.path)[0] if src.image
+                      else OnnxTabularBackend(src.path, feature_names=data.features, nthread=1).predict)
     advice = _QuantiserAdvice()
     logging.getLogger().addFilter(advice)
     try:
@@ -392,7 +393,8 @@ def _int8(
                 name = _onnx_input(src.path).name
                 rows = (calibrate or data).x
                 quantization.quantize_static(
-                    str(src.path), str(target), _Reader(name, rows), quant_format=quantization.QuantFormat.QDQ,
+                    str(src.path), str(target), _Reader(name, rows, 8 if src.image else 64),
+                    quant_format=quantization.QuantFormat.QDQ,
                     activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
                     per_channel=True)
     except Exception as err:  # the quantiser raises whatever its passes raise
@@ -400,14 +402,20 @@ def _int8(
     finally:
         logging.getLogger().removeFilter(advice)
     proto = onnx.load(str(target))
-    if not any(p.key == "feature_names" for p in proto.metadata_props):
+    if not src.image and not any(p.key == "feature_names" for p in proto.metadata_props):
         prop = proto.metadata_props.add()
         prop.key, prop.value = "feature_names", json.dumps(data.features)
         onnx.save(proto, str(target))
-    after = OnnxTabularBackend(target, feature_names=data.features, nthread=1)
+    if src.image:
+        predict_after = image_predictor(target)[0]
+        classes = src.path.parent / LABELS_FILE
+        if classes.is_file():
+            shutil.copyfile(classes, work / LABELS_FILE)
+    else:
+        predict_after = OnnxTabularBackend(target, feature_names=data.features, nthread=1).predict
     details: dict[str, float | int | str] = {"mode": mode,
                                              "calibration_rows": (calibrate or data).rows if mode == "static" else 0}
-    return _Candidate("model.onnx", before.predict, after.predict, "onnxruntime", f"onnxruntime-int8-{mode}", data,
+    return _Candidate("model.onnx", predict_before, predict_after, "onnxruntime", f"onnxruntime-int8-{mode}", data,
                       target.stat().st_size, details)
 
 
@@ -448,9 +456,15 @@ def optimize(
     src = open_model(model)
     _check_applies(src, target)
     features = src.features if src.features is not None else _csv_features(data, label)
-    validation = load_validation(data, features, label=label)
-    calibration = load_validation(calibrate, features, label=label) if calibrate is not None else None
-    if src.kind == "onnx":
+    if src.image:
+        _, side = image_predictor(src.path)
+        classes = model_classes(src.path)
+        validation = load_image_validation(data, side, classes)
+        calibration = load_image_validation(calibrate, side, classes) if calibrate is not None else None
+    else:
+        validation = load_validation(data, features, label=label)
+        calibration = load_validation(calibrate, features, label=label) if calibrate is not None else None
+    if src.kind == "onnx" and not src.image:
         width = _onnx_width(src.path)
         if width is not None and width != len(features):
             raise ValidationDataError(f"{src.path} takes {width} features; {data} gives {len(features)}",
@@ -511,6 +525,8 @@ def _onnx_width(path: Path) -> int | None:
 
 def _report(src: SourceModel, cand: _Candidate, gate: float, calls: int) -> ValidationReport:
     rows = cand.report_set
+    if rows.against == "agreement":  # the original's top-1 answers are the reference
+        rows = rows.model_copy(update={"y": np.asarray(cand.predict_before(rows.x)).argmax(axis=1).astype(np.float32)})
     before = evaluate(cand.predict_before(rows.x), rows.y, src.metric)
     after = evaluate(cand.predict_after(rows.x), rows.y, src.metric)
     loss = regression(before, after, src.metric)
@@ -519,8 +535,8 @@ def _report(src: SourceModel, cand: _Candidate, gate: float, calls: int) -> Vali
         passed=loss <= gate, size_bytes=cand.size_bytes, size_bytes_before=src.path.stat().st_size,
         latency_us=measure_latency_us(cand.predict_after, rows.x, calls=calls),
         latency_us_before=measure_latency_us(cand.predict_before, rows.x, calls=calls),
-        latency_calls=calls, engine=cand.engine_after, engine_before=cand.engine_before, rows=rows.rows,
-        data=rows.path, details=cand.details,
+        measured_against=rows.against, latency_calls=calls, engine=cand.engine_after,
+        engine_before=cand.engine_before, rows=rows.rows, data=rows.path, details=cand.details,
     )
 
 

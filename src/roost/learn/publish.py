@@ -9,7 +9,8 @@ its work folder, since the measured ``model.so`` is specific to the CPU that bui
 Refused, each with its code: a folder without a valid record or whose files do not match it
 (``VARIANT_INVALID``); a rejected candidate, a record not marked publishable, or a report whose
 ``passed`` contradicts its own numbers (``GATE_FAILED``); an int8 ONNX variant
-(``LIGHTEN_NOT_APPLICABLE``: ``roost serve`` serves XGBoost tree models, not ONNX tabular ones yet).
+(``LIGHTEN_NOT_APPLICABLE``: ``roost serve`` serves tabular models as XGBoost trees, and no recipe for
+an image variant is written yet).
 There is no ``--force``.
 """
 
@@ -42,8 +43,8 @@ def check_publishable(folder: Path) -> Variant:
         raise GateFailedError(f"{folder}: the variant's report did not pass its gate (regression "
                               f"{report.regression:.4%} > {report.max_regression:.4%}); it is not publishable")
     if variant.target == "int8":
-        raise NotApplicableError(f"{folder} is an int8 ONNX variant; roost serve serves XGBoost tree models, not "
-                                 "ONNX tabular models yet, so there is no serving recipe to publish it with")
+        raise NotApplicableError(f"{folder} is an int8 ONNX variant; publishing those is not supported yet (roost "
+                                 "serve serves tabular models as XGBoost trees; no image-variant recipe is written)")
     return variant
 
 

@@ -72,6 +72,9 @@ class ValidationSet(BaseModel):
     features: list[str]
     x: Matrix
     y: Matrix
+    #: ``labels``: ``y`` holds the labels; ``agreement``: no labels (images only), the original's
+    #: top-1 answers are the reference.
+    against: Literal["labels", "agreement"] = "labels"
 
     @property
     def rows(self) -> int:
@@ -88,9 +91,9 @@ class ValidationReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metric: Metric
-    #: ``labels``: the metric compares predictions with the label column. (The only kind today;
-    #: an agreement-with-the-original metric would say ``agreement``.)
-    measured_against: Literal["labels"] = "labels"
+    #: ``labels``: the metric compares predictions with the label column; ``agreement`` (images
+    #: without labels): top-1 agreement with the original, which scores 1.0 by construction.
+    measured_against: Literal["labels", "agreement"] = "labels"
     metric_before: float
     metric_after: float
     regression: float
