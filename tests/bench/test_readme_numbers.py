@@ -243,16 +243,19 @@ def test_lightening_table_shows_its_file() -> None:
     found = {(v["model"], v["target"], json.dumps(v.get("options", {}), sort_keys=True)): v for v in data["variants"]}
 
     def variant(label: str) -> dict[str, Any]:
-        model = {"sample": "sample", "seed": "seed", "wine MLP": "mlp"}[label.split(" → ")[0]]
-        target = label.split(" → ")[1].split()[0].rstrip(",")
+        name, rest = label.split(" → ")
+        model = {"sample": "sample", "seed": "seed", "wine MLP": "mlp", "image fp32 reconstruction": "image-fp32"}[name]
+        target = rest.split()[0].rstrip(",")
         options: dict[str, str] = {}
         if target == "pruned":
             options["max_regression"] = {"1 %": "0.01", "2 %": "0.02", "5 %": "0.05"}[label.split(", ")[1][:3]]
         if target == "int8":
-            options["int8_mode"] = label.split()[4]
+            options["int8_mode"] = rest.split()[1]
+            if model == "image-fp32":
+                options["max_regression"] = "0.25"
         return found[(model, target, json.dumps(options, sort_keys=True))]  # type: ignore[no-any-return]
 
-    assert len(rows) == len([v for v in data["variants"] if "report" in v]) == 10
+    assert len(rows) == len([v for v in data["variants"] if "report" in v]) == 12
     for label, (gate, metric, loss, publishable, size, latency, ratio) in rows.items():
         v = variant(label)
         r = v["report"]
@@ -264,14 +267,15 @@ def test_lightening_table_shows_its_file() -> None:
         assert shows(latency, r["latency_us_before"]) and shows(latency, r["latency_us"]), label
         if "trees_after" in r["details"]:
             assert shows(label, r["details"]["trees_after"]), label
-        if v["model"] in data["inplace_predict_batch1_us"]:
-            assert shows(ratio, r["latency_us"] / data["inplace_predict_batch1_us"][v["model"]]), label
+        base = data["inplace_predict_batch1_us"].get(v["model"], r["latency_us_before"])
+        assert shows(ratio, r["latency_us"] / base), label
+        assert ("agreement" in metric) == (r["measured_against"] == "agreement"), label
     text = section(heading)
     for model, us in data["inplace_predict_batch1_us"].items():
         assert shows(text, us), model
     for engine, us in data["peers"]["batch1_median_us"].items():
         assert shows(text, us), engine
-    assert shows(text, data["validation_rows"]) and shows(text, data["calls"])
+    assert shows(text, data["validation_rows"]) and shows(text, data["calls"]) and shows(text, data["image_calls"])
     for v in data["variants"]:
         if "refused" in v:
             assert f"`{v['refused']}`" in text, v
