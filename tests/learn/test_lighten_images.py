@@ -21,6 +21,8 @@ from PIL import Image
 from roost.learn.errors import ValidationDataError
 from roost.learn.images import image_predictor, load_image_validation
 from roost.learn.lighten import optimize
+from roost.learn.publish import check_publishable, variant_recipe
+from roost.recipe import parse_recipe
 
 CLASSES = ["red", "green", "blue", "grey"]
 
@@ -69,6 +71,10 @@ def test_int8_without_labels_measures_agreement(folder: Path, tmp_path: Path) ->
     assert sorted(p.name for p in (tmp_path / "q").iterdir()) == ["labels.json", "model.onnx", "variant.json"]
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(tmp_path / "q" /
                                                                                      "model.onnx")).graph.node}
+    recipe = parse_recipe(variant_recipe(check_publishable(tmp_path / "q"), "com.example.TinyInt8", "1.0.0"))
+    lifecycle = recipe.manifests[0].lifecycle
+    assert lifecycle is not None and lifecycle.run is not None
+    assert "--image-model {artifacts:path}" in lifecycle.run.script and "agreement" in (recipe.description or "")
 
 
 def test_int8_with_labels_measures_accuracy(folder: Path, tmp_path: Path) -> None:

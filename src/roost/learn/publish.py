@@ -1,6 +1,7 @@
 """Publishing a lightened variant as a component version, only when its report passed its gate.
 
-The component is the sample WineQuality component's serving recipe pointed at the variant's files:
+The component is the sample WineQuality (or, for an image classifier's int8 variant, ImageClassifier)
+component's serving recipe pointed at the variant's files:
 its artifacts are the variant's model file(s) and ``variant.json`` (so the report travels with the
 model), and Run serves the tree model with the variant's engine (``xgboost`` for a pruned model,
 ``compiled`` for a compiled one: the device compiles its own library from ``model.json``, cached in
@@ -8,9 +9,9 @@ its work folder, since the measured ``model.so`` is specific to the CPU that bui
 
 Refused, each with its code: a folder without a valid record or whose files do not match it
 (``VARIANT_INVALID``); a rejected candidate, a record not marked publishable, or a report whose
-``passed`` contradicts its own numbers (``GATE_FAILED``); an int8 ONNX variant
-(``LIGHTEN_NOT_APPLICABLE``: ``roost serve`` serves tabular models as XGBoost trees, and no recipe for
-an image variant is written yet).
+``passed`` contradicts its own numbers (``GATE_FAILED``); an int8 variant of a
+tabular ONNX model (``LIGHTEN_NOT_APPLICABLE``: ``roost serve`` serves tabular models as XGBoost
+trees). An image variant is served with ``roost serve --image-model`` (its folder keeps ``labels.json``).
 There is no ``--force``.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from roost.learn.errors import GateFailedError, NotApplicableError, VariantError
 from roost.learn.lighten import REJECTED_FILE, VARIANT_FILE, Variant, read_variant
+from roost.serve.image import LABELS_FILE
 
 __all__ = ["check_publishable", "variant_recipe", "write_recipe"]
 
@@ -42,10 +44,40 @@ def check_publishable(folder: Path) -> Variant:
     if not (variant.publishable and report.passed):
         raise GateFailedError(f"{folder}: the variant's report did not pass its gate (regression "
                               f"{report.regression:.4%} > {report.max_regression:.4%}); it is not publishable")
-    if variant.target == "int8":
-        raise NotApplicableError(f"{folder} is an int8 ONNX variant; publishing those is not supported yet (roost "
-                                 "serve serves tabular models as XGBoost trees; no image-variant recipe is written)")
+    if variant.target == "int8" and LABELS_FILE not in variant.files:
+        raise NotApplicableError(f"{folder} is an int8 variant of a tabular ONNX model; publishing those is not "
+                                 "supported yet (roost serve serves tabular models as XGBoost trees)")
     return variant
+
+
+def _image_recipe(variant: Variant, name: str, version: str, header: str, artifacts: str) -> str:
+    return f"""{header}ComponentConfiguration:
+  DefaultConfiguration:
+    requestTopic: local/image/inference
+    resultTopic: local/image/result
+    topK: 5
+    accessControl:
+      aws.greengrass.ipc.pubsub:
+        {name}:pubsub:1:
+          policyDescription: Receive image requests, publish labels and replies.
+          operations:
+            - aws.greengrass#SubscribeToTopic
+            - aws.greengrass#PublishToTopic
+          resources:
+            - local/image/inference
+            - local/image/result
+            - roost/reply/*
+Manifests:
+  - Platform:
+      os: linux
+    Lifecycle:
+      Run: >-
+        roost serve --image-model {{artifacts:path}} --name {name} --version {version}
+        --allowed-dir {{kernel:rootPath}}/packages/artifacts/com.roost.ImageRequester
+        --top-k {{configuration:/topK}}
+        --request-topic {{configuration:/requestTopic}} --result-topic {{configuration:/resultTopic}}
+    Artifacts:
+{artifacts}"""
 
 
 def variant_recipe(variant: Variant, name: str, version: str) -> str:
@@ -55,7 +87,7 @@ def variant_recipe(variant: Variant, name: str, version: str) -> str:
     files = sorted([*variant.files, VARIANT_FILE])
     r = variant.report
     artifacts = "".join(f"      - URI: s3://roost-variants/{name}/{version}/{file}\n" for file in files)
-    return f"""---
+    header = f"""---
 RecipeFormatVersion: "2020-01-25"
 ComponentName: {name}
 ComponentVersion: "{version}"
@@ -63,9 +95,13 @@ ComponentType: aws.greengrass.generic
 ComponentDescription: >-
   A {variant.target} variant of {Path(variant.source["path"]).name} (sha256 {variant.source["sha256"][:12]}),
   validated on {r.rows} rows: {r.metric} {r.metric_before:.6g} -> {r.metric_after:.6g} (gate
-  {r.max_regression:.4g}, passed), {r.size_bytes} bytes. The report is the artifact variant.json.
+  {r.max_regression:.4g}, passed; {r.measured_against}), {r.size_bytes} bytes. The report is the artifact
+  variant.json.
 ComponentPublisher: Roost
-ComponentConfiguration:
+"""
+    if LABELS_FILE in variant.files:
+        return _image_recipe(variant, name, version, header, artifacts)
+    return f"""{header}ComponentConfiguration:
   DefaultConfiguration:
     requestTopic: local/inference
     resultTopic: local/result
