@@ -258,3 +258,18 @@ def test_the_holdout_is_what_the_sample_model_did_not_train_on(tmp_path: Path) -
     assert len(hx) == len(rest) and evaluate(hy, hy, "rmse") == 0.0
     result = _cli("samples", "wine-holdout", "--out", str(tmp_path / "h.csv"), "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["rows"] == len(rest)
+
+
+def test_a_classifier_is_graded_by_accuracy(tmp_path: Path) -> None:
+    x, y = load_wine()
+    train, _ = split(len(x))
+    good = (y >= 6).astype(np.float32)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1, "seed": 1},
+                        xgb.DMatrix(x[train], label=good[train], feature_names=list(FEATURES)), 20)
+    booster.save_model(str(tmp_path / "good.json"))
+    hx, hy = holdout()
+    write_validation_csv(tmp_path / "good.csv", hx, (hy >= 6).astype(np.float32), FEATURES, label="good")
+    result = optimize(tmp_path / "good.json", "pruned", tmp_path / "good.csv", out=tmp_path / "p", label="good",
+                      max_regression=0.05, latency_calls=5)
+    r = result.variant.report
+    assert r.metric == "accuracy" and 0.6 < r.metric_before <= 1.0 and r.regression <= 0.05 and result.passed
