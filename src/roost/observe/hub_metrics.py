@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from roost import __version__
+from roost.hub.contract.cluster import ReplicaStatus, SessionStatus
 
 if TYPE_CHECKING:
     from roost.hub.store import Store
@@ -58,8 +59,10 @@ class HubCollector:
             rollout.add_metric([deployment, target, status], float(n))
         yield rollout
         yield _by("roost_hub_cluster_nodes", "Cluster nodes by tier", "tier", g.nodes, ("edge", "centre"))
-        yield _by("roost_hub_cluster_replicas", "Cluster replicas by status", "status", g.replicas, ())
-        yield _by("roost_hub_cluster_sessions", "Cluster sessions by status", "status", g.sessions, ())
+        yield _by("roost_hub_cluster_replicas", "Cluster replicas by status", "status", g.replicas,
+                  tuple(ReplicaStatus))
+        yield _by("roost_hub_cluster_sessions", "Cluster sessions by status", "status", g.sessions,
+                  tuple(SessionStatus))
 
 
 def _by(name: str, doc: str, label: str, counts: Mapping[str, int], always: tuple[str, ...]) -> GaugeMetricFamily:
