@@ -12,8 +12,8 @@ Metric names:
 * ``roost_hub_devices{status}`` (ONLINE, OFFLINE, REVOKED), ``roost_hub_device_snapshots`` (devices that
   sent a metrics snapshot);
 * ``roost_hub_deployments{state}`` (ACTIVE, SUPERSEDED, CANCELED, ABORTED, COMPLETED);
-* ``roost_hub_rollout_devices{deployment,target,status}``: the newest ACTIVE deployments' devices per status
-  (QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, ...);
+* ``roost_hub_rollout_devices{deployment,target,state,status}``: the devices of the newest 20 deployments in
+  effect (state ACTIVE, COMPLETED or ABORTED) per status (QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, ...);
 * ``roost_hub_cluster_nodes{tier}``, ``roost_hub_cluster_replicas{status}``, ``roost_hub_cluster_sessions{status}``;
 * ``roost_hub_api_request_duration_seconds{method,route,status}`` (histogram; status as ``2xx``..``5xx``).
 """
@@ -53,10 +53,10 @@ class HubCollector:
         yield GaugeMetricFamily("roost_hub_device_snapshots", "Devices that sent a metrics snapshot",
                                 value=float(g.snapshots))
         yield _by("roost_hub_deployments", "Deployments by state", "state", g.deployments, DEPLOYMENT_STATES)
-        rollout = GaugeMetricFamily("roost_hub_rollout_devices", "Devices of the newest ACTIVE deployments by "
-                                    "status", labels=["deployment", "target", "status"])
-        for (deployment, target, status), n in sorted(g.rollouts.items()):
-            rollout.add_metric([deployment, target, status], float(n))
+        rollout = GaugeMetricFamily("roost_hub_rollout_devices", "Devices of the newest deployments in effect by "
+                                    "status", labels=["deployment", "target", "state", "status"])
+        for (deployment, target, state, status), n in sorted(g.rollouts.items()):
+            rollout.add_metric([deployment, target, state, status], float(n))
         yield rollout
         yield _by("roost_hub_cluster_nodes", "Cluster nodes by tier", "tier", g.nodes, ("edge", "centre"))
         yield _by("roost_hub_cluster_replicas", "Cluster replicas by status", "status", g.replicas,

@@ -1,7 +1,7 @@
 """Metrics in the hub's database: devices' snapshots and their last hour, and the hub's own gauges.
 
-* :meth:`MetricsStore.record_snapshot` keeps a device's latest snapshot (``device_metrics``) and at most
-  one sample a minute of it for :data:`HISTORY` (``device_metric_samples``; older ones are pruned in the
+* :meth:`MetricsStore.record_snapshot` keeps a device's latest snapshot (``device_metrics``) and one sample
+  a minute (the minute's latest snapshot) for :data:`HISTORY` (``device_metric_samples``; older ones are pruned in the
   same transaction, so the table holds at most 60 rows per device);
 * :meth:`MetricsStore.device_metrics` reads them back (``GET /v1/devices/{name}/metrics``: the console's
   charts of a device's CPU, memory and inference latency over the last hour);
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from roost.hub.contract import DeploymentStatus
@@ -37,8 +37,10 @@ from roost.hub.store.base import StoreBase
 from roost.hub.store.fleet import ONLINE_WINDOW
 
 HISTORY: Final = timedelta(hours=1)
-#: Deployments whose per-device progress the hub's /metrics shows (the newest ACTIVE ones).
-MAX_ROLLOUTS: Final = 50
+#: Deployments whose per-device progress the hub's /metrics shows: the newest ones still in effect
+#: (ACTIVE, COMPLETED or ABORTED; not those superseded or canceled).
+MAX_ROLLOUTS: Final = 20
+ROLLOUT_STATES: Final = (DeploymentStatus.ACTIVE, DeploymentStatus.COMPLETED, DeploymentStatus.ABORTED)
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,8 @@ class TargetRow:
 class HubGauges:
     devices: dict[str, int] = field(default_factory=dict)
     deployments: dict[str, int] = field(default_factory=dict)
-    #: (deployment id, target "device:x" / "group:y", status) -> devices
-    rollouts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    #: (deployment id, target "device:x" / "group:y", deployment state, device status) -> devices
+    rollouts: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     nodes: dict[str, int] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)
     sessions: dict[str, int] = field(default_factory=dict)
@@ -93,9 +95,12 @@ class MetricsStore(StoreBase):
             else:
                 row.received_at, row.endpoint, row.snapshot = now, snapshot.endpoint, doc
             minute = _minute(now)
-            if s.get(DeviceMetricSample, (device_id, minute)) is None:
+            sample = s.get(DeviceMetricSample, (device_id, minute))
+            if sample is None:
                 s.add(DeviceMetricSample(device_id=device_id, minute=minute, values=dict(snapshot.values),
                                          models=models))
+            else:  # the minute's sample is its latest snapshot
+                sample.values, sample.models = dict(snapshot.values), models
             s.execute(delete(DeviceMetricSample).where(DeviceMetricSample.device_id == device_id,
                                                        DeviceMetricSample.minute <= now - HISTORY))
         self._write(run)
@@ -166,16 +171,17 @@ class MetricsStore(StoreBase):
             out.devices = {"ONLINE": int(online), "OFFLINE": int(total - online - revoked), "REVOKED": int(revoked)}
             out.deployments = {str(st): int(n) for st, n in s.execute(
                 select(Deployment.status, func.count()).group_by(Deployment.status))}
-            active = select(Deployment.id).where(Deployment.status == DeploymentStatus.ACTIVE) \
+            newest = select(Deployment.id).where(Deployment.status.in_(ROLLOUT_STATES)) \
                 .order_by(Deployment.seq.desc()).limit(MAX_ROLLOUTS).subquery()
-            for dep_id, target_type, target_name, status, n in s.execute(
+            for dep_id, target_type, target_name, state, status, n in s.execute(
                     select(DeviceDeployment.deployment_id, Deployment.target_type, Deployment.target_name,
-                           DeviceDeployment.status, func.count())
-                    .join(Deployment, and_(Deployment.id == DeviceDeployment.deployment_id))
-                    .where(DeviceDeployment.deployment_id.in_(select(active.c.id)))
+                           Deployment.status, DeviceDeployment.status, func.count())
+                    .join(Deployment, Deployment.id == DeviceDeployment.deployment_id)
+                    .where(DeviceDeployment.deployment_id.in_(select(newest.c.id)))
                     .group_by(DeviceDeployment.deployment_id, Deployment.target_type, Deployment.target_name,
-                              DeviceDeployment.status)):
-                out.rollouts[(str(dep_id), f"{str(target_type).lower()}:{target_name}", str(status))] = int(n)
+                              Deployment.status, DeviceDeployment.status)):
+                target = f"{str(target_type).lower()}:{target_name}"
+                out.rollouts[(str(dep_id), target, str(state), str(status))] = int(n)
             out.nodes = {str(t): int(n) for t, n in s.execute(
                 select(ClusterNode.tier, func.count()).group_by(ClusterNode.tier))}
             out.replicas = {str(st): int(n) for st, n in s.execute(
@@ -187,4 +193,4 @@ class MetricsStore(StoreBase):
         return self._read(run)
 
 
-__all__ = ["HISTORY", "MAX_ROLLOUTS", "FleetRow", "HubGauges", "MetricsStore", "TargetRow"]
+__all__ = ["HISTORY", "MAX_ROLLOUTS", "ROLLOUT_STATES", "FleetRow", "HubGauges", "MetricsStore", "TargetRow"]
