@@ -3,6 +3,7 @@ page's rows, scrape targets, the hub's gauges and metrics tokens."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -29,8 +30,9 @@ def _id(store: Store, name: str) -> int:
 
 
 def _snap(cpu: float, endpoint: str | None = "10.0.0.7:9464", **models: float) -> MetricsSnapshot:
+    samples = {m: ModelSample(requests_total=r, latency_p95_seconds=0.01) for m, r in models.items()}
     return MetricsSnapshot(endpoint=endpoint, token=True, values={"cpu_ratio": cpu, "memory_ratio": 0.5},
-                           models={m: ModelSample(requests_total=r, latency_p95_seconds=0.01) for m, r in models.items()})
+                           models=samples)
 
 
 def test_snapshots_keep_the_latest_and_one_sample_a_minute_for_an_hour(store: Store, clock: FakeClock) -> None:
@@ -47,7 +49,7 @@ def test_snapshots_keep_the_latest_and_one_sample_a_minute_for_an_hour(store: St
     assert got.received_at == clock() - timedelta(seconds=40)
     minutes = [p.at for p in got.samples]
     assert len(minutes) == 59 and minutes == sorted(minutes)  # 00:31..01:29; now is 01:30:00, nothing yet
-    assert all(b - a == timedelta(minutes=1) for a, b in zip(minutes, minutes[1:], strict=False))
+    assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(minutes))
     assert got.samples[-1].values["cpu_ratio"] == pytest.approx(0.891)  # the minute's latest snapshot
     assert got.samples[-1].models["wine"].requests_total == 89.5
     with store.db.read() as s:  # pruned, not only hidden

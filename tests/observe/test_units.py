@@ -120,8 +120,9 @@ async def test_without_a_token_anyone_local_may_scrape() -> None:
 # -- fleet page, discovery, snapshots ---------------------------------------------------------------
 def test_the_fleet_page_parses_with_device_and_group_labels() -> None:
     at = datetime(2030, 1, 1, tzinfo=UTC)
+    wine = {"requests_total": 7, "latency_p95_seconds": 0.01}
     rows = [FleetRow("a-1", ("lab", "zoo"), {}, at, {"values": {"cpu_ratio": 0.25, "components_broken": 1},
-                                                     "models": {"wine": {"requests_total": 7, "latency_p95_seconds": 0.01}}}),
+                                                     "models": {"wine": wine}}),
             FleetRow('odd"name', (), {}, at, {"values": {"cpu_ratio": 0.5}})]
     families = {f.name: f for f in text_string_to_metric_families(render_fleet(rows).decode())}
     cpu = {s.labels["device"]: (s.value, s.labels) for s in families["roost_fleet_cpu_ratio"].samples}

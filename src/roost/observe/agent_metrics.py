@@ -25,24 +25,37 @@ import bisect
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from roost import __version__
+from roost.agent.component_metrics import ComponentMetrics
+from roost.agent.ipc import IpcServer
+from roost.agent.paths import AgentPaths
 from roost.agent.states import ComponentState
+from roost.agent.store import Store
+from roost.agent.supervisor import Supervisor
 from roost.observe.host import HostReader, HostSample
 from roost.observe.inference import InferenceStats
-
-if TYPE_CHECKING:
-    from roost.agent.agent import Agent
 
 logger = logging.getLogger(__name__)
 
 #: Upper bounds of the deployment duration buckets (seconds).
 DEPLOYMENT_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 STATES: Final = tuple(s.value for s in ComponentState)
+
+
+class MetricsAgent(Protocol):
+    """What the metrics read of an agent (:class:`roost.agent.agent.Agent`; not imported: no cycle)."""
+
+    paths: AgentPaths
+    thing_name: str
+    supervisor: Supervisor
+    server: IpcServer
+    store: Store
+    component_metrics: ComponentMetrics
 
 
 class ComponentEvents:
@@ -65,7 +78,7 @@ class ComponentEvents:
 class AgentCollector:
     """A prometheus_client collector over one agent (registered in its own registry)."""
 
-    def __init__(self, agent: Agent, host: HostReader | None = None) -> None:
+    def __init__(self, agent: MetricsAgent, host: HostReader | None = None) -> None:
         self.agent = agent
         self.host = host or HostReader(agent.paths.root)
         self.events = ComponentEvents()
@@ -186,7 +199,7 @@ class AgentCollector:
 class AgentMetrics:
     """The agent's registry: ``render()`` is the ``/metrics`` page."""
 
-    def __init__(self, agent: Agent, host: HostReader | None = None) -> None:
+    def __init__(self, agent: MetricsAgent, host: HostReader | None = None) -> None:
         self.collector = AgentCollector(agent, host)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
@@ -200,4 +213,4 @@ class AgentMetrics:
 
 Render = Callable[[], bytes]
 
-__all__ = ["DEPLOYMENT_BUCKETS", "AgentCollector", "AgentMetrics", "ComponentEvents", "Render"]
+__all__ = ["DEPLOYMENT_BUCKETS", "AgentCollector", "AgentMetrics", "ComponentEvents", "MetricsAgent", "Render"]

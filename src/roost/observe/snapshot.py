@@ -18,18 +18,25 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from pydantic import ValidationError
 
+from roost.agent.paths import AgentPaths
 from roost.agent.states import ComponentState
 from roost.errors import RoostError
 from roost.hub.contract.metrics import MAX_MODELS, MAX_SNAPSHOT_BYTES, MetricsSnapshot, ModelSample
 from roost.hub.errors import PayloadTooLargeError, UnprocessableError
+from roost.observe.agent_metrics import AgentCollector, AgentMetrics
+from roost.observe.endpoint import MetricsEndpoint
 
-if TYPE_CHECKING:
-    from roost.agent.agent import Agent
-    from roost.observe.agent_metrics import AgentCollector
+
+class SnapshotAgent(Protocol):
+    """What a snapshot reads of an agent (:class:`roost.agent.agent.Agent`; not imported: no cycle)."""
+
+    paths: AgentPaths
+    metrics: AgentMetrics
+    metrics_endpoint: MetricsEndpoint | None
 
 #: value name -> what it is (docs/metrics.md lists the same).
 KNOWN_VALUES: Final = {
@@ -96,7 +103,7 @@ def reported_endpoint(host: str, port: int, root: Path, hub_url: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def snapshot_source(agent: Agent, hub_url: str) -> Callable[[], MetricsSnapshot]:
+def snapshot_source(agent: SnapshotAgent, hub_url: str) -> Callable[[], MetricsSnapshot]:
     """What the hub sync calls for each snapshot."""
     collector = agent.metrics.collector
 
@@ -128,4 +135,4 @@ def parse_snapshot(body: bytes) -> MetricsSnapshot:
                                  code="METRICS_SNAPSHOT_INVALID") from err
 
 
-__all__ = ["KNOWN_VALUES", "build_snapshot", "parse_snapshot", "reported_endpoint", "snapshot_source"]
+__all__ = ["KNOWN_VALUES", "SnapshotAgent", "build_snapshot", "parse_snapshot", "reported_endpoint", "snapshot_source"]
