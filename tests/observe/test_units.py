@@ -239,3 +239,30 @@ async def test_the_reporter_sends_counts_and_a_bounded_latency_sample() -> None:
     latencies = [m["value"] for m in metrics[2:]]
     assert len(latencies) == MAX_SAMPLES and all(0 <= v < 1 for v in latencies) and not math.isnan(sum(latencies))
     assert max(latencies) > 0.1  # a sample of all of them, not the first 64
+
+
+def test_the_exposition_writes_what_prometheus_client_writes() -> None:
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    from roost.observe.exposition import render
+
+    class Families:
+        def collect(self) -> Any:
+            g = GaugeMetricFamily("roost_g", 'doc with \\ and\nnewline', labels=["component", "state"])
+            for i, v in enumerate((1.0, 0.0, 2.5, 1e22, math.inf, -math.inf, 123456789.0, 0.1, math.nan)):
+                g.add_metric([f'odd "name" \\ {i}\n', "RUNNING"], v)
+            yield g
+            c = CounterMetricFamily("roost_c", "c", labels=["a"])
+            c.add_metric(["b"], 3.0)
+            yield c
+            h = HistogramMetricFamily("roost_h", "h", labels=["a"])
+            h.add_metric(["b"], [("0.1", 1.0), ("+Inf", 2.0)], 0.5)
+            yield h
+            yield GaugeMetricFamily("roost_plain", "no labels", value=7.0)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Families())
+    Histogram("roost_live", "a live histogram", ["route"], registry=registry).labels("/x").observe(0.2)
+    Counter("roost_other", "a live counter", registry=registry).inc()
+    assert render(registry.collect()) == generate_latest(registry)

@@ -8,7 +8,8 @@ starts and errors from the supervisor's state callback).
 Metric names (see docs/metrics.md for the full table):
 
 * ``roost_agent_info{thing,version}`` (1), ``roost_agent_start_time_seconds``;
-* ``roost_component_state{component,state}`` (1 for the current state, 0 for the others),
+* ``roost_component_state{component,state}`` (one series per component: its current state, value 1; the
+  series of a state it left goes stale, so ``roost_component_state{state="BROKEN"} == 1`` is what is BROKEN now),
   ``roost_component_restarts_total{component}``, ``roost_component_errors_total{component}``;
 * ``roost_ipc_connections``, ``roost_ipc_refused_connections_total``, ``roost_pubsub_subscriptions``,
   per component: ``roost_ipc_messages_received_total``, ``roost_ipc_received_bytes_total``,
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final, Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from roost import __version__
@@ -37,6 +38,7 @@ from roost.agent.paths import AgentPaths
 from roost.agent.states import ComponentState
 from roost.agent.store import Store
 from roost.agent.supervisor import Supervisor
+from roost.observe.exposition import render
 from roost.observe.host import HostReader, HostSample
 from roost.observe.inference import InferenceStats
 
@@ -44,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 #: Upper bounds of the deployment duration buckets (seconds).
 DEPLOYMENT_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
-STATES: Final = tuple(s.value for s in ComponentState)
 
 
 class MetricsAgent(Protocol):
@@ -107,16 +108,14 @@ class AgentCollector:
         yield from self.host.collect()
 
     def _components(self, states: Mapping[str, ComponentState]) -> Iterator[Metric]:
-        state = GaugeMetricFamily("roost_component_state", "1 for the component's current state, 0 for the others",
+        state = GaugeMetricFamily("roost_component_state", "The component's current state (one series, value 1)",
                                   labels=["component", "state"])
         restarts = CounterMetricFamily("roost_component_restarts", "Times a component started again since the "
                                        "agent started", labels=["component"])
         errors = CounterMetricFamily("roost_component_errors", "Times a component went ERRORED since the agent "
                                      "started", labels=["component"])
         for name in sorted(states):
-            current = states[name].value
-            for s in STATES:
-                state.add_metric([name, s], 1.0 if s == current else 0.0)
+            state.add_metric([name, states[name].value], 1.0)
             restarts.add_metric([name], float(self.events.restarts(name)))
             errors.add_metric([name], float(self.events.errors.get(name, 0)))
         yield state
@@ -208,7 +207,7 @@ class AgentMetrics:
         self.collector.events.on_state(name, new)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return render(self.registry.collect())
 
 
 Render = Callable[[], bytes]

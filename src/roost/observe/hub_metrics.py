@@ -24,12 +24,13 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from roost import __version__
 from roost.hub.contract.cluster import ReplicaStatus, SessionStatus
+from roost.observe.exposition import render
 
 if TYPE_CHECKING:
     from roost.hub.store import Store
@@ -83,7 +84,7 @@ class HubMetrics:
 
     def render(self) -> bytes:
         """The page (queries the database: call it in a worker thread)."""
-        return generate_latest(self.registry)
+        return render(self.registry.collect())
 
 
 class LatencyMiddleware:
