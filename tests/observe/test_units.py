@@ -121,13 +121,16 @@ async def test_without_a_token_anyone_local_may_scrape() -> None:
 def test_the_fleet_page_parses_with_device_and_group_labels() -> None:
     at = datetime(2030, 1, 1, tzinfo=UTC)
     wine = {"requests_total": 7, "latency_p95_seconds": 0.01}
-    rows = [FleetRow("a-1", ("lab", "zoo"), {}, at, {"values": {"cpu_ratio": 0.25, "components_broken": 1},
-                                                     "models": {"wine": wine}}),
-            FleetRow('odd"name', (), {}, at, {"values": {"cpu_ratio": 0.5}})]
+    rows = [FleetRow("a-1", ("lab", "zoo"), at, {"values": {"cpu_ratio": 0.25, "components_broken": 1},
+                                                 "models": {"wine": wine}}),
+            FleetRow('odd"name', (), at, {"values": {"cpu_ratio": 0.5, "bad": "text"}})]
     families = {f.name: f for f in text_string_to_metric_families(render_fleet(rows).decode())}
     cpu = {s.labels["device"]: (s.value, s.labels) for s in families["roost_fleet_cpu_ratio"].samples}
-    assert cpu["a-1"] == (0.25, {"device": "a-1", "group": "lab", "groups": ",lab,zoo,"})
+    assert cpu["a-1"] == (0.25, {"device": "a-1", "group": "lab"})
     assert cpu['odd"name'][0] == 0.5 and cpu['odd"name'][1]["group"] == ""
+    info = {s.labels["device"]: s.labels["groups"] for s in families["roost_fleet_device_info"].samples}
+    assert info == {"a-1": ",lab,zoo,", 'odd"name': ""}
+    assert "roost_fleet_bad" not in families or not families["roost_fleet_bad"].samples  # not a number: left out
     (req,) = families["roost_fleet_model_requests_total"].samples
     assert req.labels["model"] == "wine" and req.value == 7
     assert {s.value for s in families["roost_fleet_snapshot_timestamp_seconds"].samples} == {at.timestamp()}

@@ -1,9 +1,11 @@
 """``/metrics/fleet``: the fleet's latest snapshots as one Prometheus page.
 
 Devices behind NAT cannot be scraped; their agents send snapshots (:mod:`roost.observe.snapshot`)
-and Prometheus scrapes this one page of the hub instead. Every series has the labels ``device``,
-``group`` (the device's first group by name, empty when none) and ``groups`` (all of them,
-comma-separated with a comma at each end, so ``groups=~".*,lab,.*"`` matches members of ``lab``).
+and Prometheus scrapes this one page of the hub instead. Every series has the labels ``device`` and
+``group`` (the device's first group by name, empty when none); the device's ``groups`` (all of them,
+comma-separated with a comma at each end, so ``groups=~".*,lab,.*"`` matches members of ``lab``) on one
+series per device, ``roost_fleet_device_info`` (join it on ``device``: every series carrying the list
+would make the page a third larger).
 
 * ``roost_fleet_<value>`` for every value of a snapshot (``roost_fleet_cpu_ratio``,
   ``roost_fleet_components_broken``...; :data:`roost.observe.snapshot.KNOWN_VALUES`);
@@ -37,32 +39,35 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def device_labels(device: str, groups: Iterable[str]) -> str:
-    """The label set of one device's series, without the braces' closing (callers add more labels)."""
-    groups = list(groups)
-    first = groups[0] if groups else ""
-    joined = "," + ",".join(groups) + "," if groups else ""
-    return f'device="{escape(device)}",group="{escape(first)}",groups="{escape(joined)}"'
+def device_labels(device: str, groups: tuple[str, ...]) -> str:
+    """The labels of one device's series (inside the braces)."""
+    return f'device="{escape(device)}",group="{escape(groups[0] if groups else "")}"'
 
 
 def _number(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return repr(float(value))
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return repr(value)
+    return None
 
 
 def render_fleet(rows: Iterable[FleetRow]) -> bytes:
-    """The Prometheus text page of the fleet's snapshots."""
-    values: dict[str, list[str]] = {}
+    """The Prometheus text page of the fleet's snapshots (values were checked when the hub took them)."""
+    values: dict[str, tuple[str, list[str]]] = {}
     models: dict[str, list[str]] = {name: [] for _, name, _ in MODEL_FIELDS}
     stamps: list[str] = []
+    infos: list[str] = []
     for row in rows:
         labels = device_labels(row.device, row.groups)
+        groups = "," + ",".join(row.groups) + "," if row.groups else ""
+        infos.append(f'{PREFIX}device_info{{{labels},groups="{escape(groups)}"}} 1')
         stamps.append(f"{PREFIX}snapshot_timestamp_seconds{{{labels}}} {row.received_at.timestamp()!r}")
         for key, value in (row.snapshot.get("values") or {}).items():
-            text = _number(value)
+            entry = values.get(key)
+            if entry is None:
+                entry = values[key] = (f"{PREFIX}{key}{{", [])
+            text = repr(value) if type(value) is float or type(value) is int else _number(value)
             if text is not None:
-                values.setdefault(key, []).append(f"{PREFIX}{key}{{{labels}}} {text}")
+                entry[1].append(f"{entry[0]}{labels}}} {text}")
         for model, sample in (row.snapshot.get("models") or {}).items():
             if not isinstance(sample, dict):
                 continue
@@ -71,11 +76,13 @@ def render_fleet(rows: Iterable[FleetRow]) -> bytes:
                 text = _number(sample.get(field))
                 if text is not None:
                     models[name].append(f"{PREFIX}{name}{{{model_labels}}} {text}")
-    out: list[str] = [f"# HELP {PREFIX}snapshot_timestamp_seconds When the hub received the device's latest "
+    out: list[str] = [f"# HELP {PREFIX}device_info The device's groups (always 1; join on device for groups)",
+                      f"# TYPE {PREFIX}device_info gauge", *infos,
+                      f"# HELP {PREFIX}snapshot_timestamp_seconds When the hub received the device's latest "
                       "snapshot (Unix time)", f"# TYPE {PREFIX}snapshot_timestamp_seconds gauge", *stamps]
     for key in sorted(values):
         help_text = KNOWN_VALUES.get(key, "as the device reported it")
-        out += [f"# HELP {PREFIX}{key} {help_text}", f"# TYPE {PREFIX}{key} gauge", *values[key]]
+        out += [f"# HELP {PREFIX}{key} {help_text}", f"# TYPE {PREFIX}{key} gauge", *values[key][1]]
     for _, name, help_text in MODEL_FIELDS:
         if models[name]:
             out += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} gauge", *models[name]]

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import delete, func, select
+import orjson
+from sqlalchemy import Text, cast, delete, func, select
 from sqlalchemy.orm import Session
 
 from roost.hub.contract import DeploymentStatus
@@ -47,7 +48,6 @@ ROLLOUT_STATES: Final = (DeploymentStatus.ACTIVE, DeploymentStatus.COMPLETED, De
 class FleetRow:
     device: str
     groups: tuple[str, ...]
-    labels: dict[str, Any]
     received_at: datetime
     snapshot: dict[str, Any]
 
@@ -134,15 +134,22 @@ class MetricsStore(StoreBase):
         return {k: tuple(v) for k, v in out.items()}
 
     def fleet_rows(self) -> list[FleetRow]:
-        """Every enrolled (not revoked) device's latest snapshot, by device name."""
+        """Every enrolled (not revoked) device's latest snapshot, by device name.
+
+        Read through the connection (no ORM rows) with the snapshot as text, parsed by orjson: 10,000
+        devices in a fraction of a second (bench/README.md)."""
         def run(s: Session) -> list[FleetRow]:
-            groups = self._groups_by_device(s)
-            rows = s.execute(select(Device.id, Device.name, Device.labels, DeviceMetricsRow.received_at,
-                                    DeviceMetricsRow.snapshot)
-                             .join(DeviceMetricsRow, DeviceMetricsRow.device_id == Device.id)
-                             .where(Device.revoked_at.is_(None)).order_by(Device.name)).all()
-            return [FleetRow(name, groups.get(i, ()), dict(labels or {}), at, dict(snap or {}))
-                    for i, name, labels, at, snap in rows]
+            conn = s.connection()
+            groups: dict[int, list[str]] = {}
+            for device_id, group in conn.execute(select(GroupMember.device_id, GroupMember.group_name)
+                                                 .order_by(GroupMember.group_name)):
+                groups.setdefault(device_id, []).append(group)
+            rows = conn.execute(select(Device.id, Device.name, DeviceMetricsRow.received_at,
+                                       cast(DeviceMetricsRow.snapshot, Text))
+                                .join(DeviceMetricsRow, DeviceMetricsRow.device_id == Device.id)
+                                .where(Device.revoked_at.is_(None)).order_by(Device.name)).all()
+            loads = orjson.loads
+            return [FleetRow(name, tuple(groups.get(i, ())), at, loads(text)) for i, name, at, text in rows]
         return self._read(run)
 
     def scrape_targets(self) -> list[TargetRow]:
