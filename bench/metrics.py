@@ -8,7 +8,8 @@ says what Roost's own overhead is.
   running 100 components (96 ``sleep``, 4 putting inference metrics over IPC every 0.2 s); sequential
   scrapes over HTTP (a new connection each, as Prometheus does against an endpoint that closes).
 * **fleet**: a hub root whose database holds 10,000 simulated devices in 10 groups with a snapshot each
-  (written directly into the tables, as 10,000 agents' ``PUT /v1/device/metrics`` would leave them);
+  (written directly into the tables, as 10,000 agents' ``PUT /v1/device/metrics`` would leave them, the
+  pre-formatted numbers included);
   ``GET /metrics/fleet`` against a real ``roost hub serve`` (SQLite), and the store read and the
   rendering timed apart in process.
 
@@ -168,8 +169,9 @@ def fleet_bench(devices: int, requests: int) -> dict[str, Any]:
     from sqlalchemy import insert
 
     from roost.hub.app import HubConfig, open_store
+    from roost.hub.contract.metrics import MetricsSnapshot
     from roost.hub.models import Device, DeviceMetricsRow, Group, GroupMember
-    from roost.observe.fleet import render_fleet
+    from roost.observe.fleet import render_fleet, snapshot_lines
 
     base = bench_tmp("roost-bench-fleet-metrics-")
     hub_root = base / "hub"
@@ -186,8 +188,10 @@ def fleet_bench(devices: int, requests: int) -> dict[str, Any]:
                                     "reported": {}, "desired_revision": 0} for i in range(devices)])
         s.execute(insert(GroupMember), [{"group_name": f"group-{i % 10}", "device_id": i + 1}
                                         for i in range(devices)])
-        s.execute(insert(DeviceMetricsRow), [{"device_id": i + 1, "received_at": now, "endpoint": None,
-                                              "snapshot": snapshot_doc(i)} for i in range(devices)])
+        docs = [snapshot_doc(i) for i in range(devices)]
+        s.execute(insert(DeviceMetricsRow), [{"device_id": i + 1, "received_at": now, "endpoint": None, "snapshot": doc,
+                                              "lines": snapshot_lines(MetricsSnapshot.model_validate(doc))}
+                                             for i, doc in enumerate(docs)])
     token = store.create_metrics_token("bench")
     reads, renders = [], []
     for _ in range(5):

@@ -68,7 +68,7 @@ def test_fleet_rows_and_targets_name_devices_groups_and_labels(store: Store) -> 
     store.record_snapshot(b, _snap(0.5, endpoint=None))
     rows = store.fleet_rows()
     assert [(r.device, r.groups) for r in rows] == [("a-1", ("lab", "zoo")), ("b-1", ())]
-    assert rows[0].snapshot["values"]["cpu_ratio"] == 0.25 and rows[0].snapshot["endpoint"] == "10.0.0.7:9464"
+    assert "v cpu_ratio 0.25" in rows[0].lines.split("\n")
     targets = store.scrape_targets()
     assert [(t.device, t.endpoint, t.token, t.groups) for t in targets] == [("a-1", "10.0.0.7:9464", True,
                                                                             ("lab", "zoo"))]

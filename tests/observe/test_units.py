@@ -15,11 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from roost.agent.ipc.counters import IpcCounters
 from roost.errors import InvalidInputError, RoostError
-from roost.hub.contract.metrics import MAX_SNAPSHOT_BYTES
-from roost.hub.store.metrics import FleetRow, TargetRow
+from roost.hub.contract.metrics import MAX_SNAPSHOT_BYTES, MetricsSnapshot, ModelSample
+from roost.hub.store.metrics import TargetRow
 from roost.observe.discovery import targets
 from roost.observe.endpoint import MetricsEndpoint
-from roost.observe.fleet import render_fleet
+from roost.observe.fleet import FleetRow, render_fleet, snapshot_lines
 from roost.observe.inference import BUCKETS, InferenceStats
 from roost.observe.settings import MetricsSettings, parse_address, settings_from_options, token_digest
 from roost.observe.snapshot import parse_snapshot, reported_endpoint
@@ -120,17 +120,18 @@ async def test_without_a_token_anyone_local_may_scrape() -> None:
 # -- fleet page, discovery, snapshots ---------------------------------------------------------------
 def test_the_fleet_page_parses_with_device_and_group_labels() -> None:
     at = datetime(2030, 1, 1, tzinfo=UTC)
-    wine = {"requests_total": 7, "latency_p95_seconds": 0.01}
-    rows = [FleetRow("a-1", ("lab", "zoo"), at, {"values": {"cpu_ratio": 0.25, "components_broken": 1},
-                                                 "models": {"wine": wine}}),
-            FleetRow('odd"name', (), at, {"values": {"cpu_ratio": 0.5, "bad": "text"}})]
+    wine = ModelSample(requests_total=7, latency_p95_seconds=0.01)
+    first = MetricsSnapshot(values={"cpu_ratio": 0.25, "components_broken": 1}, models={"wine": wine})
+    rows = [FleetRow("a-1", ("lab", "zoo"), at, snapshot_lines(first)),
+            FleetRow('odd"name', (), at, snapshot_lines(MetricsSnapshot(values={"cpu_ratio": 0.5}))),
+            FleetRow("silent", (), at, "")]
     families = {f.name: f for f in text_string_to_metric_families(render_fleet(rows).decode())}
     cpu = {s.labels["device"]: (s.value, s.labels) for s in families["roost_fleet_cpu_ratio"].samples}
     assert cpu["a-1"] == (0.25, {"device": "a-1", "group": "lab"})
     assert cpu['odd"name'][0] == 0.5 and cpu['odd"name'][1]["group"] == ""
     info = {s.labels["device"]: s.labels["groups"] for s in families["roost_fleet_device_info"].samples}
-    assert info == {"a-1": ",lab,zoo,", 'odd"name': ""}
-    assert "roost_fleet_bad" not in families or not families["roost_fleet_bad"].samples  # not a number: left out
+    assert info == {"a-1": ",lab,zoo,", 'odd"name': "", "silent": ""}
+    assert {s.labels["device"]: s.value for s in families["roost_fleet_components_broken"].samples} == {"a-1": 1.0}
     (req,) = families["roost_fleet_model_requests_total"].samples
     assert req.labels["model"] == "wine" and req.value == 7
     assert {s.value for s in families["roost_fleet_snapshot_timestamp_seconds"].samples} == {at.timestamp()}

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
@@ -273,6 +274,8 @@ class DeviceMetricsRow(Base):
     received_at: Mapped[datetime] = mapped_column(nullable=False)
     endpoint: Mapped[str | None] = mapped_column(String(261), nullable=True)
     snapshot: Mapped[dict[str, Any]] = mapped_column(nullable=False)
+    #: The snapshot's numbers pre-formatted for /metrics/fleet (roost.observe.fleet.snapshot_lines).
+    lines: Mapped[str] = mapped_column(Text, nullable=False, default="")
 
 
 class DeviceMetricSample(Base):

@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Protocol
 
 from pydantic import ValidationError
 
 from roost.agent.paths import AgentPaths
 from roost.agent.states import ComponentState
 from roost.errors import RoostError
-from roost.hub.contract.metrics import MAX_MODELS, MAX_SNAPSHOT_BYTES, MetricsSnapshot, ModelSample
+from roost.hub.contract.metrics import KNOWN_VALUES, MAX_MODELS, MAX_SNAPSHOT_BYTES, MetricsSnapshot, ModelSample
 from roost.hub.errors import PayloadTooLargeError, UnprocessableError
 from roost.observe.agent_metrics import AgentCollector, AgentMetrics
 from roost.observe.endpoint import MetricsEndpoint
@@ -38,22 +38,6 @@ class SnapshotAgent(Protocol):
     metrics: AgentMetrics
     metrics_endpoint: MetricsEndpoint | None
 
-#: value name -> what it is (docs/metrics.md lists the same).
-KNOWN_VALUES: Final = {
-    "cpu_ratio": "CPU busy share since the previous snapshot (0..1)",
-    "memory_ratio": "memory in use (0..1)",
-    "disk_ratio": "the agent root's file system in use (0..1)",
-    "temperature_celsius": "the hottest temperature sensor, where readable",
-    "components": "components deployed",
-    "components_running": "components RUNNING (or FINISHED)",
-    "components_errored": "components ERRORED",
-    "components_broken": "components BROKEN",
-    "component_restarts_total": "component restarts since the agent started",
-    "ipc_messages_total": "IPC messages received since the agent started",
-    "ipc_refused_total": "IPC operations refused since the agent started",
-    "deployments_failed_total": "deployments that FAILED on the device (the newest 10,000)",
-    "uptime_seconds": "seconds since the agent started",
-}
 
 
 def build_snapshot(collector: AgentCollector, endpoint: str | None, token: bool, now: float) -> MetricsSnapshot:

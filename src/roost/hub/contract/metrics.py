@@ -12,7 +12,7 @@ Route                                    Request                     Response
 
 A snapshot is compact on purpose (devices behind NAT send it instead of being scraped): a few
 named values (``cpu_ratio``, ``memory_ratio``, ``components_broken``...; see
-:data:`roost.observe.snapshot.KNOWN_VALUES`) and per model its request counts and latency
+:data:`KNOWN_VALUES`) and per model its request counts and latency
 quantiles. Bounded: :data:`MAX_VALUES` values, :data:`MAX_MODELS` models, :data:`MAX_SNAPSHOT_BYTES`
 bytes of JSON (larger: 413 ``METRICS_SNAPSHOT_TOO_LARGE``; malformed: 422 ``METRICS_SNAPSHOT_INVALID``).
 """
@@ -30,6 +30,23 @@ MAX_MODELS: Final = 16
 #: Names of values and models: Prometheus-friendly, short.
 VALUE_NAME: Final = r"^[a-z_][a-z0-9_]{0,63}$"
 MODEL_NAME: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+#: value name -> what it is (docs/metrics.md lists the same).
+KNOWN_VALUES: Final[dict[str, str]] = {
+    "cpu_ratio": "CPU busy share since the previous snapshot (0..1)",
+    "memory_ratio": "memory in use (0..1)",
+    "disk_ratio": "the agent root's file system in use (0..1)",
+    "temperature_celsius": "the hottest temperature sensor, where readable",
+    "components": "components deployed",
+    "components_running": "components RUNNING (or FINISHED)",
+    "components_errored": "components ERRORED",
+    "components_broken": "components BROKEN",
+    "component_restarts_total": "component restarts since the agent started",
+    "ipc_messages_total": "IPC messages received since the agent started",
+    "ipc_refused_total": "IPC operations refused since the agent started",
+    "deployments_failed_total": "deployments that FAILED on the device (the newest 10,000)",
+    "uptime_seconds": "seconds since the agent started",
+}
 
 ValueName = Annotated[str, StringConstraints(pattern=VALUE_NAME)]
 ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME)]
@@ -93,6 +110,6 @@ class MetricsToken(_Wire):
     token: str = Field(repr=False)
 
 
-__all__ = ["MAX_MODELS", "MAX_SNAPSHOT_BYTES", "MAX_VALUES", "MODEL_NAME", "VALUE_NAME", "DeviceMetrics",
-           "MetricsPoint", "MetricsSnapshot", "MetricsToken", "MetricsTokenCreate", "ModelSample",
+__all__ = ["KNOWN_VALUES", "MAX_MODELS", "MAX_SNAPSHOT_BYTES", "MAX_VALUES", "MODEL_NAME", "VALUE_NAME",
+           "DeviceMetrics", "MetricsPoint", "MetricsSnapshot", "MetricsToken", "MetricsTokenCreate", "ModelSample",
            "SnapshotAccepted"]

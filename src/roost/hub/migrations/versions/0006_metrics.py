@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("received_at", UTCDateTime(), nullable=False),
         sa.Column("endpoint", sa.String(261), nullable=True),
         sa.Column("snapshot", sa.JSON(), nullable=False),
+        sa.Column("lines", sa.Text(), nullable=False),
     )
     op.create_table(
         "device_metric_samples",
