@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-.PHONY: install demo test test-fast lint typecheck pytest pytest-fast bench bench-inference bench-fleet browser podman clean
+.PHONY: install demo test test-fast lint typecheck pytest pytest-fast bench bench-inference bench-fleet browser podman prometheus clean
 
 $(STAMP): pyproject.toml scripts/pick-python
 	@# A .venv built on another interpreter is rebuilt from scratch.
@@ -38,7 +38,7 @@ typecheck: $(STAMP)
 # Two workers (pytest-xdist), one test file each at a time: most tests wait on real agents, hubs and
 # brokers, so the 2-core machine runs the whole suite in about 60 % of the serial time.
 PYTEST_WORKERS ?= 2
-pytest: $(STAMP) browser podman
+pytest: $(STAMP) browser podman prometheus
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 pytest-fast: $(STAMP)
@@ -66,6 +66,15 @@ browser:
 # scripts/setup-podman installs it when missing and possible and writes .venv/containers.conf.
 podman: $(STAMP)
 	@scripts/setup-podman $(VENV)/containers.conf
+
+# The metrics tests run Debian's Prometheus (and its promtool) against a real hub and agent; the
+# Grafana dashboards are checked by running every panel's query on it. Installed when missing and
+# possible (root + apt); otherwise those tests skip, or fail when ROOST_REQUIRE_SERVICES=1.
+prometheus:
+	@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  echo "note: installing Debian's prometheus (and promtool) for the metrics tests" && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } || \
+	  echo "note: prometheus/promtool are missing and could not be installed; metrics tests will skip"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

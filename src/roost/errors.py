@@ -384,6 +384,16 @@ CODES: dict[str, dict[str, str]] = {
         "HANDLER_INIT_TIMEOUT": "A Lambda handler's module did not initialise in time.",
         "INVALID_HANDLER": "A Lambda handler name is not module.function, or it cannot be imported.",
     },
+    "roost.observe (metrics: the agent's and the hub's /metrics, snapshots, service discovery)": {
+        "METRICS_SETTINGS_INVALID": "A metrics option (--metrics-address, --metrics-token-file) or ROOT/metrics.json "
+                                    "is malformed; the message names it.",
+        "METRICS_TOKEN_REQUIRED": "The agent's /metrics needs 'Authorization: Bearer <token>' and none was sent (401).",
+        "METRICS_TOKEN_INVALID": "The bearer token sent to the agent's /metrics is wrong (401).",
+        "METRICS_SNAPSHOT_TOO_LARGE": "A device's metrics snapshot is over the hub's size limit (16 KiB, 413); "
+                                      "the device's other reports are unaffected.",
+        "METRICS_SNAPSHOT_INVALID": "A device's metrics snapshot is malformed (not JSON, a bad name or value, too "
+                                    "many values or models; 422); the message names the field.",
+    },
     "roost.cluster (edge clusters: admission, replicas, streaming sessions)": {
         "CLUSTER_ERROR": "Base code of an edge-cluster failure.",
         "SERVICE_TYPE_NOT_FOUND": "No cluster service type of that name is applied "

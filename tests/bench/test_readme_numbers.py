@@ -279,3 +279,33 @@ def test_lightening_table_shows_its_file() -> None:
     for v in data["variants"]:
         if "refused" in v:
             assert f"`{v['refused']}`" in text, v
+
+
+def test_metrics_table_shows_its_file() -> None:
+    data = _load("results-metrics.json")
+    agent, fleet = data["agent"], data["fleet"]
+    rows = table("## `bench/metrics.py`: metrics endpoints (issue 12)")
+
+    def row(prefix: str) -> list[str]:
+        return next(cells for label, cells in rows.items() if label.startswith(prefix))
+
+    scrape = row("agent `/metrics`, 100 components")
+    assert shows(scrape[0], agent["scrape_ms"]["p50"]) and shows(scrape[0], agent["scrape_ms"]["p99"])
+    assert shows(scrape[0], agent["series"]) and shows(scrape[0], agent["bytes"]) and agent["components"] == 100
+    assert shows(scrape[1], agent["peer"]["http_ms"]["p50"])
+    assert shows(scrape[1], agent["peer"]["generate_latest_ms"]["p50"])
+    assert shows(scrape[2], agent["ratio_vs_peer_http_p50"])
+    assert ("met" in scrape[3]) == (agent["scrape_ms"]["p50"] <= data["targets"]["agent_scrape_ms"])
+    page = row("hub `/metrics/fleet`, 10,000 devices")
+    assert fleet["devices"] == 10_000
+    assert shows(page[0], fleet["http_ms"]["p50"]) and shows(page[0], fleet["http_ms"]["p99"])
+    assert shows(page[0], fleet["series"]) and shows(page[0], fleet["bytes"] / 1e6)
+    assert shows(page[1], fleet["peer"]["generate_latest_ms"]["p50"])
+    assert shows(page[2], fleet["ratio_vs_peer_generate_latest_p50"])
+    assert ("met" in page[3]) == (fleet["http_ms"]["p50"] <= 1000 * data["targets"]["fleet_10k_s"])
+    parts = row("of which")
+    assert shows(parts[0], fleet["store_read_ms"]["p50"]) and shows(parts[0], fleet["render_ms"]["p50"])
+    assert shows(parts[2], fleet["render_vs_peer_generate_latest_p50"])
+    notes = section("## `bench/metrics.py`: metrics endpoints (issue 12)")
+    assert shows(notes, agent["agent_rss_mb"])
+    assert shows(notes, data["load_before"]) and shows(notes, data["load_after"])

@@ -44,6 +44,10 @@ from roost.agent.update_policy import LifecycleEvents
 from roost.agent.users import Isolation
 from roost.agent.workspace import Workspace
 from roost.errors import InvalidInputError, NotFoundError, RoostError
+from roost.observe.agent_metrics import AgentMetrics
+from roost.observe.endpoint import MetricsEndpoint
+from roost.observe.settings import MetricsSettings
+from roost.observe.snapshot import snapshot_source
 from roost.recipe import Recipe, current_platform, dependency_order
 from roost.recipe.resolve import BUILTINS
 
@@ -115,6 +119,10 @@ class Agent:
         self.server.iot_core = self.iot_core
         self.bridge = MqttBridge(self.server.pubsub, self.server.publish, self.iot_core, self.thing_name, paths.root)
         self.deployer.configurable_builtins[BRIDGE] = self.bridge
+        # /metrics (roost.observe): read from the parts above at scrape time; settings in ROOT/metrics.json.
+        self.metrics = AgentMetrics(self)
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        self._metrics_on = False
 
     # -- start / stop ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,14 +151,35 @@ class Agent:
         except RoostError as err:
             log.error("the MQTT bridge did not start: %s", err)
         self.deployer.start()
+        await self._start_metrics()
         if (self.paths.root / "hub.json").exists():  # enrolled with a hub: run the sync loop
             from roost.agent.sync import HubSync
 
             self.hub_sync = HubSync.for_agent(self)
             if self.hub_sync is not None:
+                if self._metrics_on:
+                    self.hub_sync.snapshot = snapshot_source(self, self.hub_sync.config.hub)
                 self.hub_sync.start()
         log.info("agent started: root %s, thing %s, %d component(s)", self.paths.root, self.thing_name,
                  len(self.deployer.current_specs))
+
+    async def _start_metrics(self) -> None:
+        try:
+            settings = MetricsSettings.load(self.paths.root)
+        except RoostError as err:
+            log.error("no metrics endpoint: %s", err.message)
+            return
+        self._metrics_on = settings.address is not None
+        if settings.address is None:
+            return
+        endpoint = MetricsEndpoint(settings.address, self.metrics.render, settings.token_sha256)
+        try:
+            await endpoint.start()
+        except OSError as err:
+            log.warning("the metrics endpoint cannot listen on %s (%s): no /metrics; the agent runs on",
+                        settings.address, err.strerror or err)
+            return
+        self.metrics_endpoint = endpoint
 
     async def run_until_stopped(self) -> None:
         await self._stopping.wait()
@@ -173,6 +202,8 @@ class Agent:
         if self.iot_core is not None:
             await self.iot_core.close()
         await self.server.stop()
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.stop()
         self.paths.cli_token.unlink(missing_ok=True)
         self.shadows.close()
         self.store.close()
@@ -279,6 +310,7 @@ class Agent:
 
     def _on_state(self, name: str, old: ComponentState, new: ComponentState, reason: str | None) -> None:
         self.pauses.on_state(name, new)  # leaving RUNNING thaws a paused component first
+        self.metrics.on_state(name, new)
         self._record_state(name)
         self.deployer.on_state(name, old, new, reason)
         # As on Greengrass, a HARD dependent restarts when its dependency changes state: when the

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -100,6 +101,9 @@ class ComponentMetrics:
         self.max_components = max_components
         self.max_metrics = max_metrics
         self._stats: dict[str, dict[str, _Stat]] = {}
+        #: Called with (component, metrics) after each put, and (component, None) when one is forgotten
+        #: (roost.observe.inference builds latency histograms from them).
+        self.listeners: list[Callable[[str, list[Metric] | None], None]] = []
 
     def put(self, component: str, metrics: list[Metric], now: float | None = None) -> None:
         """Record ``metrics`` for ``component`` (all, or none when a bound would be passed)."""
@@ -127,10 +131,18 @@ class ComponentMetrics:
             stat.minimum = min(stat.minimum, m.value)
             stat.maximum = max(stat.maximum, m.value)
             stat.updated_at = when
+        for listener in self.listeners:
+            listener(component, metrics)
 
     def forget(self, component: str) -> None:
         """Drop a component's metrics (it was removed from the device)."""
         self._stats.pop(component, None)
+        for listener in self.listeners:
+            listener(component, None)
+
+    def items(self) -> list[tuple[str, str, str, float, int, float]]:
+        """``(component, metric, unit, latest, count, sum)`` of every metric kept (for the metrics endpoint)."""
+        return [(c, n, s.unit, s.latest, s.count, s.total) for c, mine in self._stats.items() for n, s in mine.items()]
 
     def snapshot(self, component: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
         """``{component: {metric: {unit, value, count, sum, min, max, updatedAt}}}`` (one component, or all)."""

@@ -265,6 +265,12 @@ class Store:
             args = (status,)
         return [_deployment(r) for r in self._db.execute(sql + " ORDER BY seq", args).fetchall()]
 
+    def deployment_durations(self, limit: int = 10_000) -> list[tuple[str, float]]:
+        """``(status, seconds from queued to its latest update)`` of the newest ``limit`` deployments."""
+        rows = self._db.execute("SELECT status, updated_at - created_at FROM deployments ORDER BY seq DESC LIMIT ?",
+                                (limit,)).fetchall()
+        return [(str(r[0]), float(r[1])) for r in rows]
+
 
 def _deployment(row: tuple[Any, ...]) -> DeploymentRecord:
     return DeploymentRecord(id=row[0], seq=row[1], created_at=row[2], updated_at=row[3], status=row[4],

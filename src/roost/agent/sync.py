@@ -22,6 +22,8 @@ A device enrolled with a hub (``ROOT/hub.json``, see :mod:`roost.agent.enrolment
 * **secrets** — ``GET /v1/device/secrets`` at start, before each revision is applied and every
   ``periodicRefreshIntervalMin`` (else ``ROOST_SECRETS_REFRESH_SECONDS``, 900): the secrets the
   device's deployments name, kept sealed by :mod:`roost.agent.secrets` and served offline.
+* **metrics** — every ``ROOST_METRICS_SNAPSHOT_SECONDS`` (60), beside the heartbeat, the compact metrics
+  snapshot (:mod:`roost.observe.snapshot`; ``PUT /v1/device/metrics``), not spooled: only the latest counts.
 * **send** — delivers the :class:`~roost.agent.spool.Spool` in order, in batches, deleting
   reports once the hub acknowledged them.
 
@@ -61,6 +63,7 @@ from roost.agent.store import DeploymentRecord, Store
 from roost.errors import InvalidInputError, RoostError, UnauthorizedError
 from roost.hub.client import Desired, DeviceClient, HubError, HubProtocolError
 from roost.hub.contract import DeviceDeploymentStatus as HubStatus
+from roost.hub.contract.metrics import MetricsSnapshot
 from roost.paths import safe_join
 from roost.recipe import Artifact, current_platform, parse_recipe
 
@@ -152,6 +155,9 @@ class HubSync:
         self._last_states: dict[str, dict[str, str]] | None = None
         self._last_heartbeat = 0.0
         self._effective: list[str] = []
+        #: The agent's metrics snapshot (roost.observe.snapshot), sent every snapshot_seconds when set.
+        self.snapshot: Callable[[], MetricsSnapshot] | None = None
+        self.snapshot_seconds = _env_float("ROOST_METRICS_SNAPSHOT_SECONDS", 60.0)
         self.downloads = paths.root / "hub-downloads"
         #: The device's secrets (aws.greengrass.SecretManager's cloudSecrets), refreshed from the hub.
         self.secrets: SecretRefresher | None = None
@@ -184,6 +190,8 @@ class HubSync:
         if self.secrets is not None:
             self._tasks.append(asyncio.create_task(self._secrets_loop(), name="hub-secrets"))
         self._tasks.append(asyncio.create_task(self._node_report(), name="hub-node"))
+        if self.snapshot is not None:
+            self._tasks.append(asyncio.create_task(self._metrics_loop(), name="hub-metrics"))
         log.info("hub sync started: hub %s, device %s, applied revision %d, %d spooled report(s)",
                  self.config.hub, self.config.device, self.applied_revision, len(self.spool))
 
@@ -285,6 +293,25 @@ class HubSync:
             if since >= self.heartbeat_seconds or (since >= min(5.0, self.heartbeat_seconds)
                                                    and self.component_states() != self._last_states):
                 self.report(None)
+
+    async def _metrics_loop(self) -> None:
+        """The metrics snapshot, every ``snapshot_seconds``; a refused one is logged once per code, and costs
+        nothing else (the reports are sent apart)."""
+        assert self.snapshot is not None
+        refused: set[str] = set()
+        while True:
+            try:
+                await self.client.send_metrics(self.snapshot())
+            except HubError as err:
+                if getattr(err, "status", None) in (404, 405):
+                    log.info("the hub takes no metrics snapshots (%s)", err.code)
+                    return
+                if not getattr(err, "retryable", False) and err.code not in refused:
+                    refused.add(err.code)
+                    log.warning("the hub refused this device's metrics snapshot (%s): %s", err.code, err.message)
+            except RoostError as err:
+                log.warning("no metrics snapshot: %s", err.message)
+            await asyncio.sleep(max(1.0, self.snapshot_seconds))
 
     # -- secrets -----------------------------------------------------------------------------------
     async def _node_report(self) -> None:

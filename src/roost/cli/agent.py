@@ -80,6 +80,14 @@ def start(root: RootOpt = None,
           mqtt_password_file: Annotated[str | None, typer.Option(
               "--mqtt-password-file", help="File whose first line is the MQTT password (or $ROOST_MQTT_PASSWORD); "
                                            "never logged.")] = None,
+          metrics_address: Annotated[str | None, typer.Option(
+              "--metrics-address", help="HOST:PORT of the agent's Prometheus /metrics, or 'off' (default "
+              "127.0.0.1:9464; kept in ROOT/metrics.json). Listen beyond localhost only with a token.")] = None,
+          metrics_token_file: Annotated[str | None, typer.Option(
+              "--metrics-token-file", help="File whose first line is the bearer token scrapers must send to "
+              "/metrics (only its SHA-256 is kept, in ROOT/metrics.json); never logged.")] = None,
+          no_metrics_token: Annotated[bool, typer.Option(
+              "--no-metrics-token", help="Serve /metrics without a token again.")] = False,
           as_json: JsonOpt = False) -> None:
     """Start the agent on ROOT (foreground unless --detach)."""
     paths = AgentPaths.at(root)
@@ -103,6 +111,7 @@ def start(root: RootOpt = None,
         DockerHost.resolve(docker_host)  # refused here (DOCKER_HOST_INVALID), not in the detached agent's log
         options += ["--docker-host", docker_host]
     _save_node_settings(paths, label or [], capacity, centre, advertise_address, port_range)
+    _save_metrics_settings(paths, metrics_address, metrics_token_file, no_metrics_token)
     thing_name = enroll_for_start(paths, hub, enroll_token, thing_name, label or [])
     if detach:
         pid = start_detached(paths, thing_name, extra_args=options)
@@ -182,6 +191,16 @@ def _save_node_settings(paths: AgentPaths, labels: list[str], capacity: str | No
     pairs = {k: str(v) for k, v in parse_pairs(labels, "--label").items() if v is not None}
     paths.root.mkdir(parents=True, exist_ok=True)
     settings_from_options(paths.root, pairs, capacity, centre, address, port_range).save(paths.root)
+
+
+def _save_metrics_settings(paths: AgentPaths, address: str | None, token_file: str | None, no_token: bool) -> None:
+    """ROOT/metrics.json with the metrics options given (checked here, not in a detached agent's log)."""
+    if address is None and token_file is None and not no_token:
+        return
+    from roost.observe.settings import settings_from_options
+
+    paths.root.mkdir(parents=True, exist_ok=True)
+    settings_from_options(paths.root, address, Path(token_file) if token_file else None, no_token).save(paths.root)
 
 
 def _mqtt_options(paths: AgentPaths, given: dict[str, str | None]) -> list[str]:

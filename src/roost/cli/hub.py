@@ -99,6 +99,27 @@ def init(root: HubRootOpt, db: DbOpt = None,
         console.print(token, highlight=False, soft_wrap=True)
 
 
+@app.command("metrics-token")
+@handle_errors
+def metrics_token(root: HubRootOpt, db: DbOpt = None,
+                  name: Annotated[str, typer.Option("--name", help="Name of the token.")] = "metrics",
+                  as_json: JsonOpt = False) -> None:
+    """Print a new metrics token (shown once): it reads /metrics, /metrics/fleet and /v1/prometheus/targets
+    only (Prometheus' bearer token; see docs/metrics.md). Admins may also POST /v1/metrics-tokens."""
+    from roost.hub.app import HubConfig, open_store
+
+    store = open_store(HubConfig(root=root.expanduser().resolve(), db_url=db))
+    try:
+        token = store.create_metrics_token(name)
+    finally:
+        store.db.dispose()
+    if as_json:
+        emit_json({"name": name, "token": token})
+    else:
+        console.print("metrics token (shown once, keep it secret):")
+        console.print(token, highlight=False, soft_wrap=True)
+
+
 @app.command("serve")
 @handle_errors
 def serve(root: HubRootOpt, db: DbOpt = None,

@@ -44,6 +44,7 @@ from roost.hub.background import BackgroundLoop
 from roost.hub.db import Database, default_url
 from roost.hub.presence import Presence
 from roost.hub.store import Store
+from roost.observe.hub_metrics import HubMetrics, LatencyMiddleware
 
 if TYPE_CHECKING:
     from roost.cluster.kubernetes import KubernetesBackend
@@ -191,7 +192,9 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     app.include_router(cluster_api.device_router)
     app.include_router(cluster_api.router)
     app.include_router(cluster_api.compat_router)
+    _install_metrics(app, store)
     app.add_middleware(AuthMiddleware, store=store, presence=presence)
+    app.add_middleware(LatencyMiddleware, metrics=app.state.hub_metrics)  # outermost: 401s are timed too
 
     _document_bearer_auth(app)
 
@@ -205,6 +208,16 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
         if callable(install):
             install(app)
     return app
+
+
+def _install_metrics(app: FastAPI, store: Store) -> None:
+    """/metrics, /metrics/fleet, Prometheus service discovery and snapshots (roost.hub.api.metrics)."""
+    from roost.hub.api import metrics as metrics_api
+
+    app.state.hub_metrics = HubMetrics(store)
+    app.include_router(metrics_api.device_router)
+    app.include_router(metrics_api.router)
+    app.include_router(metrics_api.scrape_router)
 
 
 def _kubernetes(config: HubConfig | None, signer: TokenSigner) -> KubernetesBackend | None:

@@ -54,6 +54,7 @@ from roost.hub.contract import (
     error_for,
 )
 from roost.hub.contract.cluster import ClusterNode, ClusterReplica, ClusterSession, NodeReport
+from roost.hub.contract.metrics import MetricsSnapshot
 from roost.hub.contract.secrets import DeviceSecrets, Secret
 from roost.hub.errors import (
     AuthenticationError,
@@ -467,6 +468,11 @@ class DeviceClient:
         except ValueError as err:
             raise HubProtocolError("the hub's node answer is not JSON") from err
         return _parse(ClusterNode, data, "cluster node")
+
+    async def send_metrics(self, snapshot: MetricsSnapshot) -> None:
+        """This device's metrics snapshot (``PUT /v1/device/metrics``; roost.observe.snapshot)."""
+        await self._call("PUT", "/v1/device/metrics", content=snapshot.model_dump_json(exclude_none=True),
+                         headers={"Content-Type": "application/json"})
 
     async def secrets(self) -> DeviceSecrets:
         """The secrets this device's deployments name, with their values (never logged)."""

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
@@ -263,3 +264,25 @@ class ClusterSessionRow(Base):
     last_activity_at: Mapped[datetime | None] = mapped_column(nullable=True)
     __table_args__ = (Index("ix_cluster_sessions_replica", "replica_id", "status"),
                       Index("ix_cluster_sessions_status", "status", "created_at"))
+
+
+class DeviceMetricsRow(Base):
+    """The latest metrics snapshot a device sent (:class:`roost.hub.contract.MetricsSnapshot` as JSON)."""
+
+    __tablename__ = "device_metrics"
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(nullable=False)
+    endpoint: Mapped[str | None] = mapped_column(String(261), nullable=True)
+    snapshot: Mapped[dict[str, Any]] = mapped_column(nullable=False)
+    #: The snapshot's numbers pre-formatted for /metrics/fleet (roost.observe.fleet.snapshot_lines).
+    lines: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+
+class DeviceMetricSample(Base):
+    """A device's history: at most one sample a minute, pruned after an hour (roost.hub.store.metrics)."""
+
+    __tablename__ = "device_metric_samples"
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    values: Mapped[dict[str, Any]] = mapped_column(nullable=False)
+    models: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)

@@ -12,6 +12,7 @@ import secrets
 ADMIN_PREFIX = "rst_admin_"
 DEVICE_PREFIX = "rst_dev_"
 ENROLL_PREFIX = "rst_enroll_"
+METRICS_PREFIX = "rst_metrics_"
 
 
 def new_token(prefix: str) -> str:

@@ -36,6 +36,7 @@ from roost.serve.batching import MicroBatcher
 from roost.serve.engine import LoadedModel, load_tabular
 from roost.serve.errors import WRONG_TYPE, RequestError
 from roost.serve.image import ImageClassifier, load_image_request
+from roost.serve.reporting import InferenceReporter
 from roost.serve.request import DEFAULT_MAX_BYTES, META_KEYS, decode_tabular, unwrap_event
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class InferenceService:
         self.batcher: MicroBatcher | None = None
         self.served = 0
         self.failed = 0
+        #: PutComponentMetric every second (roost.serve.reporting); None outside a component
+        self.reporter: InferenceReporter | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._swap_lock = asyncio.Lock()
 
@@ -135,12 +138,18 @@ class InferenceService:
             else:
                 await self._handle_image(doc, meta, t0)
             self.served += 1
+            if self.reporter is not None:
+                self.reporter.observe(time.perf_counter() - t0)
         except RoostError as err:
             self.failed += 1
+            if self.reporter is not None:
+                self.reporter.error()
             log.info("bad request on %s: %s", message.topic, err)
             self._send_error(meta, err)
         except Exception as err:  # a model failure must not stop the server
             self.failed += 1
+            if self.reporter is not None:
+                self.reporter.error()
             log.exception("inference failed")
             self._send_error(meta, RoostError(f"inference failed: {type(err).__name__}: {err}",
                                               code="INFERENCE_FAILED"))
@@ -254,6 +263,8 @@ class InferenceService:
     async def close(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
+        if self.reporter is not None:
+            await self.reporter.close()
         if self.batcher is not None:
             await self.batcher.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -287,6 +298,8 @@ async def run_service(options: ServeOptions) -> None:
     try:
         await service.load()
         await service.start()
+        service.reporter = InferenceReporter(ipc, options.name)
+        service.reporter.start()
         await ipc.update_state("RUNNING")
         log.info("ready")
         await stop.wait()

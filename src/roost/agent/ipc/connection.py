@@ -60,6 +60,10 @@ class _Connection(asyncio.BufferedProtocol):
         self._linger_timer: asyncio.TimerHandle | None = None
         self.principal: str | None = None
         self.privileged = False
+        #: traffic of this connection (roost.agent.ipc.counters folds it into per-component totals)
+        self.messages_in = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
         self.closing = False
         self.last_stream_id = 0
         #: open streams (subscriptions): stream id → function that ends the subscription
@@ -140,6 +144,8 @@ class _Connection(asyncio.BufferedProtocol):
                     kind += " before CONNECT"
                 self._protocol_failure(f"malformed frame ({err.code}): {err.message}", kind)
                 return
+            self.bytes_in += nbytes
+            self.messages_in += len(messages)
             on_message = self._on_message
             for message in messages:
                 if self.closing:
@@ -157,6 +163,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self.closing:
             return
         self.closing = True
+        self.server.ipc_counters.dropped(self.principal)
         self.server.refused_connections.note(
             f"slow consumer dropped (more than {self.server.write_buffer_cap} bytes waiting to be sent)", self._who()
         )
@@ -189,6 +196,7 @@ class _Connection(asyncio.BufferedProtocol):
         for task in self.tasks:
             task.cancel()
         self.server._connections.discard(self)
+        self.server.ipc_counters.fold(self)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -240,6 +248,7 @@ class _Connection(asyncio.BufferedProtocol):
     def write(self, data: bytes) -> None:
         if self.closing or self.transport is None:
             return
+        self.bytes_out += len(data)
         if self._deferred:
             data = b"".join((*self._deferred, data))
             self._deferred.clear()
@@ -421,6 +430,7 @@ class _Connection(asyncio.BufferedProtocol):
         if isinstance(err, UnauthorizedError | IpcStreamLimitError) or (
                 isinstance(err, InvalidInputError) and err.code == MESSAGE_TOO_LARGE):
             code = err.code
+            self.server.ipc_counters.refused(self.principal)
             self.server.refused_operations.note(f"{rpc.short_name(operation)} ({code})", f"{self._who()}: {message}")
         self.write(rpc.application_error(sid, error_type, message, extra=extra))
 

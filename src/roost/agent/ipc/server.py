@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from roost.agent.iotcore import IotCore
 from roost.agent.ipc.connection import _Connection
+from roost.agent.ipc.counters import IpcCounters, Traffic
 from roost.agent.ipc.direct import DirectChannels
 from roost.agent.ipc.limits import IpcLimits, _ensure_fd_limit
 from roost.agent.ipc_core import IpcCore
@@ -73,6 +74,8 @@ class IpcServer:
         interval = base.refusal_log_interval
         self.refused_connections = RateLimitedLog(logger, "IPC connections", interval=interval)
         self.refused_operations = RateLimitedLog(logger, "IPC operations", interval=interval)
+        #: traffic, drops and refusals per component (the metrics endpoint reads them)
+        self.ipc_counters = IpcCounters()
         # One-entry cache of the SubscriptionResponseMessage payload during a fan-out.
         self._cache_msg: Any = None
         self._cache_topic: str | None = None
@@ -87,6 +90,10 @@ class IpcServer:
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()
+
+    def traffic(self) -> dict[str, Traffic]:
+        """IPC traffic per component since the agent started (closed and open connections)."""
+        return self.ipc_counters.totals(self._connections)
 
     @property
     def connection_count(self) -> int:

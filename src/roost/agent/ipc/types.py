@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from roost.agent.iotcore import IotCore
+from roost.agent.ipc.counters import IpcCounters
 from roost.agent.ipc.direct import DirectChannels
 from roost.agent.ipc.limits import IpcLimits
 from roost.agent.ipc_core import IpcCore
@@ -58,6 +59,7 @@ class ServerSide(PublishSide, Protocol[C]):
     write_buffer_cap: int
     refused_connections: RateLimitedLog
     refused_operations: RateLimitedLog
+    ipc_counters: IpcCounters
     _connections: set[C]
     _dirty: list[C]
     _streams_by_principal: dict[str, int]

@@ -7,6 +7,8 @@ principal on the wrong kind of endpoint 403) whatever its body or parameters loo
 * ``/v1/device/...`` — device credentials only;
 * ``/v1/artifacts/...`` — admin tokens and device credentials (the store checks the device may
   read that component);
+* ``/metrics``, ``/metrics/fleet``, ``/v1/prometheus/targets`` — admin tokens or metrics tokens
+  (``roost hub metrics-token``; Prometheus sends it as its bearer token);
 * every other ``/v1`` path — admin tokens only.
 
 The principal is left in ``scope["state"]["principal"]`` for :func:`admin` / :func:`device`.
@@ -34,7 +36,10 @@ from roost.hub.tokens import DEVICE_PREFIX, hash_token
 
 logger = logging.getLogger(__name__)
 
-Need = Literal["none", "admin", "device", "any"]
+Need = Literal["none", "admin", "device", "any", "metrics"]
+
+#: Paths a metrics token may read (besides admin tokens).
+METRICS_PATHS = ("/metrics", "/metrics/fleet", "/v1/prometheus/targets")
 
 
 #: The original edge cluster's routes (not under /v1): admin tokens, also as a ``token`` query parameter.
@@ -48,6 +53,8 @@ def is_compat(path: str) -> bool:
 def requirement(method: str, path: str) -> Need:
     if is_compat(path):
         return "admin"
+    if path in METRICS_PATHS:
+        return "metrics"
     if not (path == "/v1" or path.startswith("/v1/")):
         return "none"
     if path.rstrip("/") == "/v1/enroll" and method == "POST":
@@ -115,7 +122,8 @@ class AuthMiddleware:
         if token is None and is_compat(scope["path"]):
             token = query_token(scope.get("query_string", b""))
         if token is None:
-            await error_response(401, "UNAUTHORIZED", "send an 'Authorization: Bearer <token>' header")(
+            what = "an admin or metrics token" if need == "metrics" else "<token>"
+            await error_response(401, "UNAUTHORIZED", f"send an 'Authorization: Bearer {what}' header")(
                 scope, receive, send)
             return
         principal = self.cache.get(token)
@@ -129,7 +137,12 @@ class AuthMiddleware:
                 await roost_error_response(err)(scope, receive, send)
                 return
             self.cache.put(token, principal)
-        if need != "any" and principal.kind != need:
+        if need == "metrics":
+            if principal.kind not in ("admin", "metrics"):
+                await roost_error_response(ForbiddenError("this endpoint needs an admin API token or a metrics token"))(
+                    scope, receive, send)
+                return
+        elif need != "any" and principal.kind != need:
             what = "device credentials" if need == "device" else "an admin API token"
             await roost_error_response(ForbiddenError(f"this endpoint needs {what}"))(scope, receive, send)
             return

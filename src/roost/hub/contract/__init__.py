@@ -77,3 +77,16 @@ __all__ = [
     "ErrorDetail", "FailurePolicy", "Group", "Label", "LabelsUpdate", "MembersAdd", "PrincipalKind", "ReportIn",
     "ReportResult", "ReportedComponent", "ReportsIn", "TargetType", "class_for", "error_for", "status_for",
 ]
+
+from roost.hub.contract.metrics import (
+    DeviceMetrics,
+    MetricsPoint,
+    MetricsSnapshot,
+    MetricsToken,
+    MetricsTokenCreate,
+    ModelSample,
+    SnapshotAccepted,
+)
+
+__all__ += ["DeviceMetrics", "MetricsPoint", "MetricsSnapshot", "MetricsToken", "MetricsTokenCreate", "ModelSample",
+            "SnapshotAccepted"]

@@ -86,10 +86,12 @@ class TargetType(StrEnum):
 
 
 class PrincipalKind(StrEnum):
-    """Who is calling: an admin (API token) or a device (device credential)."""
+    """Who is calling: an admin (API token), a device (device credential) or a scraper (metrics token:
+    ``/metrics``, ``/metrics/fleet`` and ``/v1/prometheus/targets`` only)."""
 
     ADMIN = "admin"
     DEVICE = "device"
+    METRICS = "metrics"
 
 
 __all__ = [

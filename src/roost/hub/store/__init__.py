@@ -18,13 +18,14 @@ from roost.hub.store.base import Clock, StoreBase, utcnow
 from roost.hub.store.cluster import ClusterStore
 from roost.hub.store.deployments import FAILURE_POLICIES, DeploymentStore, parse_target
 from roost.hub.store.fleet import ONLINE_WINDOW, UNHEALTHY_STATES, FleetStore
+from roost.hub.store.metrics import MetricsStore
 from roost.hub.store.records import ArtifactLocation, Principal
 from roost.hub.store.registry import INLINE_ARTIFACT_BYTES, RegistryStore
 from roost.hub.store.secrets import SecretStore
 from roost.hub.store.sync import SyncStore
 
 
-class Store(AuthStore, RegistryStore, ClusterStore, SyncStore, SecretStore):
+class Store(AuthStore, RegistryStore, ClusterStore, SyncStore, SecretStore, MetricsStore):
     """Every hub operation, each one transaction. See the module docstring.
 
     The parts: :mod:`~roost.hub.store.auth` (tokens, enrolment), :mod:`~roost.hub.store.fleet`
@@ -32,7 +33,8 @@ class Store(AuthStore, RegistryStore, ClusterStore, SyncStore, SecretStore):
     :mod:`~roost.hub.store.deployments`, :mod:`~roost.hub.store.sync` (what devices call),
     :mod:`~roost.hub.store.secrets` (secrets, sealed with the hub's key), :mod:`~roost.hub.store.cluster`
     (edge-cluster nodes, service types, admission, replicas) with
-    :mod:`~roost.hub.store.cluster_sessions` (its sessions), over
+    :mod:`~roost.hub.store.cluster_sessions` (its sessions), :mod:`~roost.hub.store.metrics`
+    (devices' metrics snapshots and history, the hub's gauges), over
     :mod:`~roost.hub.store.base` (transactions, clock); results are the contract's models
     (:mod:`roost.hub.contract`), plus :mod:`~roost.hub.store.records` (principal, artifact location).
     """
@@ -50,6 +52,7 @@ __all__ = [
     "ClusterStore",
     "DeploymentStore",
     "FleetStore",
+    "MetricsStore",
     "Principal",
     "RegistryStore",
     "Report",

@@ -19,7 +19,7 @@ from roost.hub.models import ApiToken, Device, EnrollToken, Meta
 from roost.hub.names import check_name
 from roost.hub.store.fleet import FleetStore
 from roost.hub.store.records import Principal
-from roost.hub.tokens import ADMIN_PREFIX, DEVICE_PREFIX, ENROLL_PREFIX, hash_token, new_token
+from roost.hub.tokens import ADMIN_PREFIX, DEVICE_PREFIX, ENROLL_PREFIX, METRICS_PREFIX, hash_token, new_token
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,17 @@ class AuthStore(FleetStore):
         logger.info("created admin API token %r", name)
         return token
 
+    def create_metrics_token(self, name: str = "metrics") -> str:
+        """A token that reads the metrics routes only (``/metrics``, ``/metrics/fleet``, service discovery)."""
+        token = new_token(METRICS_PREFIX)
+
+        def run(s: Session) -> None:
+            s.add(ApiToken(name=name, token_hash=hash_token(token), role=PrincipalKind.METRICS,
+                           created_at=self.clock()))
+        self._write(run)
+        logger.info("created metrics token %r", name)
+        return token
+
     def authenticate(self, token: str) -> Principal:
         """The principal of a bearer token; :class:`AuthenticationError` when unknown or revoked."""
         digest = hash_token(token)
@@ -111,20 +122,21 @@ class AuthStore(FleetStore):
                                                 .values(last_seen_at=now)))
             return Principal(PrincipalKind.DEVICE, device_id, name)
 
-        def find_token(s: Session) -> tuple[int, str, datetime | None, datetime | None] | None:
-            row = s.execute(select(ApiToken.id, ApiToken.name, ApiToken.revoked_at, ApiToken.last_used_at)
-                            .where(ApiToken.token_hash == digest)).first()
-            return None if row is None else (row[0], row[1], row[2], row[3])
+        def find_token(s: Session) -> tuple[int, str, datetime | None, datetime | None, str] | None:
+            row = s.execute(select(ApiToken.id, ApiToken.name, ApiToken.revoked_at, ApiToken.last_used_at,
+                                   ApiToken.role).where(ApiToken.token_hash == digest)).first()
+            return None if row is None else (row[0], row[1], row[2], row[3], row[4])
         found_token = self._read(find_token)
         if found_token is None:
             raise AuthenticationError("unknown API token", code="INVALID_TOKEN")
-        token_id, token_name, revoked, last_used = found_token
+        token_id, token_name, revoked, last_used, role = found_token
         if revoked is not None:
             raise AuthenticationError("this API token was revoked", code="TOKEN_REVOKED")
         if last_used is None or now - last_used >= timedelta(seconds=60):
             self._write(lambda s: s.execute(update(ApiToken).where(ApiToken.id == token_id)
                                             .values(last_used_at=now)))
-        return Principal(PrincipalKind.ADMIN, token_id, token_name)
+        kind = PrincipalKind.METRICS if role == PrincipalKind.METRICS else PrincipalKind.ADMIN
+        return Principal(kind, token_id, token_name)
 
     # -- enrolment ---------------------------------------------------------------------------------
 
