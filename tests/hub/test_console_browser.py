@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,32 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 DOCS_SCREENSHOT = REPO / "docs" / "console-devices.png"
 DOCS_CLUSTER_SCREENSHOT = REPO / "docs" / "console-cluster.png"
+DOCS_DEVICE_SCREENSHOT = REPO / "docs" / "console-device.png"
+
+
+def seed_metrics(store: Any, device: str, minutes: int = 45) -> None:
+    """An hour's worth of a device's metrics snapshots, recorded by the real store at past minutes (the
+    store's clock is moved back for each; the API would stamp them all "now")."""
+    from sqlalchemy import select
+
+    from roost.hub.contract.metrics import MetricsSnapshot, ModelSample
+    from roost.hub.models import Device
+
+    with store.db.read() as s:
+        device_id = s.scalar(select(Device.id).where(Device.name == device))
+    clock = store.clock
+    now = clock()
+    try:
+        for i in range(minutes):
+            at = now - timedelta(minutes=minutes - i)
+            store.clock = lambda at=at: at
+            wave = (i % 12) / 12
+            store.record_snapshot(device_id, MetricsSnapshot(
+                at=at, values={"cpu_ratio": 0.15 + 0.5 * wave, "memory_ratio": 0.42 + 0.05 * wave},
+                models={"wine-seed": ModelSample(requests_total=120.0 * i, latency_p50_seconds=0.0009,
+                                                       latency_p95_seconds=0.0012 + 0.002 * wave)}))
+    finally:
+        store.clock = clock
 
 
 @pytest.fixture
@@ -102,14 +130,24 @@ def test_console_in_chromium(hub_server: HubServer, chromium: Any, tmp_path: Pat
     expect(rows.filter(has_text="edge-04")).to_contain_text("REVOKED")
     keep_shot(shot("devices"), DOCS_SCREENSHOT)
 
-    # A device: its component states and its deployments.
+    fleet_bar = page.locator("#fleet-status svg")
+    expect(fleet_bar).to_have_attribute("aria-label", "3 ONLINE, 1 REVOKED")
+
+    # A device: its charts of the last hour, its component states and its deployments.
+    seed_metrics(hub_server.store, "edge-02")
     page.get_by_role("link", name="edge-02", exact=True).click()
+    charts = page.locator("#charts svg")
+    expect(charts).to_have_count(3)
+    expect(charts.nth(0)).to_have_attribute("aria-label", re.compile(r"^CPU: last [0-9.]+ %, peak 60.8 %, 45 samples"))
+    expect(charts.nth(2)).to_have_attribute("aria-label", re.compile(r"^wine-seed latency p95: last"))
+    line = charts.nth(0).locator("polyline").bounding_box()
+    assert line is not None and line["width"] > 150  # drawn across most of the hour, at the page's size
     expect(page.get_by_role("heading", name="edge-02")).to_be_visible()
     sensor = page.locator("#components tbody tr").filter(has_text="com.example.Sensor")
     expect(sensor).to_contain_text("BROKEN")
     expect(page.locator("#components tbody tr").filter(has_text="com.example.WineQuality")).to_contain_text("RUNNING")
     expect(page.locator("#deployments tbody tr").first).to_contain_text("COMPONENT_BROKEN")
-    shot("device")
+    keep_shot(shot("device"), DOCS_DEVICE_SCREENSHOT)
 
     # Deployments: list, then one with per-device status.
     page.get_by_role("link", name="Deployments").click()

@@ -69,3 +69,24 @@ def test_number() -> None:
     assert number(12.345, "ms") == "12.3 ms" and number(1234.5, "MiB") == "1,234 MiB"
     assert number(0.001, "s") == "1.0e-03 s" and number(50, "%") == "50 %"
     assert re.fullmatch(r"0 ms", number(0, "ms"))
+
+
+def test_device_charts_from_samples() -> None:
+    from roost.hub.console.charts import device_charts
+    from roost.hub.contract.metrics import MetricsPoint, ModelSample
+
+    samples = [MetricsPoint(at=END - timedelta(minutes=30 - i),
+                            values={"cpu_ratio": 0.1 * (i % 5), "memory_ratio": 0.5},
+                            models={"busy": ModelSample(requests_total=100.0 * i, latency_p95_seconds=0.002),
+                                    "quiet": ModelSample(requests_total=float(i)),
+                                    **{f"m{k}": ModelSample(requests_total=1.0, latency_p95_seconds=0.001)
+                                       for k in range(3)}})
+               for i in range(30)]
+    charts = device_charts(samples, end=END)
+    assert (_svg(charts.cpu).get("aria-label") or "").startswith("CPU: last 40 %, peak 40 %, 30 samples")
+    assert "last 50 %" in (_svg(charts.memory).get("aria-label") or "")
+    # The busiest models are charted; a model without latency says it has no samples.
+    assert [name for name, _ in charts.latency] == ["busy", "quiet", "m0"] and charts.more_models == 2
+    assert "last 2 ms" in (_svg(charts.latency[0][1]).get("aria-label") or "")
+    assert "no samples" in (_svg(charts.latency[1][1]).get("aria-label") or "")
+    assert "no samples" in (_svg(device_charts([], end=END).cpu).get("aria-label") or "")

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 
 from markupsafe import Markup, escape
 
+from roost.hub.contract.metrics import MetricsPoint
+
 WIDTH, HEIGHT = 320, 96
 #: Plot area inside the SVG: left margin for the scale, bottom for the time labels.
 LEFT, RIGHT, TOP, BOTTOM = 34, 6, 8, 16
@@ -123,3 +125,44 @@ def status_bar(counts: Mapping[str, int], order: Sequence[str]) -> Markup:
 def _span(span: timedelta) -> str:
     minutes = round(span.total_seconds() / 60)
     return f"{minutes // 60} h" if minutes % 60 == 0 and minutes >= 60 else f"{minutes} min"
+
+
+#: The models whose latency a device page charts (the busiest first); the rest are counted in words.
+MODELS_CHARTED = 3
+
+
+@dataclass(frozen=True)
+class DeviceCharts:
+    """A device page's charts: host CPU and memory, and inference latency (p95) per model."""
+
+    cpu: Markup
+    memory: Markup
+    latency: list[tuple[str, Markup]]
+    #: Models with samples that are not charted (beyond :data:`MODELS_CHARTED`).
+    more_models: int
+
+
+def device_charts(samples: Sequence[MetricsPoint], *, end: datetime) -> DeviceCharts:
+    """The charts of one device from its last hour of samples (``GET /v1/devices/{name}/metrics``)."""
+
+    def ratio(key: str) -> list[tuple[datetime, float]]:
+        return [(p.at, p.values[key] * 100) for p in samples if key in p.values]
+
+    traffic: dict[str, float] = {}
+    for p in samples:
+        for name, m in p.models.items():
+            traffic[name] = max(traffic.get(name, 0.0), m.requests_total)
+    models = sorted(traffic, key=lambda n: (-traffic[n], n))
+    def p95_ms(name: str) -> list[tuple[datetime, float]]:
+        out = []
+        for p in samples:
+            seconds = p.models[name].latency_p95_seconds if name in p.models else None
+            if seconds is not None:
+                out.append((p.at, seconds * 1000))
+        return out
+
+    latency = [(name, line_chart(Series(f"{name} latency p95", "ms", p95_ms(name)), end=end))
+               for name in models[:MODELS_CHARTED]]
+    return DeviceCharts(cpu=line_chart(Series("CPU", "%", ratio("cpu_ratio")), end=end),
+                        memory=line_chart(Series("Memory", "%", ratio("memory_ratio")), end=end),
+                        latency=latency, more_models=max(0, len(models) - MODELS_CHARTED))

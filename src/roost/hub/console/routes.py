@@ -7,6 +7,7 @@ Every page except sign-in needs a session (:func:`signed_in`); without one the b
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode, urlsplit
@@ -17,8 +18,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.concurrency import run_in_threadpool
 
 from roost import __version__
+from roost.hub.console import charts, sessions, views
 from roost.hub.console import cluster as cluster_view
-from roost.hub.console import sessions, views
+from roost.hub.contract import DeviceStatus
 from roost.hub.errors import AuthenticationError, HubNotFoundError, InvalidNameError
 from roost.hub.store import Store
 
@@ -211,14 +213,19 @@ async def logout(request: Request, session: SessionDep) -> Response:
 @router.get("/devices", response_class=HTMLResponse)
 async def devices(request: Request, store: StoreDep, session: SessionDep) -> HTMLResponse:
     items = await call(store.list_devices)
-    return render(request, store, "devices.html", session=session, devices=items)
+    statuses = [str(s) for s in DeviceStatus]
+    fleet = charts.status_bar(Counter(str(d.status) for d in items), statuses)
+    return render(request, store, "devices.html", session=session, devices=items, fleet=fleet)
 
 
 @router.get("/devices/{name}", response_class=HTMLResponse)
 async def device(name: str, request: Request, store: StoreDep, session: SessionDep) -> HTMLResponse:
     info = await call(store.get_device, name)
     deployments = {d.id: d for d in await call(store.list_deployments)}
-    return render(request, store, "device.html", session=session, device=info, deployments=deployments)
+    metrics = await call(store.device_metrics, name)
+    graphs = charts.device_charts(metrics.samples, end=store.clock())
+    return render(request, store, "device.html", session=session, device=info, deployments=deployments,
+                  metrics=metrics, charts=graphs)
 
 
 @router.get("/components", response_class=HTMLResponse)
