@@ -18,19 +18,21 @@ from roost.hub.store.base import Clock, StoreBase, utcnow
 from roost.hub.store.cluster import ClusterStore
 from roost.hub.store.deployments import FAILURE_POLICIES, DeploymentStore, parse_target
 from roost.hub.store.fleet import ONLINE_WINDOW, UNHEALTHY_STATES, FleetStore
+from roost.hub.store.provision import ProvisionStore
 from roost.hub.store.records import ArtifactLocation, Principal
 from roost.hub.store.registry import INLINE_ARTIFACT_BYTES, RegistryStore
 from roost.hub.store.secrets import SecretStore
 from roost.hub.store.sync import SyncStore
 
 
-class Store(AuthStore, RegistryStore, ClusterStore, SyncStore, SecretStore):
+class Store(AuthStore, RegistryStore, ClusterStore, SyncStore, SecretStore, ProvisionStore):
     """Every hub operation, each one transaction. See the module docstring.
 
     The parts: :mod:`~roost.hub.store.auth` (tokens, enrolment), :mod:`~roost.hub.store.fleet`
     (devices, groups), :mod:`~roost.hub.store.registry` (components, artifacts),
     :mod:`~roost.hub.store.deployments`, :mod:`~roost.hub.store.sync` (what devices call),
-    :mod:`~roost.hub.store.secrets` (secrets, sealed with the hub's key), over
+    :mod:`~roost.hub.store.secrets` (secrets, sealed with the hub's key),
+    :mod:`~roost.hub.store.provision` (devices registered over SSH, pinned host keys), over
     :mod:`~roost.hub.store.base` (transactions, clock); results are the contract's models
     (:mod:`roost.hub.contract`), plus :mod:`~roost.hub.store.records` (principal, artifact location).
     """
@@ -49,6 +51,7 @@ __all__ = [
     "DeploymentStore",
     "FleetStore",
     "Principal",
+    "ProvisionStore",
     "RegistryStore",
     "Report",
     "ReportResult",
