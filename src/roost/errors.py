@@ -97,6 +97,14 @@ that every class is drawn here::
     │       ├── ResourceNotFoundIpcError   NOT_FOUND                  ipc.errors
     │       ├── ServiceIpcError            SERVICE_ERROR              ipc.errors
     │       └── UnauthorizedIpcError       UNAUTHORIZED               ipc.errors
+    ├── ProvisionError                     PROVISION_FAILED           provision.errors
+    │   ├── BecomeError                    BECOME_FAILED              provision.errors re-auth also UnauthorizedError
+    │   ├── DistNotFoundError              DIST_NOT_FOUND             provision.errors         also NotFoundError
+    │   ├── HostKeyError                   HOST_KEY_MISMATCH          provision.errors         also ConflictError
+    │   ├── ProvisionStepError             PROVISION_STEP_FAILED      provision.errors
+    │   ├── SshAuthError                   SSH_AUTH_REFUSED           provision.errors re-auth also UnauthorizedError
+    │   ├── SshTargetError                 SSH_TARGET_INVALID         provision.errors         also InvalidInputError
+    │   └── SshUnreachableError            SSH_UNREACHABLE            provision.errors retry
     ├── SealError                          SECRET_UNSEAL_FAILED       sealed
     └── ServeError                         SERVE_ERROR                serve.errors
         ├── BatcherClosedError             BATCHER_CLOSED             serve.batching
@@ -420,6 +428,35 @@ CODES: dict[str, dict[str, str]] = {
         "DATA_COLUMN_MISSING": "The CSV lacks a column the model expects (the message names it).",
         "REPLICA_UNREACHABLE": ("The stream client could not connect to the replica's endpoint (refused, DNS, "
                                 "timeout)."),
+    },
+    "roost.provision (devices registered and provisioned over SSH)": {
+        "PROVISION_FAILED": "A registration, upgrade or uninstall over SSH failed; the message says why.",
+        "SSH_TARGET_INVALID": "An SSH target is not user@host[:port] (the message names the part: user, host, port, "
+                              "IPv6 brackets).",
+        "HOST_KEY_INVALID": "A host key given (--host-key, a re-pin) is not 'TYPE BASE64' of a known key type.",
+        "SSH_UNREACHABLE": "The device does not answer on its SSH port (refused, unknown host, no route, timeout); "
+                           "retry.",
+        "SSH_FAILED": "The SSH session failed for a reason other than the network, the key or the host key.",
+        "SSH_AUTH_REFUSED": "The device refused the hub's key: put `roost hub ssh-key` in the account's "
+                            "~/.ssh/authorized_keys (exit code 8).",
+        "HOST_KEY_MISMATCH": "The device's host key is not the one given with --host-key (exit code 7).",
+        "HOST_KEY_CHANGED": "The device's host key differs from the pinned one: check it on the device, then re-pin "
+                            "(roost device pin-host-key, or --host-key) (exit code 7).",
+        "SSH_KEY_INVALID": "The hub's SSH key file is unreadable, not an OpenSSH key, or readable by others.",
+        "SSH_IDENTITY_MISSING": "The hub has no SSH key yet: run `roost hub init` (or `roost hub ssh-key`).",
+        "PYTHON_UNSUITABLE": "The device has no python3 >= 3.11 with its venv module (apt install python3-venv).",
+        "PROVISION_STEP_FAILED": "A step of the provisioning playbook failed; the message names the step, the host "
+                                 "and Ansible's message. Fix it and run the same command again: it resumes.",
+        "PROVISION_STEP_TIMEOUT": "A provisioning step (or the whole playbook) did not end within its timeout.",
+        "PROVISION_INTERRUPTED": "The hub process running a registration stopped before it ended; run it again.",
+        "PROVISION_WAIT_TIMEOUT": "`roost device add/upgrade/remove` stopped waiting; the run goes on in the hub.",
+        "BECOME_FAILED": "--become was refused: a wrong sudo password, or the account may not use sudo (exit code 8).",
+        "REGISTRATION_RUNNING": "The device has a registration, upgrade or uninstall under way (409).",
+        "REGISTRATION_NOT_FOUND": "No such registration run, or the device was never registered over SSH (404).",
+        "DIST_NOT_FOUND": "The hub serves no such wheel under /v1/dist (404).",
+        "DIST_UNAVAILABLE": "The hub has no wheel of its Roost and cannot build one (no source), or the build failed.",
+        "WHEELHOUSE_MISSING": "--wheelhouse was asked for but the hub has none: run `roost hub wheelhouse build`.",
+        "ANSIBLE_MISSING": "ansible-playbook is not installed beside the hub.",
     },
 }
 

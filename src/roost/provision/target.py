@@ -54,11 +54,11 @@ def parse_target(text: str) -> SshTarget:
         except ValueError as err:
             raise SshTargetError(f"SSH target {text!r}: {host!r} is not an IPv6 address") from err
         return SshTarget(user, host, port)
+    if rest.count(":") > 1:
+        raise SshTargetError(f"SSH target {text!r}: write an IPv6 address in brackets, e.g. user@[::1]:22")
     host, colon, port_text = rest.rpartition(":") if ":" in rest else (rest, "", "")
     if colon:
         port = _port(text, port_text)
-    if ":" in host:
-        raise SshTargetError(f"SSH target {text!r}: write an IPv6 address in brackets, e.g. user@[::1]:22")
     if not host:
         raise SshTargetError(f"SSH target {text!r}: no host after '@'")
     if not _HOST.fullmatch(host):
