@@ -218,7 +218,9 @@ async def devices(request: Request, store: StoreDep, session: SessionDep) -> HTM
 async def device(name: str, request: Request, store: StoreDep, session: SessionDep) -> HTMLResponse:
     info = await call(store.get_device, name)
     deployments = {d.id: d for d in await call(store.list_deployments)}
-    return render(request, store, "device.html", session=session, device=info, deployments=deployments)
+    registrations = await call(store.list_registrations, name, 1)  # the last run over SSH (roost.provision)
+    return render(request, store, "device.html", session=session, device=info, deployments=deployments,
+                  registration=registrations[0] if registrations else None)
 
 
 @router.get("/components", response_class=HTMLResponse)
