@@ -155,7 +155,7 @@ def test_bad_targets_are_refused_before_anything_is_registered(hub: Hub) -> None
 def _failed_at(out: dict[str, Any]) -> str:
     assert out["status"] == "FAILED", out
     failed = [s for s in out["steps"] if s["status"] == "FAILED"]
-    assert len(failed) == 1 and failed[0]["message"], out
+    assert len(failed) == 1 and failed[0]["message"], json.dumps(out)
     return str(failed[0]["name"])
 
 

@@ -107,3 +107,17 @@ def test_the_playbook_names_its_steps_and_masks_secrets(tmp_path: Path) -> None:
     run = PlaybookRun("x", SshTarget("u", "h"), HostKey("ssh-ed25519", "QUFBQQ=="), ensure_identity(tmp_path),
                       "/usr/bin/python3", {}, tmp_path, enroll_token="rst_enroll_abc", become_password="pw1")
     assert run.mask("token rst_enroll_abc and pw1") == "token *** and ***"
+
+
+def test_the_playbook_passes_ansibles_syntax_check(tmp_path: Path) -> None:
+    import sys
+
+    from roost.provision.runner import playbook_text
+
+    (tmp_path / "device.yml").write_text(playbook_text())
+    (tmp_path / "hosts").write_text("[device]\nedge ansible_host=127.0.0.1\n")
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "--syntax-check", "-i",
+                           str(tmp_path / "hosts"), str(tmp_path / "device.yml")], capture_output=True, text=True,
+                          timeout=120, check=False, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                                         "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -121,7 +121,7 @@ def _inventory(run: PlaybookRun, base: Path) -> dict[str, Any]:
     host = {"ansible_host": run.target.host, "ansible_port": run.target.port, "ansible_user": run.target.user,
             "ansible_ssh_private_key_file": str(run.identity.private_key), "ansible_python_interpreter": run.python,
             "ansible_ssh_args": "", "ansible_ssh_common_args": ssh_args}
-    return {"all": {"children": {"device": {"hosts": {"device": host}}}}}
+    return {"all": {"children": {"device": {"hosts": {run.target.host: host}}}}}
 
 
 def _message(run: PlaybookRun, res: dict[str, Any]) -> str:
