@@ -98,7 +98,10 @@ def drop_account(name: str, venv: str) -> None:
     if roost_bin.exists():
         subprocess.run(["runuser", "-u", name, "--", str(roost_bin), "agent", "stop", "--root", f"/home/{name}/.roost"],
                        capture_output=True, timeout=180, check=False)
-    subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+    for _ in range(40):  # the agent's last processes may take a moment to exit after `agent stop`
+        if subprocess.run(["userdel", "-r", name], capture_output=True, check=False).returncode in (0, 6):
+            return
+        time.sleep(0.5)
 
 
 def write_component(folder: Path) -> tuple[Path, Path]:

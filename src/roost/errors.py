@@ -452,6 +452,7 @@ CODES: dict[str, dict[str, str]] = {
         "PROVISION_WAIT_TIMEOUT": "`roost device add/upgrade/remove` stopped waiting; the run goes on in the hub.",
         "BECOME_FAILED": "--become was refused: a wrong sudo password, or the account may not use sudo (exit code 8).",
         "REGISTRATION_RUNNING": "The device has a registration, upgrade or uninstall under way (409).",
+        "PROVISION_BUSY": "The hub process runs or queues as many provisioning runs as it may (32); retry later (409).",
         "REGISTRATION_NOT_FOUND": "No such registration run, or the device was never registered over SSH (404).",
         "DIST_NOT_FOUND": "The hub serves no such wheel under /v1/dist (404).",
         "DIST_UNAVAILABLE": "The hub has no wheel of its Roost and cannot build one (no source), or the build failed.",

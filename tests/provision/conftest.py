@@ -136,4 +136,8 @@ def accounts() -> Iterator[Callable[..., Account]]:
                 if venv_roost.exists() and root.exists():
                     _as_user(account.name, str(venv_roost), "agent", "stop", "--root", str(root))
             Path(f"/etc/sudoers.d/{account.name}").unlink(missing_ok=True)
-            subprocess.run(["userdel", "-r", account.name], capture_output=True, check=False)
+            for _ in range(40):  # the agent's last processes may take a moment to exit after `agent stop`
+                if subprocess.run(["userdel", "-r", account.name], capture_output=True,
+                                  check=False).returncode in (0, 6):
+                    break
+                time.sleep(0.5)

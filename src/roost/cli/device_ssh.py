@@ -79,23 +79,27 @@ def add(name: str,
         follow(client, registration, timeout, as_json)
 
 
+AskBecomeOpt = Annotated[bool, typer.Option("--become", help=(
+    f"Ask for the sudo password (or ${BECOME_ENV}) of a device registered with --become."))]
+
+
 def upgrade(name: str, hub: HubOpt = None, token: TokenOpt = None, device_hub_url: DeviceHubOpt = None,
-            pip_from_here: PipHereOpt = False, wheelhouse: WheelhouseOpt = False, timeout: TimeoutOpt = 1800.0,
-            as_json: JsonOpt = False) -> None:
+            become: AskBecomeOpt = False, pip_from_here: PipHereOpt = False, wheelhouse: WheelhouseOpt = False,
+            timeout: TimeoutOpt = 1800.0, as_json: JsonOpt = False) -> None:
     """Re-provision a device registered over SSH with the hub's Roost (rebuilt wheel) and restart its agent."""
     with admin_client(hub, token) as client:
-        _again(client, name, "upgrade", device_hub_url or client.base_url, pip_from_here, wheelhouse, timeout,
-               as_json)
+        _again(client, name, "upgrade", device_hub_url or client.base_url, become, pip_from_here, wheelhouse,
+               timeout, as_json)
 
 
 def remove(name: str, hub: HubOpt = None, token: TokenOpt = None,
            uninstall: Annotated[bool, typer.Option("--uninstall", help=(
                "Also remove Roost from the device over SSH (agent stopped, venv and agent root deleted)."))]
-           = False, timeout: TimeoutOpt = 600.0, as_json: JsonOpt = False) -> None:
+           = False, become: AskBecomeOpt = False, timeout: TimeoutOpt = 600.0, as_json: JsonOpt = False) -> None:
     """Revoke a device; with --uninstall, remove Roost from it over SSH first."""
     with admin_client(hub, token) as client:
         if uninstall:
-            _again(client, name, "uninstall", None, False, False, timeout, as_json)
+            _again(client, name, "uninstall", None, become, False, False, timeout, as_json)
             return
         client.revoke_device(name)
     if as_json:
@@ -118,12 +122,12 @@ def pin(host: str, port: Annotated[int, typer.Option("--port", min=1, max=65535)
         console.print(f"pinned {pinned.fingerprint} for {host}:{port}", highlight=False)
 
 
-def _again(client: HubClient, name: str, kind: str, hub_url: str | None, pip_here: bool, wheelhouse: bool,
-           timeout: float, as_json: bool) -> None:
+def _again(client: HubClient, name: str, kind: str, hub_url: str | None, become: bool, pip_here: bool,
+           wheelhouse: bool, timeout: float, as_json: bool) -> None:
     body: dict[str, Any] = {"pip": pip_settings() if pip_here else {}, "wheelhouse": wheelhouse}
     if hub_url:
         body["hub_url"] = hub_url
-    password = os.environ.get(BECOME_ENV)
+    password = become_password(become) if become else os.environ.get(BECOME_ENV)
     if password is not None:
         body["become_password"] = password
     follow(client, client.provision_again(name, kind, body), timeout, as_json)

@@ -41,7 +41,7 @@ from roost.hub.contract.provision import (
     Step,
     StepStatus,
 )
-from roost.hub.errors import HubInvalidInputError, HubNotFoundError
+from roost.hub.errors import HubConflictError, HubInvalidInputError, HubNotFoundError
 from roost.hub.names import check_name
 from roost.hub.store import Store
 from roost.provision import dist, facts, runner
@@ -53,6 +53,8 @@ from roost.provision.target import SshTarget, parse_target
 logger = logging.getLogger(__name__)
 
 MAX_CONCURRENT = 2
+#: Runs a hub process holds (running or waiting for a slot); more are refused (PROVISION_BUSY).
+MAX_QUEUED = 32
 TIMEOUTS = {"connect": 30.0, "facts": 60.0, "wheel": 900.0, "report": 120.0, "revoke": 30.0}
 MIN_PYTHON = (3, 11)
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}")
@@ -165,6 +167,9 @@ class Provisioner:
         return await self._start(job)
 
     async def _start(self, job: _Job) -> Registration:
+        if len(self._tasks) >= MAX_QUEUED:
+            raise HubConflictError(f"this hub process already runs or queues {len(self._tasks)} provisioning runs; "
+                                   "retry when some have ended", code="PROVISION_BUSY")
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max)
         registration = await asyncio.to_thread(self.store.create_registration, job.device, job.kind, str(job.target),
