@@ -121,3 +121,33 @@ def test_the_playbook_passes_ansibles_syntax_check(tmp_path: Path) -> None:
                           timeout=120, check=False, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
                                                          "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_hub_serves_plain_wheel_names_from_its_folders_only(tmp_path: Path) -> None:
+    from roost.provision import dist
+    from roost.provision.errors import DistNotFoundError
+
+    (tmp_path / "dist").mkdir()
+    (tmp_path / "dist" / "roost-0.1.0-py3-none-any.whl").write_bytes(b"PK")
+    (tmp_path / "secret.whl").write_bytes(b"no")
+    assert dist.dist_file(tmp_path, "roost-0.1.0-py3-none-any.whl").read_bytes() == b"PK"
+    for name in ("../secret.whl", "..whl", "id_ed25519", "a/b.whl", "roost-0.2.0-py3-none-any.whl", ".x.whl"):
+        with pytest.raises(DistNotFoundError):
+            dist.dist_file(tmp_path, name)
+    with pytest.raises(DistNotFoundError):
+        dist.dist_file(tmp_path, "roost-0.1.0-py3-none-any.whl", wheelhouse=True)
+    (tmp_path / "wheelhouse").mkdir()
+    (tmp_path / "wheelhouse" / "a_b-1.0-py3-none-any.whl").write_bytes(b"PK")
+    assert '<a href="a_b-1.0-py3-none-any.whl">' in dist.wheelhouse_index(tmp_path)
+    assert not dist.has_wheelhouse(tmp_path)  # no Roost wheel in it
+
+
+def test_pip_from_here_hands_over_the_index_settings_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from roost.cli.device_ssh import pip_settings
+    from roost.hub.contract.provision import PIP_KEYS
+
+    monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.example/simple")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    found = pip_settings()
+    assert found["PIP_INDEX_URL"] == "https://pypi.example/simple"
+    assert set(found) <= set(PIP_KEYS) and "PIP_NO_CACHE_DIR" not in found
