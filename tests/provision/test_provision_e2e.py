@@ -207,6 +207,11 @@ def test_a_failing_step_names_the_step_the_host_and_ansibles_message(hub: Hub, s
     assert "fetch wheel" in message and account.target(sshd) in message and "Connection refused" in message
     steps = {s["name"]: s["status"] for s in out["steps"]}
     assert steps["create venv"] == "CHANGED" and steps["install roost"] == "PENDING"
+    # run again, it resumes: what was done is found done (the venv is not made again), nothing else changes
+    code, out, _err = add(hub, "edge-halfway", account.target(sshd), "--device-hub-url",
+                          f"http://127.0.0.1:{free_port()}")
+    assert code == 1 and _failed_at(out) == "fetch wheel"
+    assert {s["name"]: s["status"] for s in out["steps"]}["create venv"] == "OK"
 
 
 def test_a_bad_become_password_is_refused_and_written_nowhere(hub: Hub, sshd: Sshd,
