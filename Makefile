@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-.PHONY: install demo test test-fast lint typecheck pytest pytest-fast bench bench-inference bench-fleet browser podman prometheus clean
+.PHONY: install demo test test-fast lint typecheck pytest pytest-fast bench bench-inference bench-fleet bench-provision browser podman prometheus sshd clean
 
 $(STAMP): pyproject.toml scripts/pick-python
 	@# A .venv built on another interpreter is rebuilt from scratch.
@@ -38,7 +38,7 @@ typecheck: $(STAMP)
 # Two workers (pytest-xdist), one test file each at a time: most tests wait on real agents, hubs and
 # brokers, so the 2-core machine runs the whole suite in about 60 % of the serial time.
 PYTEST_WORKERS ?= 2
-pytest: $(STAMP) browser podman prometheus
+pytest: $(STAMP) browser podman prometheus sshd
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 pytest-fast: $(STAMP)
@@ -52,6 +52,9 @@ bench-inference: $(STAMP)
 
 bench-fleet: $(STAMP)
 	$(BIN)/python bench/fleet.py
+
+bench-provision: $(STAMP) sshd
+	$(BIN)/python bench/provision.py
 
 # The console tests drive Debian's Chromium headless (Playwright never downloads a browser here).
 # Installed when missing and possible (root + apt); otherwise those tests skip, or fail when
@@ -75,6 +78,16 @@ prometheus:
 	  echo "note: installing Debian's prometheus (and promtool) for the metrics tests" && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } || \
 	  echo "note: prometheus/promtool are missing and could not be installed; metrics tests will skip"
+
+
+# Provisioning over SSH is tested against Debian's real OpenSSH server (sshd as a child process of the test, on
+# 127.0.0.1) and sudo (--become). Installed when missing and possible (root + apt); otherwise those tests skip,
+# or fail when ROOST_REQUIRE_SERVICES=1.
+sshd:
+	@{ test -x /usr/sbin/sshd && test -x /usr/bin/sudo; } || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  echo "note: installing Debian's openssh-server and sudo for the provisioning tests" && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server sudo; } || \
+	  echo "note: /usr/sbin/sshd or /usr/bin/sudo is missing and could not be installed; provisioning tests will skip"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

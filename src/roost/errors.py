@@ -107,8 +107,15 @@ that every class is drawn here::
     │   ├── OutputExistsError              LIGHTEN_OUTPUT_EXISTS      learn.errors             also ConflictError
     │   ├── ValidationDataError            VALIDATION_DATA_INVALID    learn.errors             also InvalidInputError
     │   └── VariantError                   VARIANT_INVALID            learn.errors             also InvalidInputError
-    ├── ProvisionError                     PROVISION_ERROR            provision.errors
-    │   └── ServiceUnitError               SERVICE_UNIT_FAILED        provision.errors
+    ├── ProvisionError                     PROVISION_FAILED           provision.errors
+    │   ├── BecomeError                    BECOME_FAILED              provision.errors re-auth also UnauthorizedError
+    │   ├── DistNotFoundError              DIST_NOT_FOUND             provision.errors         also NotFoundError
+    │   ├── HostKeyError                   HOST_KEY_MISMATCH          provision.errors         also ConflictError
+    │   ├── ProvisionStepError             PROVISION_STEP_FAILED      provision.errors
+    │   ├── ServiceUnitError               SERVICE_UNIT_FAILED        provision.errors
+    │   ├── SshAuthError                   SSH_AUTH_REFUSED           provision.errors re-auth also UnauthorizedError
+    │   ├── SshTargetError                 SSH_TARGET_INVALID         provision.errors         also InvalidInputError
+    │   └── SshUnreachableError            SSH_UNREACHABLE            provision.errors retry
     ├── SealError                          SECRET_UNSEAL_FAILED       sealed
     └── ServeError                         SERVE_ERROR                serve.errors
         ├── BatcherClosedError             BATCHER_CLOSED             serve.batching
@@ -473,14 +480,41 @@ CODES: dict[str, dict[str, str]] = {
         "VARIANT_INVALID": "A variant folder has no valid variant.json, or its files do not match their sha256.",
         "GATE_FAILED": "The variant failed its validation gate: it is not publishable (exit code 7).",
     },
-    "roost.provision (the hub's SSH identity, device provisioning, service units)": {
-        "PROVISION_ERROR": "Base code of a provisioning failure.",
+    "roost.provision (devices registered and provisioned over SSH, service units)": {
+        "PROVISION_FAILED": "A registration, upgrade or uninstall over SSH failed; the message says why.",
         "SERVICE_UNIT_INVALID": "An install-service option is unusable (unit or user name, a path a unit cannot "
                                 "carry, --user with a user unit); the message names it.",
         "SERVICE_UNIT_FAILED": "A service unit could not be installed: no root for a system unit, useradd or "
                                "systemctl failed (the message carries their output).",
         "SERVICE_UNIT_OTHER_ROOT": "uninstall-service found a unit of that name running another root; name the "
                                    "root's own unit with --name.",
+        "SSH_TARGET_INVALID": "An SSH target is not user@host[:port] (the message names the part: user, host, port, "
+                              "IPv6 brackets).",
+        "HOST_KEY_INVALID": "A host key given (--host-key, a re-pin) is not 'TYPE BASE64' of a known key type.",
+        "SSH_UNREACHABLE": "The device does not answer on its SSH port (refused, unknown host, no route, timeout); "
+                           "retry.",
+        "SSH_FAILED": "The SSH session failed for a reason other than the network, the key or the host key.",
+        "SSH_AUTH_REFUSED": "The device refused the hub's key: put `roost hub ssh-key` in the account's "
+                            "~/.ssh/authorized_keys (exit code 8).",
+        "HOST_KEY_MISMATCH": "The device's host key is not the one given with --host-key (exit code 7).",
+        "HOST_KEY_CHANGED": "The device's host key differs from the pinned one: check it on the device, then re-pin "
+                            "(roost device pin-host-key, or --host-key) (exit code 7).",
+        "SSH_KEY_INVALID": "The hub's SSH key file is unreadable, not an OpenSSH key, or readable by others.",
+        "SSH_IDENTITY_MISSING": "The hub has no SSH key yet: run `roost hub init` (or `roost hub ssh-key`).",
+        "PYTHON_UNSUITABLE": "The device has no python3 >= 3.11 with its venv module (apt install python3-venv).",
+        "PROVISION_STEP_FAILED": "A step of the provisioning playbook failed; the message names the step, the host "
+                                 "and Ansible's message. Fix it and run the same command again: it resumes.",
+        "PROVISION_STEP_TIMEOUT": "A provisioning step (or the whole playbook) did not end within its timeout.",
+        "PROVISION_INTERRUPTED": "The hub process running a registration stopped before it ended; run it again.",
+        "PROVISION_WAIT_TIMEOUT": "`roost device add/upgrade/remove` stopped waiting; the run goes on in the hub.",
+        "BECOME_FAILED": "--become was refused: a wrong sudo password, or the account may not use sudo (exit code 8).",
+        "REGISTRATION_RUNNING": "The device has a registration, upgrade or uninstall under way (409).",
+        "PROVISION_BUSY": "The hub process runs or queues as many provisioning runs as it may (32); retry later (409).",
+        "REGISTRATION_NOT_FOUND": "No such registration run, or the device was never registered over SSH (404).",
+        "DIST_NOT_FOUND": "The hub serves no such wheel under /v1/dist (404).",
+        "DIST_UNAVAILABLE": "The hub has no wheel of its Roost and cannot build one (no source), or the build failed.",
+        "WHEELHOUSE_MISSING": "--wheelhouse was asked for but the hub has none: run `roost hub wheelhouse build`.",
+        "ANSIBLE_MISSING": "ansible-playbook is not installed beside the hub.",
     },
 }
 

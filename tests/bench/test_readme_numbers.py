@@ -309,3 +309,24 @@ def test_metrics_table_shows_its_file() -> None:
     notes = section("## `bench/metrics.py`: metrics endpoints (issue 12)")
     assert shows(notes, agent["agent_rss_mb"])
     assert shows(notes, data["load_before"]) and shows(notes, data["load_after"])
+
+
+def test_provision_table_shows_its_file() -> None:
+    data = _load("results-provision.json")
+    rows = table("## `bench/provision.py`: `roost device add` over SSH to the first deployment (issue 12)")
+
+    def row(prefix: str) -> list[str]:
+        return next(cells for label, cells in rows.items() if label.startswith(prefix))
+
+    for prefix, key in (("hub, dependencies from the hub's wheelhouse", "wheelhouse"),
+                        ("hub, dependencies from the package index", "index"), ("by hand over SSH", "manual")):
+        cells, run = row(prefix), data[key]
+        assert shows(cells[0], run["device_add_s"]) and shows(cells[1], run["total_s"]), key
+        assert shows(cells[2], run["steps_s"]["install roost"]) and shows(cells[3], run["steps_s"]["create venv"])
+        met = "not met" not in cells[4]
+        if key != "manual":
+            assert met == (run["total_s"] <= 90), key
+    build = data["wheelhouse_build"]
+    label = next(k for k in rows if k.startswith("`roost hub wheelhouse build`"))
+    assert shows(row("`roost hub wheelhouse build`")[0], build["seconds"])
+    assert shows(label, build["wheels"]) and shows(label, build["mb"])

@@ -1,4 +1,5 @@
-"""`roost device enroll-token|list|show|revoke|label` (the hub's device registry)."""
+"""`roost device enroll-token|list|show|revoke|label` (the hub's device registry); `add|upgrade|remove|
+pin-host-key` (over SSH) live in :mod:`roost.cli.device_ssh`."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
+from roost.cli import device_ssh
 from roost.cli.hub import HubOpt, JsonOpt, TokenOpt, admin_client, parse_pairs
 from roost.cli.output import console, emit_json, handle_errors, styled, table, when
 
-app = typer.Typer(help="Devices enrolled with a hub: enrolment tokens, labels, revocation.", no_args_is_help=True)
+app = typer.Typer(help="Devices enrolled with a hub: enrolment tokens, labels, revocation; registered and "
+                       "provisioned over SSH (add, upgrade, remove --uninstall).", no_args_is_help=True)
+device_ssh.register(app)
 
 
 @app.command("enroll-token")

@@ -91,8 +91,11 @@ def init(root: HubRootOpt, db: DbOpt = None,
         store.ensure_secret_key()  # seals secret values in the database (0600; copy it to hub replicas)
     finally:
         store.db.dispose()
+    from roost.provision.identity import ensure_identity
+
+    identity = ensure_identity(config.root)  # the hub's SSH key (0600) for devices registered over SSH
     if as_json:
-        emit_json({"token": token})
+        emit_json({"token": token, "ssh_public_key": identity.public_key})
     else:
         console.print(f"hub initialised at {config.root}")
         console.print("admin API token (shown once, keep it secret):")
@@ -118,6 +121,40 @@ def metrics_token(root: HubRootOpt, db: DbOpt = None,
     else:
         console.print("metrics token (shown once, keep it secret):")
         console.print(token, highlight=False, soft_wrap=True)
+
+
+@app.command("ssh-key")
+@handle_errors
+def ssh_key(root: HubRootOpt, as_json: JsonOpt = False) -> None:
+    """Print the hub's SSH public key (one authorized_keys line) for the accounts of devices to register.
+
+    The device grants the hub exactly the privilege of the account whose ~/.ssh/authorized_keys holds it."""
+    from roost.provision.identity import ensure_identity
+
+    identity = ensure_identity(root.expanduser().resolve())
+    if as_json:
+        emit_json({"public_key": identity.public_key, "fingerprint": identity.fingerprint})
+    else:
+        print(identity.public_key)
+
+
+wheelhouse_app = typer.Typer(help="The wheels the hub serves to devices that reach no package index.",
+                             no_args_is_help=True)
+app.add_typer(wheelhouse_app, name="wheelhouse")
+
+
+@wheelhouse_app.command("build")
+@handle_errors
+def wheelhouse_build(root: HubRootOpt, as_json: JsonOpt = False) -> None:
+    """Build ROOT/wheelhouse: the Roost wheel and all its dependencies, from this machine's package index
+    (then `roost device add ... --wheelhouse` installs devices from the hub alone)."""
+    from roost.provision.dist import build_wheelhouse
+
+    wheels = build_wheelhouse(root.expanduser().resolve())
+    if as_json:
+        emit_json({"wheels": [w.name for w in wheels]})
+    else:
+        console.print(f"{len(wheels)} wheels in {root / 'wheelhouse'}")
 
 
 @app.command("serve")

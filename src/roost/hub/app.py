@@ -37,6 +37,7 @@ from roost.hub import migrate
 from roost.hub.api import admin, components, device, secrets
 from roost.hub.api import cluster as cluster_api
 from roost.hub.api import errors as api_errors
+from roost.hub.api import provision as provision_api
 from roost.hub.api.auth import AuthMiddleware
 from roost.hub.api.device import DeviceBatches, RevisionWatcher
 from roost.hub.artifacts import DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore
@@ -45,6 +46,7 @@ from roost.hub.db import Database, default_url
 from roost.hub.presence import Presence
 from roost.hub.store import Store
 from roost.observe.hub_metrics import HubMetrics, LatencyMiddleware
+from roost.provision.registration import Provisioner
 
 if TYPE_CHECKING:
     from roost.cluster.kubernetes import KubernetesBackend
@@ -152,6 +154,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     signer = TokenSigner.from_file(store.cluster_key_path or store.artifacts.root.parent / "cluster.key")
     cluster = Admission(store, signer, wake=watcher.refresh, kube=_kubernetes(config, signer))
     monitor = BackgroundLoop(lambda: ReplicaMonitor(store, signer, cluster.http(), wake=watcher.refresh).run())
+    provisioner = Provisioner(store, config.root if config else store.artifacts.root.parent)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -165,6 +168,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
             yield
         finally:
             restore()
+            await provisioner.stop()
             await monitor.stop()
             await cluster.close()
             if cluster.kube is not None:
@@ -181,6 +185,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     app.state.store = store
     app.state.watcher = watcher
     app.state.admission = cluster
+    app.state.provisioner = provisioner
     app.state.device_batches = DeviceBatches(store, max_in_flight=1 if store.db.is_sqlite else 2)
     api_errors.install(app)
     # Routes match in order: the device routes (most of the traffic of a fleet) first.
@@ -193,6 +198,8 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     app.include_router(cluster_api.router)
     app.include_router(cluster_api.compat_router)
     _install_metrics(app, store)
+    app.include_router(provision_api.router)
+    app.include_router(provision_api.dist_router)
     app.add_middleware(AuthMiddleware, store=store, presence=presence)
     app.add_middleware(LatencyMiddleware, metrics=app.state.hub_metrics)  # outermost: 401s are timed too
 

@@ -397,6 +397,40 @@ class HubClient:
         return _parse(ClusterSession, self.request("DELETE", f"/v1/cluster/sessions/{_seg(session_id)}",
                                                    params=params), "cluster session")
 
+    # devices registered over SSH (roost.provision); bodies are roost.hub.contract.provision's
+    def ssh_key(self) -> Any:
+        from roost.hub.contract.provision import SshKey
+
+        return _parse(SshKey, self.request("GET", "/v1/ssh-key"), "ssh key")
+
+    def register_ssh(self, body: Mapping[str, Any]) -> Any:
+        from roost.hub.contract.provision import Registration
+
+        return _parse(Registration, self.request("POST", "/v1/devices/ssh", json=dict(body)), "registration")
+
+    def registration(self, registration_id: str) -> Any:
+        from roost.hub.contract.provision import Registration
+
+        return _parse(Registration, self.request("GET", f"/v1/devices/ssh/{_seg(registration_id)}"), "registration")
+
+    def provision_again(self, name: str, kind: str, body: Mapping[str, Any]) -> Any:
+        """``kind`` is ``upgrade`` or ``uninstall``."""
+        from roost.hub.contract.provision import Registration
+
+        return _parse(Registration, self.request("POST", f"/v1/devices/{_seg(name)}/{_seg(kind)}", json=dict(body)),
+                      "registration")
+
+    def pin_host_key(self, host: str, port: int, key: str) -> Any:
+        from roost.hub.contract.provision import PinnedHostKey
+
+        return _parse(PinnedHostKey, self.request("PUT", f"/v1/ssh-host-keys/{_seg(host)}/{port}",
+                                                  json={"host_key": key}), "host key")
+
+    def host_keys(self) -> list[Any]:
+        from roost.hub.contract.provision import PinnedHostKey
+
+        return _parse_list(PinnedHostKey, self.request("GET", "/v1/ssh-host-keys"), "host keys")
+
 
 def _seg(value: str) -> str:
     """One URL path segment, percent-encoded."""

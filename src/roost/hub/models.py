@@ -286,3 +286,33 @@ class DeviceMetricSample(Base):
     minute: Mapped[datetime] = mapped_column(primary_key=True)
     values: Mapped[dict[str, Any]] = mapped_column(nullable=False)
     models: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
+class ProvisionRegistration(Base):
+    """One run of registering (``add``), upgrading or uninstalling a device over SSH, with its steps."""
+
+    __tablename__ = "provision_registrations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    target: Mapped[str] = mapped_column(String(300), nullable=False)
+    become: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    steps: Mapped[list[Any]] = mapped_column(JSON, nullable=False)
+    labels: Mapped[dict[str, Any]] = mapped_column(nullable=False)
+    host_key_fingerprint: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[str | None] = mapped_column(String(4000), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    __table_args__ = (Index("ix_provision_registrations_device", "device_name", "created_at"),)
+
+
+class SshHostKey(Base):
+    """The host key pinned for one ``host:port`` (trust on first use; re-pinned explicitly)."""
+
+    __tablename__ = "ssh_host_keys"
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    port: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(16384), nullable=False)
+    fingerprint: Mapped[str] = mapped_column(String(128), nullable=False)
+    pinned_at: Mapped[datetime] = mapped_column(nullable=False)

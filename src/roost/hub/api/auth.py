@@ -4,6 +4,8 @@ A pure ASGI middleware, so that *every* ``/v1`` request without valid credential
 principal on the wrong kind of endpoint 403) whatever its body or parameters look like:
 
 * ``POST /v1/enroll`` — no credentials (the body carries the one-time enrolment token);
+* ``GET /v1/dist/...`` — no credentials (the Roost wheel and wheelhouse served to devices being
+  provisioned: Roost's own public code, see :mod:`roost.provision.dist`);
 * ``/v1/device/...`` — device credentials only;
 * ``/v1/artifacts/...`` — admin tokens and device credentials (the store checks the device may
   read that component);
@@ -59,6 +61,8 @@ def requirement(method: str, path: str) -> Need:
         return "none"
     if path.rstrip("/") == "/v1/enroll" and method == "POST":
         return "none"
+    if path.startswith("/v1/dist/") and method in ("GET", "HEAD"):
+        return "none"  # the hub's own Roost wheel(s) for devices it provisions: public code (roost.provision.dist)
     if path.startswith("/v1/device/") or path == "/v1/device":
         return "device"
     if path.startswith("/v1/artifacts/"):

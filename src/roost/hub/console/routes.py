@@ -224,8 +224,9 @@ async def device(name: str, request: Request, store: StoreDep, session: SessionD
     deployments = {d.id: d for d in await call(store.list_deployments)}
     metrics = await call(store.device_metrics, name)
     graphs = charts.device_charts(metrics.samples, end=store.clock())
+    registrations = await call(store.list_registrations, name, 1)  # the last run over SSH (roost.provision)
     return render(request, store, "device.html", session=session, device=info, deployments=deployments,
-                  metrics=metrics, charts=graphs)
+                  metrics=metrics, charts=graphs, registration=registrations[0] if registrations else None)
 
 
 @router.get("/components", response_class=HTMLResponse)
