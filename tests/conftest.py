@@ -45,7 +45,23 @@ def is_slow(relpath: str, fixturenames: list[str] | tuple[str, ...]) -> bool:
     return relpath.endswith("_e2e.py") or relpath in SLOW_FILES or bool(SLOW_FIXTURES & set(fixturenames))
 
 
+#: The longest test files (minutes each, most of it waiting on real processes) run first: `make test`'s
+#: workers take files in collection order (--dist loadfile), and one of these left for the end would
+#: keep one worker busy alone while the other has nothing left to do.
+LONGEST_FIRST: tuple[str, ...] = (
+    "provision/test_provision_e2e.py",  # a real sshd, Ansible, a wheelhouse, a device installed over SSH
+    "sync/test_sync_e2e.py",
+    "serve/test_service_e2e.py",
+    "cluster/test_cluster_e2e.py",
+    "agent/test_docker_e2e.py",
+    "observe/test_prometheus_e2e.py",
+    "agent/test_pause_resume.py",
+    "agent/test_agent_e2e.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank: dict[int, int] = {}
     for item in items:
         try:
             rel = item.path.resolve().relative_to(TESTS).as_posix()
@@ -53,6 +69,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if is_slow(rel, getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        rank[id(item)] = LONGEST_FIRST.index(rel) if rel in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=lambda item: rank.get(id(item), len(LONGEST_FIRST)))  # stable: files stay whole, in order
 
 
 def _searchable(path: Path) -> None:

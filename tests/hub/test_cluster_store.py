@@ -87,6 +87,15 @@ def test_a_service_type_needs_its_component_published(store: Store) -> None:
         store.admit("scalar", "c1", None, KEY)
 
 
+@pytest.mark.parametrize("name", ["sc\x00alar", "\udb46\udf13", "Scalar", "x" * 64, ""])
+def test_a_name_no_service_type_can_have_is_not_found(store: Store, name: str) -> None:
+    """Not looked up at all: PostgreSQL refuses NUL in text (a fuzzed admission once got a 500 for it)."""
+    with pytest.raises(ServiceTypeNotFoundError, match="no service type"):
+        store.get_service_type(name)
+    with pytest.raises(ServiceTypeNotFoundError):
+        store.admit(name, "client-1", None, "")
+
+
 def test_admission_places_by_affinity_and_capacity_then_offloads_then_refuses(store: Store) -> None:
     _scalar(store)
     _node(store, "nano-1", "nano", 64)

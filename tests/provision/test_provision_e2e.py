@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,39 @@ def _written(hub: Hub, secret: str) -> list[str]:
         if path.is_file() and not {"wheelhouse", "dist"} & set(path.parts) and secret.encode() in path.read_bytes():
             out.append(str(path))
     return out
+
+
+def test_the_inventory_reaches_the_device_with_its_pinned_host_key(
+        hub: Hub, sshd: Sshd, device: tuple[Account, dict[str, Any]], tmp_path: Path) -> None:
+    """`roost inventory` is what an operator's Ansible uses: a real `ansible -m ping` through it succeeds with
+    the hub's key, checking the host key the hub pinned; a known_hosts file with another key fails it."""
+    known, inventory = tmp_path / "known_hosts", tmp_path / "inventory.yml"
+    proc = roost(*hub.cli("inventory", "--known-hosts", str(known), "--output", str(inventory)))
+    assert proc.returncode == 0, proc.stderr
+    listing = json.loads(roost(*hub.cli("inventory", "--format", "json")).stdout)
+    assert listing["roost_ssh"]["hosts"] == ["edge-ssh"] and listing["roost_ssh_fleet"]["hosts"] == ["edge-ssh"]
+    hv = listing["_meta"]["hostvars"]["edge-ssh"]
+    assert (hv["ansible_host"], hv["ansible_port"], hv["ansible_user"]) == ("127.0.0.1", sshd.port, device[0].name)
+    assert hv["roost_labels"]["site"] == "lab" and hv["roost_host_key"].startswith("ssh-ed25519 ")
+    assert known.read_text() == f"[127.0.0.1]:{sshd.port} {hv['roost_host_key']}\n"
+
+    def ping() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(Path(sys.executable).parent / "ansible"), "-i", str(inventory), "roost_ssh",
+                               "-m", "ansible.builtin.ping", "--private-key", str(hub.root / "ssh" / "id_ed25519")],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1",
+                                   # a fresh connection each time: a persisted master would skip the key check
+                                   "ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o ControlPersist=no"})
+
+    ok = ping()
+    assert ok.returncode == 0 and '"ping": "pong"' in ok.stdout, ok.stdout + ok.stderr
+    other = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")],
+                           capture_output=True, check=True)
+    assert other.returncode == 0
+    known.write_text(f"[127.0.0.1]:{sshd.port} {(tmp_path / 'other.pub').read_text().split(' ', 2)[0]} "
+                     f"{(tmp_path / 'other.pub').read_text().split(' ', 2)[1]}\n")
+    refused = ping()
+    assert refused.returncode != 0 and "UNREACHABLE" in refused.stdout, refused.stdout + refused.stderr
 
 
 def test_no_enrolment_token_is_written(hub: Hub, device: tuple[Account, dict[str, Any]]) -> None:

@@ -8,6 +8,7 @@ from roost import __version__
 from roost.cli import agent, cluster, component, demo, deployment, device, group, hub, logs, samples, secret, serve
 from roost.cli import model as model_commands
 from roost.cli import service as service_units
+from roost.cli.inventory import inventory as inventory_command
 from roost.cli.stream import stream as stream_command
 
 app = typer.Typer(name="roost", help="Roost: machine learning on edge devices, self-hosted.",
@@ -29,6 +30,7 @@ app.add_typer(device.app, name="device", rich_help_panel=FLEET)
 app.add_typer(group.app, name="group", rich_help_panel=FLEET)
 app.add_typer(secret.app, name="secret", rich_help_panel=FLEET)
 app.add_typer(cluster.app, name="cluster", rich_help_panel=FLEET)
+app.command("inventory", rich_help_panel=FLEET)(inventory_command)
 
 def _version(value: bool) -> None:
     if value:

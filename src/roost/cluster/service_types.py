@@ -31,6 +31,7 @@ affinity, and its one session per replica.
 from __future__ import annotations
 
 import json
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -100,8 +101,12 @@ class Requirements(_Spec):
         return self
 
 
+#: A service type's name: a DNS label (it also names the Kubernetes Deployment).
+SERVICE_TYPE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
 class ServiceType(_Spec):
-    name: str = Field(..., pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+    name: str = Field(..., pattern=SERVICE_TYPE_NAME.pattern,
                       description="A DNS label (it also names the Kubernetes Deployment)")
     component: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     version: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")

@@ -403,6 +403,13 @@ class HubClient:
 
         return _parse(SshKey, self.request("GET", "/v1/ssh-key"), "ssh key")
 
+    def inventory(self) -> dict[str, Any]:
+        """``GET /v1/inventory``: Ansible's JSON inventory of the fleet (roost.provision.inventory)."""
+        body = self.request("GET", "/v1/inventory")
+        if not isinstance(body, dict) or "_meta" not in body:
+            raise HubProtocolError("the hub's inventory is not an Ansible JSON inventory")
+        return body
+
     def register_ssh(self, body: Mapping[str, Any]) -> Any:
         from roost.hub.contract.provision import Registration
 

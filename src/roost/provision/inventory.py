@@ -12,14 +12,18 @@ groups and the SSH endpoints of the devices registered over SSH:
 * ``roost_ssh`` holds the devices Roost can reach over SSH, ``roost_no_ssh`` the others (enrolled
   by hand: Ansible cannot reach them by name), so ``--limit roost_ssh`` keeps a play to those.
 
-:func:`known_hosts` writes the pinned keys as a ``known_hosts`` file; with it the inventory sets
-``ansible_ssh_common_args`` to ``-o StrictHostKeyChecking=yes -o UserKnownHostsFile=FILE``, so an
-operator's playbook checks the same host keys the hub pinned, not whatever answers first.
+:func:`inventory` runs in the hub (``GET /v1/inventory``); :func:`with_known_hosts` runs where the
+operator's Ansible does (``roost inventory --known-hosts FILE``): it writes the pinned keys as a
+``known_hosts`` file and sets ``ansible_ssh_common_args`` to ``-o StrictHostKeyChecking=yes -o
+UserKnownHostsFile=FILE``, so the operator's playbooks check the same host keys the hub pinned, not
+whatever answers first.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,18 +47,23 @@ def group_name(name: str) -> str:
     return "roost_" + _NOT_IN_GROUP_NAME.sub("_", name)
 
 
-def known_hosts(endpoints: Mapping[str, SshEndpoint]) -> str:
-    """``known_hosts`` lines of the pinned keys (``[host]:port`` where the port is not 22)."""
-    lines = []
-    for _, ep in sorted(endpoints.items()):
-        if ep.host_key:
-            where = ep.host if ep.port == 22 else f"[{ep.host}]:{ep.port}"
-            lines.append(f"{where} {ep.host_key}")
-    return "".join(line + "\n" for line in lines)
+def with_known_hosts(listing: Mapping[str, Any], path: str) -> tuple[dict[str, Any], str]:
+    """The inventory with every SSH host checked against ``path``, and that file's text: the pinned keys
+    (``[host]:port`` where the port is not 22) in OpenSSH's ``known_hosts`` form."""
+    out = json.loads(json.dumps(listing))
+    lines = set()
+    for hv in out["_meta"]["hostvars"].values():
+        if "ansible_host" not in hv:
+            continue
+        hv["ansible_ssh_common_args"] = f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={shlex.quote(path)}"
+        if hv.get("roost_host_key"):
+            where = hv["ansible_host"] if hv["ansible_port"] == 22 else f"[{hv['ansible_host']}]:{hv['ansible_port']}"
+            lines.add(f"{where} {hv['roost_host_key']}")
+    return out, "".join(line + "\n" for line in sorted(lines))
 
 
 def inventory(devices: Sequence[Device], groups: Sequence[Group], endpoints: Mapping[str, SshEndpoint], *,
-              known_hosts_file: str | None = None, include_revoked: bool = False) -> dict[str, Any]:
+              include_revoked: bool = False) -> dict[str, Any]:
     """Ansible's JSON inventory of the fleet (see the module docstring)."""
     live = [d for d in devices if include_revoked or not d.revoked]
     names = {d.name for d in live}
@@ -67,17 +76,14 @@ def inventory(devices: Sequence[Device], groups: Sequence[Group], endpoints: Map
             hv.update(ansible_host=ep.host, ansible_port=ep.port, ansible_user=ep.user)
             if ep.host_key:
                 hv["roost_host_key"] = ep.host_key
-            if known_hosts_file:
-                hv["ansible_ssh_common_args"] = (f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile="
-                                                 f"{known_hosts_file}")
         hostvars[d.name] = hv
     out: dict[str, Any] = {"_meta": {"hostvars": hostvars}}
     children: list[str] = []
-    taken: dict[str, str] = {}
+    taken: dict[str, str] = {"roost_ssh": "", "roost_no_ssh": ""}  # the inventory's own groups
     for g in sorted(groups, key=lambda g: g.name):
         ansible = group_name(g.name)
-        if ansible in taken:  # two Roost names sanitised alike: keep both apart
-            ansible = f"{ansible}_{len(taken)}"
+        while ansible in taken:  # two Roost names sanitised alike, or one named like ours: keep them apart
+            ansible = f"{ansible}_"
         taken[ansible] = g.name
         out[ansible] = {"hosts": sorted(n for n in g.devices if n in names), "vars": {"roost_group": g.name}}
         children.append(ansible)

@@ -3,7 +3,7 @@ and the Roost wheel the hub serves to the devices it provisions (routes: :mod:`r
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
@@ -21,7 +21,9 @@ from roost.hub.contract.provision import (
     SshKey,
 )
 from roost.provision import dist
+from roost.provision.inventory import SshEndpoint, inventory
 from roost.provision.registration import Provisioner
+from roost.provision.target import parse_target
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(auth.admin)], responses=COMMON_ERRORS, tags=["provision"])
 #: No credentials: Roost's own public code, for devices that are not enrolled yet.
@@ -62,6 +64,19 @@ async def registration(registration_id: str, p: ProvisionerDep) -> Registration:
 async def registrations(p: ProvisionerDep, device: str | None = None) -> list[Registration]:
     """Runs, newest first (of one device with ``?device=``)."""
     return await run_in_threadpool(p.store.list_registrations, device)
+
+
+@router.get("/inventory")
+async def ansible_inventory(p: ProvisionerDep) -> dict[str, Any]:
+    """The fleet as an Ansible inventory in the JSON ``--list`` form (:mod:`roost.provision.inventory`):
+    devices by group, with the SSH address and pinned host key of those registered over SSH."""
+    def build() -> dict[str, Any]:
+        endpoints = {}
+        for name, (text, key) in p.store.ssh_endpoints().items():
+            t = parse_target(text)
+            endpoints[name] = SshEndpoint(user=t.user, host=t.host, port=t.port, host_key=key)
+        return inventory(p.store.list_devices(), p.store.list_groups(), endpoints)
+    return await run_in_threadpool(build)
 
 
 @router.post("/devices/{name}/upgrade", status_code=202, response_model=Registration,

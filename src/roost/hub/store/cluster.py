@@ -37,7 +37,7 @@ from roost.cluster.errors import (
     UnschedulableError,
 )
 from roost.cluster.placement import NodeView, Tier
-from roost.cluster.service_types import ServiceType, parse_service_type
+from roost.cluster.service_types import SERVICE_TYPE_NAME, ServiceType, parse_service_type
 from roost.hub.contract import FAILURE_STATUSES, ComponentUpdatePolicy, DeploymentCreate, FailurePolicy
 from roost.hub.contract.cluster import (
     ClusterNode,
@@ -243,7 +243,9 @@ class ClusterStore(ClusterSessionStore, DeploymentStore):
         self._write(run)
 
     def _service_type(self, s: Session, name: str) -> ServiceType:
-        row = s.execute(select(ClusterServiceType.spec).where(ClusterServiceType.name == name)).first()
+        # A name no service type can have (a DNS label) is not looked up: PostgreSQL refuses NUL in text.
+        row = s.execute(select(ClusterServiceType.spec).where(ClusterServiceType.name == name)).first() \
+            if SERVICE_TYPE_NAME.fullmatch(name) else None
         if row is None:
             known = list(s.scalars(select(ClusterServiceType.name).order_by(ClusterServiceType.name).limit(20)))
             raise ServiceTypeNotFoundError(f"no service type {name!r} (known: {', '.join(known) or 'none'}; "

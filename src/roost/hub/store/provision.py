@@ -27,6 +27,7 @@ from roost.hub.errors import HubConflictError, HubNotFoundError
 from roost.hub.models import Device, ProvisionRegistration, SshHostKey
 from roost.hub.names import check_name
 from roost.hub.store.base import StoreBase
+from roost.provision.target import parse_target
 
 #: Longer than the longest step timeout (roost.provision.registration): a RUNNING registration silent
 #: for this long belongs to a hub process that is gone.
@@ -158,3 +159,20 @@ class ProvisionStore(StoreBase):
         return self._read(lambda s: [
             PinnedHostKey(host=r.host, port=r.port, key=r.key, fingerprint=r.fingerprint, pinned_at=r.pinned_at)
             for r in s.scalars(select(SshHostKey).order_by(SshHostKey.host, SshHostKey.port))])
+
+    def ssh_endpoints(self) -> dict[str, tuple[str, str | None]]:
+        """Each device registered over SSH: the ``user@host:port`` of its newest run and the host key pinned
+        for it (None when none is). A device whose newest run uninstalled Roost is left out."""
+        def run(s: Session) -> dict[str, tuple[str, str | None]]:
+            newest: dict[str, ProvisionRegistration] = {}
+            for row in s.scalars(select(ProvisionRegistration).order_by(ProvisionRegistration.created_at)):
+                newest[row.device_name] = row
+            keys = {(k.host, k.port): k.key for k in s.scalars(select(SshHostKey))}
+            out: dict[str, tuple[str, str | None]] = {}
+            for name, row in newest.items():
+                if row.kind == "uninstall" and row.status == RegistrationStatus.SUCCEEDED:
+                    continue
+                target = parse_target(row.target)
+                out[name] = (row.target, keys.get((target.host, target.port)))
+            return out
+        return self._read(run)
