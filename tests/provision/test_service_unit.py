@@ -170,3 +170,24 @@ def test_uninstall_refuses_the_unit_of_another_root(tmp_path: Path, monkeypatch:
     assert getattr(err.value, "code", None) == "SERVICE_UNIT_OTHER_ROOT" and unit.path.exists()
     su.uninstall(unit.name, "user", root=tmp_path / "one")
     assert not unit.path.exists()
+
+
+def _exposure(tmp_path: Path, unit: su.ServiceUnit) -> float:
+    """systemd's own score of a unit's sandboxing (0 = locked down, 10 = fully exposed)."""
+    assert _verify(tmp_path, unit) == ""
+    done = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(tmp_path / unit.name)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    found = [line for line in done.stdout.splitlines() if "Overall exposure level" in line]
+    assert found, done.stdout + done.stderr
+    return float(found[-1].split(":")[1].split()[0])
+
+
+def test_systemd_scores_the_units_sandboxing(tmp_path: Path) -> None:
+    """The hub and an agent run as a dedicated user are sandboxed (systemd calls <= 4.0 'OK'); a root agent,
+    which component isolation needs, is exposed by design, and --harden lowers that a little."""
+    hub = _exposure(tmp_path, su.hub_unit(tmp_path / "hub", scope="system", roost=ROOST))
+    user = _exposure(tmp_path, su.agent_unit(tmp_path / "a", user="roost-agent", scope="system", roost=ROOST))
+    root = _exposure(tmp_path, su.agent_unit(tmp_path / "a", scope="system", roost=ROOST))
+    hardened = _exposure(tmp_path, su.agent_unit(tmp_path / "a", harden=True, scope="system", roost=ROOST))
+    assert hub <= 4.0 and user <= 4.0, (hub, user)
+    assert hardened < root, (hardened, root)
