@@ -141,9 +141,10 @@ def test_the_inventory_reaches_the_device_with_its_pinned_host_key(
     """`roost inventory` is what an operator's Ansible uses: a real `ansible -m ping` through it succeeds with
     the hub's key, checking the host key the hub pinned; a known_hosts file with another key fails it."""
     known, inventory = tmp_path / "known_hosts", tmp_path / "inventory.yml"
-    proc = roost(*hub.cli("inventory", "--known-hosts", str(known), "--output", str(inventory)))
+    proc = roost(*hub.cli("inventory", "--known-hosts", str(known), "--output", str(inventory), "--json"))
     assert proc.returncode == 0, proc.stderr
-    listing = json.loads(roost(*hub.cli("inventory", "--format", "json")).stdout)
+    assert json.loads(proc.stdout) == {"output": str(inventory), "hosts": 1, "ssh_hosts": 1, "known_hosts": str(known)}
+    listing = json.loads(roost(*hub.cli("inventory", "--json")).stdout)
     assert listing["roost_ssh"]["hosts"] == ["edge-ssh"] and listing["roost_ssh_fleet"]["hosts"] == ["edge-ssh"]
     hv = listing["_meta"]["hostvars"]["edge-ssh"]
     assert (hv["ansible_host"], hv["ansible_port"], hv["ansible_user"]) == ("127.0.0.1", sshd.port, device[0].name)

@@ -24,7 +24,10 @@ def inventory(hub: HubOpt = None, token: TokenOpt = None,
                   "--known-hosts", help="Write the host keys the hub pinned to this known_hosts file and make every "
                                         "SSH host check against it (StrictHostKeyChecking=yes).")] = None,
               output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the inventory here "
-                                                                                "(default: stdout).")] = None) -> None:
+                                                                                "(default: stdout).")] = None,
+              as_json: Annotated[bool, typer.Option("--json", help=(
+                  "Machine-readable output: the JSON --list form on stdout; with --output, what was written "
+                  "({\"output\", \"hosts\", \"ssh_hosts\", \"known_hosts\"}))."))] = False) -> None:
     """Print an Ansible inventory of the fleet: groups as roost_<group>, roost_ssh (devices registered over
     SSH, with their address, user and pinned host key) and roost_no_ssh (the others)."""
     from roost.provision.inventory import as_yaml_inventory, with_known_hosts  # the hub's contract: not at start-up
@@ -38,9 +41,15 @@ def inventory(hub: HubOpt = None, token: TokenOpt = None,
         known_hosts.parent.mkdir(parents=True, exist_ok=True)
         known_hosts.write_text(lines)
         os.chmod(known_hosts, 0o644)
+    if as_json and output is None:
+        output_format = "json"
     text = (json.dumps(listing, indent=2) + "\n" if output_format == "json"
             else yaml.safe_dump(as_yaml_inventory(listing), sort_keys=False))
     if output is None:
         typer.echo(text, nl=False)
-    else:
-        output.write_text(text)
+        return
+    output.write_text(text)
+    if as_json:
+        typer.echo(json.dumps({"output": str(output), "hosts": len(listing["_meta"]["hostvars"]),
+                               "ssh_hosts": len(listing.get("roost_ssh", {}).get("hosts", [])),
+                               "known_hosts": str(known_hosts) if known_hosts else None}, indent=2))
