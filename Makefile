@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml scripts/pick-python
 	  echo "note: .venv was built on another interpreter; rebuilding it on $(PY)"; rm -rf $(VENV); fi
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[hub,dev,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)

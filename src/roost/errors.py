@@ -197,6 +197,7 @@ CODES: dict[str, dict[str, str]] = {
         "CONFLICT": "The request conflicts with the current state (exit code 7).",
         "UNAUTHORIZED": "The credentials were refused or the principal may not do this; re-authenticate (exit code 8).",
         "TIMEOUT": "A step did not finish within its timeout; retry later (exit code 6).",
+        "EXTRA_NOT_INSTALLED": "The command needs a module only Roost's hub extra installs: pip install 'roost[hub]'.",
         "INVALID_PATH": "A path segment would escape its folder ('/', '..', NUL), or an artifact path (lib/a.py) has "
                         "a bad segment or collides with another; use plain names.",
         "INVALID_ARGUMENT": "A command-line or request argument is malformed (KEY=VALUE, NAME=VERSION, JSON, ...).",

@@ -63,6 +63,9 @@ def add(name: str,
         become: BecomeOpt = False, device_hub_url: DeviceHubOpt = None, pip_from_here: PipHereOpt = False,
         wheelhouse: WheelhouseOpt = False, timeout: TimeoutOpt = 1800.0, as_json: JsonOpt = False) -> None:
     """Register a device over SSH and provision it: Roost installed, enrolled, started, reporting."""
+    from roost.provision.target import parse_target
+
+    parse_target(ssh)  # a malformed target is refused here, before the hub is asked (it checks it again)
     labels = {k: v for k, v in parse_pairs(label or [], "--label").items() if v is not None}
     with admin_client(hub, token) as client:
         body: dict[str, Any] = {"name": name, "ssh": ssh, "hub_url": device_hub_url or client.base_url,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from roost import __version__
@@ -9,7 +11,9 @@ from roost.cli import agent, cluster, component, demo, deployment, device, group
 from roost.cli import model as model_commands
 from roost.cli import service as service_units
 from roost.cli.inventory import inventory as inventory_command
+from roost.cli.output import fail
 from roost.cli.stream import stream as stream_command
+from roost.extras import extra_missing
 
 app = typer.Typer(name="roost", help="Roost: machine learning on edge devices, self-hosted.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -45,4 +49,13 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as err:
+        missing = extra_missing(err)
+        if missing is None:
+            raise
+        try:
+            fail(missing, "--json" in sys.argv[1:])
+        except typer.Exit as exit_:  # outside click's context: exit as click would
+            sys.exit(exit_.exit_code)

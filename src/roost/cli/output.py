@@ -11,6 +11,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from roost.errors import ConflictError, InvalidInputError, NotFoundError, OperationTimeoutError, RoostError
@@ -56,7 +57,8 @@ def fail(err: RoostError, as_json: bool = False) -> NoReturn:
     if as_json:
         print(json.dumps({"error": err.to_dict()}))
     else:
-        err_console.print(f"[bold red]error[/] [dim]({err.code})[/]: {err.message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error[/] [dim]({err.code})[/]: {escape(err.message)}", highlight=False,
+                          soft_wrap=True)
     raise typer.Exit(exit_code_for(err))
 
 
