@@ -72,7 +72,7 @@ def joint(
     """Joint inference: the edge model answers, hard examples go to the centre's big model."""
     from roost.cluster.stream_client import load_csv
     from roost.learn.hard_examples import make_filter
-    from roost.learn.joint import JointInference, XGBoostEdgeModel, run_joint
+    from roost.learn.joint import HubCentre, JointInference, XGBoostEdgeModel, run_joint
 
     hard_filter = make_filter(filter_name, threshold, seed=seed)
     source = _centre(centre, centre_token, hub, token, centre_type, wait)
@@ -94,7 +94,11 @@ def joint(
                     fh.write(json.dumps(answer.to_json()) + "\n")
         return doc
 
-    doc = eventloop.run(main())
+    try:
+        doc = eventloop.run(main())
+    finally:
+        if isinstance(source, HubCentre):
+            source.end()
     if as_json:
         print(json.dumps(doc))
         return

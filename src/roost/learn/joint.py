@@ -44,7 +44,7 @@ from roost.errors import RoostError
 from roost.learn.errors import CentreUnreachableError, FeatureMismatchError, FilterError
 from roost.learn.hard_examples import HardExampleFilter
 
-__all__ = ["CentreSource", "EdgeModel", "JointAnswer", "JointBatch", "JointInference", "JointReport",
+__all__ = ["CentreSource", "EdgeModel", "HubCentre", "JointAnswer", "JointBatch", "JointInference", "JointReport",
            "XGBoostEdgeModel", "direct_centre", "hub_centre", "run_joint"]
 
 log = logging.getLogger(__name__)
@@ -149,21 +149,44 @@ def direct_centre(target: ReplicaTarget) -> CentreSource:
     return source
 
 
-def hub_centre(hub: str, token: str, service_type: str, client_id: str, *, wait: float = 30.0) -> CentreSource:
-    """A centre admitted by the hub: a session of ``service_type`` in the centre tier, new per call."""
-    import asyncio
+class HubCentre:
+    """A centre admitted by the hub: a session of ``service_type`` in the centre tier, a new one per call
+    (after a loss); :meth:`end` ends every session it was given (``DELETE /v1/cluster/sessions/{id}``)."""
 
-    def admit() -> ReplicaTarget:
+    def __init__(self, hub: str, token: str, service_type: str, client_id: str, *, wait: float = 30.0) -> None:
+        self.hub, self.token, self.service_type, self.client_id, self.wait = hub, token, service_type, client_id, wait
+        self.sessions: list[str] = []
+
+    def _admit(self) -> ReplicaTarget:
         from roost.hub.client import HubClient
 
-        with HubClient(hub, token) as client:
-            session = client.create_cluster_session(service_type, client_id, wait, tier="centre")
+        with HubClient(self.hub, self.token) as client:
+            session = client.create_cluster_session(self.service_type, self.client_id, self.wait, tier="centre")
+        self.sessions.append(session.id)
         return ReplicaTarget(session.endpoint, session.token, name=session.replica)
 
-    async def source() -> ReplicaTarget:
-        return await asyncio.to_thread(admit)
+    async def __call__(self) -> ReplicaTarget:
+        import asyncio
 
-    return source
+        return await asyncio.to_thread(self._admit)
+
+    def end(self, reason: str | None = None) -> None:
+        from roost.hub.client import HubClient
+
+        if not self.sessions:
+            return
+        with HubClient(self.hub, self.token) as client:
+            while self.sessions:
+                sid = self.sessions.pop()
+                try:
+                    client.end_cluster_session(sid, reason)
+                except RoostError as err:  # already ended by the hub (the replica went away)
+                    log.info("joint inference: ending centre session %s: %s", sid, err.message)
+
+
+def hub_centre(hub: str, token: str, service_type: str, client_id: str, *, wait: float = 30.0) -> HubCentre:
+    """A centre admitted by the hub in the centre tier (see :class:`HubCentre`)."""
+    return HubCentre(hub, token, service_type, client_id, wait=wait)
 
 
 @dataclass
@@ -298,6 +321,8 @@ class JointInference:
     async def infer(self, matrix: Matrix) -> JointBatch:
         """Answer a batch of rows (``rows x features`` in the edge model's feature order)."""
         x = np.ascontiguousarray(matrix, dtype=np.float32)
+        if x.ndim == 2 and len(x) == 0:
+            return JointBatch([], edge_ms=0.0)
         if x.ndim != 2 or x.shape[1] != len(self.edge.features):
             width = x.shape[1] if x.ndim == 2 else x.shape
             raise FeatureMismatchError(f"the rows have {width} values; the edge model takes "
