@@ -158,3 +158,24 @@ def test_bad_filters_through_the_cli(args: list[str], code: str, wine_classes: d
                                  *args, "--json"])
     assert result.exit_code == 3, result.output
     assert json.loads(result.output)["error"]["code"] == code
+
+
+def test_an_edge_regressor_takes_only_the_random_filter(data: tuple[Path, np.ndarray, np.ndarray],
+                                                        tmp_path: Path) -> None:
+    from roost.learn.errors import FilterError
+
+    _, x, y = data
+    booster = xgb.train({"objective": "reg:squarederror", "max_depth": 2, "nthread": 1},
+                        xgb.DMatrix(x, label=y, feature_names=list(FEATURES)), 2)
+    booster.save_model(str(tmp_path / "regressor.json"))
+    edge = XGBoostEdgeModel(tmp_path / "regressor.json")
+
+    async def main() -> None:
+        with pytest.raises(FilterError) as info:
+            await JointInference(edge, None, make_filter("margin")).infer(x[:3])
+        assert info.value.code == "FILTER_NEEDS_PROBABILITIES"
+        batch = await JointInference(edge, None, make_filter("random", 1.0)).infer(x[:3])
+        assert [a.answered_by for a in batch.answers] == ["edge"] * 3  # no centre configured: flagged
+        assert batch.centre_error is not None and batch.centre_error["code"] == "CENTRE_UNREACHABLE"
+
+    asyncio.run(main())
