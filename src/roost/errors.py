@@ -99,12 +99,16 @@ that every class is drawn here::
     │       ├── ServiceIpcError            SERVICE_ERROR              ipc.errors
     │       └── UnauthorizedIpcError       UNAUTHORIZED               ipc.errors
     ├── LearnError                         LEARN_ERROR                learn.errors
+    │   ├── CentreUnreachableError         CENTRE_UNREACHABLE         learn.errors    retry
+    │   ├── FeatureMismatchError           FEATURES_MISMATCH          learn.errors             also InvalidInputError
+    │   ├── FilterError                    FILTER_UNKNOWN             learn.errors             also InvalidInputError
     │   ├── GateFailedError                GATE_FAILED                learn.errors             also ConflictError
     │   ├── LighteningError                LIGHTEN_FAILED             learn.errors
     │   ├── ModelLoadError                 MODEL_UNREADABLE           learn.errors             also InvalidInputError
     │   ├── ModelMissingError              MODEL_MISSING              learn.errors             also NotFoundError
     │   ├── NotApplicableError             LIGHTEN_NOT_APPLICABLE     learn.errors             also InvalidInputError
     │   ├── OutputExistsError              LIGHTEN_OUTPUT_EXISTS      learn.errors             also ConflictError
+    │   ├── ReplicasExhaustedError         PARALLEL_REPLICAS_LOST     learn.errors    retry
     │   ├── ValidationDataError            VALIDATION_DATA_INVALID    learn.errors             also InvalidInputError
     │   └── VariantError                   VARIANT_INVALID            learn.errors             also InvalidInputError
     ├── ProvisionError                     PROVISION_FAILED           provision.errors
@@ -480,6 +484,22 @@ CODES: dict[str, dict[str, str]] = {
         "LIGHTEN_FAILED": "The quantiser or the compiler failed on the model; the message carries why.",
         "VARIANT_INVALID": "A variant folder has no valid variant.json, or its files do not match their sha256.",
         "GATE_FAILED": "The variant failed its validation gate: it is not publishable (exit code 7).",
+    },
+    "roost.learn (joint inference with hard-example offload, parallel inference)": {
+        "FILTER_UNKNOWN": "A hard-example filter name is not threshold, cross-entropy, margin or random (IBT is "
+                          "for object-detection boxes); the message lists the filters.",
+        "FILTER_THRESHOLD_INVALID": "A hard-example filter's threshold (or random ratio) is not a number from 0 "
+                                    "to 1.",
+        "FILTER_NEEDS_PROBABILITIES": "The edge model gives no class probabilities (a regressor, multi:softmax): "
+                                      "only the random filter can choose its hard examples.",
+        "FEATURES_MISMATCH": "The edge and centre models (or two replicas of a parallel run, or the data and the "
+                             "model) have different feature counts or names; the message names both.",
+        "CENTRE_UNREACHABLE": "Joint inference could not reach the centre model (refused, lost, timed out): the "
+                              "edge answers flagged centre_error, or with --require-centre this error (retry).",
+        "PARALLEL_REPLICA_LOST": "A replica's session was lost mid-stream in a parallel run; its unanswered windows "
+                                 "were sent to the other replicas (a report entry, not a failure).",
+        "PARALLEL_REPLICAS_LOST": "Every replica of a parallel run was lost before all windows were answered; the "
+                                  "message names them and how many windows were left (retry).",
     },
     "roost.provision (devices registered and provisioned over SSH, service units)": {
         "PROVISION_FAILED": "A registration, upgrade or uninstall over SSH failed; the message says why.",

@@ -1,7 +1,8 @@
 """The edge cluster end to end: a real hub process, three real agents (an 8 Gi "xavier", a 4 Gi "tx2" and a
 centre node), the sample service types, and `roost stream` as a real client: admission by capacity
 (two replicas on the xavier, one on the tx2), offload to the centre when the edge is full, the
-original client's route and protocol, and a replica that dies mid-session."""
+original client's route and protocol, a replica that dies mid-session, and parallel and joint
+inference through the hub's admission."""
 
 from __future__ import annotations
 
@@ -174,6 +175,38 @@ def test_a_replica_that_dies_mid_session_is_reported_and_the_next_client_placed_
     assert "SESSION_LOST" in ended["end_reason"] or ended["end_reason"].startswith(("replica lost", "disconnected"))
     code, again, err = _finish(_stream(cluster, "car-next", "--windows", "3"))
     assert code == 0 and again["errors"] == [], err
+
+
+def test_parallel_and_joint_inference_through_the_hub(cluster: Hub, tmp_path: Path) -> None:
+    """`roost cluster infer` over two admitted sessions, answers in order as the model's own; `roost joint`
+    with its centre admitted in the centre tier (issue 13). Both end their sessions."""
+    from roost.serve.backends import XGBoostBackend
+    from roost.serve.wine import load_wine, train_wine
+
+    model = train_wine(tmp_path / "wine-quality.json")  # the bytes the ClusterScalar sample serves
+    out = tmp_path / "predictions.csv"
+    proc = subprocess.run([sys.executable, "-m", "roost", "cluster", "infer", "--hub", cluster.url, "--token",
+                           cluster.token, "--type", "scalar", "--replicas", "2", "--data", str(WINE), "--wait", "60",
+                           "--out", str(out), "--json"], capture_output=True, text=True, timeout=180, check=False,
+                          env={**os.environ, **AGENT_ENV})
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    x, _ = load_wine()
+    assert doc["rows"] == len(x) and len(doc["replicas"]) == 2 and doc["retried"] == []
+    got = [float(v) for v in out.read_text().split()[1:]]
+    assert got == pytest.approx(XGBoostBackend(model, nthread=1).predict(x).tolist(), abs=1e-5)
+    proc = subprocess.run([sys.executable, "-m", "roost", "joint", "--hub", cluster.url, "--token", cluster.token,
+                           "--centre-type", "scalar", "--edge-model", str(model), "--data", str(WINE), "--filter",
+                           "random", "--threshold", "0.5", "--seed", "3", "--batch", "40", "--wait", "60", "--json"],
+                          capture_output=True, text=True, timeout=180, check=False, env={**os.environ, **AGENT_ENV})
+    assert proc.returncode == 0, proc.stderr
+    joint = json.loads(proc.stdout)
+    assert joint["answered_by"]["centre"] > 0 and joint["centre_errors"] == 0, joint
+    sessions = roost_json(*cluster.cli("cluster", "sessions", "--all"))
+    centre = [s for s in sessions if s["client_id"].startswith("joint-")]
+    assert len(centre) == 1 and centre[0]["tier"] == "centre" and centre[0]["status"] == "ENDED", centre
+    parallel = [s for s in sessions if s["client_id"].startswith("parallel-")]
+    assert len(parallel) == 2 and all(s["status"] == "ENDED" for s in parallel), parallel
 
 
 def _listener_pid(port: int) -> int:

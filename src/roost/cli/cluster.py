@@ -1,7 +1,8 @@
 """`roost cluster ...`: edge clusters.
 
 - against a hub: ``nodes``, ``services``, ``replicas``, ``sessions``, ``service-type apply|list``;
-- on a node, as a component: ``roost cluster replica`` (:mod:`roost.cli.replica`).
+- on a node, as a component: ``roost cluster replica`` (:mod:`roost.cli.replica`);
+- parallel inference across a service's replicas: ``roost cluster infer`` (:mod:`roost.cli.cluster_infer`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from roost.cli import replica
+from roost.cli import cluster_infer, replica
 from roost.cli.hub import HubOpt, JsonOpt, TokenOpt, admin_client
 from roost.cli.output import console, emit_json, handle_errors, styled, table, when
 from roost.cluster.quantity import format_cpu
@@ -21,6 +22,7 @@ app = typer.Typer(help="Edge clusters: nodes and their capacity, service types, 
 service_type_app = typer.Typer(help="Service types: what clients may ask the cluster for.", no_args_is_help=True)
 app.add_typer(service_type_app, name="service-type")
 app.command("replica")(replica.replica)
+app.command("infer")(cluster_infer.infer)
 
 
 def _gib(value: int) -> str:

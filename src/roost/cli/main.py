@@ -11,6 +11,7 @@ from roost.cli import agent, cluster, component, demo, deployment, device, group
 from roost.cli import model as model_commands
 from roost.cli import service as service_units
 from roost.cli.inventory import inventory as inventory_command
+from roost.cli.joint import joint as joint_command
 from roost.cli.output import fail
 from roost.cli.stream import stream as stream_command
 from roost.extras import extra_missing
@@ -29,6 +30,7 @@ app.add_typer(serve.lambda_app, name="lambda", rich_help_panel=INFERENCE)
 app.add_typer(samples.app, name="samples", rich_help_panel=INFERENCE)
 app.add_typer(model_commands.app, name="model", rich_help_panel=INFERENCE)
 app.command("stream", rich_help_panel=FLEET)(stream_command)
+app.command("joint", rich_help_panel=FLEET)(joint_command)
 app.add_typer(hub.app, name="hub", rich_help_panel=FLEET)
 app.add_typer(device.app, name="device", rich_help_panel=FLEET)
 app.add_typer(group.app, name="group", rich_help_panel=FLEET)

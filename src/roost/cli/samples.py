@@ -73,3 +73,21 @@ def wine_mlp(out: Annotated[Path, typer.Option("--out", help="Where to write the
         emit_json({"model": str(out), "sha256": hashlib.sha256(out.read_bytes()).hexdigest()})
     else:
         console.print(f"built {out}")
+
+
+@app.command("wine-classes")
+@handle_errors
+def wine_classes(out: Annotated[Path, typer.Option("--out", help="Folder for edge.json and centre.json.")],
+                 seed: Annotated[int, typer.Option("--seed")] = 2,
+                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Train the wine-quality classifiers of joint inference: a small edge model and the big centre model."""
+    from roost.learn.wine_classes import train_wine_classifier
+
+    models = {size: train_wine_classifier(out / f"{size}.json", size, seed=seed)
+              for size in ("edge", "centre")}
+    if as_json:
+        emit_json({size: {"model": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+                   for size, path in models.items()})
+    else:
+        for size, path in models.items():
+            console.print(f"trained the {size} classifier into {path}")

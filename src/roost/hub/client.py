@@ -53,7 +53,7 @@ from roost.hub.contract import (
     ReportedComponent,
     error_for,
 )
-from roost.hub.contract.cluster import ClusterNode, ClusterReplica, ClusterSession, NodeReport
+from roost.hub.contract.cluster import ClusterNode, ClusterReplica, ClusterSession, NodeReport, Tier
 from roost.hub.contract.metrics import MetricsSnapshot
 from roost.hub.contract.secrets import DeviceSecrets, Secret
 from roost.hub.errors import (
@@ -375,14 +375,16 @@ class HubClient:
         return _parse(Secret, self.request("DELETE", f"/v1/secrets/{_path(name)}"), "secret")
 
     # edge-cluster sessions (roost stream)
-    def create_cluster_session(self, type: str, client_id: str, wait_seconds: float = 30.0) -> ClusterSession:
-        """``POST /v1/cluster/sessions``: admit a session of service type ``type`` (edge, else centre).
+    def create_cluster_session(self, type: str, client_id: str, wait_seconds: float = 30.0,
+                               tier: Tier | None = None) -> ClusterSession:
+        """``POST /v1/cluster/sessions``: admit a session of service type ``type`` (edge, else centre;
+        ``tier`` admits into that tier only, as joint inference asks for the centre).
 
         The answer carries the endpoint to stream to and the session token (shown only here). The
         read timeout covers the hub's wait for a new replica to become ready."""
         from roost.hub.contract.cluster import ClusterSession, SessionCreate
 
-        body = SessionCreate(type=type, client_id=client_id, wait_seconds=wait_seconds)
+        body = SessionCreate(type=type, client_id=client_id, wait_seconds=wait_seconds, tier=tier)
         timeout = httpx.Timeout(max(DEFAULT_TIMEOUT, wait_seconds + LONG_POLL_GRACE), connect=CONNECT_TIMEOUT)
         return _parse(ClusterSession, self.request("POST", "/v1/cluster/sessions",
                                                    json=body.model_dump(mode="json", exclude_none=True),

@@ -8,9 +8,12 @@ it and exits 1); publishing such a variant is refused with :class:`GateFailedErr
 
 from __future__ import annotations
 
-from roost.errors import ConflictError, InvalidInputError, NotFoundError, RoostError
+from roost.errors import ConflictError, InvalidInputError, NotFoundError, Retryable, RoostError
 
 __all__ = [
+    "CentreUnreachableError",
+    "FeatureMismatchError",
+    "FilterError",
     "GateFailedError",
     "LearnError",
     "LighteningError",
@@ -18,6 +21,7 @@ __all__ = [
     "ModelMissingError",
     "NotApplicableError",
     "OutputExistsError",
+    "ReplicasExhaustedError",
     "ValidationDataError",
     "VariantError",
 ]
@@ -75,3 +79,33 @@ class GateFailedError(LearnError, ConflictError):
     """The variant's validation report did not pass its gate: it is not publishable."""
 
     code = "GATE_FAILED"
+
+
+# -- joint and parallel inference (roost.learn.hard_examples, .joint, .parallel) -------------------
+
+
+class FilterError(LearnError, InvalidInputError):
+    """A hard-example filter is unknown (``FILTER_UNKNOWN``) or its threshold is out of range
+    (``FILTER_THRESHOLD_INVALID``), or the edge model gives no probabilities to filter on."""
+
+    code = "FILTER_UNKNOWN"
+
+
+class FeatureMismatchError(LearnError, InvalidInputError):
+    """Two models (the edge and the centre, or two replicas), or the data and a model, disagree on the
+    features; the message names both lists."""
+
+    code = "FEATURES_MISMATCH"
+
+
+class CentreUnreachableError(Retryable, LearnError):
+    """Joint inference could not reach the centre model (connect, refusal, socket lost, timeout) and
+    the caller asked for the centre to be required; retry later."""
+
+    code = "CENTRE_UNREACHABLE"
+
+
+class ReplicasExhaustedError(Retryable, LearnError):
+    """Parallel inference lost every replica before all windows were answered; the message names them."""
+
+    code = "PARALLEL_REPLICAS_LOST"
