@@ -90,3 +90,17 @@ from roost.hub.contract.metrics import (
 
 __all__ += ["DeviceMetrics", "MetricsPoint", "MetricsSnapshot", "MetricsToken", "MetricsTokenCreate", "ModelSample",
             "SnapshotAccepted"]
+
+from roost.hub.contract.learn import (
+    BenchmarkIn,
+    BenchmarkRecord,
+    Candidate,
+    GateCheck,
+    Measurement,
+    ModelValidation,
+    Recommendation,
+    VariantGate,
+)
+
+__all__ += ["BenchmarkIn", "BenchmarkRecord", "Candidate", "GateCheck", "Measurement", "ModelValidation",
+            "Recommendation", "VariantGate"]

@@ -20,7 +20,7 @@ from roost.hub.errors import (
     HubNotFoundError,
     UnprocessableError,
 )
-from roost.hub.models import ArtifactFile, Component
+from roost.hub.models import ArtifactFile, Component, ComponentValidation
 from roost.hub.names import check_artifact_path, check_file_name, check_name
 from roost.hub.store.base import StoreBase, _one
 from roost.hub.store.records import ArtifactLocation, Principal
@@ -139,8 +139,10 @@ class RegistryStore(StoreBase):
             artifacts = [contract.Artifact(file=a.file_name, sha256=a.sha256, size=a.size) for a in s.scalars(
                 select(ArtifactFile).where(ArtifactFile.name == name, ArtifactFile.version == version)
                 .order_by(ArtifactFile.file_name))]
+            validation = s.get(ComponentValidation, (name, version))
             return contract.Component(name=name, version=version, created_at=comp.created_at, artifacts=artifacts,
-                                 recipe=comp.recipe)
+                                      recipe=comp.recipe, validation=None if validation is None else
+                                      contract.ModelValidation.model_validate(validation.report))
         return self._read(run)
 
     # -- artifacts ---------------------------------------------------------------------------------
