@@ -37,8 +37,8 @@ from roost.hub import migrate
 from roost.hub.api import admin, components, device, secrets
 from roost.hub.api import cluster as cluster_api
 from roost.hub.api import errors as api_errors
-from roost.hub.api import provision as provision_api
 from roost.hub.api import models as models_api
+from roost.hub.api import provision as provision_api
 from roost.hub.api.auth import AuthMiddleware
 from roost.hub.api.device import DeviceBatches, RevisionWatcher
 from roost.hub.artifacts import DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore

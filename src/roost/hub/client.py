@@ -333,6 +333,38 @@ class HubClient:
             raise HubProtocolError("unexpected answer from the hub for a component")
         return data
 
+    def download_artifact(self, name: str, version: str, file_name: str, dest: Path, *,
+                          max_bytes: int = 1 << 30) -> str:
+        """Fetch one artifact to ``dest`` (at most ``max_bytes``), checked against the hub's sha256 header."""
+        path = f"/v1/artifacts/{_seg(name)}/{_seg(version)}/{'/'.join(_seg(p) for p in file_name.split('/'))}"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with self._client.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from_response(response)
+                expected = response.headers.get(SHA256_HEADER, "").strip().lower()
+                with dest.open("wb") as out:
+                    for chunk in response.iter_bytes(256 * 1024):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise HubProtocolError(f"artifact {name}/{version}/{file_name} is over {max_bytes} bytes")
+                        digest.update(chunk)
+                        out.write(chunk)
+        except httpx.TransportError as err:
+            dest.unlink(missing_ok=True)
+            raise _transport_error(err, self.base_url) from err
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        actual = digest.hexdigest()
+        if expected != actual:
+            dest.unlink(missing_ok=True)
+            raise DigestMismatchError(f"artifact {name}/{version}/{file_name}: sha256 {actual} is not the hub's "
+                                      f"{expected or '(none)'}")
+        return actual
+
     # model versions: validation reports, benchmarks, recommendation
     def set_validation(self, name: str, version: str, report: ModelValidation) -> ModelValidation:
         return _parse(ModelValidation, self.request("PUT", f"/v1/components/{_seg(name)}/{_seg(version)}/validation",

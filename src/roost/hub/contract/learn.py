@@ -34,6 +34,7 @@ class VariantGate(_Wire):
     """The variant's own gate, from ``roost model optimize`` (against its original, on the same rows)."""
 
     metric_before: float
+    metric_after: float
     regression: float
     max_regression: float
     passed: bool

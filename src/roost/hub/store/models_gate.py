@@ -88,13 +88,13 @@ def check_validation(report: ModelValidation) -> ModelValidation:
             raise bad(f"latency {micros!r} µs for device class {klass!r} is not a finite number > 0")
     gate = report.variant
     if gate is not None:
-        numbers = (gate.metric_before, gate.regression, gate.max_regression)
+        numbers = (gate.metric_before, gate.metric_after, gate.regression, gate.max_regression)
         if not all(math.isfinite(n) for n in numbers) or gate.max_regression < 0:
             raise bad("its variant gate has a number that is not finite (or a negative max_regression)")
-        expected = regression(gate.metric_before, report.value, report.metric)
+        expected = regression(gate.metric_before, gate.metric_after, report.metric)
         if abs(expected - gate.regression) > _TOLERANCE * max(1.0, abs(expected)):
             raise bad(f"its variant regression {gate.regression:.6g} is not what {gate.metric_before:.6g} -> "
-                      f"{report.value:.6g} ({report.metric}) gives ({expected:.6g})")
+                      f"{gate.metric_after:.6g} ({report.metric}) gives ({expected:.6g})")
         if (gate.regression <= gate.max_regression) != gate.passed:
             raise bad(f"passed={gate.passed}, but the regression {gate.regression:.6g} against the gate "
                       f"{gate.max_regression:.6g} says otherwise")
