@@ -116,8 +116,9 @@ def _report(s: Session, name: str, version: str) -> ModelValidation | None:
 
 
 def _deployed_version(s: Session, kind: str, target_name: str, name: str) -> str | None:
-    """The version of ``name`` that the target's latest live deployment gives it."""
-    live = (DeploymentStatus.ACTIVE, DeploymentStatus.COMPLETED)
+    """The version of ``name`` the target runs now: its latest deployment that was not aborted or canceled
+    (an aborted rollout left the devices on the one before it, superseded by it)."""
+    live = (DeploymentStatus.ACTIVE, DeploymentStatus.COMPLETED, DeploymentStatus.SUPERSEDED)
     for components in s.scalars(select(Deployment.components).where(
             Deployment.target_type == kind, Deployment.target_name == target_name,
             Deployment.status.in_(live)).order_by(Deployment.seq.desc()).limit(1)):
