@@ -111,7 +111,8 @@ def _labels() -> dict[str, str]:
 
 def test_reports_that_contradict_their_numbers_are_refused(hub_server: HubServer) -> None:
     with hub_server.client() as admin:
-        assert publish(admin, WINE, "2.0.0", files={"model.json": b"{}"}, recipe=_recipe(WINE, "2.0.0")).status_code == 201
+        published = publish(admin, WINE, "2.0.0", files={"model.json": b"{}"}, recipe=_recipe(WINE, "2.0.0"))
+        assert published.status_code == 201
         url = f"/v1/components/{WINE}/2.0.0/validation"
         lying = _report(0.8, variant={"metric_before": 0.7, "metric_after": 0.8, "regression": 0.01,
                                       "max_regression": 0.05, "passed": True})  # 0.7 -> 0.8 is +14 %
