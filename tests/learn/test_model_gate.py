@@ -25,6 +25,7 @@ from roost.learn.lighten import optimize
 from roost.learn.validation import write_validation_csv
 from roost.serve.wine import FEATURES, holdout, load_wine, split
 from tests.hub.conftest import HubServer, enroll_device, publish
+from tests.hub.test_console import sign_in
 
 runner = CliRunner()
 WINE = "com.example.Wine"
@@ -78,6 +79,10 @@ def test_validate_publish_and_show(models: dict[str, Path], hub_server: HubServe
     shown = _cli("component", "show", WINE, "1.0.0", *hub, "--json")
     assert shown.exit_code == 0 and json.loads(shown.stdout)["validation"]["value"] == report["value"]
     assert "validation" in _cli("component", "show", WINE, "1.0.0", *hub).stdout
+    with httpx.Client(base_url=hub_server.url, timeout=30) as page:  # the console's components page
+        sign_in(hub_server, page)
+        html = page.get("/console/components").text
+    assert f"rmse {report['value']:.4g}" in html and "holdout.csv (1330 rows)" in html
 
     # A variant published with --validate carries the same file's metric and its own gate.
     pruned = optimize(models["xgb"], "pruned", models["data"], out=tmp_path / "p", max_regression=0.05,

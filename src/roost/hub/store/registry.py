@@ -121,10 +121,12 @@ class RegistryStore(StoreBase):
     def list_components(self) -> list[contract.Component]:
         def run(s: Session) -> list[contract.Component]:
             artifacts = self._artifact_infos(s)
+            reports = {(r.name, r.version): contract.ModelValidation.model_validate(r.report)
+                       for r in s.scalars(select(ComponentValidation))}
             rows = s.execute(select(Component.name, Component.version, Component.created_at)
                              .order_by(Component.name, Component.created_at))
-            return [contract.Component(name=n, version=v, created_at=c, artifacts=artifacts.get((n, v), []))
-                    for n, v, c in rows]
+            return [contract.Component(name=n, version=v, created_at=c, artifacts=artifacts.get((n, v), []),
+                                       validation=reports.get((n, v))) for n, v, c in rows]
         return self._read(run)
 
     def get_component(self, name: str, version: str) -> contract.Component:
