@@ -221,7 +221,8 @@ class DeploymentStore(FleetStore):
         """
         create_group = req.create_group
         self._validate_deployment(s, req)
-        gate = models_gate.gate_checks(s, req, kind, target_name)
+        # The cluster's replicas follow the service type's version: the gate is for operators' deployments.
+        gate = models_gate.gate_checks(s, req, kind, target_name) if kind != REPLICAS_TARGET else []
         dependencies = self._resolve_dependencies(s, req.components)
         if kind in (TargetType.DEVICE, REPLICAS_TARGET):
             target = self._device(s, target_name)
