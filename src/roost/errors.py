@@ -374,6 +374,25 @@ CODES: dict[str, dict[str, str]] = {
         "SECRET_KEY_INVALID": "A secrets key file is not 32 bytes; restore the right key file.",
         "SECRET_UNSEAL_FAILED": "A sealed secret does not open: another key sealed it (a replica's own key?) or "
                                 "it was altered.",
+        "VALIDATION_REPORT_INCONSISTENT": ("A validation report contradicts its own numbers (a regression or passed "
+                                           "flag its metrics do not give, a number that is not finite, an accuracy "
+                                           "above 1) (422)."),
+        "VALIDATION_REPORT_MISSING": ("The model version has no validation report at the hub, and the gate (--max-"
+                                      "regression, --baseline) needs one: attach it with `roost model validate`."),
+        "DEPLOYMENT_GATE_FAILED": ("A model version of the deployment fails its validation gate against its baseline "
+                                   "(or its own variant gate); nothing was deployed. Override only with --override-"
+                                   "gate and a reason (409, exit code 7)."),
+        "GATE_OVERRIDE_REASON_MISSING": ("--override-gate without --override-reason: an override must say why (the "
+                                         "reason is recorded in the deployment) (422)."),
+        "GATE_BASELINE_INCOMPARABLE": ("A version and its baseline were validated on different held-out data or "
+                                       "metrics (or the baseline names a component not deployed); validate both on the"
+                                       " same file (422)."),
+        "BENCHMARK_RECORD_INVALID": ("A benchmark measurement is malformed: a latency that is not a finite number > 0,"
+                                     " calls out of range, or a component version that is not published (422)."),
+        "BENCHMARK_MISSING": ("No candidate was measured on the device's class yet: run the benchmark component on a "
+                              "device of that class (`roost model benchmark`) (404)."),
+        "NO_CANDIDATE_FITS": ("No candidate variant meets --max-latency-ms / --min-metric on the device's class; the "
+                              "message names the nearest (409)."),
     },
     "roost.hub.client and the CLI's hub commands": {
         "HUB_SERVER_ERROR": "The hub answered 5xx; retry later.",

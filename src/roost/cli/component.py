@@ -91,6 +91,26 @@ def resume(name: str, root: RootOpt = None, as_json: JsonOpt = False) -> None:
     emit_json({"componentName": name, "paused": False}) if as_json else console.print(f"{name} resumed")
 
 
+@app.command("show")
+@handle_errors
+def show(name: str, version: str, hub: HubOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """A version published at a hub: its artifacts and, for a model, its validation report."""
+    with admin_client(hub, token) as client:
+        info = client.component(name, version)
+    if as_json:
+        emit_json(info)
+        return
+    table(f"{name} {version}", ["file", "size", "sha256"],
+          [(a["file"], f"{a['size']:,}", str(a["sha256"])[:16]) for a in info.get("artifacts", [])], ids=())
+    validation = info.get("validation")
+    if validation:
+        from roost.cli.model import _validation_rows
+
+        table("validation", ["", "value"], _validation_rows(validation), ids=())
+    else:
+        console.print("no validation report (attach one with roost model validate)")
+
+
 @app.command("publish")
 @handle_errors
 def publish(directory: Annotated[Path | None, typer.Argument(help="A folder holding one recipe file and its "
@@ -101,6 +121,8 @@ def publish(directory: Annotated[Path | None, typer.Argument(help="A folder hold
             artifacts: Annotated[Path | None, typer.Option("--artifacts", help=(
                 "The artifact folder: every file in it is published. DIR/NAME/VERSION/ (the local-deployment "
                 "layout) when that folder exists, else DIR itself."))] = None,
+            validation: Annotated[Path | None, typer.Option("--validation", help=(
+                "A model version's validation report (JSON, as GET .../validation answers) to attach."))] = None,
             as_json: JsonOpt = False) -> None:
     """Publish a component version (recipe + its whole artifact folder) to a hub."""
     if recipe is None and directory is not None:
@@ -111,7 +133,7 @@ def publish(directory: Annotated[Path | None, typer.Argument(help="A folder hold
         recipe, artifacts = found[0], artifacts or directory
     if recipe is None:
         raise InvalidInputError("give --recipe FILE (and --artifacts DIR) or a folder", code="INVALID_ARGUMENT")
-    _publish(recipe, artifacts, hub, token, as_json)
+    _publish(recipe, artifacts, hub, token, as_json, validation)
 
 
 def artifact_folder(artifacts_dir: Path, name: str, version: str) -> tuple[Path, str]:
@@ -171,13 +193,23 @@ def collect_artifacts(folder: Path, recipe_file: Path, where: str, *, max_files:
 
 
 def _publish(recipe_file: Path, artifacts_dir: Path | None, hub: str | None, token: str | None,
-            as_json: bool) -> None:
+            as_json: bool, validation_file: Path | None = None) -> None:
     """Check the recipe here, gather every file of the artifact folder, upload all with a progress bar."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 
     from roost.recipe import load_recipe
 
     recipe = load_recipe(recipe_file)
+    validation = None
+    if validation_file is not None:
+        from pydantic import ValidationError
+
+        from roost.hub.contract import ModelValidation
+        try:
+            validation = ModelValidation.model_validate_json(validation_file.read_bytes())
+        except (OSError, ValidationError) as err:
+            raise InvalidInputError(f"{validation_file} is not a validation report: {err}",
+                                    code="VALIDATION_REPORT_INCONSISTENT") from err
     where = f"{recipe.name}@{recipe.version}"
     wanted = sorted({a.file_name for m in recipe.manifests for a in m.artifacts if a.scheme != "docker"})
     files: dict[str, Path] = {}
@@ -211,6 +243,8 @@ def _publish(recipe_file: Path, artifacts_dir: Path | None, hub: str | None, tok
                                                   lambda n: progress.advance(task, n))
         else:
             result = client.publish_component(recipe_file, files)
+        if validation is not None:
+            result.validation = client.set_validation(result.name, result.version, validation)
     if as_json:
         emit_json(result.model_dump(mode="json"))
         return

@@ -107,6 +107,15 @@ def create(root: RootOpt = None,
                                                                help="Hub: per-device timeout.")] = None,
            wait_timeout: Annotated[float, typer.Option("--wait-timeout", help="Hub: seconds --wait waits.")]
            = 900.0,
+           max_regression: Annotated[float | None, typer.Option("--max-regression", help=(
+               "Hub: the validation gate, the largest relative loss of a model version's metric against its "
+               "baseline (a fraction; default 0.01 for versions with a validation report)."))] = None,
+           baseline: Annotated[list[str] | None, typer.Option("--baseline", help=(
+               "Hub: NAME=VERSION to compare with (default: the version deployed on the target)."))] = None,
+           override_gate: Annotated[bool, typer.Option("--override-gate", help=(
+               "Hub: deploy although the validation gate failed (needs --override-reason)."))] = False,
+           override_reason: Annotated[str | None, typer.Option("--override-reason", help=(
+               "Hub: why the gate is overridden (recorded in the deployment)."))] = None,
            as_json: JsonOpt = False) -> None:
     """Create a deployment: on this device, or with --hub for a device or group of a hub."""
     if hub:
@@ -119,6 +128,13 @@ def create(root: RootOpt = None,
         body["component_update_policy"] = {"action": policies["componentUpdatePolicy"]["action"],
                                            "timeout_seconds": update_timeout}
         body["configuration_validation_policy"] = {"timeout_seconds": validation_timeout or 30}
+        if max_regression is not None:
+            body["max_regression"] = max_regression
+        if baseline:
+            body["baseline"] = parse_pairs(baseline, "--baseline")
+        if override_gate or override_reason:
+            body["override_gate"] = override_gate
+            body["override_reason"] = override_reason
         if create_group:
             if not body["target"].startswith("group:"):
                 raise InvalidInputError("--create-group is for a group:NAME --target", code="INVALID_ARGUMENT")

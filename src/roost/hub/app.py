@@ -37,6 +37,7 @@ from roost.hub import migrate
 from roost.hub.api import admin, components, device, secrets
 from roost.hub.api import cluster as cluster_api
 from roost.hub.api import errors as api_errors
+from roost.hub.api import model_gate as model_gate_api
 from roost.hub.api import provision as provision_api
 from roost.hub.api.auth import AuthMiddleware
 from roost.hub.api.device import DeviceBatches, RevisionWatcher
@@ -191,6 +192,8 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     # Routes match in order: the device routes (most of the traffic of a fleet) first.
     app.include_router(device.router)
     app.include_router(components.router)
+    app.include_router(model_gate_api.router)
+    app.include_router(model_gate_api.device_router)
     app.include_router(admin.router)
     app.include_router(secrets.device_router)
     app.include_router(secrets.router)

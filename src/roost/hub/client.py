@@ -41,6 +41,8 @@ from roost.errors import InvalidInputError, OperationTimeoutError, Retryable
 from roost.hub.contract import (
     SHA256_HEADER,
     Artifact,
+    BenchmarkIn,
+    BenchmarkRecord,
     Component,
     Deployment,
     DeploymentDevice,
@@ -50,6 +52,8 @@ from roost.hub.contract import (
     Enrollment,
     EnrollToken,
     Group,
+    ModelValidation,
+    Recommendation,
     ReportedComponent,
     error_for,
 )
@@ -329,6 +333,60 @@ class HubClient:
             raise HubProtocolError("unexpected answer from the hub for a component")
         return data
 
+    def download_artifact(self, name: str, version: str, file_name: str, dest: Path, *,
+                          max_bytes: int = 1 << 30) -> str:
+        """Fetch one artifact to ``dest`` (at most ``max_bytes``), checked against the hub's sha256 header."""
+        path = f"/v1/artifacts/{_seg(name)}/{_seg(version)}/{'/'.join(_seg(p) for p in file_name.split('/'))}"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with self._client.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from_response(response)
+                expected = response.headers.get(SHA256_HEADER, "").strip().lower()
+                with dest.open("wb") as out:
+                    for chunk in response.iter_bytes(256 * 1024):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise HubProtocolError(f"artifact {name}/{version}/{file_name} is over {max_bytes} bytes")
+                        digest.update(chunk)
+                        out.write(chunk)
+        except httpx.TransportError as err:
+            dest.unlink(missing_ok=True)
+            raise _transport_error(err, self.base_url) from err
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        actual = digest.hexdigest()
+        if expected != actual:
+            dest.unlink(missing_ok=True)
+            raise DigestMismatchError(f"artifact {name}/{version}/{file_name}: sha256 {actual} is not the hub's "
+                                      f"{expected or '(none)'}")
+        return actual
+
+    # model versions: validation reports, benchmarks, recommendation
+    def set_validation(self, name: str, version: str, report: ModelValidation) -> ModelValidation:
+        return _parse(ModelValidation, self.request("PUT", f"/v1/components/{_seg(name)}/{_seg(version)}/validation",
+                                                    json=report.model_dump(mode="json")), "validation")
+
+    def validation(self, name: str, version: str) -> ModelValidation:
+        return _parse(ModelValidation, self.request("GET", f"/v1/components/{_seg(name)}/{_seg(version)}/validation"),
+                      "validation")
+
+    def benchmarks(self, device_class: str | None = None) -> list[BenchmarkRecord]:
+        params = {"device_class": device_class} if device_class else None
+        return _parse_list(BenchmarkRecord, self.request("GET", "/v1/models/benchmarks", params=params), "benchmarks")
+
+    def recommend(self, device: str, *, max_latency_ms: float | None = None, min_metric: float | None = None,
+                  components: Iterable[str] = ()) -> Recommendation:
+        params: dict[str, Any] = {"device": device, "component": list(components)}
+        if max_latency_ms is not None:
+            params["max_latency_ms"] = max_latency_ms
+        if min_metric is not None:
+            params["min_metric"] = min_metric
+        return _parse(Recommendation, self.request("GET", "/v1/models/recommend", params=params), "recommendation")
+
     # deployments
     def create_deployment(self, body: Mapping[str, Any]) -> Deployment:
         return _parse(Deployment, self.request("POST", "/v1/deployments", json=dict(body)), "deployment")
@@ -511,6 +569,15 @@ class DeviceClient:
         except ValueError as err:
             raise HubProtocolError("the hub's node answer is not JSON") from err
         return _parse(ClusterNode, data, "cluster node")
+
+    async def send_benchmarks(self, body: BenchmarkIn) -> list[BenchmarkRecord]:
+        """What the benchmark component measured on this device (``POST /v1/device/benchmarks``)."""
+        response = await self._call("POST", "/v1/device/benchmarks", json=body.model_dump(mode="json"))
+        try:
+            data = response.json()
+        except ValueError as err:
+            raise HubProtocolError("the hub's benchmark answer is not JSON") from err
+        return _parse_list(BenchmarkRecord, data, "benchmarks")
 
     async def send_metrics(self, snapshot: MetricsSnapshot) -> None:
         """This device's metrics snapshot (``PUT /v1/device/metrics``; roost.observe.snapshot)."""

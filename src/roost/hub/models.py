@@ -14,7 +14,9 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -150,6 +152,8 @@ class Deployment(Base):
     update_timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=60)
     validation_timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=30)
     status_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: The validation gate's checks (:class:`roost.hub.contract.GateCheck`), overrides with their reason.
+    gate: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
     __table_args__ = (Index("ix_deployments_target", "target_type", "target_name", "seq"),)
 
 
@@ -316,3 +320,29 @@ class SshHostKey(Base):
     key: Mapped[str] = mapped_column(String(16384), nullable=False)
     fingerprint: Mapped[str] = mapped_column(String(128), nullable=False)
     pinned_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class ComponentValidation(Base):
+    """A model version's validation report (:class:`roost.hub.contract.learn.ModelValidation`)."""
+
+    __tablename__ = "component_validations"
+    __table_args__ = (ForeignKeyConstraint(["name", "version"], ["components.name", "components.version"],
+                                           ondelete="CASCADE"),)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    report: Mapped[dict[str, Any]] = mapped_column(nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class ModelBenchmark(Base):
+    """The latest latency a device measured for a component version, under the device's class."""
+
+    __tablename__ = "model_benchmarks"
+    device_class: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    latency_us: Mapped[float] = mapped_column(Float, nullable=False)
+    calls: Mapped[int] = mapped_column(Integer, nullable=False)
+    engine: Mapped[str] = mapped_column(String(64), nullable=False)
+    recorded_at: Mapped[datetime] = mapped_column(nullable=False)

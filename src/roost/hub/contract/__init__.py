@@ -78,6 +78,16 @@ __all__ = [
     "ReportResult", "ReportedComponent", "ReportsIn", "TargetType", "class_for", "error_for", "status_for",
 ]
 
+from roost.hub.contract.learn import (
+    BenchmarkIn,
+    BenchmarkRecord,
+    Candidate,
+    GateCheck,
+    Measurement,
+    ModelValidation,
+    Recommendation,
+    VariantGate,
+)
 from roost.hub.contract.metrics import (
     DeviceMetrics,
     MetricsPoint,
@@ -90,3 +100,5 @@ from roost.hub.contract.metrics import (
 
 __all__ += ["DeviceMetrics", "MetricsPoint", "MetricsSnapshot", "MetricsToken", "MetricsTokenCreate", "ModelSample",
             "SnapshotAccepted"]
+__all__ += ["BenchmarkIn", "BenchmarkRecord", "Candidate", "GateCheck", "Measurement", "ModelValidation",
+            "Recommendation", "VariantGate"]

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from roost.hub.contract.learn import GateCheck, ModelValidation
 from roost.hub.contract.vocabulary import (
     DeploymentStatus,
     DeviceDeploymentStatus,
@@ -103,6 +104,13 @@ class DeploymentCreate(_Wire):
     configuration_validation_policy: ConfigurationValidationPolicy = Field(
         default_factory=lambda: ConfigurationValidationPolicy(),
         description="How long a component subscribed to configuration validation may take to answer")
+    max_regression: float | None = Field(
+        None, description="The validation gate: the largest relative loss of a model version's metric against the "
+                          "baseline (a fraction; default 0.01 for versions that carry a validation report)")
+    baseline: dict[str, str] = Field(default_factory=dict, max_length=1000, description=(
+        "{name: version} to compare with (default: the version deployed on the target now)"))
+    override_gate: bool = Field(False, description="Deploy although the gate failed (needs override_reason)")
+    override_reason: str | None = Field(None, max_length=500, pattern=_TEXT)
 
 
 class ReportIn(_Wire):
@@ -191,6 +199,8 @@ class Component(_Wire):
     created_at: datetime | None = None
     #: The stored recipe, with the hub-computed digests (``GET /v1/components/{name}/{version}`` only).
     recipe: dict[str, Any] | None = None
+    #: The model version's validation report (``GET /v1/components/{name}/{version}`` only).
+    validation: ModelValidation | None = None
 
 
 class DeploymentDevice(_Wire):
@@ -227,6 +237,8 @@ class Deployment(_Wire):
     component_update_policy: ComponentUpdatePolicy = Field(default_factory=lambda: ComponentUpdatePolicy())
     configuration_validation_policy: ConfigurationValidationPolicy = Field(
         default_factory=lambda: ConfigurationValidationPolicy())
+    #: The validation gate's decision for each model version of the deployment.
+    gate: list[GateCheck] = Field(default_factory=list)
 
 
 class DesiredComponent(_Wire):

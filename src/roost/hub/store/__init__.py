@@ -19,6 +19,7 @@ from roost.hub.store.cluster import ClusterStore
 from roost.hub.store.deployments import FAILURE_POLICIES, DeploymentStore, parse_target
 from roost.hub.store.fleet import ONLINE_WINDOW, UNHEALTHY_STATES, FleetStore
 from roost.hub.store.metrics import MetricsStore
+from roost.hub.store.models_gate import ModelGateStore
 from roost.hub.store.provision import ProvisionStore
 from roost.hub.store.records import ArtifactLocation, Principal
 from roost.hub.store.registry import INLINE_ARTIFACT_BYTES, RegistryStore
@@ -26,7 +27,8 @@ from roost.hub.store.secrets import SecretStore
 from roost.hub.store.sync import SyncStore
 
 
-class Store(AuthStore, RegistryStore, ClusterStore, SyncStore, SecretStore, MetricsStore, ProvisionStore):
+class Store(AuthStore, RegistryStore, ClusterStore, SyncStore, SecretStore, MetricsStore, ProvisionStore,
+            ModelGateStore):
     """Every hub operation, each one transaction. See the module docstring.
 
     The parts: :mod:`~roost.hub.store.auth` (tokens, enrolment), :mod:`~roost.hub.store.fleet`
@@ -36,7 +38,9 @@ class Store(AuthStore, RegistryStore, ClusterStore, SyncStore, SecretStore, Metr
     (edge-cluster nodes, service types, admission, replicas) with
     :mod:`~roost.hub.store.cluster_sessions` (its sessions), :mod:`~roost.hub.store.metrics`
     (devices' metrics snapshots and history, the hub's gauges),
-    :mod:`~roost.hub.store.provision` (devices registered over SSH, pinned host keys), over
+    :mod:`~roost.hub.store.provision` (devices registered over SSH, pinned host keys),
+    :mod:`~roost.hub.store.models_gate` (validation reports, the deployment gate, benchmarks,
+    recommendation), over
     :mod:`~roost.hub.store.base` (transactions, clock); results are the contract's models
     (:mod:`roost.hub.contract`), plus :mod:`~roost.hub.store.records` (principal, artifact location).
     """
@@ -55,6 +59,7 @@ __all__ = [
     "DeploymentStore",
     "FleetStore",
     "MetricsStore",
+    "ModelGateStore",
     "Principal",
     "ProvisionStore",
     "RegistryStore",

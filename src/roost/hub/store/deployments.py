@@ -22,9 +22,11 @@ from roost.hub.contract import (
     FailurePolicy,
     TargetType,
 )
+from roost.hub.contract.learn import GateCheck
 from roost.hub.errors import HubConflictError, HubInvalidInputError, HubNotFoundError, UnprocessableError
 from roost.hub.models import Component, Deployment, Device, DeviceDeployment, Group, GroupMember
 from roost.hub.names import check_name
+from roost.hub.store import models_gate
 from roost.hub.store.fleet import FleetStore
 from roost.hub.store.secrets import SECRET_MANAGER, parse_secret_manager_config
 from roost.recipe import Recipe, RecipeError, parse_recipe, resolve
@@ -115,7 +117,8 @@ class DeploymentStore(FleetStore):
             dependencies={str(k): str(v) for k, v in (d.dependencies or {}).items()},
             component_update_policy=_update_policy(d.update_policy_action, d.update_timeout_seconds),
             configuration_validation_policy=contract.ConfigurationValidationPolicy(
-                timeout_seconds=d.validation_timeout_seconds))
+                timeout_seconds=d.validation_timeout_seconds),
+            gate=[GateCheck.model_validate(check) for check in d.gate or []])
 
     def _validate_deployment(self, s: Session, req: DeploymentCreate) -> None:
         for name, version in req.components.items():
@@ -218,6 +221,8 @@ class DeploymentStore(FleetStore):
         """
         create_group = req.create_group
         self._validate_deployment(s, req)
+        # The cluster's replicas follow the service type's version: the gate is for operators' deployments.
+        gate = models_gate.gate_checks(s, req, kind, target_name) if kind != REPLICAS_TARGET else []
         dependencies = self._resolve_dependencies(s, req.components)
         if kind in (TargetType.DEVICE, REPLICAS_TARGET):
             target = self._device(s, target_name)
@@ -255,6 +260,7 @@ class DeploymentStore(FleetStore):
             update_policy_action=req.component_update_policy.action,
             update_timeout_seconds=req.component_update_policy.timeout_seconds,
             validation_timeout_seconds=req.configuration_validation_policy.timeout_seconds,
+            gate=[check.model_dump(mode="json") for check in gate],
             status=DeploymentStatus.ACTIVE if device_ids else DeploymentStatus.COMPLETED)
         s.add(deployment)
         s.flush()

@@ -20,7 +20,7 @@ from roost.hub.errors import (
     HubNotFoundError,
     UnprocessableError,
 )
-from roost.hub.models import ArtifactFile, Component
+from roost.hub.models import ArtifactFile, Component, ComponentValidation
 from roost.hub.names import check_artifact_path, check_file_name, check_name
 from roost.hub.store.base import StoreBase, _one
 from roost.hub.store.records import ArtifactLocation, Principal
@@ -121,10 +121,12 @@ class RegistryStore(StoreBase):
     def list_components(self) -> list[contract.Component]:
         def run(s: Session) -> list[contract.Component]:
             artifacts = self._artifact_infos(s)
+            reports = {(r.name, r.version): contract.ModelValidation.model_validate(r.report)
+                       for r in s.scalars(select(ComponentValidation))}
             rows = s.execute(select(Component.name, Component.version, Component.created_at)
                              .order_by(Component.name, Component.created_at))
-            return [contract.Component(name=n, version=v, created_at=c, artifacts=artifacts.get((n, v), []))
-                    for n, v, c in rows]
+            return [contract.Component(name=n, version=v, created_at=c, artifacts=artifacts.get((n, v), []),
+                                       validation=reports.get((n, v))) for n, v, c in rows]
         return self._read(run)
 
     def get_component(self, name: str, version: str) -> contract.Component:
@@ -139,8 +141,10 @@ class RegistryStore(StoreBase):
             artifacts = [contract.Artifact(file=a.file_name, sha256=a.sha256, size=a.size) for a in s.scalars(
                 select(ArtifactFile).where(ArtifactFile.name == name, ArtifactFile.version == version)
                 .order_by(ArtifactFile.file_name))]
+            validation = s.get(ComponentValidation, (name, version))
             return contract.Component(name=name, version=version, created_at=comp.created_at, artifacts=artifacts,
-                                 recipe=comp.recipe)
+                                      recipe=comp.recipe, validation=None if validation is None else
+                                      contract.ModelValidation.model_validate(validation.report))
         return self._read(run)
 
     # -- artifacts ---------------------------------------------------------------------------------
