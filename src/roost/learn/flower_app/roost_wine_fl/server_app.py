@@ -117,7 +117,8 @@ def main(grid: Grid, context: Context) -> None:
     strategy_name = str(cfg["strategy"])
     out = Path(str(cfg["out-dir"]))
     out.mkdir(parents=True, exist_ok=True)
-    rounds, min_p, expected = int(cfg["num-server-rounds"]), int(cfg["min-participants"]), int(cfg["expected-participants"])
+    rounds, min_p = int(cfg["num-server-rounds"]), int(cfg["min-participants"])
+    expected = int(cfg["expected-participants"])
     xgb_kind = strategy_name in XGB_STRATEGIES
     recorder = Recorder(out, min_p, int(cfg["max-update-bytes"]), xgb_kind)
     hx, hy = read_csv(str(cfg["holdout-path"]))
