@@ -2,10 +2,10 @@
 
 Writes bench/results-learn-federated.json: per round time, bytes and held-out RMSE; the final RMSE
 against the same model trained centrally on the union (target: within 3 %); and a check of what
-crossed the network: every update the SuperNodes sent is a model (XGBoost JSON trees or 14 linear
-weights), and no training row of any device appears in the Flower messages (the SuperLink's state
-database, which stores every message body, is scanned for each row's exact CSV text of its
-physicochemical values and for runs of 4+ consecutive values of a row as float64 bytes).
+crossed the network: the ServerApp saves every message it sends and receives (arrays, metrics and
+config, ``capture-messages``; the wire itself is TLS), and each training row of each device is
+looked for in them: the CSV text of its first 6 values, and 4 consecutive values packed as float64
+or float32.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from roost.learn.wine_task import write_partitions
 OUT = Path(__file__).parent / "results-learn-federated.json"
 
 
-def _rows_leaked(db: Path, parts: list[Path]) -> dict[str, int]:
-    """Counts of training rows found in the SuperLink database (as CSV text, or as packed float64s)."""
-    blob = db.read_bytes() if db.is_file() else b""
-    for extra in db.parent.glob(db.name + "-wal"):
-        blob += extra.read_bytes()
+def _rows_leaked(messages: Path, parts: list[Path]) -> dict[str, int]:
+    """Counts of training rows found in the captured Flower messages (as CSV text, or as packed floats)."""
+    files = sorted(messages.glob("*.bin"))
+    blob = b"".join(f.read_bytes() for f in files)
     text_hits = packed_hits = rows = 0
     for part in parts:
         lines = part.read_text().splitlines()[1:]
@@ -42,7 +41,7 @@ def _rows_leaked(db: Path, parts: list[Path]) -> dict[str, int]:
             if struct.pack("<4d", *floats[3:7]) in blob or struct.pack("<4f", *floats[3:7]) in blob:
                 packed_hits += 1
     return {"rows_checked": rows, "rows_found_as_text": text_hits, "rows_found_as_floats": packed_hits,
-            "bytes_scanned": len(blob)}
+            "bytes_scanned": len(blob), "messages_scanned": len(files)}
 
 
 def main() -> int:
@@ -61,13 +60,13 @@ def main() -> int:
             folder = base / strategy
             started = time.perf_counter()
             status = run_job(strategy, JobSpec("wine", strategy, args.rounds, min_participants=args.devices),
-                             [Device(f"edge-{i}", p) for i, p in enumerate(parts)], folder)
+                             [Device(f"edge-{i}", p) for i, p in enumerate(parts)], folder, capture=True)
             doc = status.as_json()
             final, central = doc["final_metric"], doc["centralised_metric"]
             doc["wall_seconds"] = time.perf_counter() - started
             doc["relative_gap"] = (final - central) / central if final and central else None
             doc["within_3_percent"] = bool(doc["relative_gap"] is not None and doc["relative_gap"] <= 0.03)
-            doc["network_check"] = _rows_leaked(folder / "superlink.db", parts)
+            doc["network_check"] = _rows_leaked(folder / "out" / "messages", parts)
             doc["total_bytes"] = sum(r["bytes"] for r in doc["rounds"])
             results["runs"][strategy] = doc  # type: ignore[index]
             print(f"{strategy}: final RMSE {final:.4f}, central {central:.4f}, gap {doc['relative_gap']:+.2%}, "

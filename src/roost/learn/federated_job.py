@@ -151,14 +151,14 @@ def _read_rounds(path: Path) -> list[dict[str, Any]]:
 
 
 def run_job(job: str, spec: JobSpec, devices: Sequence[Device], folder: Path, *, host: str = "127.0.0.1",
-            tls: bool = True, on_supernodes: Callable[[list[FlowerProcess]], None] | None = None) -> JobStatus:
+            tls: bool = True, capture: bool = False, on_supernodes: Callable[[list[FlowerProcess]], None] | None = None) -> JobStatus:
     """Run ``spec`` on ``devices`` (local SuperNodes) and return the final status; raises FederatedError."""
     spec.check(len(devices))
     status = JobStatus(job, spec)
-    bin_dir = flower_bin()
-    folder.mkdir(parents=True, exist_ok=True)
     for device in devices:
         _check_data(device)
+    bin_dir = flower_bin()
+    folder.mkdir(parents=True, exist_ok=True)
     holdout = write_holdout(folder / "holdout.csv")
     job_tls = make_job_tls(folder / "tls", host) if tls else None
     link = SuperLink(bin_dir, folder, host, free_port(host), job_tls)
@@ -174,11 +174,11 @@ def run_job(job: str, spec: JobSpec, devices: Sequence[Device], folder: Path, *,
             on_supernodes(nodes)
         status.move(JobState.RUNNING)
         out = folder / "out"
-        config: dict[str, str | int | float] = {
+        config: dict[str, str | int | float | bool] = {
             "strategy": spec.strategy, "num-server-rounds": spec.rounds, "min-participants": spec.min_participants,
             "expected-participants": len(devices), "local-rounds": spec.local_rounds, "out-dir": str(out),
             "holdout-path": str(holdout), "max-update-bytes": MAX_UPDATE_BYTES,
-            "round-timeout": STATE_TIMEOUTS[JobState.RUNNING]}
+            "round-timeout": STATE_TIMEOUTS[JobState.RUNNING], "capture-messages": capture}
         done = run_app(link, config, timeout=STATE_TIMEOUTS[JobState.RUNNING] * spec.rounds + 60)
         (folder / "flwr-run.log").write_text(done.stdout + done.stderr)
         status.rounds = _read_rounds(out / "rounds.jsonl")

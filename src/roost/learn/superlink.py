@@ -145,10 +145,15 @@ def start_supernode(bin_dir: Path, superlink: str, data_path: Path, log_path: Pa
     return _spawn("flower-supernode", argv, _env(bin_dir), log_path)
 
 
-def run_app(link: SuperLink, run_config: dict[str, str | int | float], *,
+def run_app(link: SuperLink, run_config: dict[str, str | int | float | bool], *,
             timeout: float) -> subprocess.CompletedProcess[str]:
     """``flwr run`` the wine app on ``link`` and stream its logs until the run ends (bounded by ``timeout``)."""
-    pairs = " ".join(f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in run_config.items())
+    def toml(value: str | int | float | bool) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return f'"{value}"' if isinstance(value, str) else str(value)
+
+    pairs = " ".join(f"{key}={toml(value)}" for key, value in run_config.items())
     argv = [str(link.bin_dir / "flwr"), "run", str(APP_DIR), "roost", "--stream", "--run-config", pairs]
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=_env(link.bin_dir, link.home),

@@ -51,6 +51,19 @@ class Recorder:
     def __init__(self, out: Path, min_participants: int, max_update_bytes: int, xgb_kind: bool) -> None:
         self.out, self.min_participants, self.max_update_bytes, self.xgb_kind = out, min_participants, max_update_bytes, xgb_kind
         self.rounds: dict[int, dict[str, Any]] = {}
+        self.capture = False
+
+    def keep(self, name: str, msg: Message) -> None:
+        """Save a message's arrays and metrics as sent (``capture-messages``: the bench scans them for rows)."""
+        folder = self.out / "messages"
+        folder.mkdir(exist_ok=True)
+        arrays = msg.content.get("arrays")
+        blob = b"".join(array.data for array in arrays.values()) if isinstance(arrays, ArrayRecord) else b""
+        metrics = msg.content.get("metrics")
+        config = msg.content.get("config")
+        text = json.dumps({"metrics": dict(metrics) if metrics is not None else {},
+                           "config": {k: v for k, v in dict(config).items()} if config is not None else {}})
+        (folder / f"{name}.bin").write_bytes(blob + text.encode())
 
     def entry(self, server_round: int) -> dict[str, Any]:
         return self.rounds.setdefault(server_round, {"round": server_round, "participants": 0, "rejected": [],
@@ -81,6 +94,8 @@ class Recorder:
                 entry["rejected"].append({"node": node, "reason": f"client error: {msg.error.reason[:200]}"})
                 continue
             entry["bytes_up"] += _record_bytes(msg.content.get("arrays"))
+            if self.capture:
+                self.keep(f"up-{server_round}-{node}", msg)
             try:
                 self.check(msg)
             except UpdateRejected as err:
@@ -102,6 +117,9 @@ def _wrap(base: type, recorder: Recorder) -> Any:
         def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                             grid: Grid) -> Iterable[Message]:
             messages = list(super().configure_train(server_round, arrays, config, grid))
+            if recorder.capture:
+                for m in messages:
+                    recorder.keep(f"down-{server_round}-{m.metadata.dst_node_id}", m)
             recorder.entry(server_round)["bytes_down"] += sum(_record_bytes(m.content.get("arrays")) for m in messages)
             return messages
 
@@ -121,6 +139,7 @@ def main(grid: Grid, context: Context) -> None:
     expected = int(cfg["expected-participants"])
     xgb_kind = strategy_name in XGB_STRATEGIES
     recorder = Recorder(out, min_p, int(cfg["max-update-bytes"]), xgb_kind)
+    recorder.capture = bool(cfg["capture-messages"])
     hx, hy = read_csv(str(cfg["holdout-path"]))
     mean = hx.mean(axis=0)
     scale = hx.std(axis=0)
