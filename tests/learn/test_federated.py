@@ -12,6 +12,7 @@ import pytest
 import xgboost as xgb
 
 from roost.errors import CODES
+from roost.learn import federated_params
 from roost.learn.errors import (
     DataMissingError,
     JobStateError,
@@ -21,14 +22,13 @@ from roost.learn.errors import (
     TargetEmptyError,
     TaskUnknownError,
 )
-from roost.learn import federated_params
 from roost.learn.federated_job import MAX_ROUNDS, Device, JobSpec, JobState, JobStatus, run_job
 from roost.learn.superlink import APP_DIR
 from roost.learn.wine_task import partition
 from roost.serve.wine import load_wine, split
 
 sys.path.insert(0, str(APP_DIR))
-from roost_wine_fl import task as app_task  # noqa: E402  (the Flower App's own module: numpy + xgboost only)
+from roost_wine_fl import task as app_task  # the Flower App's own module: numpy + xgboost only
 
 
 def test_partition_is_disjoint_covers_the_training_split_and_is_non_iid() -> None:
@@ -65,7 +65,7 @@ def test_bad_specs_fail_with_their_own_code(spec: JobSpec, devices: int, error: 
 
 
 def test_a_missing_data_path_is_named(tmp_path: Path) -> None:
-    with pytest.raises(DataMissingError, match="edge-b.*nowhere.csv"):
+    with pytest.raises(DataMissingError, match=r"edge-b.*nowhere\.csv"):
         run_job("j", JobSpec("wine", "fedavg", 2, 1), [Device("edge-b", tmp_path / "nowhere.csv")], tmp_path / "run")
 
 

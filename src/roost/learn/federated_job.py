@@ -151,7 +151,8 @@ def _read_rounds(path: Path) -> list[dict[str, Any]]:
 
 
 def run_job(job: str, spec: JobSpec, devices: Sequence[Device], folder: Path, *, host: str = "127.0.0.1",
-            tls: bool = True, capture: bool = False, on_supernodes: Callable[[list[FlowerProcess]], None] | None = None) -> JobStatus:
+            tls: bool = True, capture: bool = False,
+            on_supernodes: Callable[[list[FlowerProcess]], None] | None = None) -> JobStatus:
     """Run ``spec`` on ``devices`` (local SuperNodes) and return the final status; raises FederatedError."""
     spec.check(len(devices))
     status = JobStatus(job, spec)

@@ -49,7 +49,8 @@ class Recorder:
     """Per-round bookkeeping shared by the strategy wrapper and the evaluation function."""
 
     def __init__(self, out: Path, min_participants: int, max_update_bytes: int, xgb_kind: bool) -> None:
-        self.out, self.min_participants, self.max_update_bytes, self.xgb_kind = out, min_participants, max_update_bytes, xgb_kind
+        self.out, self.min_participants = out, min_participants
+        self.max_update_bytes, self.xgb_kind = max_update_bytes, xgb_kind
         self.rounds: dict[int, dict[str, Any]] = {}
         self.capture = False
 
