@@ -53,3 +53,13 @@ def test_a_device_that_fails_mid_round_fails_the_job_below_the_minimum(parts: li
     with pytest.raises(TooFewParticipantsError, match="round 1: 2 usable update"):
         run_job("e2e-fail", JobSpec("wine", "fedavg", 2, min_participants=3),
                 [Device(f"edge-{i}", p) for i, p in enumerate(parts)], tmp_path / "run")
+
+
+def test_the_round_goes_on_without_a_failing_device_above_the_minimum(parts: list[Path], tmp_path: Path) -> None:
+    parts[1].write_text("not,a,wine,file\n1,2,3,4\n")
+    status = run_job("e2e-continue", JobSpec("wine", "fedavg", 1, min_participants=2),
+                     [Device(f"edge-{i}", p) for i, p in enumerate(parts)], tmp_path / "run")
+    (only,) = status.as_json()["rounds"]
+    assert status.status == JobState.SUCCEEDED and only["participants"] == 2
+    (rejected,) = only["rejected"]
+    assert rejected["reason"].startswith("client error")
