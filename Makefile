@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-.PHONY: install demo test test-fast lint typecheck pytest pytest-fast bench bench-inference bench-fleet bench-provision browser podman prometheus sshd clean
+.PHONY: install demo test test-fast lint typecheck pytest pytest-fast bench bench-inference bench-fleet bench-provision browser podman prometheus sshd flower clean
 
 $(STAMP): pyproject.toml scripts/pick-python
 	@# A .venv built on another interpreter is rebuilt from scratch.
@@ -38,7 +38,7 @@ typecheck: $(STAMP)
 # Two workers (pytest-xdist), one test file each at a time: most tests wait on real agents, hubs and
 # brokers, so the 2-core machine runs the whole suite in about 60 % of the serial time.
 PYTEST_WORKERS ?= 2
-pytest: $(STAMP) browser podman prometheus sshd
+pytest: $(STAMP) browser podman prometheus sshd flower
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 pytest-fast: $(STAMP)
@@ -89,5 +89,19 @@ sshd:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server sudo; } || \
 	  echo "note: /usr/sbin/sshd or /usr/bin/sudo is missing and could not be installed; provisioning tests will skip"
 
+# Federated learning runs Flower (flwr 1.42) in its own venv: its fastapi/rich/typer/uvicorn pins conflict with
+# Roost's. Roost starts flower-superlink / flower-supernode / flwr from .venv-flower/bin (docs/learning.md).
+FLOWER_VENV := .venv-flower
+FLOWER_STAMP := $(FLOWER_VENV)/.installed
+flower: $(FLOWER_STAMP)
+
+$(FLOWER_STAMP): requirements/flower.txt
+	$(PY) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/pip install --quiet -r requirements/flower.txt
+	touch $(FLOWER_STAMP)
+
+bench-learn-federated: $(STAMP) flower
+	$(BIN)/python bench/learn_federated.py
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(FLOWER_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

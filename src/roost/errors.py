@@ -101,6 +101,18 @@ that every class is drawn here::
     ├── LearnError                         LEARN_ERROR                learn.errors
     │   ├── CentreUnreachableError         CENTRE_UNREACHABLE         learn.errors    retry
     │   ├── FeatureMismatchError           FEATURES_MISMATCH          learn.errors             also InvalidInputError
+    │   ├── FederatedError                 LEARN_JOB_FAILED           learn.errors
+    │   │   ├── DataMissingError           LEARN_DATA_MISSING         learn.errors             also NotFoundError
+    │   │   ├── FlowerMissingError         LEARN_FLOWER_MISSING       learn.errors             also NotFoundError
+    │   │   ├── FlowerProcessError         LEARN_FLOWER_FAILED        learn.errors
+    │   │   ├── JobStateError              LEARN_JOB_STATE            learn.errors             also ConflictError
+    │   │   ├── ParticipantsInvalidError   LEARN_PARTICIPANTS_INVALID learn.errors             also InvalidInputError
+    │   │   ├── RoundsOutOfRangeError      LEARN_ROUNDS_OUT_OF_RANGE  learn.errors             also InvalidInputError
+    │   │   ├── StrategyUnknownError       LEARN_STRATEGY_UNKNOWN     learn.errors             also InvalidInputError
+    │   │   ├── TargetEmptyError           LEARN_TARGET_EMPTY         learn.errors             also InvalidInputError
+    │   │   ├── TaskUnknownError           LEARN_TASK_UNKNOWN         learn.errors             also InvalidInputError
+    │   │   ├── TooFewParticipantsError    LEARN_TOO_FEW_PARTICIPANTS learn.errors
+    │   │   └── UpdateRejectedError        LEARN_UPDATE_REJECTED      learn.errors
     │   ├── FilterError                    FILTER_UNKNOWN             learn.errors             also InvalidInputError
     │   ├── GateFailedError                GATE_FAILED                learn.errors             also ConflictError
     │   ├── LighteningError                LIGHTEN_FAILED             learn.errors
@@ -503,6 +515,21 @@ CODES: dict[str, dict[str, str]] = {
         "LIGHTEN_FAILED": "The quantiser or the compiler failed on the model; the message carries why.",
         "VARIANT_INVALID": "A variant folder has no valid variant.json, or its files do not match their sha256.",
         "GATE_FAILED": "The variant failed its validation gate: it is not publishable (exit code 7).",
+        "LEARN_JOB_FAILED": "A federated learning job failed; the message names the round, device or value.",
+        "LEARN_TASK_UNKNOWN": "--task names no federated task Roost ships (wine).",
+        "LEARN_STRATEGY_UNKNOWN": "--strategy is not one of fedxgb-bagging, fedxgb-cyclic, fedavg, fedprox.",
+        "LEARN_ROUNDS_OUT_OF_RANGE": "--rounds is outside 1..100.",
+        "LEARN_PARTICIPANTS_INVALID": "--min-participants is below 1, above the target's devices, or above 32.",
+        "LEARN_TARGET_EMPTY": "The target group has no device to train on.",
+        "LEARN_DATA_MISSING": "A device's configured data path does not exist or is not a readable file.",
+        "LEARN_TOO_FEW_PARTICIPANTS": "A round ended with fewer usable updates than --min-participants (devices "
+                                      "left, failed or sent rejected updates).",
+        "LEARN_UPDATE_REJECTED": "A device's model update was rejected (corrupt, wrong shape or over the size "
+                                 "limit); the round record carries the reason.",
+        "LEARN_FLOWER_MISSING": "The Flower venv is not installed: run `make flower` (or set ROOST_FLOWER_BIN).",
+        "LEARN_FLOWER_FAILED": "A Flower process (SuperLink, SuperNode, flwr run) did not start, exited early or "
+                               "did not end within its timeout.",
+        "LEARN_JOB_STATE": "A federated job state change the job's state machine does not allow.",
     },
     "roost.learn (joint inference with hard-example offload, parallel inference)": {
         "FILTER_UNKNOWN": "A hard-example filter name is not threshold, cross-entropy, margin or random (IBT is "

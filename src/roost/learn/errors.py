@@ -109,3 +109,76 @@ class ReplicasExhaustedError(Retryable, LearnError):
     """Parallel inference lost every replica before all windows were answered; the message names them."""
 
     code = "PARALLEL_REPLICAS_LOST"
+
+
+# Federated learning (issue 13 item 1): each bad input has its own code.
+class FederatedError(LearnError):
+    """A federated job failed; ``code`` says why (the message names the round, device or value)."""
+
+    code = "LEARN_JOB_FAILED"
+
+
+class TaskUnknownError(FederatedError, InvalidInputError):
+    """``--task`` names no federated task Roost ships (``wine``)."""
+
+    code = "LEARN_TASK_UNKNOWN"
+
+
+class StrategyUnknownError(FederatedError, InvalidInputError):
+    """``--strategy`` names no supported Flower strategy."""
+
+    code = "LEARN_STRATEGY_UNKNOWN"
+
+
+class RoundsOutOfRangeError(FederatedError, InvalidInputError):
+    """``--rounds`` is outside 1..MAX_ROUNDS."""
+
+    code = "LEARN_ROUNDS_OUT_OF_RANGE"
+
+
+class ParticipantsInvalidError(FederatedError, InvalidInputError):
+    """``--min-participants`` is below 1, above the devices of the target, or above MAX_PARTICIPANTS."""
+
+    code = "LEARN_PARTICIPANTS_INVALID"
+
+
+class TargetEmptyError(FederatedError, InvalidInputError):
+    """The target group has no device to train on."""
+
+    code = "LEARN_TARGET_EMPTY"
+
+
+class DataMissingError(FederatedError, NotFoundError):
+    """A device's configured data path does not exist (or is not a readable file)."""
+
+    code = "LEARN_DATA_MISSING"
+
+
+class TooFewParticipantsError(FederatedError):
+    """A round ended with fewer usable updates than ``--min-participants`` (devices left or failed)."""
+
+    code = "LEARN_TOO_FEW_PARTICIPANTS"
+
+
+class UpdateRejectedError(FederatedError):
+    """A device's model update was rejected (corrupt, wrong shape, oversized); the reason is recorded."""
+
+    code = "LEARN_UPDATE_REJECTED"
+
+
+class FlowerMissingError(FederatedError, NotFoundError):
+    """The Flower venv (flower-superlink, flower-supernode, flwr) is not installed: run ``make flower``."""
+
+    code = "LEARN_FLOWER_MISSING"
+
+
+class FlowerProcessError(FederatedError):
+    """A Flower process did not start, exited early, or a run did not end within its timeout."""
+
+    code = "LEARN_FLOWER_FAILED"
+
+
+class JobStateError(FederatedError, ConflictError):
+    """A job state change the state machine does not allow (e.g. RUNNING after SUCCEEDED)."""
+
+    code = "LEARN_JOB_STATE"

@@ -1,0 +1,202 @@
+"""A federated learning job: its checked spec, its state machine, and running it on Flower.
+
+States: PENDING -> STARTING (SuperLink up, SuperNodes connecting) -> RUNNING (``flwr run``) ->
+SUCCEEDED or FAILED; any state may go to FAILED, nothing leaves SUCCEEDED or FAILED, and every state
+has a timeout (:data:`STATE_TIMEOUTS`). Bounds: 1..MAX_ROUNDS rounds, at most MAX_PARTICIPANTS
+devices, updates of at most MAX_UPDATE_BYTES.
+
+:func:`run_job` runs a job whose devices are given as (name, data path) pairs, each SuperNode a
+process of this machine (the bench and the tests; on a fleet the SuperNode is the devices' component).
+Each device's data path is checked before it joins (``LEARN_DATA_MISSING``); a round with fewer usable
+updates than ``min_participants`` fails the job (``LEARN_TOO_FEW_PARTICIPANTS``, the reason names the
+round); rejected updates are recorded per round with their reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from roost.learn.errors import (
+    DataMissingError,
+    FederatedError,
+    FlowerProcessError,
+    JobStateError,
+    ParticipantsInvalidError,
+    RoundsOutOfRangeError,
+    StrategyUnknownError,
+    TargetEmptyError,
+    TaskUnknownError,
+    TooFewParticipantsError,
+)
+from roost.learn.superlink import FlowerProcess, SuperLink, flower_bin, free_port, run_app, start_supernode
+from roost.learn.tls import make_job_tls
+from roost.learn.wine_task import TASKS, centralised_rmse, write_holdout
+
+__all__ = ["MAX_PARTICIPANTS", "MAX_ROUNDS", "STRATEGIES", "Device", "JobSpec", "JobState", "JobStatus", "run_job"]
+
+log = logging.getLogger(__name__)
+
+STRATEGIES: Final = ("fedxgb-bagging", "fedxgb-cyclic", "fedavg", "fedprox")
+MAX_ROUNDS: Final = 100
+MAX_PARTICIPANTS: Final = 32
+MAX_UPDATE_BYTES: Final = 4 * 1024 * 1024
+
+
+class JobState(enum.StrEnum):
+    PENDING = "PENDING"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+_NEXT: Final[dict[JobState, frozenset[JobState]]] = {
+    JobState.PENDING: frozenset({JobState.STARTING, JobState.FAILED}),
+    JobState.STARTING: frozenset({JobState.RUNNING, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+}
+#: Seconds a job may stay in a state (RUNNING: per round, times the rounds).
+STATE_TIMEOUTS: Final[dict[JobState, float]] = {JobState.PENDING: 300.0, JobState.STARTING: 120.0,
+                                                 JobState.RUNNING: 120.0}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    task: str
+    strategy: str
+    rounds: int
+    min_participants: int
+    local_rounds: int = 4
+
+    def check(self, devices: int) -> None:
+        """Raise the specific error of the first bad value (devices: the target's device count)."""
+        if self.task not in TASKS:
+            raise TaskUnknownError(f"unknown task {self.task!r}; known: {', '.join(TASKS)}")
+        if self.strategy not in STRATEGIES:
+            raise StrategyUnknownError(f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
+        if not 1 <= self.rounds <= MAX_ROUNDS:
+            raise RoundsOutOfRangeError(f"--rounds {self.rounds} is outside 1..{MAX_ROUNDS}")
+        if devices == 0:
+            raise TargetEmptyError("the target has no device to train on")
+        if devices > MAX_PARTICIPANTS:
+            raise ParticipantsInvalidError(f"the target has {devices} devices; at most {MAX_PARTICIPANTS} take part")
+        if not 1 <= self.min_participants <= devices:
+            raise ParticipantsInvalidError(f"--min-participants {self.min_participants} is outside 1..{devices} "
+                                           "(the target's devices)")
+
+
+@dataclass
+class JobStatus:
+    """What the API and ``roost learn status`` show of a job."""
+
+    job: str
+    spec: JobSpec
+    status: JobState = JobState.PENDING
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    final_metric: float | None = None
+    centralised_metric: float | None = None
+    reason: str | None = None
+    since: float = field(default_factory=time.monotonic)
+
+    def move(self, to: JobState, reason: str | None = None) -> None:
+        if to not in _NEXT[self.status]:
+            raise JobStateError(f"job {self.job}: {self.status} cannot become {to}")
+        log.info("job %s: %s -> %s%s", self.job, self.status, to, f" ({reason})" if reason else "")
+        self.status, self.since = to, time.monotonic()
+        if reason:
+            self.reason = reason
+
+    def overdue(self, now: float | None = None) -> bool:
+        limit = STATE_TIMEOUTS.get(self.status)
+        if limit is None:
+            return False
+        if self.status is JobState.RUNNING:
+            limit *= self.spec.rounds
+        return ((now if now is not None else time.monotonic()) - self.since) > limit
+
+    def as_json(self) -> dict[str, Any]:
+        return {"job": self.job, "status": str(self.status), "spec": asdict(self.spec),
+                "rounds": [{"round": r["round"], "participants": r["participants"], "metric": r.get("metric"),
+                            "bytes": r["bytes_up"] + r["bytes_down"], "seconds": r.get("seconds"),
+                            "rejected": r.get("rejected", [])} for r in self.rounds],
+                "final_metric": self.final_metric, "centralised_metric": self.centralised_metric,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    data_path: Path
+
+
+def _check_data(device: Device) -> None:
+    path = Path(device.data_path)
+    if not path.is_file():
+        raise DataMissingError(f"device {device.name}: its data path {path} does not exist or is not a file")
+
+
+def _read_rounds(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_job(job: str, spec: JobSpec, devices: Sequence[Device], folder: Path, *, host: str = "127.0.0.1",
+            tls: bool = True, capture: bool = False,
+            on_supernodes: Callable[[list[FlowerProcess]], None] | None = None) -> JobStatus:
+    """Run ``spec`` on ``devices`` (local SuperNodes) and return the final status; raises FederatedError."""
+    spec.check(len(devices))
+    status = JobStatus(job, spec)
+    for device in devices:
+        _check_data(device)
+    bin_dir = flower_bin()
+    folder.mkdir(parents=True, exist_ok=True)
+    holdout = write_holdout(folder / "holdout.csv")
+    job_tls = make_job_tls(folder / "tls", host) if tls else None
+    link = SuperLink(bin_dir, folder, host, free_port(host), job_tls)
+    nodes: list[FlowerProcess] = []
+    status.move(JobState.STARTING)
+    try:
+        link.start(timeout=STATE_TIMEOUTS[JobState.STARTING])
+        for device in devices:
+            nodes.append(start_supernode(bin_dir, link.address, Path(device.data_path).resolve(),
+                                         folder / f"supernode-{device.name}.log", runtime_port=free_port(),
+                                         ca_cert=job_tls.ca_cert if job_tls else None))
+        if on_supernodes is not None:
+            on_supernodes(nodes)
+        status.move(JobState.RUNNING)
+        out = folder / "out"
+        config: dict[str, str | int | float | bool] = {
+            "strategy": spec.strategy, "num-server-rounds": spec.rounds, "min-participants": spec.min_participants,
+            "expected-participants": len(devices), "local-rounds": spec.local_rounds, "out-dir": str(out),
+            "holdout-path": str(holdout), "max-update-bytes": MAX_UPDATE_BYTES,
+            "round-timeout": STATE_TIMEOUTS[JobState.RUNNING], "capture-messages": capture}
+        done = run_app(link, config, timeout=STATE_TIMEOUTS[JobState.RUNNING] * spec.rounds + 60)
+        (folder / "flwr-run.log").write_text(done.stdout + done.stderr)
+        status.rounds = _read_rounds(out / "rounds.jsonl")
+        failed = next((r["failed"] for r in status.rounds if "failed" in r), None)
+        if failed:
+            raise TooFewParticipantsError(f"job {job}: {failed}")
+        if done.returncode != 0 or not (out / "done.json").is_file():
+            raise FlowerProcessError(f"job {job}: flwr run exited {done.returncode} without a final model: "
+                                     f"{(done.stdout + done.stderr)[-1500:]}")
+        status.final_metric = status.rounds[-1].get("metric") if status.rounds else None
+        status.centralised_metric = centralised_rmse(spec.strategy, spec.rounds, spec.local_rounds, len(devices))
+        status.move(JobState.SUCCEEDED)
+        return status
+    except FederatedError as err:
+        status.move(JobState.FAILED, f"{err.code}: {err}")
+        raise
+    finally:
+        for node in nodes:
+            node.stop()
+        link.stop()
