@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-.PHONY: install demo test test-fast lint typecheck pytest pytest-fast bench bench-inference bench-fleet bench-provision browser podman prometheus sshd flower clean
+.PHONY: install demo test test-fast lint typecheck pytest pytest-fast bench bench-inference bench-fleet bench-provision bench-learn browser podman prometheus sshd flower clean
 
 $(STAMP): pyproject.toml scripts/pick-python
 	@# A .venv built on another interpreter is rebuilt from scratch.
@@ -99,6 +99,10 @@ $(FLOWER_STAMP): requirements/flower.txt
 	$(PY) -m venv $(FLOWER_VENV)
 	$(FLOWER_VENV)/bin/pip install --quiet -r requirements/flower.txt
 	touch $(FLOWER_STAMP)
+
+# Issue 13's collaborative-AI benchmarks, one after the other: federated (Flower), joint, parallel.
+bench-learn: $(STAMP) flower
+	$(BIN)/python bench/learn.py
 
 bench-learn-federated: $(STAMP) flower
 	$(BIN)/python bench/learn_federated.py

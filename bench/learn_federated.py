@@ -44,13 +44,13 @@ def _rows_leaked(messages: Path, parts: list[Path]) -> dict[str, int]:
             "bytes_scanned": len(blob), "messages_scanned": len(files)}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--strategies", default="fedxgb-bagging,fedavg")
     parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="roost-bench-fl-"))
     results: dict[str, object] = {"devices": args.devices, "rounds": args.rounds, "runs": {}}
     try:
