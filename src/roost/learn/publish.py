@@ -20,6 +20,9 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from roost.learn.errors import GateFailedError, NotApplicableError, VariantError
 from roost.learn.lighten import REJECTED_FILE, VARIANT_FILE, Variant, read_variant
@@ -50,85 +53,57 @@ def check_publishable(folder: Path) -> Variant:
     return variant
 
 
-def _image_recipe(variant: Variant, name: str, version: str, header: str, artifacts: str) -> str:
-    return f"""{header}ComponentConfiguration:
-  DefaultConfiguration:
-    requestTopic: local/image/inference
-    resultTopic: local/image/result
-    topK: 5
-    accessControl:
-      aws.greengrass.ipc.pubsub:
-        {name}:pubsub:1:
-          policyDescription: Receive image requests, publish labels and replies.
-          operations:
-            - aws.greengrass#SubscribeToTopic
-            - aws.greengrass#PublishToTopic
-          resources:
-            - local/image/inference
-            - local/image/result
-            - roost/reply/*
-Manifests:
-  - Platform:
-      os: linux
-    Lifecycle:
-      Run: >-
-        roost serve --image-model {{artifacts:path}} --name {name} --version {version}
-        --allowed-dir {{kernel:rootPath}}/packages/artifacts/com.roost.ImageRequester
-        --top-k {{configuration:/topK}}
-        --request-topic {{configuration:/requestTopic}} --result-topic {{configuration:/resultTopic}}
-    Artifacts:
-{artifacts}"""
+def _serving_recipe(name: str, version: str, description: str, config: dict[str, Any], topics: tuple[str, str],
+                    what: str, run: list[str], files: list[str], setenv: dict[str, str] | None = None) -> str:
+    """A serving component's recipe: its topics in the configuration and its pub/sub policy, one Run step."""
+    request, result = topics
+    lifecycle: dict[str, Any] = {"Setenv": setenv} if setenv else {}
+    lifecycle["Run"] = " ".join(run)
+    recipe = {
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": name,
+        "ComponentVersion": version,
+        "ComponentType": "aws.greengrass.generic",
+        "ComponentDescription": description,
+        "ComponentPublisher": "Roost",
+        "ComponentConfiguration": {"DefaultConfiguration": {
+            "requestTopic": request, "resultTopic": result, **config,
+            "accessControl": {"aws.greengrass.ipc.pubsub": {f"{name}:pubsub:1": {
+                "policyDescription": f"Receive {what} requests, publish results and replies.",
+                "operations": ["aws.greengrass#SubscribeToTopic", "aws.greengrass#PublishToTopic"],
+                "resources": [request, result, "roost/reply/*"],
+            }}},
+        }},
+        "Manifests": [{
+            "Platform": {"os": "linux"},
+            "Lifecycle": lifecycle,
+            "Artifacts": [{"URI": f"s3://roost-variants/{name}/{version}/{file}"} for file in files],
+        }],
+    }
+    return "---\n" + yaml.safe_dump(recipe, sort_keys=False, width=120)
 
 
 def variant_recipe(variant: Variant, name: str, version: str) -> str:
     """The recipe (YAML) of the component serving ``variant``."""
-    tree_model = "model.json" if "model.json" in variant.files else str(variant.report.details.get("tree_model"))
-    engine = "compiled" if variant.target == "compiled" else "xgboost"
     files = sorted([*variant.files, VARIANT_FILE])
     r = variant.report
-    artifacts = "".join(f"      - URI: s3://roost-variants/{name}/{version}/{file}\n" for file in files)
-    header = f"""---
-RecipeFormatVersion: "2020-01-25"
-ComponentName: {name}
-ComponentVersion: "{version}"
-ComponentType: aws.greengrass.generic
-ComponentDescription: >-
-  A {variant.target} variant of {Path(variant.source["path"]).name} (sha256 {variant.source["sha256"][:12]}),
-  validated on {r.rows} rows: {r.metric} {r.metric_before:.6g} -> {r.metric_after:.6g} (gate
-  {r.max_regression:.4g}, passed; {r.measured_against}), {r.size_bytes} bytes. The report is the artifact
-  variant.json.
-ComponentPublisher: Roost
-"""
+    description = (f"A {variant.target} variant of {Path(variant.source['path']).name} (sha256 "
+                   f"{variant.source['sha256'][:12]}), validated on {r.rows} rows: {r.metric} {r.metric_before:.6g} -> "
+                   f"{r.metric_after:.6g} (gate {r.max_regression:.4g}, passed; {r.measured_against}), "
+                   f"{r.size_bytes} bytes. The report is the artifact variant.json.")
+    topics = "--request-topic {configuration:/requestTopic} --result-topic {configuration:/resultTopic}"
     if LABELS_FILE in variant.files:
-        return _image_recipe(variant, name, version, header, artifacts)
-    return f"""{header}ComponentConfiguration:
-  DefaultConfiguration:
-    requestTopic: local/inference
-    resultTopic: local/result
-    maxBatch: 64
-    accessControl:
-      aws.greengrass.ipc.pubsub:
-        {name}:pubsub:1:
-          policyDescription: Receive inference requests, publish results and replies.
-          operations:
-            - aws.greengrass#SubscribeToTopic
-            - aws.greengrass#PublishToTopic
-          resources:
-            - local/inference
-            - local/result
-            - roost/reply/*
-Manifests:
-  - Platform:
-      os: linux
-    Lifecycle:
-      Setenv:
-        ROOST_SERVE_CACHE: "{{work:path}}/cache"
-      Run: >-
-        roost serve --model {{artifacts:path}}/{tree_model} --engine {engine}
-        --name {name} --version {version} --max-batch {{configuration:/maxBatch}}
-        --request-topic {{configuration:/requestTopic}} --result-topic {{configuration:/resultTopic}}
-    Artifacts:
-{artifacts}"""
+        return _serving_recipe(name, version, description, {"topK": 5}, ("local/image/inference", "local/image/result"),
+                               "image", ["roost serve --image-model {artifacts:path}",
+                                         f"--name {name} --version {version}",
+                                         "--allowed-dir {kernel:rootPath}/packages/artifacts/com.roost.ImageRequester",
+                                         "--top-k {configuration:/topK}", topics], files)
+    tree_model = "model.json" if "model.json" in variant.files else str(variant.report.details.get("tree_model"))
+    engine = "compiled" if variant.target == "compiled" else "xgboost"
+    return _serving_recipe(name, version, description, {"maxBatch": 64}, ("local/inference", "local/result"),
+                           "inference", [f"roost serve --model {{artifacts:path}}/{tree_model} --engine {engine}",
+                                         f"--name {name} --version {version} --max-batch {{configuration:/maxBatch}}",
+                                         topics], files, setenv={"ROOST_SERVE_CACHE": "{work:path}/cache"})
 
 
 def write_recipe(variant: Variant, name: str, version: str, folder: Path | None = None) -> Path:
