@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from common import REPO, SHARED, bench_tmp, log, roost
+from common import REPO, SHARED, bench_tmp, log, roost, run_header, write_results
 from roost import eventloop
 
 WINE = REPO / "src" / "roost" / "samples" / "data" / "wine_concat.csv"
@@ -282,17 +281,13 @@ def main() -> None:
     ap.add_argument("--admission-calls", type=int, default=300)
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    results: dict[str, Any] = {"targets": TARGETS, "original_fixed_wait_s": ORIGINAL_WAIT_S,
-                               "cpu": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results = run_header(TARGETS) | {"original_fixed_wait_s": ORIGINAL_WAIT_S}
     log("admission at scale (first, on the quiet machine)")
     scale = subprocess.run([sys.executable, str(Path(__file__).parent / "cluster_admission.py"), "--calls",
                             str(args.admission_calls)], capture_output=True, text=True, check=True, timeout=1800)
     results["admission"] = json.loads(scale.stdout)
     results["live"] = live(args)
-    text = json.dumps(results, indent=1)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    write_results(results, args.json)
 
 
 if __name__ == "__main__":

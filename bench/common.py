@@ -42,6 +42,20 @@ def bench_tmp(prefix: str) -> Path:
     return path
 
 
+def run_header(targets: dict[str, Any]) -> dict[str, Any]:
+    """The first keys of a results file: the targets, the machine's CPU count, the time (UTC) and the load."""
+    return {"targets": targets, "cpu": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_before": round(os.getloadavg()[0], 2)}
+
+
+def write_results(results: dict[str, Any], path: str) -> None:
+    """Print ``results`` as JSON and, when ``path`` is not empty, write it there too."""
+    text = json.dumps(results, indent=1)
+    if path:
+        Path(path).write_text(text + "\n")
+    print(text)
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

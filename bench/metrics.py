@@ -19,7 +19,6 @@ says what Roost's own overhead is.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import socket
@@ -34,7 +33,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, Agent, Workspace, bench_tmp, log, roost
+from common import REPO, Agent, Workspace, bench_tmp, log, roost, run_header, write_results
 
 TARGETS = {"agent_scrape_ms": 10.0, "fleet_10k_s": 1.0}
 
@@ -245,16 +244,11 @@ def main() -> None:
     ap.add_argument("--fleet-requests", type=int, default=10)
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    results: dict[str, Any] = {"targets": TARGETS, "cpu": os.cpu_count(),
-                               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "load_before": round(os.getloadavg()[0], 2)}
+    results = run_header(TARGETS)
     results["agent"] = agent_bench(args.components, args.scrapes)
     results["fleet"] = fleet_bench(args.devices, args.fleet_requests)
     results["load_after"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(results, indent=1)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    write_results(results, args.json)
 
 
 if __name__ == "__main__":
