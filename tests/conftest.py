@@ -53,6 +53,7 @@ LONGEST_FIRST: tuple[str, ...] = (
     "sync/test_sync_e2e.py",
     "serve/test_service_e2e.py",
     "cluster/test_cluster_e2e.py",
+    "learn/test_federated_e2e.py",  # real Flower SuperLink and SuperNodes, 3 jobs
     "agent/test_docker_e2e.py",
     "observe/test_prometheus_e2e.py",
     "agent/test_pause_resume.py",
