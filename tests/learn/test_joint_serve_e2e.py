@@ -7,7 +7,6 @@ answered with an error naming the missing feature while the component keeps serv
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from roost.learn.joint import XGBoostEdgeModel
 from roost.serve.wine import FEATURES, holdout
 from tests.agent.helpers import Workspace, wait_until
 from tests.conftest import Cli
-from tests.learn.replicas import ReplicaProcess
+from tests.learn.replicas import ReplicaProcess, free_port
 from tests.serve.agent_ipc import agent_client, running_agent, until_serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -31,10 +30,10 @@ ROWS = 60
 THRESHOLD = 0.1  # the margin filter: a row is hard when its top two classes are within 0.1
 
 
-def _acl(component: str) -> dict[str, Any]:
+def _acl(component: str, *topics: str) -> dict[str, Any]:
     return {"aws.greengrass.ipc.pubsub": {f"{component}:pubsub:1": {
         "operations": ["aws.greengrass#SubscribeToTopic", "aws.greengrass#PublishToTopic"],
-        "resources": [REQ, RES, "roost/reply/*"]}}}
+        "resources": [*topics, "roost/reply/*"]}}}
 
 
 def _records(x: np.ndarray) -> list[dict[str, float | int]]:
@@ -42,12 +41,13 @@ def _records(x: np.ndarray) -> list[dict[str, float | int]]:
             for row in x]
 
 
-def _component(ws: Workspace, name: str, model: Path, endpoint: str, token_file: Path, *extra: str) -> None:
+def _component(ws: Workspace, name: str, model: Path, endpoint: str, token_file: Path, *extra: str,
+               topics: tuple[str, str] = (REQ, RES)) -> None:
     ws.component(name, "1.0.0", {
         "Run": f"roost serve --model {model} --name wine-joint --version 1.0.0 --joint-centre {endpoint} "
-               f"--joint-centre-token-file {token_file} --request-topic {REQ} --result-topic {RES} "
+               f"--joint-centre-token-file {token_file} --request-topic {topics[0]} --result-topic {topics[1]} "
                + " ".join(extra)},
-        config={"accessControl": _acl(name)})
+        config={"accessControl": _acl(name, *topics)})
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,28 @@ def test_a_bad_filter_fails_the_component_at_start_up_with_its_code(
     wait_until(lambda: log_file.exists() and code in log_file.read_text(), timeout=60,
                what=f"{code} in the component's log")
     assert str(token_file.read_text()) not in log_file.read_text()
+
+
+def test_an_unreachable_centre_leaves_the_edge_answering_flagged(
+        joint: tuple[Cli, ReplicaProcess, Path], wine_classes: dict[str, Path], tmp_path: Path) -> None:
+    cli, _, token_file = joint
+    name, topics = "com.test.WineJointDown", ("test/joint-down/request", "test/joint-down/result")
+    tmp_path.chmod(0o755)
+    ws = Workspace(tmp_path / "ws")
+    _component(ws, name, wine_classes["edge"], f"ws://127.0.0.1:{free_port()}/v1/stream", token_file,
+               "--joint-filter margin", "--joint-threshold 1.0", topics=topics)  # every row hard
+    out = cli.run("deployment", "create", *ws.deploy_args(), "--merge", f"{name}=1.0.0", "--wait", "--json",
+                  timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    x, _ = holdout()
+    edge_pred = XGBoostEdgeModel(wine_classes["edge"]).predict(x[:5])[0]
+
+    async def main() -> Any:
+        async with agent_client(cli) as ipc:
+            return await until_serving(ipc, topics[0], {"records": _records(x[:5])}, timeout=60)
+
+    reply = asyncio.run(main())
+    assert reply["answered_by"] == ["edge"] * 5, reply
+    assert reply["predictions"] == [float(v) for v in edge_pred]
+    assert reply["centre_error"]["code"] == "CENTRE_UNREACHABLE" and reply["centre_ms"] is None
+    assert str(token_file.read_text()) not in (cli.root / "logs" / f"{name}.log").read_text()
