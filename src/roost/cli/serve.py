@@ -55,6 +55,15 @@ def serve(model: Annotated[Path | None, typer.Option("--model", help="XGBoost mo
           threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
           max_request_bytes: Annotated[int, typer.Option(
               "--max-request-bytes", min=1, help="Largest request (message or event body), bytes.")] = 4 * 1024 * 1024,
+          joint_centre: Annotated[str | None, typer.Option(
+              "--joint-centre", help="Joint inference: the centre replica's ws://HOST:PORT/v1/stream.")] = None,
+          joint_centre_token_file: Annotated[Path | None, typer.Option(
+              "--joint-centre-token-file", help="File holding the centre session's token (never on argv).")] = None,
+          joint_filter: Annotated[str | None, typer.Option(
+              "--joint-filter", help="Joint inference's hard-example filter: threshold | cross-entropy | margin "
+                                     "| random (--model is then the edge model).")] = None,
+          joint_threshold: Annotated[float | None, typer.Option(
+              "--joint-threshold", help="The filter's threshold, 0..1 (default: Sedna's).")] = None,
           log_level: Annotated[str, typer.Option("--log-level")] = "INFO", as_json: JsonLogOpt = False) -> None:
     """Serve a model to local components over pub/sub (run as a component)."""
     from roost.serve.service import ServeOptions, run_service
@@ -66,7 +75,9 @@ def serve(model: Annotated[Path | None, typer.Option("--model", help="XGBoost mo
                            max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0,
                            cache_dir=cache_dir or Path(os.environ.get("ROOST_SERVE_CACHE", ".roost-serve-cache")),
                            allowed_dirs=[p.resolve() for p in allowed_dir or []], top_k=top_k, threads=threads,
-                           max_request_bytes=max_request_bytes)
+                           max_request_bytes=max_request_bytes, joint_centre=joint_centre,
+                           joint_centre_token_file=joint_centre_token_file, joint_filter=joint_filter,
+                           joint_threshold=joint_threshold)
     asyncio.run(run_service(options))
 
 

@@ -59,6 +59,12 @@ class ServeOptions:
     threads: int | None = None
     #: Largest request (message or event body) in bytes; larger ones get PAYLOAD_TOO_LARGE.
     max_request_bytes: int = DEFAULT_MAX_BYTES
+    #: Joint inference (docs/joint-inference.md): the centre replica's endpoint, a file holding its
+    #: session token (never argv, never logged), and the hard-example filter; ``None``: plain serving.
+    joint_centre: str | None = None
+    joint_centre_token_file: Path | None = None
+    joint_filter: str | None = None
+    joint_threshold: float | None = None
 
 
 class InferenceService:
@@ -80,6 +86,9 @@ class InferenceService:
         self.reporter: InferenceReporter | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._swap_lock = asyncio.Lock()
+        #: Joint mode: the edge model answers, hard examples go to the centre (roost.learn.joint).
+        self.joint: Any = None
+        self._joint_lock = asyncio.Lock()
 
     @property
     def model_id(self) -> str:
@@ -93,7 +102,10 @@ class InferenceService:
 
     async def load(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.options.model is not None:
+        opts = self.options
+        if (opts.joint_filter, opts.joint_threshold, opts.joint_centre, opts.joint_centre_token_file) != (None,) * 4:
+            await self._load_joint()
+        elif self.options.model is not None:
             self.tabular = await loop.run_in_executor(self.executor, self._load_tabular, self.options.model)
             self.batcher = MicroBatcher(self.tabular.backend.predict, max_batch=self.options.max_batch,
                                         max_wait_s=self.options.max_wait_s, executor=self.executor,
@@ -105,6 +117,34 @@ class InferenceService:
             self.image = await loop.run_in_executor(self.executor, self._load_image, self.options.image_model)
             log.info("serving image classifier %s (%s) on %s", self.model_id, self.options.image_model,
                      self.options.request_topic)
+
+    async def _load_joint(self) -> None:
+        """Joint mode: the filter and centre are checked first, so bad options fail at start-up."""
+        from roost.cluster.replica_session import ReplicaTarget
+        from roost.learn.hard_examples import make_filter
+        from roost.learn.joint import JointInference, XGBoostEdgeModel, direct_centre
+
+        opts = self.options
+        if opts.model is None:
+            raise RequestError("joint inference needs --model (the edge model)", code="INVALID_ARGUMENT")
+        hard_filter = make_filter(opts.joint_filter or "threshold", opts.joint_threshold)
+        if not opts.joint_centre or opts.joint_centre_token_file is None:
+            raise RequestError("joint inference needs --joint-centre URL and --joint-centre-token-file FILE",
+                               code="INVALID_ARGUMENT")
+        try:
+            token = opts.joint_centre_token_file.read_text().strip()
+        except OSError as err:
+            raise RequestError(f"cannot read the centre token file {opts.joint_centre_token_file}: "
+                               f"{err.strerror}", code="INVALID_ARGUMENT") from err
+        if not token:
+            raise RequestError(f"the centre token file {opts.joint_centre_token_file} is empty",
+                               code="INVALID_ARGUMENT")
+        loop = asyncio.get_running_loop()
+        edge = await loop.run_in_executor(self.executor, XGBoostEdgeModel, opts.model)
+        self.joint = JointInference(edge, direct_centre(ReplicaTarget(opts.joint_centre, token)), hard_filter)
+        await self.joint.start()
+        log.info("serving %s jointly (edge %s, centre %s, filter %s < %s) on %s", self.model_id, edge.description,
+                 opts.joint_centre, hard_filter.name, hard_filter.threshold, opts.request_topic)
 
     def _load_tabular(self, path: Path) -> LoadedModel:
         return load_tabular(path, self.options.engine, cache_dir=self.options.cache_dir)  # type: ignore[arg-type]
@@ -133,7 +173,9 @@ class InferenceService:
         try:
             doc, meta = unwrap_event(message.json if message.json is not None else message.payload,
                                      max_bytes=self.options.max_request_bytes)
-            if self.tabular is not None:
+            if self.joint is not None:
+                await self._handle_joint(doc, meta, t0)
+            elif self.tabular is not None:
                 await self._handle_tabular(doc, meta, t0)
             else:
                 await self._handle_image(doc, meta, t0)
@@ -170,6 +212,23 @@ class InferenceService:
         self.ipc.publish_nowait(self.options.result_topic, values)
         if "replyTo" in meta:
             self._reply(meta, {"predictions": values, "model": model_id, "engine": tabular.engine,
+                               "elapsed_us": int((time.perf_counter() - t0) * 1e6)})
+
+    async def _handle_joint(self, doc: Any, meta: dict[str, Any], t0: float) -> None:
+        joint = self.joint
+        if isinstance(doc, dict) and ("image_dir" in doc or "image" in doc):
+            raise RequestError(f"{self.model_id} is a tabular model; send records, not an image", code=WRONG_TYPE)
+        rows = decode_tabular(doc, joint.edge.features)
+        # One batch at a time: the centre session numbers its windows in order.
+        async with self._joint_lock:
+            batch = await joint.infer(rows)
+        values = batch.predictions
+        self.ipc.publish_nowait(self.options.result_topic, values)
+        if "replyTo" in meta:
+            self._reply(meta, {"predictions": values, "answered_by": [a.answered_by for a in batch.answers],
+                               "edge_ms": round(batch.edge_ms, 4),
+                               "centre_ms": None if batch.centre_ms is None else round(batch.centre_ms, 4),
+                               "centre_error": batch.centre_error, "model": self.model_id, "engine": "xgboost",
                                "elapsed_us": int((time.perf_counter() - t0) * 1e6)})
 
     async def _handle_image(self, doc: Any, meta: dict[str, Any], t0: float) -> None:
@@ -267,6 +326,8 @@ class InferenceService:
             await self.reporter.close()
         if self.batcher is not None:
             await self.batcher.close()
+        if self.joint is not None:
+            await self.joint.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
