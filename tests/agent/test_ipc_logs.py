@@ -61,7 +61,9 @@ def test_a_burst_of_refused_connects_adds_one_log_line(paths: AgentPaths) -> Non
     assert len(refusals) == 1, new
     assert "refused IPC connections: unknown or missing authToken" in refusals[0]
     assert "further ones are counted" in refusals[0]
-    assert len(new) <= 3, new  # (a summary line may land if this ran across a 60 s boundary)
+    # start-up lines may still land after start_detached returns; from the refusal on, nothing but a
+    # summary line (if this ran across a 60 s boundary)
+    assert len(new[new.index(refusals[0]):]) <= 2, new
 
 
 def test_a_traceback_at_start_still_reaches_the_user(paths: AgentPaths) -> None:
