@@ -23,7 +23,7 @@ from pathlib import Path
 from roost.learn.errors import FlowerMissingError, FlowerProcessError
 from roost.learn.tls import JobTLS
 
-__all__ = ["APP_DIR", "FlowerProcess", "SuperLink", "flower_bin", "run_app", "start_supernode"]
+__all__ = ["APP_DIR", "FlowerProcess", "SuperLink", "flower_bin", "free_port", "run_app", "start_supernode"]
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,13 @@ class SuperLink:
 
 
 def start_supernode(bin_dir: Path, superlink: str, data_path: Path, log_path: Path, *, runtime_port: int,
-                    ca_cert: Path | None) -> FlowerProcess:
-    """A SuperNode connected to ``superlink`` that trains on ``data_path`` (the device's own CSV)."""
+                    ca_cert: Path | None, home: Path | None = None) -> FlowerProcess:
+    """A SuperNode connected to ``superlink`` that trains on ``data_path`` (the device's own CSV);
+    ``home`` is its ``FLWR_HOME`` (where it installs the app), else Flower's default (``~/.flwr``)."""
     argv = [str(bin_dir / "flower-supernode"), "--superlink", superlink, "--port", str(runtime_port),
             "--node-config", f'data-path="{data_path}"', "--max-wait-time", "120"]
     argv += ["--root-certificates", str(ca_cert)] if ca_cert else ["--insecure"]
-    return _spawn("flower-supernode", argv, _env(bin_dir), log_path)
+    return _spawn("flower-supernode", argv, _env(bin_dir, home), log_path)
 
 
 def run_app(link: SuperLink, run_config: dict[str, str | int | float | bool], *,
