@@ -531,6 +531,7 @@ CODES: dict[str, dict[str, str]] = {
         "LEARN_FLOWER_FAILED": "A Flower process (SuperLink, SuperNode, flwr run) did not start, exited early or "
                                "did not end within its timeout.",
         "LEARN_JOB_STATE": "A federated job state change the job's state machine does not allow.",
+        "LEARN_JOB_NOT_FOUND": "No federated learning job with that id at the hub (404).",
         "LEARN_JOIN_TIMEOUT": "Fewer SuperNodes than the job expects joined its SuperLink within the join "
                               "timeout (the message names how many joined).",
     },

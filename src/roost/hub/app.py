@@ -37,6 +37,7 @@ from roost.hub import migrate
 from roost.hub.api import admin, components, device, secrets
 from roost.hub.api import cluster as cluster_api
 from roost.hub.api import errors as api_errors
+from roost.hub.api import learn_jobs as learn_jobs_api
 from roost.hub.api import model_gate as model_gate_api
 from roost.hub.api import provision as provision_api
 from roost.hub.api.auth import AuthMiddleware
@@ -194,6 +195,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     app.include_router(components.router)
     app.include_router(model_gate_api.router)
     app.include_router(model_gate_api.device_router)
+    app.include_router(learn_jobs_api.router)
     app.include_router(admin.router)
     app.include_router(secrets.device_router)
     app.include_router(secrets.router)
