@@ -532,6 +532,7 @@ CODES: dict[str, dict[str, str]] = {
                                "did not end within its timeout.",
         "LEARN_JOB_STATE": "A federated job state change the job's state machine does not allow.",
         "LEARN_JOB_NOT_FOUND": "No federated learning job with that id at the hub (404).",
+        "LEARN_JOBS_BUSY": "The hub already has 16 federated learning jobs waiting or running (409); try later.",
         "LEARN_JOIN_TIMEOUT": "Fewer SuperNodes than the job expects joined its SuperLink within the join "
                               "timeout (the message names how many joined).",
     },

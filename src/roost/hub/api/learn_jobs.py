@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from roost.hub.api import auth
@@ -18,9 +18,11 @@ router = APIRouter(prefix="/v1/learn", dependencies=[Depends(auth.admin)], respo
                                                                  "LEARN_ROUNDS_OUT_OF_RANGE, LEARN_TARGET_EMPTY, "
                                                                  "LEARN_PARTICIPANTS_INVALID"},
                         404: {"model": ErrorBody, "description": "GROUP_NOT_FOUND"}})
-async def create_job(body: LearnJobIn, s: StoreDep) -> LearnJob:
-    """Record a job PENDING against ``group:NAME`` with its checked spec and the group's devices."""
+async def create_job(body: LearnJobIn, s: StoreDep, request: Request) -> LearnJob:
+    """Record a job PENDING against ``group:NAME`` with its checked spec and the group's devices, and
+    hand it to the hub's runner (:mod:`roost.hub.learn_runner`)."""
     job: LearnJob = await run_in_threadpool(s.create_learn_job, body)
+    request.app.state.learn_runner.submit(job.job)
     return job
 
 

@@ -31,6 +31,10 @@ class LearnJobIn(_Wire):
     rounds: int = Field(..., ge=-(2**31), le=2**31 - 1)
     #: Default: every device of the target.
     min_participants: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
+    #: Each device's training CSV on that device (per-device configuration of the SuperNode component);
+    #: a device not named uses ``data_path``.
+    data_paths: dict[str, str] = Field(default_factory=dict, max_length=32)
+    data_path: str = Field("/var/lib/roost/learn/wine.csv", min_length=1, max_length=4096)
 
 
 class LearnRound(_Wire):

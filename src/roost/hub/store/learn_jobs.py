@@ -19,6 +19,7 @@ from roost.hub.contract.federated import LearnJob, LearnJobIn, LearnRound
 from roost.hub.errors import HubNotFoundError
 from roost.hub.models import Device, Group, GroupMember, LearnJobRow
 from roost.hub.store.base import StoreBase
+from roost.learn.errors import ParticipantsInvalidError
 from roost.learn.federated_job import JobSpec, JobState
 
 __all__ = ["LIST_LIMIT", "LearnJobStore"]
@@ -51,9 +52,13 @@ class LearnJobStore(StoreBase):
             spec = JobSpec(body.task, body.strategy, body.rounds,
                            len(devices) if body.min_participants is None else body.min_participants)
             spec.check(len(devices))
+            unknown = sorted(set(body.data_paths) - set(devices))
+            if unknown:
+                raise ParticipantsInvalidError(f"data_paths names devices outside {body.target}: {', '.join(unknown)}")
             row = LearnJobRow(id=f"fl-{uuid.uuid4().hex[:12]}", target=body.target,
                               spec={"task": spec.task, "strategy": spec.strategy, "rounds": spec.rounds,
-                                    "min_participants": spec.min_participants},
+                                    "min_participants": spec.min_participants,
+                                    "data_paths": {d: body.data_paths.get(d, body.data_path) for d in devices}},
                               devices=devices, status=str(JobState.PENDING), result={}, created_at=now, updated_at=now)
             s.add(row)
             s.flush()
@@ -68,6 +73,15 @@ class LearnJobStore(StoreBase):
             if row is None:
                 raise HubNotFoundError(f"learn job {job} does not exist", code="LEARN_JOB_NOT_FOUND")
             return _job(row)
+        return self._read(run)
+
+    def learn_job_data_paths(self, job: str) -> dict[str, str]:
+        """Each device's data path of a job (its per-device SuperNode configuration)."""
+        def run(s: Session) -> dict[str, str]:
+            row = s.get(LearnJobRow, job)
+            if row is None:
+                raise HubNotFoundError(f"learn job {job} does not exist", code="LEARN_JOB_NOT_FOUND")
+            return dict(row.spec.get("data_paths", {}))
         return self._read(run)
 
     def learn_jobs(self) -> list[LearnJob]:
