@@ -8,6 +8,7 @@ import pytest
 from roost.hub.client import HubClient
 from roost.hub.contract import LearnJobIn
 from roost.hub.errors import HubError
+from tests.agent.helpers import wait_until
 from tests.hub.conftest import HubServer, enroll_device
 
 
@@ -18,8 +19,11 @@ def test_a_job_is_recorded_pending_with_its_groups_devices(hub_server: HubServer
         job = hub.create_learn_job(LearnJobIn(target="group:vineyard", task="wine", rounds=2))
         assert job.status == "PENDING" and job.devices == ["fl-a", "fl-b"] and job.min_participants == 2
         assert job.strategy == "fedavg" and job.rounds_planned == 2 and job.rounds == []
-        assert hub.learn_job(job.job) == job
         assert [j.job for j in hub.learn_jobs()] == [job.job]
+        # the runner takes it at once: without the SuperNode component published it cannot deploy, and says so
+        ended = wait_until(lambda: (j := hub.learn_job(job.job)).status == "FAILED" and j, timeout=60,
+                           what="the job to fail")
+        assert ended.devices == job.devices and "com.roost.FlowerSuperNode" in (ended.reason or "")
 
 
 @pytest.mark.parametrize(("body", "status", "code"), [

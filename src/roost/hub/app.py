@@ -174,7 +174,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
         finally:
             restore()
             await provisioner.stop()
-            learn_runner.close()
+            await anyio.to_thread.run_sync(learn_runner.close)
             await monitor.stop()
             await cluster.close()
             if cluster.kube is not None:

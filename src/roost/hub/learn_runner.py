@@ -39,9 +39,12 @@ class LearnRunner:
         self._pool = ThreadPoolExecutor(max_workers=MAX_RUNNING, thread_name_prefix="learn-job")
         self._lock = threading.Lock()
         self._waiting = 0
+        self._cancel = threading.Event()
 
     def submit(self, job: str) -> None:
         with self._lock:
+            if self._cancel.is_set():
+                raise HubConflictError("the hub is stopping", code="LEARN_JOBS_BUSY")
             if self._waiting >= MAX_QUEUED:
                 raise HubConflictError(f"{MAX_QUEUED} learn jobs are already waiting or running; try later",
                                        code="LEARN_JOBS_BUSY")
@@ -49,7 +52,9 @@ class LearnRunner:
         self._pool.submit(self._guarded, job)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Cancel the running jobs (they end FAILED, their SuperLink stopped) and wait for their threads."""
+        self._cancel.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _guarded(self, job: str) -> None:
         try:
@@ -82,7 +87,8 @@ class LearnRunner:
             self.store.update_learn_job(job_id, JobState.RUNNING)
 
         try:
-            status = run_joined_job(job_id, spec, len(job.devices), self.folder / job_id, join, host=self.host)
+            status = run_joined_job(job_id, spec, len(job.devices), self.folder / job_id, join, host=self.host,
+                                    cancel=self._cancel)
             doc = status.as_json()
             self.store.update_learn_job(job_id, JobState.SUCCEEDED, {
                 "rounds": [{k: r[k] for k in ("round", "participants", "metric", "bytes")} for r in doc["rounds"]],

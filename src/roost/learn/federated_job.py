@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -186,7 +187,7 @@ def run_job(job: str, spec: JobSpec, devices: Sequence[Device], folder: Path, *,
 
 def run_joined_job(job: str, spec: JobSpec, participants: int, folder: Path, join: Callable[[JoinInfo], None], *,
                    host: str = "127.0.0.1", tls: bool = True, capture: bool = False,
-                   join_timeout: float = JOIN_TIMEOUT) -> JobStatus:
+                   join_timeout: float = JOIN_TIMEOUT, cancel: threading.Event | None = None) -> JobStatus:
     """Run ``spec`` on ``participants`` SuperNodes started elsewhere (the devices' SuperNode components).
 
     The SuperLink comes up first; ``join(info)`` then starts the SuperNodes (e.g. deploys the component
@@ -199,12 +200,12 @@ def run_joined_job(job: str, spec: JobSpec, participants: int, folder: Path, joi
         return []
 
     return _run(job, spec, participants, folder, remote, host=host, tls=tls, capture=capture,
-                join_timeout=join_timeout)
+                join_timeout=join_timeout, cancel=cancel)
 
 
 def _run(job: str, spec: JobSpec, participants: int, folder: Path,
          start_nodes: Callable[[JoinInfo, Path], list[FlowerProcess]], *, host: str, tls: bool, capture: bool,
-         join_timeout: float = JOIN_TIMEOUT) -> JobStatus:
+         join_timeout: float = JOIN_TIMEOUT, cancel: threading.Event | None = None) -> JobStatus:
     status = JobStatus(job, spec)
     bin_dir = flower_bin()
     folder.mkdir(parents=True, exist_ok=True)
@@ -224,7 +225,8 @@ def _run(job: str, spec: JobSpec, participants: int, folder: Path,
             "holdout-path": str(holdout), "max-update-bytes": MAX_UPDATE_BYTES,
             "round-timeout": STATE_TIMEOUTS[JobState.RUNNING], "join-timeout": join_timeout,
             "capture-messages": capture}
-        done = run_app(link, config, timeout=STATE_TIMEOUTS[JobState.RUNNING] * spec.rounds + join_timeout + 60)
+        done = run_app(link, config, timeout=STATE_TIMEOUTS[JobState.RUNNING] * spec.rounds + join_timeout + 60,
+                       cancel=cancel)
         (folder / "flwr-run.log").write_text(done.stdout + done.stderr)
         joined = out / "join.json"
         if joined.is_file():
