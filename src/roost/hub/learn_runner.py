@@ -65,8 +65,7 @@ class LearnRunner:
             with self._lock:
                 self._waiting -= 1
 
-    def _deploy(self, device: str, config: dict[str, Any] | None) -> None:
-        components = {SUPERNODE: SUPERNODE_VERSION} if config is not None else {}
+    def _deploy(self, device: str, components: dict[str, str], config: dict[str, Any] | None) -> None:
         configuration = {SUPERNODE: {"MERGE": config}} if config is not None else {}
         self.store.create_deployment(DeploymentCreate.model_validate(
             {"target": f"device:{device}", "components": components, "configuration": configuration}))
@@ -75,15 +74,16 @@ class LearnRunner:
         job = self.store.learn_job(job_id)
         paths = self.store.learn_job_data_paths(job_id)
         spec = JobSpec(job.task, job.strategy, job.rounds_planned, job.min_participants)
-        joined: list[str] = []
+        joined: dict[str, dict[str, str]] = {}  # device -> its own components before the job
 
         def join(info: JoinInfo) -> None:
             self.store.update_learn_job(job_id, JobState.STARTING)
             ca = info.ca_cert.read_text() if info.ca_cert else ""
             for device in job.devices:
-                self._deploy(device, {"job": job_id, "superlink": info.superlink, "caCert": ca,
-                                      "dataPath": paths[device]})
-                joined.append(device)
+                own = {k: v for k, v in self.store.device_components(device).items() if k != SUPERNODE}
+                self._deploy(device, {**own, SUPERNODE: SUPERNODE_VERSION},
+                             {"job": job_id, "superlink": info.superlink, "caCert": ca, "dataPath": paths[device]})
+                joined[device] = own
             self.store.update_learn_job(job_id, JobState.RUNNING)
 
         try:
@@ -97,8 +97,8 @@ class LearnRunner:
             log.warning("learn job %s failed: %s: %s", job_id, err.code, err.message)
             self.store.update_learn_job(job_id, JobState.FAILED, {"reason": f"{err.code}: {err.message}"})
         finally:
-            for device in joined:
+            for device, own in joined.items():
                 try:
-                    self._deploy(device, None)
+                    self._deploy(device, own, None)
                 except RoostError as err:
                     log.warning("learn job %s: removing the SuperNode from %s: %s", job_id, device, err)

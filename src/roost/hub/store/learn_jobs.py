@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from roost.hub.contract import DeploymentStatus
 from roost.hub.contract.federated import LearnJob, LearnJobIn, LearnRound
 from roost.hub.errors import HubNotFoundError
-from roost.hub.models import Device, Group, GroupMember, LearnJobRow
+from roost.hub.models import Deployment, Device, Group, GroupMember, LearnJobRow
 from roost.hub.store.base import StoreBase
 from roost.learn.errors import ParticipantsInvalidError
 from roost.learn.federated_job import JobSpec, JobState
@@ -82,6 +83,19 @@ class LearnJobStore(StoreBase):
             if row is None:
                 raise HubNotFoundError(f"learn job {job} does not exist", code="LEARN_JOB_NOT_FOUND")
             return dict(row.spec.get("data_paths", {}))
+        return self._read(run)
+
+    def device_components(self, device: str) -> dict[str, str]:
+        """The root components of the current (ACTIVE or COMPLETED) ``device:NAME`` deployment ({} without
+        one): the runner adds the SuperNode to them and restores them after the job, so a job never drops a
+        device's own components."""
+        def run(s: Session) -> dict[str, str]:
+            row = s.scalars(select(Deployment).where(Deployment.target_type == "device",
+                                                     Deployment.target_name == device,
+                                                     Deployment.status.in_((DeploymentStatus.ACTIVE,
+                                                                            DeploymentStatus.COMPLETED)))
+                            .order_by(Deployment.seq.desc()).limit(1)).first()
+            return {str(k): str(v) for k, v in (row.components if row is not None else {}).items()}
         return self._read(run)
 
     def learn_jobs(self) -> list[LearnJob]:
