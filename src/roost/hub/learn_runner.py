@@ -15,13 +15,15 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from roost.errors import RoostError
 from roost.hub.contract import DeploymentCreate
 from roost.hub.errors import HubConflictError
-from roost.hub.store import Store
 from roost.learn.federated_job import JobSpec, JobState, JoinInfo, run_joined_job
+
+if TYPE_CHECKING:
+    from roost.hub.store import Store
 
 __all__ = ["MAX_QUEUED", "MAX_RUNNING", "SUPERNODE", "LearnRunner"]
 
