@@ -106,6 +106,7 @@ that every class is drawn here::
     │   │   ├── FlowerMissingError         LEARN_FLOWER_MISSING       learn.errors             also NotFoundError
     │   │   ├── FlowerProcessError         LEARN_FLOWER_FAILED        learn.errors
     │   │   ├── JobStateError              LEARN_JOB_STATE            learn.errors             also ConflictError
+    │   │   ├── JoinTimeoutError           LEARN_JOIN_TIMEOUT         learn.errors
     │   │   ├── ParticipantsInvalidError   LEARN_PARTICIPANTS_INVALID learn.errors             also InvalidInputError
     │   │   ├── RoundsOutOfRangeError      LEARN_ROUNDS_OUT_OF_RANGE  learn.errors             also InvalidInputError
     │   │   ├── StrategyUnknownError       LEARN_STRATEGY_UNKNOWN     learn.errors             also InvalidInputError
@@ -530,6 +531,10 @@ CODES: dict[str, dict[str, str]] = {
         "LEARN_FLOWER_FAILED": "A Flower process (SuperLink, SuperNode, flwr run) did not start, exited early or "
                                "did not end within its timeout.",
         "LEARN_JOB_STATE": "A federated job state change the job's state machine does not allow.",
+        "LEARN_JOB_NOT_FOUND": "No federated learning job with that id at the hub (404).",
+        "LEARN_JOBS_BUSY": "The hub already has 16 federated learning jobs waiting or running (409); try later.",
+        "LEARN_JOIN_TIMEOUT": "Fewer SuperNodes than the job expects joined its SuperLink within the join "
+                              "timeout (the message names how many joined).",
     },
     "roost.learn (joint inference with hard-example offload, parallel inference)": {
         "FILTER_UNKNOWN": "A hard-example filter name is not threshold, cross-entropy, margin or random (IBT is "

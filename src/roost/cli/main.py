@@ -8,6 +8,7 @@ import typer
 
 from roost import __version__
 from roost.cli import agent, cluster, component, demo, deployment, device, group, hub, logs, samples, secret, serve
+from roost.cli import learn as learn_commands
 from roost.cli import model as model_commands
 from roost.cli import service as service_units
 from roost.cli.inventory import inventory as inventory_command
@@ -29,6 +30,7 @@ app.command("serve", rich_help_panel=INFERENCE)(serve.serve)
 app.add_typer(serve.lambda_app, name="lambda", rich_help_panel=INFERENCE)
 app.add_typer(samples.app, name="samples", rich_help_panel=INFERENCE)
 app.add_typer(model_commands.app, name="model", rich_help_panel=INFERENCE)
+app.add_typer(learn_commands.app, name="learn", rich_help_panel=INFERENCE)
 app.command("stream", rich_help_panel=FLEET)(stream_command)
 app.command("joint", rich_help_panel=FLEET)(joint_command)
 app.add_typer(hub.app, name="hub", rich_help_panel=FLEET)

@@ -37,6 +37,7 @@ from roost.hub import migrate
 from roost.hub.api import admin, components, device, secrets
 from roost.hub.api import cluster as cluster_api
 from roost.hub.api import errors as api_errors
+from roost.hub.api import learn_jobs as learn_jobs_api
 from roost.hub.api import model_gate as model_gate_api
 from roost.hub.api import provision as provision_api
 from roost.hub.api.auth import AuthMiddleware
@@ -44,6 +45,7 @@ from roost.hub.api.device import DeviceBatches, RevisionWatcher
 from roost.hub.artifacts import DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore
 from roost.hub.background import BackgroundLoop
 from roost.hub.db import Database, default_url
+from roost.hub.learn_runner import LearnRunner
 from roost.hub.presence import Presence
 from roost.hub.store import Store
 from roost.observe.hub_metrics import HubMetrics, LatencyMiddleware
@@ -156,6 +158,8 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     cluster = Admission(store, signer, wake=watcher.refresh, kube=_kubernetes(config, signer))
     monitor = BackgroundLoop(lambda: ReplicaMonitor(store, signer, cluster.http(), wake=watcher.refresh).run())
     provisioner = Provisioner(store, config.root if config else store.artifacts.root.parent)
+    learn_runner = LearnRunner(store, (config.root if config else store.artifacts.root.parent) / "learn",
+                               os.environ.get("ROOST_LEARN_SUPERLINK_HOST", "127.0.0.1"))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -170,6 +174,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
         finally:
             restore()
             await provisioner.stop()
+            await anyio.to_thread.run_sync(learn_runner.close)
             await monitor.stop()
             await cluster.close()
             if cluster.kube is not None:
@@ -187,6 +192,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     app.state.watcher = watcher
     app.state.admission = cluster
     app.state.provisioner = provisioner
+    app.state.learn_runner = learn_runner
     app.state.device_batches = DeviceBatches(store, max_in_flight=1 if store.db.is_sqlite else 2)
     api_errors.install(app)
     # Routes match in order: the device routes (most of the traffic of a fleet) first.
@@ -194,6 +200,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
     app.include_router(components.router)
     app.include_router(model_gate_api.router)
     app.include_router(model_gate_api.device_router)
+    app.include_router(learn_jobs_api.router)
     app.include_router(admin.router)
     app.include_router(secrets.device_router)
     app.include_router(secrets.router)

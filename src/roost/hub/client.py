@@ -58,6 +58,7 @@ from roost.hub.contract import (
     error_for,
 )
 from roost.hub.contract.cluster import ClusterNode, ClusterReplica, ClusterSession, NodeReport, Tier
+from roost.hub.contract.federated import LearnJob, LearnJobIn
 from roost.hub.contract.metrics import MetricsSnapshot
 from roost.hub.contract.secrets import DeviceSecrets, Secret
 from roost.hub.errors import (
@@ -364,6 +365,16 @@ class HubClient:
             raise DigestMismatchError(f"artifact {name}/{version}/{file_name}: sha256 {actual} is not the hub's "
                                       f"{expected or '(none)'}")
         return actual
+
+    # federated learning jobs
+    def create_learn_job(self, body: LearnJobIn) -> LearnJob:
+        return _parse(LearnJob, self.request("POST", "/v1/learn/jobs", json=body.model_dump(mode="json")), "learn job")
+
+    def learn_jobs(self) -> list[LearnJob]:
+        return _parse_list(LearnJob, self.request("GET", "/v1/learn/jobs"), "learn jobs")
+
+    def learn_job(self, job: str) -> LearnJob:
+        return _parse(LearnJob, self.request("GET", f"/v1/learn/jobs/{_seg(job)}"), "learn job")
 
     # model versions: validation reports, benchmarks, recommendation
     def set_validation(self, name: str, version: str, report: ModelValidation) -> ModelValidation:

@@ -346,3 +346,17 @@ class ModelBenchmark(Base):
     calls: Mapped[int] = mapped_column(Integer, nullable=False)
     engine: Mapped[str] = mapped_column(String(64), nullable=False)
     recorded_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class LearnJobRow(Base):
+    """A federated learning job (:class:`roost.hub.contract.federated.LearnJob`): its spec, state and rounds."""
+
+    __tablename__ = "learn_jobs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target: Mapped[str] = mapped_column(String(134), nullable=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(nullable=False)
+    devices: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    result: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(nullable=False)

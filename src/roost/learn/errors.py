@@ -182,3 +182,9 @@ class JobStateError(FederatedError, ConflictError):
     """A job state change the state machine does not allow (e.g. RUNNING after SUCCEEDED)."""
 
     code = "LEARN_JOB_STATE"
+
+
+class JoinTimeoutError(FederatedError):
+    """Fewer SuperNodes than the job expects joined its SuperLink within the join timeout."""
+
+    code = "LEARN_JOIN_TIMEOUT"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from roost.learn.errors import (
     FederatedError,
     FlowerProcessError,
     JobStateError,
+    JoinTimeoutError,
     ParticipantsInvalidError,
     RoundsOutOfRangeError,
     StrategyUnknownError,
@@ -39,7 +41,8 @@ from roost.learn.superlink import FlowerProcess, SuperLink, flower_bin, free_por
 from roost.learn.tls import make_job_tls
 from roost.learn.wine_task import TASKS, centralised_rmse, write_holdout
 
-__all__ = ["MAX_PARTICIPANTS", "MAX_ROUNDS", "STRATEGIES", "Device", "JobSpec", "JobState", "JobStatus", "run_job"]
+__all__ = ["JOIN_TIMEOUT", "MAX_PARTICIPANTS", "MAX_ROUNDS", "STRATEGIES", "Device", "JobSpec", "JobState", "JobStatus",
+           "JoinInfo", "run_job", "run_joined_job"]
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +153,60 @@ def _read_rounds(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@dataclass(frozen=True)
+class JoinInfo:
+    """What SuperNodes started elsewhere need to join a job: the SuperLink's address and its CA."""
+
+    job: str
+    superlink: str
+    ca_cert: Path | None
+
+
+#: Seconds the ServerApp waits for the expected SuperNodes to join before ``LEARN_JOIN_TIMEOUT``.
+JOIN_TIMEOUT: Final = 120.0
+
+
 def run_job(job: str, spec: JobSpec, devices: Sequence[Device], folder: Path, *, host: str = "127.0.0.1",
             tls: bool = True, capture: bool = False,
             on_supernodes: Callable[[list[FlowerProcess]], None] | None = None) -> JobStatus:
     """Run ``spec`` on ``devices`` (local SuperNodes) and return the final status; raises FederatedError."""
     spec.check(len(devices))
-    status = JobStatus(job, spec)
     for device in devices:
         _check_data(device)
+
+    def local(info: JoinInfo, bin_dir: Path) -> list[FlowerProcess]:
+        nodes = [start_supernode(bin_dir, info.superlink, Path(device.data_path).resolve(),
+                                 folder / f"supernode-{device.name}.log", runtime_port=free_port(),
+                                 ca_cert=info.ca_cert) for device in devices]
+        if on_supernodes is not None:
+            on_supernodes(nodes)
+        return nodes
+
+    return _run(job, spec, len(devices), folder, local, host=host, tls=tls, capture=capture)
+
+
+def run_joined_job(job: str, spec: JobSpec, participants: int, folder: Path, join: Callable[[JoinInfo], None], *,
+                   host: str = "127.0.0.1", tls: bool = True, capture: bool = False,
+                   join_timeout: float = JOIN_TIMEOUT, cancel: threading.Event | None = None) -> JobStatus:
+    """Run ``spec`` on ``participants`` SuperNodes started elsewhere (the devices' SuperNode components).
+
+    The SuperLink comes up first; ``join(info)`` then starts the SuperNodes (e.g. deploys the component
+    with ``info.superlink`` and ``info.ca_cert``); the ServerApp waits up to ``join_timeout`` seconds for
+    all of them (``LEARN_JOIN_TIMEOUT`` naming how many joined) before the first round."""
+    spec.check(participants)
+
+    def remote(info: JoinInfo, bin_dir: Path) -> list[FlowerProcess]:
+        join(info)
+        return []
+
+    return _run(job, spec, participants, folder, remote, host=host, tls=tls, capture=capture,
+                join_timeout=join_timeout, cancel=cancel)
+
+
+def _run(job: str, spec: JobSpec, participants: int, folder: Path,
+         start_nodes: Callable[[JoinInfo, Path], list[FlowerProcess]], *, host: str, tls: bool, capture: bool,
+         join_timeout: float = JOIN_TIMEOUT, cancel: threading.Event | None = None) -> JobStatus:
+    status = JobStatus(job, spec)
     bin_dir = flower_bin()
     folder.mkdir(parents=True, exist_ok=True)
     holdout = write_holdout(folder / "holdout.csv")
@@ -167,21 +216,23 @@ def run_job(job: str, spec: JobSpec, devices: Sequence[Device], folder: Path, *,
     status.move(JobState.STARTING)
     try:
         link.start(timeout=STATE_TIMEOUTS[JobState.STARTING])
-        for device in devices:
-            nodes.append(start_supernode(bin_dir, link.address, Path(device.data_path).resolve(),
-                                         folder / f"supernode-{device.name}.log", runtime_port=free_port(),
-                                         ca_cert=job_tls.ca_cert if job_tls else None))
-        if on_supernodes is not None:
-            on_supernodes(nodes)
+        nodes = start_nodes(JoinInfo(job, link.address, job_tls.ca_cert if job_tls else None), bin_dir)
         status.move(JobState.RUNNING)
         out = folder / "out"
         config: dict[str, str | int | float | bool] = {
             "strategy": spec.strategy, "num-server-rounds": spec.rounds, "min-participants": spec.min_participants,
-            "expected-participants": len(devices), "local-rounds": spec.local_rounds, "out-dir": str(out),
+            "expected-participants": participants, "local-rounds": spec.local_rounds, "out-dir": str(out),
             "holdout-path": str(holdout), "max-update-bytes": MAX_UPDATE_BYTES,
-            "round-timeout": STATE_TIMEOUTS[JobState.RUNNING], "capture-messages": capture}
-        done = run_app(link, config, timeout=STATE_TIMEOUTS[JobState.RUNNING] * spec.rounds + 60)
+            "round-timeout": STATE_TIMEOUTS[JobState.RUNNING], "join-timeout": join_timeout,
+            "capture-messages": capture}
+        done = run_app(link, config, timeout=STATE_TIMEOUTS[JobState.RUNNING] * spec.rounds + join_timeout + 60,
+                       cancel=cancel)
         (folder / "flwr-run.log").write_text(done.stdout + done.stderr)
+        joined = out / "join.json"
+        if joined.is_file():
+            doc = json.loads(joined.read_text())
+            raise JoinTimeoutError(f"job {job}: {doc['joined']} of {doc['expected']} SuperNodes joined the SuperLink "
+                                   f"within {doc['timeout']:.0f} s")
         status.rounds = _read_rounds(out / "rounds.jsonl")
         failed = next((r["failed"] for r in status.rounds if "failed" in r), None)
         if failed:
@@ -190,7 +241,7 @@ def run_job(job: str, spec: JobSpec, devices: Sequence[Device], folder: Path, *,
             raise FlowerProcessError(f"job {job}: flwr run exited {done.returncode} without a final model: "
                                      f"{(done.stdout + done.stderr)[-1500:]}")
         status.final_metric = status.rounds[-1].get("metric") if status.rounds else None
-        status.centralised_metric = centralised_rmse(spec.strategy, spec.rounds, spec.local_rounds, len(devices))
+        status.centralised_metric = centralised_rmse(spec.strategy, spec.rounds, spec.local_rounds, participants)
         status.move(JobState.SUCCEEDED)
         return status
     except FederatedError as err:

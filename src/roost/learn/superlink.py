@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 from roost.learn.errors import FlowerMissingError, FlowerProcessError
 from roost.learn.tls import JobTLS
 
-__all__ = ["APP_DIR", "FlowerProcess", "SuperLink", "flower_bin", "run_app", "start_supernode"]
+__all__ = ["APP_DIR", "FlowerProcess", "SuperLink", "flower_bin", "free_port", "run_app", "start_supernode"]
 
 log = logging.getLogger(__name__)
 
@@ -137,17 +138,19 @@ class SuperLink:
 
 
 def start_supernode(bin_dir: Path, superlink: str, data_path: Path, log_path: Path, *, runtime_port: int,
-                    ca_cert: Path | None) -> FlowerProcess:
-    """A SuperNode connected to ``superlink`` that trains on ``data_path`` (the device's own CSV)."""
+                    ca_cert: Path | None, home: Path | None = None) -> FlowerProcess:
+    """A SuperNode connected to ``superlink`` that trains on ``data_path`` (the device's own CSV);
+    ``home`` is its ``FLWR_HOME`` (where it installs the app), else Flower's default (``~/.flwr``)."""
     argv = [str(bin_dir / "flower-supernode"), "--superlink", superlink, "--port", str(runtime_port),
             "--node-config", f'data-path="{data_path}"', "--max-wait-time", "120"]
     argv += ["--root-certificates", str(ca_cert)] if ca_cert else ["--insecure"]
-    return _spawn("flower-supernode", argv, _env(bin_dir), log_path)
+    return _spawn("flower-supernode", argv, _env(bin_dir, home), log_path)
 
 
-def run_app(link: SuperLink, run_config: dict[str, str | int | float | bool], *,
-            timeout: float) -> subprocess.CompletedProcess[str]:
-    """``flwr run`` the wine app on ``link`` and stream its logs until the run ends (bounded by ``timeout``)."""
+def run_app(link: SuperLink, run_config: dict[str, str | int | float | bool], *, timeout: float,
+            cancel: threading.Event | None = None) -> subprocess.CompletedProcess[str]:
+    """``flwr run`` the wine app on ``link`` and stream its logs until the run ends (bounded by ``timeout``;
+    ``cancel`` set ends it early with FlowerProcessError)."""
     def toml(value: str | int | float | bool) -> str:
         if isinstance(value, bool):
             return "true" if value else "false"
@@ -155,11 +158,20 @@ def run_app(link: SuperLink, run_config: dict[str, str | int | float | bool], *,
 
     pairs = " ".join(f"{key}={toml(value)}" for key, value in run_config.items())
     argv = [str(link.bin_dir / "flwr"), "run", str(APP_DIR), "roost", "--stream", "--run-config", pairs]
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=_env(link.bin_dir, link.home),
-                              check=False)
-    except subprocess.TimeoutExpired as err:
-        raise FlowerProcessError(f"flwr run did not end within {timeout:.0f} s") from err
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(link.bin_dir, link.home), start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            out, err = proc.communicate(timeout=0.5)
+            return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        except subprocess.TimeoutExpired:
+            why = ("the run was cancelled" if cancel is not None and cancel.is_set()
+                   else f"flwr run did not end within {timeout:.0f} s" if time.monotonic() > deadline else None)
+            if why is not None:
+                proc.kill()
+                proc.communicate()
+                raise FlowerProcessError(why) from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

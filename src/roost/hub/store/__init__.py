@@ -18,6 +18,7 @@ from roost.hub.store.base import Clock, StoreBase, utcnow
 from roost.hub.store.cluster import ClusterStore
 from roost.hub.store.deployments import FAILURE_POLICIES, DeploymentStore, parse_target
 from roost.hub.store.fleet import ONLINE_WINDOW, UNHEALTHY_STATES, FleetStore
+from roost.hub.store.learn_jobs import LearnJobStore
 from roost.hub.store.metrics import MetricsStore
 from roost.hub.store.models_gate import ModelGateStore
 from roost.hub.store.provision import ProvisionStore
@@ -28,7 +29,7 @@ from roost.hub.store.sync import SyncStore
 
 
 class Store(AuthStore, RegistryStore, ClusterStore, SyncStore, SecretStore, MetricsStore, ProvisionStore,
-            ModelGateStore):
+            ModelGateStore, LearnJobStore):
     """Every hub operation, each one transaction. See the module docstring.
 
     The parts: :mod:`~roost.hub.store.auth` (tokens, enrolment), :mod:`~roost.hub.store.fleet`

@@ -130,6 +130,20 @@ def _wrap(base: type, recorder: Recorder) -> Any:
     return Screened
 
 
+def _joined(grid: Grid, expected: int, timeout: float, out: Path) -> bool:
+    """Wait until ``expected`` SuperNodes joined the SuperLink (they may be started elsewhere, as
+    components); else write ``join.json`` (how many joined) and end the run without a round."""
+    deadline = time.monotonic() + timeout
+    joined = len(list(grid.get_node_ids()))
+    while joined < expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        joined = len(list(grid.get_node_ids()))
+    if joined < expected:
+        (out / "join.json").write_text(json.dumps({"joined": joined, "expected": expected, "timeout": timeout}))
+        return False
+    return True
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
@@ -138,6 +152,8 @@ def main(grid: Grid, context: Context) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rounds, min_p = int(cfg["num-server-rounds"]), int(cfg["min-participants"])
     expected = int(cfg["expected-participants"])
+    if not _joined(grid, expected, float(cfg["join-timeout"]), out):
+        return
     xgb_kind = strategy_name in XGB_STRATEGIES
     recorder = Recorder(out, min_p, int(cfg["max-update-bytes"]), xgb_kind)
     recorder.capture = bool(cfg["capture-messages"])

@@ -1,0 +1,62 @@
+"""Federated learning jobs on the wire (``docs/learning.md``).
+
+==============================  ====================  ===========================
+Route (admin)                   Request               Response
+==============================  ====================  ===========================
+``POST /v1/learn/jobs``         :class:`LearnJobIn`   :class:`LearnJob` (201)
+``GET /v1/learn/jobs``                                list of :class:`LearnJob`
+``GET /v1/learn/jobs/{id}``                           :class:`LearnJob`
+==============================  ====================  ===========================
+
+The spec's values are checked by :meth:`roost.learn.federated_job.JobSpec.check` at the hub, so each bad
+value gets its own ``LEARN_*`` code rather than pydantic's generic one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class LearnJobIn(_Wire):
+    #: ``group:NAME``: the devices that train.
+    target: str = Field(..., min_length=7, max_length=134, pattern=r"^group:[^\x00-\x1f/]+$")
+    task: str = Field(..., min_length=1, max_length=64)
+    strategy: str = Field("fedavg", min_length=1, max_length=64)
+    rounds: int = Field(..., ge=-(2**31), le=2**31 - 1)
+    #: Default: every device of the target.
+    min_participants: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
+    #: Each device's training CSV on that device (per-device configuration of the SuperNode component);
+    #: a device not named uses ``data_path``.
+    data_paths: dict[str, str] = Field(default_factory=dict, max_length=32)
+    data_path: str = Field("/var/lib/roost/learn/wine.csv", min_length=1, max_length=4096)
+
+
+class LearnRound(_Wire):
+    round: int
+    participants: int
+    metric: float | None = None
+    bytes: int = 0
+
+
+class LearnJob(_Wire):
+    job: str
+    target: str
+    task: str
+    strategy: str
+    rounds_planned: int
+    min_participants: int
+    devices: list[str] = Field(default_factory=list)
+    status: str
+    rounds: list[LearnRound] = Field(default_factory=list)
+    final_metric: float | None = None
+    centralised_metric: float | None = None
+    reason: str | None = None
+    component: str = "com.roost.FlowerSuperNode"
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,97 @@
+"""The SuperNode as a Roost component: a job's TLS SuperLink here, com.roost.FlowerSuperNode deployed
+to two real agents (local deployments), each with its own part of the non-IID wine split."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from roost.learn.errors import FlowerMissingError, JoinTimeoutError
+from roost.learn.federated_job import JobSpec, JobState, JoinInfo, run_joined_job
+from roost.learn.superlink import flower_bin
+from roost.learn.wine_task import write_partitions
+from roost.samples import ARTIFACTS, RECIPES
+from tests.agent.helpers import wait_until
+from tests.conftest import Cli, require_service, running_agent
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+NODE = "com.roost.FlowerSuperNode"
+
+try:
+    flower_bin()
+    _FLOWER, _WHY = True, ""
+except FlowerMissingError as err:
+    _FLOWER, _WHY = False, str(err)
+
+
+@pytest.fixture(scope="module")
+def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Cli]]:
+    require_service("the Flower venv (make flower)", _FLOWER, _WHY)
+    base = tmp_path_factory.mktemp("fl-agents")
+    with ExitStack() as stack:
+        yield [stack.enter_context(running_agent(base / f"root-{i}", f"fl-edge-{i}")) for i in range(2)]
+
+
+def _deploy(cli: Cli, config: dict[str, object], *extra: str) -> tuple[int, dict[str, object]]:
+    return cli.deploy("--recipe-dir", str(RECIPES), "--artifact-dir", str(ARTIFACTS), "--merge", f"{NODE}=1.0.0",
+                      "--update-config", json.dumps({NODE: {"MERGE": config}}), *extra)
+
+
+def _remove(cli: Cli) -> None:
+    out = cli.run("deployment", "create", "--remove", NODE, "--wait", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_job_trains_on_supernode_components_of_two_agents(agents: list[Cli], tmp_path: Path) -> None:
+    parts = write_partitions(tmp_path / "data", len(agents))
+
+    def join(info: JoinInfo) -> None:
+        assert info.ca_cert is not None
+        pem = info.ca_cert.read_text()  # PEM text: a device shares no disk with the job
+        with ThreadPoolExecutor(len(agents)) as pool:  # the agents deploy side by side, as devices would
+            done = list(pool.map(lambda pair: _deploy(pair[0], {"job": info.job, "superlink": info.superlink,
+                                                                "dataPath": str(pair[1]), "caCert": pem}),
+                                 zip(agents, parts, strict=True)))
+        assert all(code == 0 for code, _ in done), done
+
+    try:
+        status = run_joined_job("fl-comp", JobSpec("wine", "fedavg", 2, min_participants=2), len(agents),
+                                tmp_path / "run", join)
+    finally:
+        with ThreadPoolExecutor(len(agents)) as pool:
+            list(pool.map(_remove, agents))
+    doc = status.as_json()
+    assert doc["status"] == JobState.SUCCEEDED
+    assert [(r["round"], r["participants"]) for r in doc["rounds"]] == [(1, 2), (2, 2)]
+    assert all(r["bytes"] > 0 and not r["rejected"] for r in doc["rounds"])
+    assert doc["final_metric"] is not None and doc["centralised_metric"] is not None
+    for cli, part in zip(agents, parts, strict=True):
+        assert f"with data {part}" in cli.log(NODE)
+
+
+def test_a_missing_data_path_breaks_the_component_and_the_job_times_out_joining(agents: list[Cli],
+                                                                                tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "wine.csv"
+
+    def join(info: JoinInfo) -> None:
+        assert info.ca_cert is not None
+        code, doc = _deploy(agents[0], {"job": info.job, "superlink": info.superlink, "dataPath": str(missing),
+                                        "caCert": str(info.ca_cert)}, "--failure-policy", "DO_NOTHING")
+        assert code != 0, doc
+        wait_until(lambda: {c["componentName"]: c["state"] for c in agents[0].json("component", "list")}.get(NODE)
+                   in ("BROKEN", "ERRORED"), timeout=60, what="the SuperNode component BROKEN")
+
+    try:
+        with pytest.raises(JoinTimeoutError, match="0 of 1 SuperNodes joined"):
+            run_joined_job("fl-missing", JobSpec("wine", "fedavg", 1, min_participants=1), 1, tmp_path / "run", join,
+                           join_timeout=2)
+        log = agents[0].log(NODE)
+        assert "LEARN_DATA_MISSING" in log and str(missing) in log
+    finally:
+        _remove(agents[0])
