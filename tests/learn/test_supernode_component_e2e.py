@@ -1,20 +1,20 @@
-"""The SuperNode as a Roost component: a job's TLS SuperLink here, com.roost.FlowerSuperNode deployed
-to two real agents (local deployments), each with its own part of the non-IID wine split."""
+"""The SuperNode as a Roost component deployed by a local deployment: a job's TLS SuperLink here and
+com.roost.FlowerSuperNode on real agents. The successful path (two agents, each on its own part of
+the non-IID wine split) runs through the hub in tests/learn/test_learn_hub_e2e.py; here, a device
+whose data path is missing."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from roost.learn.errors import FlowerMissingError, JoinTimeoutError
-from roost.learn.federated_job import JobSpec, JobState, JoinInfo, run_joined_job
+from roost.learn.federated_job import JobSpec, JoinInfo, run_joined_job
 from roost.learn.superlink import flower_bin
-from roost.learn.wine_task import write_partitions
 from roost.samples import ARTIFACTS, RECIPES
 from tests.agent.helpers import wait_until
 from tests.conftest import Cli, require_service, running_agent
@@ -46,33 +46,6 @@ def _deploy(cli: Cli, config: dict[str, object], *extra: str) -> tuple[int, dict
 def _remove(cli: Cli) -> None:
     out = cli.run("deployment", "create", "--remove", NODE, "--wait", "--json")
     assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_a_job_trains_on_supernode_components_of_two_agents(agents: list[Cli], tmp_path: Path) -> None:
-    parts = write_partitions(tmp_path / "data", len(agents))
-
-    def join(info: JoinInfo) -> None:
-        assert info.ca_cert is not None
-        pem = info.ca_cert.read_text()  # PEM text: a device shares no disk with the job
-        with ThreadPoolExecutor(len(agents)) as pool:  # the agents deploy side by side, as devices would
-            done = list(pool.map(lambda pair: _deploy(pair[0], {"job": info.job, "superlink": info.superlink,
-                                                                "dataPath": str(pair[1]), "caCert": pem}),
-                                 zip(agents, parts, strict=True)))
-        assert all(code == 0 for code, _ in done), done
-
-    try:
-        status = run_joined_job("fl-comp", JobSpec("wine", "fedavg", 2, min_participants=2), len(agents),
-                                tmp_path / "run", join)
-    finally:
-        with ThreadPoolExecutor(len(agents)) as pool:
-            list(pool.map(_remove, agents))
-    doc = status.as_json()
-    assert doc["status"] == JobState.SUCCEEDED
-    assert [(r["round"], r["participants"]) for r in doc["rounds"]] == [(1, 2), (2, 2)]
-    assert all(r["bytes"] > 0 and not r["rejected"] for r in doc["rounds"])
-    assert doc["final_metric"] is not None and doc["centralised_metric"] is not None
-    for cli, part in zip(agents, parts, strict=True):
-        assert f"with data {part}" in cli.log(NODE)
 
 
 def test_a_missing_data_path_breaks_the_component_and_the_job_times_out_joining(agents: list[Cli],
