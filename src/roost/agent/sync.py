@@ -69,6 +69,10 @@ from roost.recipe import Artifact, current_platform, parse_recipe
 
 log = logging.getLogger(__name__)
 
+#: Closing the sync: rounds of cancel-and-wait, and the seconds each waits.
+CLOSE_ROUNDS = 3
+CLOSE_SECONDS = 5.0
+
 APPLIED_META = "hub_applied_revision"
 #: Longest text of a report's message (the hub keeps 2000 characters).
 MAX_MESSAGE = 1900
@@ -196,12 +200,24 @@ class HubSync:
                  self.config.hub, self.config.device, self.applied_revision, len(self.spool))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        """Cancel the sync tasks and wait for them, bounded: a task whose await chain swallowed one
+        cancellation (a deployment step that turns it into a result) is cancelled again, and one that
+        still runs after :data:`CLOSE_ROUNDS` rounds is logged and left, so the agent always stops."""
+        tasks, self._tasks = self._tasks, []
+        pending = [task for task in tasks if not task.done()]
+        for _ in range(CLOSE_ROUNDS):
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, still = await asyncio.wait(pending, timeout=CLOSE_SECONDS)
+            pending = list(still)
+        for task in pending:
+            log.warning("hub sync task %s did not stop within %d rounds of %g s; left behind", task.get_name(),
+                        CLOSE_ROUNDS, CLOSE_SECONDS)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.debug("hub sync task %s ended with %r", task.get_name(), task.exception())
         await self.client.close()
 
     @property
