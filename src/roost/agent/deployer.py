@@ -221,8 +221,11 @@ class Deployer:
             if record.status in TERMINAL or time.monotonic() >= deadline:
                 return record
             self._changed.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that lands as
+            # the event is set, which left the hub sync's poll task running after the agent was told to stop
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(1.0, deadline - time.monotonic()))
+                async with asyncio.timeout(min(1.0, deadline - time.monotonic())):
+                    await self._changed.wait()
 
     def on_state(self, name: str, old: ComponentState, new: ComponentState, reason: str | None) -> None:
         watch = self._watch
