@@ -1,4 +1,4 @@
-"""Closing the hub sync is bounded: a task whose await chain swallowed a cancellation is cancelled again.
+"""Stopping the hub sync: a cancelled hub request is a cancellation, and closing is bounded all the same.
 
 Seen once in CI: ``roost agent stop`` waited 120 s on an agent whose poll task had turned one
 cancellation into a result and gone back to long-polling the hub.
@@ -11,10 +11,12 @@ import contextlib
 import logging
 from types import SimpleNamespace
 
+import httpx
 import pytest
 
 from roost.agent import sync
 from roost.agent.sync import HubSync
+from roost.hub.client import DeviceClient, HubError
 
 
 class _Client:
@@ -75,3 +77,49 @@ def test_close_gives_up_on_a_task_that_never_stops_and_says_so(monkeypatch: pyte
     fake, _stuck = asyncio.run(main())
     assert fake.client.closed
     assert any("hub-stuck did not stop" in r.getMessage() for r in caplog.records)
+
+
+class _TimeoutOnCancel(httpx.AsyncBaseTransport):
+    """A transport that turns its caller's cancellation into a read timeout, as httpcore's anyio timeout
+    scope did in the CI run (the state the dump of that agent's tasks showed: hub-poll "cancelling",
+    back in its backoff after a HubError). The real race cannot be timed in a test; this is its outcome."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise httpx.ReadTimeout("timed out", request=request) from None
+        raise AssertionError("unreachable")
+
+
+def test_a_cancelled_request_is_a_cancellation_not_a_hub_error() -> None:
+    async def main() -> BaseException | None:
+        client = DeviceClient("http://127.0.0.1:9", "rst_dev_x", transport=_TimeoutOnCancel())
+        task = asyncio.create_task(client.desired(0, 30))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except BaseException as err:
+            return err
+        finally:
+            await client.close()
+        return None
+
+    assert isinstance(asyncio.run(main()), asyncio.CancelledError)
+
+
+def test_a_timeout_without_cancellation_is_still_a_hub_error() -> None:
+    class _Timeout(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            raise httpx.ReadTimeout("timed out", request=request)
+
+    async def main() -> None:
+        client = DeviceClient("http://127.0.0.1:9", "rst_dev_x", transport=_Timeout())
+        try:
+            await client.desired(0, 1)
+        finally:
+            await client.close()
+
+    with pytest.raises(HubError):
+        asyncio.run(main())

@@ -222,7 +222,7 @@ class Deployer:
                 return record
             self._changed.clear()
             # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that lands as
-            # the event is set, which left the hub sync's poll task running after the agent was told to stop
+            # the event is set
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(1.0, deadline - time.monotonic())):
                     await self._changed.wait()

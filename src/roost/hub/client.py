@@ -547,6 +547,12 @@ class DeviceClient:
         try:
             response = await self._client.request(method, path, **kwargs)
         except httpx.TransportError as err:
+            # A request cancelled as its timeout fires can come out of httpcore's (anyio's) timeout scope as
+            # a timeout: the caller was cancelled, so that is what it gets, never a HubError it retries on
+            # (the agent's poll loop did, and outlived `agent stop`).
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError(f"{method} {path} cancelled") from err
             raise _transport_error(err, self.base_url) from err
         if response.status_code >= 400:
             raise error_from_response(response)
