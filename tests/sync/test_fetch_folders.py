@@ -22,8 +22,8 @@ from roost.agent.paths import AgentPaths
 from roost.agent.store import Store
 from roost.agent.sync import HubSync
 from roost.errors import InvalidInputError
-from roost.hub.client import DeviceClient
 from roost.hub.contract import Artifact
+from roost.hub.device_client import DeviceClient
 from tests.hub.conftest import HubServer, enroll_device, hub_server, hub_server_factory, make_recipe, publish
 
 __all__ = ["hub_server", "hub_server_factory"]

@@ -16,7 +16,8 @@ import pytest
 
 from roost.agent import sync
 from roost.agent.sync import HubSync
-from roost.hub.client import DeviceClient, HubError
+from roost.hub.client import HubError
+from roost.hub.device_client import DeviceClient
 
 
 class _Client:

@@ -61,9 +61,10 @@ from roost.agent.secrets import DEFAULT_REFRESH_SECONDS, DeviceSecretStore, Secr
 from roost.agent.spool import DEFAULT_MAX_REPORTS, Backoff, Spool
 from roost.agent.store import DeploymentRecord, Store
 from roost.errors import InvalidInputError, RoostError, UnauthorizedError
-from roost.hub.client import Desired, DeviceClient, HubError, HubProtocolError
+from roost.hub.client import Desired, HubError, HubProtocolError
 from roost.hub.contract import DeviceDeploymentStatus as HubStatus
 from roost.hub.contract.metrics import MetricsSnapshot
+from roost.hub.device_client import DeviceClient
 from roost.paths import safe_join
 from roost.recipe import Artifact, current_platform, parse_recipe
 

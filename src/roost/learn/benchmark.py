@@ -125,8 +125,8 @@ def measure(folder: Path, work: Path, *, calls: int = 300) -> list[Timing]:
 
 def run(folder: Path, hub_config: Path, work: Path, *, calls: int = 300) -> list[dict[str, Any]]:
     """Measure every candidate and record the measurements at the hub with the device credential."""
-    from roost.hub.client import DeviceClient
     from roost.hub.contract import BenchmarkIn, Measurement
+    from roost.hub.device_client import DeviceClient
 
     try:
         config = json.loads(Path(hub_config).read_text(encoding="utf-8"))
