@@ -742,3 +742,26 @@ def test_an_unknown_group_is_refused_unless_asked_to_create_it(store: Store) -> 
     assert made.target == "group:new" and made.status == "COMPLETED" and made.counts["total"] == 0
     assert [g.name for g in store.list_groups()] == ["fleet", "new"]
     assert store.create_deployment(DeploymentCreate(target="group:fleet", components={})).counts["total"] == 1
+
+
+def test_a_rolled_back_deployment_is_not_retried_when_another_target_changes(store: Store) -> None:
+    dev = enrol(store, "rb1", group="g")
+    publish_to_store(store, "com.example.A", "1.0.0")
+    publish_to_store(store, "com.example.A", "2.0.0")
+    publish_to_store(store, "com.example.B", "1.0.0")
+    good = store.create_deployment(DeploymentCreate(target="group:g", components={"com.example.A": "1.0.0"}))
+    store.desired_state(dev, None)
+    store.record_reports(dev, [Report(id="ok", deployment_id=good.id, status="SUCCEEDED")])
+    bad = store.create_deployment(DeploymentCreate(target="group:g", components={"com.example.A": "2.0.0"}))
+    state, _ = store.desired_state(dev, None)
+    assert state is not None and state.components["com.example.A"].version == "2.0.0"
+    store.record_reports(dev, [Report(id="rb", deployment_id=bad.id, status="ROLLED_BACK",
+                                      reason_code="COMPONENT_BROKEN")])
+    assert rows(store, bad.id) == {"rb1": ("ROLLED_BACK", "COMPONENT_BROKEN")}
+    # The device's own deployment changes its desired state: the group's part is the version it rolled back to.
+    own = store.create_deployment(DeploymentCreate(target="device:rb1", components={"com.example.B": "1.0.0"}))
+    state2, _ = store.desired_state(dev, state.revision)
+    assert state2 is not None
+    assert {n: c.version for n, c in state2.components.items()} == {"com.example.A": "1.0.0",
+                                                                   "com.example.B": "1.0.0"}
+    assert state2.deployments == [good.id, own.id]

@@ -33,7 +33,7 @@ from roost.hub.contract import (
 )
 from roost.hub.errors import DesiredStateConflictError
 from roost.hub.models import ArtifactFile, Component, Deployment, Device, DeviceDeployment, GroupMember, Meta
-from roost.hub.rollout import ACTIVE, FAILED, IN_PROGRESS, QUEUED
+from roost.hub.rollout import ACTIVE, FAILED, IN_PROGRESS, QUEUED, ROLLED_BACK
 from roost.recipe import sort_versions
 from roost.recipe.resolve import BUILTINS
 
@@ -140,7 +140,10 @@ def device_refs(session: Session, device_ids: Iterable[int]) -> dict[int, Device
 
 
 def _candidates(session: Session, devices: Sequence[DeviceRef]) -> dict[int, list[_Candidate]]:
-    """Per device, its released non-conflicting rows for its own targets, newest first (2 queries)."""
+    """Per device, its released rows for its own targets, newest first (2 queries): not those in conflict, nor
+    those the device ROLLED_BACK (it is back on that target's previous deployment, as a Greengrass core
+    device keeps only its successful deployments per thing group, so a later change to another target
+    does not make it try the failed version again)."""
     ids = [d.id for d in devices]
     targets: dict[int, set[tuple[str, str]]] = {d.id: {("device", d.name), ("replicas", d.name)} for d in devices}
     out: dict[int, list[_Candidate]] = {d.id: [] for d in devices}
@@ -154,6 +157,7 @@ def _candidates(session: Session, devices: Sequence[DeviceRef]) -> dict[int, lis
                    Deployment.seq, Deployment.target_type, Deployment.target_name)
             .join(Deployment, Deployment.id == DeviceDeployment.deployment_id)
             .where(DeviceDeployment.device_id.in_(chunk), DeviceDeployment.released_at.is_not(None),
+                   DeviceDeployment.status != ROLLED_BACK,
                    or_(DeviceDeployment.reason_code.is_(None), DeviceDeployment.reason_code != CONFLICT))
             .order_by(Deployment.seq.desc()))
         for device_id, deployment_id, status, seq, target_type, target_name in rows:
