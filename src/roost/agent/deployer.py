@@ -322,7 +322,8 @@ class Deployer:
                                              _code(err))
                 return
             try:
-                await asyncio.wait_for(self._rollback(target, previous, previous_specs), request.timeoutSeconds)
+                async with asyncio.timeout(request.timeoutSeconds):
+                    await self._rollback(target, previous, previous_specs)
             except (RoostError, TimeoutError) as rb_err:
                 log.error("deployment %s: rollback failed: %s", record_id, rb_err)
                 self.store.update_deployment(record_id, CANCELED if canceled else FAILED,

@@ -462,7 +462,8 @@ class ManagedProcess:
                     left = await _wait_gone(survivors, KILL_WAIT)
                     if left:
                         logger.error("%s: processes %s survived SIGKILL", self.name, [p.pid for p in left])
-            code = await asyncio.wait_for(asyncio.shield(self._exit), KILL_WAIT)
+            async with asyncio.timeout(KILL_WAIT):
+                code = await asyncio.shield(self._exit)
             pending = [t for t in self._pumps if not t.done()]
             if pending:
                 await asyncio.wait(pending, timeout=DRAIN_TIMEOUT)
@@ -566,7 +567,8 @@ async def run_step(script: str, *, env: Mapping[str, str], cwd: Path, log: Rotat
                                       journal=journal)
     try:
         try:
-            code = await asyncio.wait_for(proc.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                code = await proc.wait()
         except TimeoutError:
             logger.warning("%s: %s step timed out after %g s; stopping its processes", name, step, timeout)
             await proc.terminate(grace)

@@ -275,7 +275,8 @@ class Supervisor:
         entry = (frozenset(states), fut)
         comp.waiters.append(entry)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                return await fut
         except TimeoutError:
             wanted = "/".join(sorted(s.value for s in states))
             raise LifecycleTimeoutError(name, f"waiting for {wanted} (now {comp.state})", timeout) from None
@@ -399,7 +400,8 @@ class Supervisor:
             return
         timeout = step.effective_timeout("startup")
         try:
-            code = await asyncio.wait_for(proc.wait(drain=STARTUP_DRAIN), timeout)
+            async with asyncio.timeout(timeout):
+                code = await proc.wait(drain=STARTUP_DRAIN)
         except TimeoutError:
             if comp.epoch != epoch:  # taken over (reported ERRORED, ...)
                 return
@@ -433,7 +435,9 @@ class Supervisor:
         name = comp.spec.name
         try:
             try:
-                code: int | None = await asyncio.wait_for(proc.wait(), timeout)
+                code: int | None
+                async with asyncio.timeout(timeout):
+                    code = await proc.wait()
             except TimeoutError:
                 code = None
             if comp.epoch != epoch or comp.proc is not proc:

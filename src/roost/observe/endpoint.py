@@ -82,7 +82,8 @@ class MetricsEndpoint:
         if server is not None:
             server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._open >= self.max_connections:
@@ -92,12 +93,14 @@ class MetricsEndpoint:
         self._open += 1
         try:
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.read_timeout)
+                async with asyncio.timeout(self.read_timeout):
+                    head = await reader.readuntil(b"\r\n\r\n")
             except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                 return
             writer.write(self.answer(head))
             with contextlib.suppress(TimeoutError, ConnectionError):
-                await asyncio.wait_for(writer.drain(), self.read_timeout)
+                async with asyncio.timeout(self.read_timeout):
+                    await writer.drain()
         finally:
             self._open -= 1
             writer.close()

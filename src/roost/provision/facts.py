@@ -94,9 +94,10 @@ def parse_facts(text: str) -> Facts:
 async def fetch_host_key(target: SshTarget, timeout: float = CONNECT_TIMEOUT) -> HostKey:
     """The key the device presents (no authentication yet)."""
     try:
-        key = await asyncio.wait_for(asyncssh.get_server_host_key(
-            target.host, target.port, server_host_key_algs=["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512",
-                                                            "rsa-sha2-256"]), timeout)
+        async with asyncio.timeout(timeout):
+            key = await asyncssh.get_server_host_key(
+                target.host, target.port, server_host_key_algs=["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512",
+                                                                "rsa-sha2-256"])
     except (OSError, TimeoutError, asyncssh.ConnectionLost) as err:
         raise _unreachable(target, err) from err
     except asyncssh.Error as err:

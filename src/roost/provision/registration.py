@@ -230,7 +230,8 @@ class Provisioner:
         progress_set = asyncio.to_thread
         await progress_set(progress.set, name, StepStatus.RUNNING)
         try:
-            result = await asyncio.wait_for(work, TIMEOUTS[name])
+            async with asyncio.timeout(TIMEOUTS[name]):
+                result = await work
         except TimeoutError as err:
             raise ProvisionError(f"step {name} did not end within {TIMEOUTS[name]:g} s",
                                  code="PROVISION_STEP_TIMEOUT") from err

@@ -32,7 +32,8 @@ async def _get_secret_value(conn: ConnectionSide, sid: int, operation: str, requ
     conn.authorize(SECRETS_SERVICE, operation, name)
     if request.get("refresh") is True and store.refresher is not None:
         try:
-            await asyncio.wait_for(store.refresher(), REFRESH_ON_REQUEST_TIMEOUT)
+            async with asyncio.timeout(REFRESH_ON_REQUEST_TIMEOUT):
+                await store.refresher()
         except TimeoutError:
             pass  # the hub is slow: answer from the local copy, as when it is down
         name = store.resolve(secret_id) or secret_id

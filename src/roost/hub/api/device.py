@@ -107,7 +107,8 @@ class RevisionWatcher:
         if not self.healthy:
             timeout = min(timeout, self.recheck)
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
         except TimeoutError:
             pass
 
