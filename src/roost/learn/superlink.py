@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,9 +149,10 @@ def start_supernode(bin_dir: Path, superlink: str, data_path: Path, log_path: Pa
 
 
 def run_app(link: SuperLink, run_config: dict[str, str | int | float | bool], *, timeout: float,
-            cancel: threading.Event | None = None) -> subprocess.CompletedProcess[str]:
+            cancel: threading.Event | None = None,
+            on_poll: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
     """``flwr run`` the wine app on ``link`` and stream its logs until the run ends (bounded by ``timeout``;
-    ``cancel`` set ends it early with FlowerProcessError)."""
+    ``cancel`` set ends it early with FlowerProcessError); ``on_poll`` is called every half second meanwhile."""
     def toml(value: str | int | float | bool) -> str:
         if isinstance(value, bool):
             return "true" if value else "false"
@@ -166,6 +168,8 @@ def run_app(link: SuperLink, run_config: dict[str, str | int | float | bool], *,
             out, err = proc.communicate(timeout=0.5)
             return subprocess.CompletedProcess(argv, proc.returncode, out, err)
         except subprocess.TimeoutExpired:
+            if on_poll is not None:
+                on_poll()
             why = ("the run was cancelled" if cancel is not None and cancel.is_set()
                    else f"flwr run did not end within {timeout:.0f} s" if time.monotonic() > deadline else None)
             if why is not None:
