@@ -112,7 +112,8 @@ class LearnRunner:
         failed = []
         unfinished = self.store.unfinished_learn_jobs()
         orphans = [found.job for found in unfinished if self._orphaned(found.job, found.runner)]
-        busy = {d for found in unfinished if found.job not in orphans for d in found.job.devices}
+        busy = {d for found in unfinished if found.job not in orphans and found.job.status != JobState.PENDING
+                for d in found.job.devices}  # devices whose SuperNode a live job deployed
         for job in orphans:
             at = f"at round {job.rounds[-1].round}" if job.rounds else "before its first round"
             reason = (f"LEARN_HUB_RESTARTED: the hub restarted while the job was {job.status} {at}; start it again")
