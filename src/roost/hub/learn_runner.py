@@ -31,6 +31,7 @@ from roost.errors import RoostError
 from roost.hub.contract import DeploymentCreate
 from roost.hub.errors import HubConflictError
 from roost.learn.federated_job import JobSpec, JobState, JoinInfo, run_joined_job
+from roost.learn.superlink import kill_leftovers
 
 if TYPE_CHECKING:
     from roost.hub.contract import LearnJob
@@ -118,6 +119,7 @@ class LearnRunner:
             at = f"at round {job.rounds[-1].round}" if job.rounds else "before its first round"
             reason = (f"LEARN_HUB_RESTARTED: the hub restarted while the job was {job.status} {at}; start it again")
             log.warning("learn job %s: %s", job.job, reason)
+            kill_leftovers(self.folder / job.job)  # a hub killed outside systemd leaves its SuperLink running
             self.store.update_learn_job(job.job, JobState.FAILED, {"reason": reason})
             failed.append(job.job)
             for device in job.devices:
