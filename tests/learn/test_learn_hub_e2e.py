@@ -86,17 +86,21 @@ def test_a_hub_restart_fails_its_running_job_and_removes_the_supernodes(hub: Hub
     parts = write_partitions(tmp_path_factory.mktemp("fl-restart-data"), len(agents))
     device_data = [f"--device-data={name}={part}" for name, part in zip(agents, parts, strict=True)]
     job = roost_json(*hub.cli("learn", "start", "--target", "group:fleet", "--rounds", "10", *device_data))["job"]
+    for agent in agents.values():  # the job is RUNNING once each device's SuperNode runs (round 1 may be under way)
+        wait_for(lambda a=agent: a.components().get("com.roost.FlowerSuperNode", ("", ""))[1] == "RUNNING",
+                 timeout=120, interval=1.0, what=f"the SuperNode on {agent.name}")
     with hub.api() as api:
-        wait_for(lambda: api.get(f"/v1/learn/jobs/{job}").json()["rounds"], timeout=150, what="round 1")
+        assert api.get(f"/v1/learn/jobs/{job}").json()["status"] == "RUNNING"
     folder = hub.root / "learn" / job
+    wait_for(lambda: (folder / "flwr-run.pid").is_file(), timeout=30, what="flwr run started")
     left = [int((folder / name).read_text()) for name in ("superlink.pid", "flwr-run.pid")]
     hub.kill()  # the SuperLink and flwr run lead their own sessions: they outlive the hub
     assert all(_running(pid) for pid in left)
-    hub.start()
+    hub.start(timeout=90)  # a loaded machine (2 cores shared by test runs) can take over 30 s
     doc = roost_json(*hub.cli("learn", "status", job))
     assert doc["status"] == "FAILED", doc
-    assert doc["reason"].startswith("LEARN_HUB_RESTARTED: the hub restarted while the job was RUNNING at round ")
-    assert doc["reason"].endswith("; start it again") and doc["rounds"]
+    assert doc["reason"].startswith("LEARN_HUB_RESTARTED: the hub restarted while the job was RUNNING ")
+    assert doc["reason"].endswith("; start it again")
     wait_for(lambda: not any(_running(pid) for pid in left), timeout=10, what="the old SuperLink killed")
     for agent in agents.values():
         wait_for(lambda a=agent: "com.roost.FlowerSuperNode" not in a.components(), timeout=60,
