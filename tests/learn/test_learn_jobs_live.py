@@ -5,8 +5,10 @@ the hub's ``/metrics``; and :meth:`LearnRunner.recover` on jobs a stopped hub pr
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from roost.hub.contract import DeploymentCreate, LearnJobIn
 from roost.hub.learn_runner import SUPERNODE, LearnRunner
 from roost.hub.store import Store
 from roost.learn.federated_job import JobState
+from roost.learn.superlink import kill_leftovers
 from tests.hub.conftest import FakeClock, HubServer, enroll_device, publish_to_store
 
 runner = CliRunner()
@@ -192,3 +195,23 @@ def test_a_restarted_hub_fails_the_jobs_its_old_process_left(store: Store, clock
     finally:
         live.close()
         restarted.close()
+
+
+def test_leftover_flower_processes_are_killed_only_when_they_name_the_job_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "learn" / "fl-left"
+    folder.mkdir(parents=True)
+    sleeper = "import sys, time; time.sleep(120)"
+    left = subprocess.Popen([sys.executable, "-c", sleeper, str(folder / "superlink.db")], start_new_session=True)
+    other = subprocess.Popen([sys.executable, "-c", sleeper, "elsewhere"], start_new_session=True)
+    try:
+        (folder / "superlink.pid").write_text(str(left.pid))
+        (folder / "flwr-run.pid").write_text(str(other.pid))  # a reused id: someone else's process
+        assert kill_leftovers(folder) == [left.pid]
+        assert left.wait(timeout=10) == -signal.SIGKILL and other.poll() is None
+        assert kill_leftovers(folder) == []  # gone: nothing to kill, no error
+        (folder / "superlink.pid").write_text("not a pid")
+        assert kill_leftovers(tmp_path / "learn" / "fl-none") == [] and kill_leftovers(folder) == []
+    finally:
+        for proc in (left, other):
+            proc.kill()
+            proc.wait()
