@@ -535,6 +535,9 @@ CODES: dict[str, dict[str, str]] = {
         "LEARN_JOBS_BUSY": "The hub already has 16 federated learning jobs waiting or running (409); try later.",
         "LEARN_JOIN_TIMEOUT": "Fewer SuperNodes than the job expects joined its SuperLink within the join "
                               "timeout (the message names how many joined).",
+        "LEARN_HUB_RESTARTED": "The hub process running a federated job stopped (its SuperLink with it): the "
+                               "restarted hub failed the job, naming its state and round, and removed the "
+                               "SuperNode from its devices; start the job again.",
     },
     "roost.learn (joint inference with hard-example offload, parallel inference)": {
         "FILTER_UNKNOWN": "A hard-example filter name is not threshold, cross-entropy, margin or random (IBT is "

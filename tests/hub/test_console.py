@@ -92,7 +92,7 @@ def browser(hub: HubServer) -> httpx.Client:
 def page_routes(fleet: Fleet | None = None) -> list[str]:
     dep = fleet.deployment_id if fleet else str(uuid.uuid4())
     return ["/console", "/console/", "/console/devices", "/console/devices/edge-01", "/console/components",
-            "/console/deployments", f"/console/deployments/{dep}", "/console/cluster"]
+            "/console/deployments", f"/console/deployments/{dep}", "/console/cluster", "/console/learn"]
 
 
 # -- auth ------------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_every_page_redirects_to_sign_in_without_a_session(hub_server: HubServer
             assert r.status_code == 303, path
             location = r.headers["location"]
             assert location.startswith("/console/login") or location == "/console/devices", (path, location)
-            if path.startswith(("/console/d", "/console/cluster")) and path != "/console/devices":
+            if path.startswith(("/console/d", "/console/cluster", "/console/learn")) and path != "/console/devices":
                 assert location == "/console/login?next=" + path.replace("/", "%2F"), location
         # Following the chain always lands on the sign-in form.
         r = client.get("/console/deployments", follow_redirects=True)
@@ -275,6 +275,40 @@ def test_unknown_and_invalid_names_are_html_error_pages(hub_server: HubServer) -
         assert r.status_code == 400 and "&lt;b&gt;" in r.text and "<b>'" not in r.text
         r = client.get("/console/nothing-here")
         assert r.status_code == 404
+
+
+def test_learn_pages_show_each_job_its_reason_and_rounds(hub_server: HubServer) -> None:
+    from roost.hub.contract import LearnJobIn
+    from roost.learn.federated_job import JobState
+
+    for name in ("vine-1", "vine-2", "vine-3"):
+        enroll_device(hub_server, name, group="vines")
+    store = hub_server.store  # the runner's record, as it writes it while the job runs
+    job = store.create_learn_job(LearnJobIn(target="group:vines", task="wine", rounds=3, min_participants=2)).job
+    store.update_learn_job(job, JobState.RUNNING)
+    store.record_learn_round(job, {"round": 1, "participants": 3, "metric": 0.91234, "bytes": 2160, "seconds": 6.25,
+                                   "rejected": []})
+    store.record_learn_round(job, {"round": 2, "participants": 2, "metric": 0.8, "bytes": 1920, "seconds": 51.5,
+                                   "rejected": [{"node": 42, "reason": f"corrupt update: {XSS}"}]})
+    store.update_learn_job(job, JobState.FAILED, {"reason": f"LEARN_TOO_FEW_PARTICIPANTS: round 3 {IMG}"})
+    with browser(hub_server) as client:
+        sign_in(hub_server, client)
+        listing = client.get("/console/learn").text
+        for text in (job, "group:vines", "fedavg", "FAILED", "2/3", "0.8000", 'aria-current="page"'):
+            assert text in listing, text
+        page = client.get(f"/console/learn/{job}")
+        assert page.status_code == 200 and "<script" not in page.text and "<img" not in page.text
+        rows = re.findall(r"<tr>(.*?)</tr>", page.text.split('id="learn-rounds"')[1], re.S)
+        cells = [found for row in rows if (found := re.findall(r'data-label="[^"]+"[^>]*>(.*?)</td>', row, re.S))]
+        assert [c[:5] for c in cells] == [["1", "3", "0.9123", "2.1 KiB", "6.2"], ["2", "2", "0.8000", "1.9 KiB",
+                                                                                  "51.5"]]
+        assert "none" in cells[0][5] and "node 42: corrupt update: &lt;script&gt;" in cells[1][5]
+        assert "LEARN_TOO_FEW_PARTICIPANTS: round 3 &lt;img src=x" in page.text
+        for text in ("vine-1", "vine-3", "2 of 3", "2 of 3</dd>"):
+            assert text in page.text, text
+        missing = client.get("/console/learn/fl-nope")
+        assert missing.status_code == 404 and "learn job fl-nope does not exist" in missing.text
+        assert client.get("/console/learn/" + "x" * 65).status_code == 400
 
 
 @pytest.mark.parametrize("path", ["/openapi.json"])

@@ -22,7 +22,7 @@ from roost.learn.errors import (
     TargetEmptyError,
     TaskUnknownError,
 )
-from roost.learn.federated_job import MAX_ROUNDS, Device, JobSpec, JobState, JobStatus, run_job
+from roost.learn.federated_job import MAX_ROUNDS, Device, JobSpec, JobState, JobStatus, RoundTail, run_job
 from roost.learn.superlink import APP_DIR
 from roost.learn.wine_task import partition
 from roost.serve.wine import load_wine, split
@@ -110,3 +110,33 @@ def test_corrupt_linear_updates_are_rejected_with_a_reason(weights: Any, reason:
     app_task.check_linear_update(np.zeros(14))
     with pytest.raises(app_task.UpdateRejected, match=reason):
         app_task.check_linear_update(weights)
+
+
+def test_the_round_tail_hands_each_complete_round_once_and_survives_a_failing_callback(tmp_path: Path) -> None:
+    path = tmp_path / "rounds.jsonl"
+    got: list[dict[str, Any]] = []
+
+    def on_round(doc: dict[str, Any]) -> None:
+        got.append(doc)
+        if doc["round"] == 1:
+            raise RuntimeError("the hub's database is away")  # logged; the job and the tail go on
+
+    tail = RoundTail(path, on_round)
+    tail.poll()  # no file yet
+    line = {"round": 1, "participants": 2, "rejected": [{"node": 5, "reason": "x" * 999}], "bytes_down": 10,
+            "bytes_up": 20, "metric": 0.9, "seconds": 1.5}
+    text = json.dumps(line) + "\n" + json.dumps({**line, "round": 2, "rejected": []})
+    path.write_text(text[:-10])  # round 2 still being written
+    tail.poll()
+    assert [g["round"] for g in got] == [1] and got[0]["bytes"] == 30 and len(got[0]["rejected"][0]["reason"]) == 300
+    with path.open("a") as fh:
+        fh.write(text[-10:] + "\n\n")
+    tail.poll()
+    tail.poll()
+    assert [g["round"] for g in got] == [1, 2] and got[1] == {"round": 2, "participants": 2, "metric": 0.9,
+                                                              "bytes": 30, "seconds": 1.5, "rejected": []}
+    path.write_text(text + "\n" + "y" * (RoundTail.MAX_LINE * 4 + 1))  # a line without end: reading stops
+    broken = RoundTail(path, got.append)
+    broken.poll()
+    broken.poll()
+    assert [g["round"] for g in got] == [1, 2, 1, 2]

@@ -49,7 +49,7 @@ class Hub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, timeout: float = 30) -> None:
         log = self.log_dir / f"hub-{self.starts}.log"
         self.starts += 1
         with open(log, "wb") as fh:
@@ -57,7 +57,7 @@ class Hub:
                                      "--port", str(self.port), "--log-level", "warning"],
                                     stdout=fh, stderr=subprocess.STDOUT)
         self.process = HubProcess(self.url, proc, log)
-        wait_ready(self.process)
+        wait_ready(self.process, timeout)
 
     def kill(self) -> None:
         """Stop the hub abruptly (SIGKILL), as a crash or a network cut would."""

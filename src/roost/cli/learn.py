@@ -1,21 +1,76 @@
 """`roost learn`: federated learning (see ``docs/learning.md``).
 
 ``roost learn supernode`` is the Run step of the ``com.roost.FlowerSuperNode`` component: a device's
-SuperNode for one job. Local module: roost.learn and roost.hub are imported inside the commands.
+SuperNode for one job. ``start`` creates a job at the hub, ``status JOB [--follow]`` shows one (following
+prints each round as it lands), ``list`` lists them. Local module: roost.learn and roost.hub are imported
+inside the commands.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from roost.hub.client import HubClient
+    from roost.hub.contract import LearnJob, LearnRound
 
 from roost.cli.hub import HubOpt, TokenOpt, admin_client
 from roost.cli.output import console, handle_errors
 from roost.cli.serve import JsonLogOpt, _logging
 
 app = typer.Typer(help="Federated learning on Flower: jobs at the hub, a device's SuperNode.", no_args_is_help=True)
+
+ENDED = ("SUCCEEDED", "FAILED")
+#: Seconds between two reads of a job while waiting for or following it.
+POLL = 1.0
+
+
+def _doc(job: LearnJob) -> dict[str, Any]:
+    """A job as ``--json`` prints it (the issue's form, plus the reason and each round's seconds and
+    rejected updates)."""
+    return {"job": job.job, "status": job.status, "rounds": [r.model_dump() for r in job.rounds],
+            "final_metric": job.final_metric, "centralised_metric": job.centralised_metric,
+            "component": job.component, "reason": job.reason}
+
+
+def _round_line(r: LearnRound) -> str:
+    metric = "-" if r.metric is None else f"{r.metric:.4f}"
+    seconds = "" if r.seconds is None else f", {r.seconds:.1f} s"
+    rejected = "".join(f"\n    rejected node {x.node}: {x.reason}" for x in r.rejected)
+    return f"  round {r.round}: {r.participants} participants, RMSE {metric}, {r.bytes} bytes{seconds}{rejected}"
+
+
+def _print_job(job: LearnJob) -> None:
+    console.print(f"learn job {job.job}: {job.status}" + (f" ({job.reason})" if job.reason else ""), markup=False)
+    for r in job.rounds:
+        console.print(_round_line(r), markup=False, highlight=False)
+
+
+def _wait(client: HubClient, job: LearnJob, timeout: float, seen: set[int] | None = None,
+          on_round: Any = None) -> LearnJob:
+    """Read ``job`` every POLL seconds until it ends (``OperationTimeoutError`` after ``timeout``), handing
+    each round not in ``seen`` to ``on_round``."""
+    import time
+
+    from roost.errors import OperationTimeoutError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if on_round is not None and seen is not None:
+            for r in job.rounds:
+                if r.round not in seen:
+                    seen.add(r.round)
+                    on_round(r)
+        if job.status in ENDED:
+            return job
+        if time.monotonic() > deadline:
+            raise OperationTimeoutError(f"learn job {job.job} is still {job.status} after {timeout:.0f} s",
+                                        code="TIMEOUT")
+        time.sleep(POLL)
+        job = client.learn_job(job.job)
 
 
 @app.command("supernode")
@@ -71,9 +126,8 @@ def start(
 ) -> None:
     """Start a federated learning job at the hub on a group's devices (SuperNode components)."""
     import json
-    import time
 
-    from roost.errors import InvalidInputError, OperationTimeoutError
+    from roost.errors import InvalidInputError
     from roost.hub.contract import LearnJobIn
 
     paths: dict[str, str] = {}
@@ -86,21 +140,77 @@ def start(
         job = client.create_learn_job(LearnJobIn(target=target, task=task, strategy=strategy, rounds=rounds,
                                                  min_participants=min_participants, data_paths=paths,
                                                  data_path=data_path))
-        deadline = time.monotonic() + timeout
-        while wait and job.status not in ("SUCCEEDED", "FAILED"):
-            if time.monotonic() > deadline:
-                raise OperationTimeoutError(f"learn job {job.job} is still {job.status} after {timeout:.0f} s",
-                                            code="TIMEOUT")
-            time.sleep(1.0)
-            job = client.learn_job(job.job)
-    doc = {"job": job.job, "status": job.status, "rounds": [r.model_dump() for r in job.rounds],
-           "final_metric": job.final_metric, "centralised_metric": job.centralised_metric,
-           "component": job.component, "reason": job.reason}
+        if wait:
+            job = _wait(client, job, timeout)
     if as_json:
-        print(json.dumps(doc))
+        print(json.dumps(_doc(job)))
     else:
-        console.print(f"learn job {job.job}: {job.status}" + (f" ({job.reason})" if job.reason else ""))
-        for r in job.rounds:
-            console.print(f"  round {r.round}: {r.participants} participants, RMSE {r.metric}, {r.bytes} bytes")
+        _print_job(job)
     if wait and job.status != "SUCCEEDED":
         raise typer.Exit(1)
+
+
+@app.command("status")
+@handle_errors
+def status(
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="The job's id (fl-...).")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Print each round as it lands until the job "
+                                                                "ends; exit 1 if it FAILED.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds --follow follows.")] = 3600.0,
+    hub: HubOpt = None,
+    token: TokenOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON (with --follow: one JSON line "
+                                                         "per round, then the job).")] = False,
+) -> None:
+    """Show a federated learning job: its state, reason and rounds (participants, RMSE, bytes, seconds)."""
+    import json
+
+    with admin_client(hub, token) as client:
+        job = client.learn_job(job_id)
+        if follow:
+            if not as_json:
+                console.print(f"learn job {job.job}: {job.status}, {job.rounds_planned} rounds on {job.target}",
+                              markup=False)
+
+            def show(r: LearnRound) -> None:
+                if as_json:
+                    print(json.dumps({"job": job_id, "event": "round", **r.model_dump()}), flush=True)
+                else:
+                    console.print(_round_line(r), markup=False, highlight=False)
+            job = _wait(client, job, timeout, set(), show)
+    if as_json:
+        print(json.dumps({**({"event": "end"} if follow else {}), **_doc(job)}))
+    elif follow:
+        console.print(f"learn job {job.job}: {job.status}" + (f" ({job.reason})" if job.reason else ""),
+                      markup=False)
+    else:
+        _print_job(job)
+    if follow and job.status != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@app.command("list")
+@handle_errors
+def list_jobs(
+    hub: HubOpt = None,
+    token: TokenOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON.")] = False,
+) -> None:
+    """List the hub's federated learning jobs, newest first (at most 100)."""
+    import json
+
+    from rich.table import Table
+
+    with admin_client(hub, token) as client:
+        jobs = client.learn_jobs()
+    if as_json:
+        print(json.dumps([{**_doc(j), "target": j.target, "strategy": j.strategy, "rounds_planned": j.rounds_planned,
+                           "created_at": j.created_at.isoformat()} for j in jobs]))
+        return
+    table = Table("job", "target", "strategy", "status", "rounds", "RMSE", "created")
+    for j in jobs:
+        last = j.rounds[-1] if j.rounds else None
+        table.add_row(j.job, j.target, j.strategy, j.status, f"{len(j.rounds)}/{j.rounds_planned}",
+                      "-" if last is None or last.metric is None else f"{last.metric:.4f}",
+                      j.created_at.isoformat(timespec="seconds"))
+    console.print(table)

@@ -168,6 +168,7 @@ def create_app(config: HubConfig | None = None, *, store: Store | None = None) -
         anyio.to_thread.current_default_thread_limiter().total_tokens = store.db.pool_size
         watcher.ensure_started()
         monitor.ensure_started()
+        await anyio.to_thread.run_sync(learn_runner.recover)  # jobs whose SuperLink died with an old process
         restore = _on_stop_signal(watcher.close_polls)
         try:
             yield

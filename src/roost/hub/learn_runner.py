@@ -5,15 +5,25 @@ once (the rest wait in the executor's queue, at most :data:`MAX_QUEUED`). Runnin
 starts in this hub process (``run_joined_job``, TLS with the job's CA, on ``host``, an address the
 devices reach); then one hub deployment per device (``device:NAME``) adds ``com.roost.FlowerSuperNode``
 with the job's ``superlink``, ``caCert`` and ``job`` and that device's own ``dataPath``; the ServerApp
-waits for them (``LEARN_JOIN_TIMEOUT``); the rounds, metrics and the final state are stored. At the end
-the SuperNode component is removed from the devices again.
+waits for them (``LEARN_JOIN_TIMEOUT``); each round is stored as it lands (the ServerApp's
+``rounds.jsonl`` is read every half second), then the metrics and the final state. At the end the
+SuperNode component is removed from the devices again.
+
+A job's SuperLink lives in the hub process that runs it: the job records that process (host, pid, runner
+id). When a hub starts, :meth:`LearnRunner.recover` fails each unfinished job whose process is gone
+(``LEARN_HUB_RESTARTED``, naming the state and round it was in) and gives its devices back their own
+components. Jobs of a hub process still alive (another ``--workers`` process, another host) are left alone.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,8 +31,10 @@ from roost.errors import RoostError
 from roost.hub.contract import DeploymentCreate
 from roost.hub.errors import HubConflictError
 from roost.learn.federated_job import JobSpec, JobState, JoinInfo, run_joined_job
+from roost.learn.superlink import kill_leftovers
 
 if TYPE_CHECKING:
+    from roost.hub.contract import LearnJob
     from roost.hub.store import Store
 
 __all__ = ["MAX_QUEUED", "MAX_RUNNING", "SUPERNODE", "LearnRunner"]
@@ -33,6 +45,21 @@ SUPERNODE: Final = "com.roost.FlowerSuperNode"
 SUPERNODE_VERSION: Final = "1.0.0"
 MAX_RUNNING: Final = 2
 MAX_QUEUED: Final = 16
+#: A job with no runner recorded this long after its last change was left by a hub stopped between
+#: creating and submitting it.
+UNCLAIMED_AGE: Final = timedelta(minutes=1)
+#: The runners alive in this process (several in-process hubs in tests share one pid).
+_LIVE: set[str] = set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class LearnRunner:
@@ -42,8 +69,12 @@ class LearnRunner:
         self._lock = threading.Lock()
         self._waiting = 0
         self._cancel = threading.Event()
+        self.runner_id = uuid.uuid4().hex
+        self.identity: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "id": self.runner_id}
+        _LIVE.add(self.runner_id)
 
     def submit(self, job: str) -> None:
+        """Queue ``job`` (a blocking call: it records this process as the job's runner)."""
         with self._lock:
             if self._cancel.is_set():
                 raise HubConflictError("the hub is stopping", code="LEARN_JOBS_BUSY")
@@ -51,12 +82,55 @@ class LearnRunner:
                 raise HubConflictError(f"{MAX_QUEUED} learn jobs are already waiting or running; try later",
                                        code="LEARN_JOBS_BUSY")
             self._waiting += 1
+        try:
+            self.store.claim_learn_job(job, self.identity)
+        except BaseException:
+            with self._lock:
+                self._waiting -= 1
+            raise
         self._pool.submit(self._guarded, job)
 
     def close(self) -> None:
         """Cancel the running jobs (they end FAILED, their SuperLink stopped) and wait for their threads."""
         self._cancel.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        _LIVE.discard(self.runner_id)
+
+    def _orphaned(self, job: LearnJob, runner: dict[str, Any]) -> bool:
+        """Whether the hub process recorded as running ``job`` is gone."""
+        if not runner:
+            return self.store.clock() - job.updated_at > UNCLAIMED_AGE
+        if runner.get("host") != self.identity["host"]:
+            return False  # another host's hub: its own restart recovers it
+        pid = int(runner.get("pid", 0))
+        if pid == os.getpid():
+            return runner.get("id") not in _LIVE
+        return pid <= 0 or not _alive(pid)
+
+    def recover(self) -> list[str]:
+        """Fail the jobs a stopped hub process left unfinished (``LEARN_HUB_RESTARTED``) and remove the
+        SuperNode from their devices, keeping each device's own components; returns those jobs' ids."""
+        failed = []
+        unfinished = self.store.unfinished_learn_jobs()
+        orphans = [found.job for found in unfinished if self._orphaned(found.job, found.runner)]
+        busy = {d for found in unfinished if found.job not in orphans and found.job.status != JobState.PENDING
+                for d in found.job.devices}  # devices whose SuperNode a live job deployed
+        for job in orphans:
+            at = f"at round {job.rounds[-1].round}" if job.rounds else "before its first round"
+            reason = (f"LEARN_HUB_RESTARTED: the hub restarted while the job was {job.status} {at}; start it again")
+            log.warning("learn job %s: %s", job.job, reason)
+            kill_leftovers(self.folder / job.job)  # a hub killed outside systemd leaves its SuperLink running
+            self.store.update_learn_job(job.job, JobState.FAILED, {"reason": reason})
+            failed.append(job.job)
+            for device in job.devices:
+                current = self.store.device_components(device)
+                if SUPERNODE not in current or device in busy:  # busy: a live job's SuperNode
+                    continue
+                try:
+                    self._deploy(device, {k: v for k, v in current.items() if k != SUPERNODE}, None)
+                except RoostError as err:
+                    log.warning("learn job %s: removing the SuperNode from %s: %s", job.job, device, err)
+        return failed
 
     def _guarded(self, job: str) -> None:
         try:
@@ -88,12 +162,15 @@ class LearnRunner:
                 joined[device] = own
             self.store.update_learn_job(job_id, JobState.RUNNING)
 
+        def on_round(doc: dict[str, Any]) -> None:
+            self.store.record_learn_round(job_id, doc)
+
         try:
             status = run_joined_job(job_id, spec, len(job.devices), self.folder / job_id, join, host=self.host,
-                                    cancel=self._cancel)
+                                    cancel=self._cancel, on_round=on_round)
             doc = status.as_json()
             self.store.update_learn_job(job_id, JobState.SUCCEEDED, {
-                "rounds": [{k: r[k] for k in ("round", "participants", "metric", "bytes")} for r in doc["rounds"]],
+                "rounds": doc["rounds"],
                 "final_metric": doc["final_metric"], "centralised_metric": doc["centralised_metric"]})
         except RoostError as err:
             log.warning("learn job %s failed: %s: %s", job_id, err.code, err.message)

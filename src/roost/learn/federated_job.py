@@ -9,7 +9,9 @@ devices, updates of at most MAX_UPDATE_BYTES.
 process of this machine (the bench and the tests; on a fleet the SuperNode is the devices' component).
 Each device's data path is checked before it joins (``LEARN_DATA_MISSING``); a round with fewer usable
 updates than ``min_participants`` fails the job (``LEARN_TOO_FEW_PARTICIPANTS``, the reason names the
-round); rejected updates are recorded per round with their reason.
+round); rejected updates are recorded per round with their reason. While a job runs, each round the
+ServerApp appends to ``rounds.jsonl`` is read as it lands (:class:`RoundTail`) and handed to
+``on_round`` (the hub stores it, so ``GET /v1/learn/jobs/{id}`` shows the rounds so far).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from roost.learn.tls import make_job_tls
 from roost.learn.wine_task import TASKS, centralised_rmse, write_holdout
 
 __all__ = ["JOIN_TIMEOUT", "MAX_PARTICIPANTS", "MAX_ROUNDS", "STRATEGIES", "Device", "JobSpec", "JobState", "JobStatus",
-           "JoinInfo", "run_job", "run_joined_job"]
+           "JoinInfo", "RoundTail", "round_doc", "run_job", "run_joined_job"]
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +130,7 @@ class JobStatus:
 
     def as_json(self) -> dict[str, Any]:
         return {"job": self.job, "status": str(self.status), "spec": asdict(self.spec),
-                "rounds": [{"round": r["round"], "participants": r["participants"], "metric": r.get("metric"),
-                            "bytes": r["bytes_up"] + r["bytes_down"], "seconds": r.get("seconds"),
-                            "rejected": r.get("rejected", [])} for r in self.rounds],
+                "rounds": [round_doc(r) for r in self.rounds],
                 "final_metric": self.final_metric, "centralised_metric": self.centralised_metric,
                 "reason": self.reason}
 
@@ -153,6 +153,60 @@ def _read_rounds(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+#: Longest reason of a rejected update kept in a round's record.
+MAX_REASON: Final = 300
+
+
+def round_doc(line: dict[str, Any]) -> dict[str, Any]:
+    """A ServerApp round line as the API and the CLI show it: participants, RMSE, bytes (both ways),
+    seconds, and the rejected updates with their reasons (at most MAX_PARTICIPANTS, reasons cut)."""
+    rejected = [{"node": int(r.get("node", 0)), "reason": str(r.get("reason", ""))[:MAX_REASON]}
+                for r in list(line.get("rejected", []))[:MAX_PARTICIPANTS]]
+    return {"round": int(line["round"]), "participants": int(line["participants"]), "metric": line.get("metric"),
+            "bytes": int(line.get("bytes_up", 0)) + int(line.get("bytes_down", 0)), "seconds": line.get("seconds"),
+            "rejected": rejected}
+
+
+class RoundTail:
+    """Reads the rounds a running ServerApp appends to ``rounds.jsonl``, each once, as they land.
+
+    Bounded: at most MAX_ROUNDS rounds (one line each, plus a failed round's line) and lines of at most
+    MAX_LINE bytes are read; a partial last line waits for its newline. :meth:`poll` hands each new round
+    (:func:`round_doc`) to ``on_round``; an exception there is logged and the job goes on."""
+
+    MAX_LINE: Final = 64 * 1024
+
+    def __init__(self, path: Path, on_round: Callable[[dict[str, Any]], None]) -> None:
+        self.path, self.on_round = path, on_round
+        self.offset, self.seen = 0, 0
+
+    def poll(self) -> None:
+        if self.seen > MAX_ROUNDS:
+            return
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read(self.MAX_LINE * 4)
+        except FileNotFoundError:
+            return
+        while self.seen <= MAX_ROUNDS:
+            end = chunk.find(b"\n")
+            if end < 0:
+                if len(chunk) >= self.MAX_LINE * 4:  # no newline in the window: a broken file, stop reading it
+                    log.warning("%s: a line over %d bytes; no more rounds read from it", self.path, self.MAX_LINE)
+                    self.seen = MAX_ROUNDS + 1
+                return
+            line, chunk = chunk[:end], chunk[end + 1:]
+            self.offset += end + 1
+            if not line.strip() or len(line) > self.MAX_LINE:
+                continue
+            self.seen += 1
+            try:
+                self.on_round(round_doc(json.loads(line)))
+            except Exception:  # the record of a round must never end the job
+                log.exception("%s: recording a round failed", self.path)
+
+
 @dataclass(frozen=True)
 class JoinInfo:
     """What SuperNodes started elsewhere need to join a job: the SuperLink's address and its CA."""
@@ -168,8 +222,10 @@ JOIN_TIMEOUT: Final = 120.0
 
 def run_job(job: str, spec: JobSpec, devices: Sequence[Device], folder: Path, *, host: str = "127.0.0.1",
             tls: bool = True, capture: bool = False,
-            on_supernodes: Callable[[list[FlowerProcess]], None] | None = None) -> JobStatus:
-    """Run ``spec`` on ``devices`` (local SuperNodes) and return the final status; raises FederatedError."""
+            on_supernodes: Callable[[list[FlowerProcess]], None] | None = None,
+            on_round: Callable[[dict[str, Any]], None] | None = None) -> JobStatus:
+    """Run ``spec`` on ``devices`` (local SuperNodes) and return the final status; raises FederatedError.
+    ``on_supernodes`` gets the SuperNode processes once started; ``on_round`` each round as it lands."""
     spec.check(len(devices))
     for device in devices:
         _check_data(device)
@@ -182,12 +238,13 @@ def run_job(job: str, spec: JobSpec, devices: Sequence[Device], folder: Path, *,
             on_supernodes(nodes)
         return nodes
 
-    return _run(job, spec, len(devices), folder, local, host=host, tls=tls, capture=capture)
+    return _run(job, spec, len(devices), folder, local, host=host, tls=tls, capture=capture, on_round=on_round)
 
 
 def run_joined_job(job: str, spec: JobSpec, participants: int, folder: Path, join: Callable[[JoinInfo], None], *,
                    host: str = "127.0.0.1", tls: bool = True, capture: bool = False,
-                   join_timeout: float = JOIN_TIMEOUT, cancel: threading.Event | None = None) -> JobStatus:
+                   join_timeout: float = JOIN_TIMEOUT, cancel: threading.Event | None = None,
+                   on_round: Callable[[dict[str, Any]], None] | None = None) -> JobStatus:
     """Run ``spec`` on ``participants`` SuperNodes started elsewhere (the devices' SuperNode components).
 
     The SuperLink comes up first; ``join(info)`` then starts the SuperNodes (e.g. deploys the component
@@ -200,12 +257,13 @@ def run_joined_job(job: str, spec: JobSpec, participants: int, folder: Path, joi
         return []
 
     return _run(job, spec, participants, folder, remote, host=host, tls=tls, capture=capture,
-                join_timeout=join_timeout, cancel=cancel)
+                join_timeout=join_timeout, cancel=cancel, on_round=on_round)
 
 
 def _run(job: str, spec: JobSpec, participants: int, folder: Path,
          start_nodes: Callable[[JoinInfo, Path], list[FlowerProcess]], *, host: str, tls: bool, capture: bool,
-         join_timeout: float = JOIN_TIMEOUT, cancel: threading.Event | None = None) -> JobStatus:
+         join_timeout: float = JOIN_TIMEOUT, cancel: threading.Event | None = None,
+         on_round: Callable[[dict[str, Any]], None] | None = None) -> JobStatus:
     status = JobStatus(job, spec)
     bin_dir = flower_bin()
     folder.mkdir(parents=True, exist_ok=True)
@@ -225,8 +283,11 @@ def _run(job: str, spec: JobSpec, participants: int, folder: Path,
             "holdout-path": str(holdout), "max-update-bytes": MAX_UPDATE_BYTES,
             "round-timeout": STATE_TIMEOUTS[JobState.RUNNING], "join-timeout": join_timeout,
             "capture-messages": capture}
+        tail = RoundTail(out / "rounds.jsonl", on_round) if on_round is not None else None
         done = run_app(link, config, timeout=STATE_TIMEOUTS[JobState.RUNNING] * spec.rounds + join_timeout + 60,
-                       cancel=cancel)
+                       cancel=cancel, on_poll=tail.poll if tail is not None else None)
+        if tail is not None:
+            tail.poll()  # the rounds written since the last poll
         (folder / "flwr-run.log").write_text(done.stdout + done.stderr)
         joined = out / "join.json"
         if joined.is_file():

@@ -14,22 +14,27 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from roost.learn.errors import FlowerMissingError, FlowerProcessError
 from roost.learn.tls import JobTLS
 
-__all__ = ["APP_DIR", "FlowerProcess", "SuperLink", "flower_bin", "free_port", "run_app", "start_supernode"]
+__all__ = ["APP_DIR", "PID_FILES", "FlowerProcess", "SuperLink", "flower_bin", "free_port", "kill_leftovers", "run_app",
+           "start_supernode"]
 
 log = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).parent / "flower_app"
 _REPO_VENV = Path(__file__).resolve().parents[3] / ".venv-flower" / "bin"
+#: The job folder's records of the SuperLink's and ``flwr run``'s process ids (each leads its own session).
+PID_FILES = ("superlink.pid", "flwr-run.pid")
 
 
 def flower_bin(configured: str | None = None) -> Path:
@@ -130,6 +135,7 @@ class SuperLink:
         else:
             argv.append("--insecure")
         self.process = _spawn("flower-superlink", argv, _env(self.bin_dir, self.home), self.folder / "superlink.log")
+        (self.folder / PID_FILES[0]).write_text(str(self.process.proc.pid))
         _wait_port(self.host, self.port, self.process, timeout)
 
     def stop(self) -> None:
@@ -148,9 +154,10 @@ def start_supernode(bin_dir: Path, superlink: str, data_path: Path, log_path: Pa
 
 
 def run_app(link: SuperLink, run_config: dict[str, str | int | float | bool], *, timeout: float,
-            cancel: threading.Event | None = None) -> subprocess.CompletedProcess[str]:
+            cancel: threading.Event | None = None,
+            on_poll: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
     """``flwr run`` the wine app on ``link`` and stream its logs until the run ends (bounded by ``timeout``;
-    ``cancel`` set ends it early with FlowerProcessError)."""
+    ``cancel`` set ends it early with FlowerProcessError); ``on_poll`` is called every half second meanwhile."""
     def toml(value: str | int | float | bool) -> str:
         if isinstance(value, bool):
             return "true" if value else "false"
@@ -160,12 +167,15 @@ def run_app(link: SuperLink, run_config: dict[str, str | int | float | bool], *,
     argv = [str(link.bin_dir / "flwr"), "run", str(APP_DIR), "roost", "--stream", "--run-config", pairs]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(link.bin_dir, link.home), start_new_session=True)
+    (link.folder / PID_FILES[1]).write_text(str(proc.pid))
     deadline = time.monotonic() + timeout
     while True:
         try:
             out, err = proc.communicate(timeout=0.5)
             return subprocess.CompletedProcess(argv, proc.returncode, out, err)
         except subprocess.TimeoutExpired:
+            if on_poll is not None:
+                on_poll()
             why = ("the run was cancelled" if cancel is not None and cancel.is_set()
                    else f"flwr run did not end within {timeout:.0f} s" if time.monotonic() > deadline else None)
             if why is not None:
@@ -178,3 +188,25 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def kill_leftovers(folder: Path) -> list[int]:
+    """Kill the SuperLink and ``flwr run`` a job folder's process ids name, if they still run (their hub
+    process died without stopping them: they lead their own sessions). A process id is only trusted while
+    that process' command line names ``folder`` (a reused id is someone else's). Returns the ids killed."""
+    killed = []
+    for name in PID_FILES:
+        try:
+            pid = int((folder / name).read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if str(folder) not in cmdline:
+            continue
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+        log.warning("killed %s (pid %d) left running by a stopped hub", name.removesuffix(".pid"), pid)
+        killed.append(pid)
+    return killed

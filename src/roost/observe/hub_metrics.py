@@ -15,6 +15,12 @@ Metric names:
 * ``roost_hub_rollout_devices{deployment,target,state,status}``: the devices of the newest 20 deployments in
   effect (state ACTIVE, COMPLETED or ABORTED) per status (QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, ...);
 * ``roost_hub_cluster_nodes{tier}``, ``roost_hub_cluster_replicas{status}``, ``roost_hub_cluster_sessions{status}``;
+* ``roost_learn_jobs{status}`` (PENDING, STARTING, RUNNING, SUCCEEDED, FAILED): federated learning jobs;
+* per job, for the unfinished jobs and those ended within the last hour (newest 20, so ``job`` stays a
+  bounded label): ``roost_learn_round{job,status}`` (the latest round recorded, 0 before the first),
+  ``roost_learn_round_participants{job}`` and ``roost_learn_round_metric{job}`` (that round's usable updates
+  and the RMSE of its aggregate on the hub's held-out set), ``roost_learn_bytes_total{job}`` (model bytes
+  exchanged so far, both ways) and ``roost_learn_rejected_updates_total{job}``;
 * ``roost_hub_api_request_duration_seconds{method,route,status}`` (histogram; status as ``2xx``..``5xx``).
 """
 
@@ -25,11 +31,12 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from roost import __version__
 from roost.hub.contract.cluster import ReplicaStatus, SessionStatus
+from roost.learn.federated_job import JobState
 from roost.observe.exposition import render
 
 if TYPE_CHECKING:
@@ -64,6 +71,29 @@ class HubCollector:
                   tuple(ReplicaStatus))
         yield _by("roost_hub_cluster_sessions", "Cluster sessions by status", "status", g.sessions,
                   tuple(SessionStatus))
+        yield from self._learn()
+
+    def _learn(self) -> Iterator[Metric]:
+        g = self.store.learn_gauges()
+        yield _by("roost_learn_jobs", "Federated learning jobs by status", "status", g.jobs, tuple(JobState))
+        rounds = GaugeMetricFamily("roost_learn_round", "The latest round recorded of a running or recent federated "
+                                   "job (0 before its first)", labels=["job", "status"])
+        participants = GaugeMetricFamily("roost_learn_round_participants", "Usable updates in that round",
+                                         labels=["job"])
+        metric = GaugeMetricFamily("roost_learn_round_metric", "RMSE of that round's aggregated model on the hub's "
+                                   "held-out set", labels=["job"])
+        sent = CounterMetricFamily("roost_learn_bytes", "Model bytes exchanged by the job so far (both ways)",
+                                   labels=["job"])
+        rejected = CounterMetricFamily("roost_learn_rejected_updates", "Updates the job rejected (with a reason)",
+                                       labels=["job"])
+        for j in g.series:
+            rounds.add_metric([j.job, j.status], float(j.round))
+            participants.add_metric([j.job], float(j.participants))
+            if j.metric is not None:
+                metric.add_metric([j.job], float(j.metric))
+            sent.add_metric([j.job], float(j.bytes))
+            rejected.add_metric([j.job], float(j.rejected))
+        yield from (rounds, participants, metric, sent, rejected)
 
 
 def _by(name: str, doc: str, label: str, counts: Mapping[str, int], always: tuple[str, ...]) -> GaugeMetricFamily:

@@ -22,7 +22,7 @@ async def create_job(body: LearnJobIn, s: StoreDep, request: Request) -> LearnJo
     """Record a job PENDING against ``group:NAME`` with its checked spec and the group's devices, and
     hand it to the hub's runner (:mod:`roost.hub.learn_runner`)."""
     job: LearnJob = await run_in_threadpool(s.create_learn_job, body)
-    request.app.state.learn_runner.submit(job.job)
+    await run_in_threadpool(request.app.state.learn_runner.submit, job.job)
     return job
 
 

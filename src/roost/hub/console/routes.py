@@ -263,6 +263,20 @@ async def cluster(request: Request, store: StoreDep, session: SessionDep) -> HTM
     return render(request, store, "cluster.html", session=session, cluster=page, hub_url=hub_url)
 
 
+@router.get("/learn", response_class=HTMLResponse)
+async def learn_jobs(request: Request, store: StoreDep, session: SessionDep) -> HTMLResponse:
+    items = await call(store.learn_jobs)
+    return render(request, store, "learn_jobs.html", session=session, jobs=items)
+
+
+@router.get("/learn/{job}", response_class=HTMLResponse)
+async def learn_job(job: str, request: Request, store: StoreDep, session: SessionDep) -> HTMLResponse:
+    if len(job) > 64:
+        raise PageError(400, "Invalid name", "a learn job id has at most 64 characters")
+    info = await call(store.learn_job, job)
+    return render(request, store, "learn_job.html", session=session, job=info)
+
+
 # -- error handlers ------------------------------------------------------------------------------
 
 

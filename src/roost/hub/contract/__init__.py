@@ -102,6 +102,6 @@ __all__ += ["DeviceMetrics", "MetricsPoint", "MetricsSnapshot", "MetricsToken", 
             "SnapshotAccepted"]
 __all__ += ["BenchmarkIn", "BenchmarkRecord", "Candidate", "GateCheck", "Measurement", "ModelValidation",
             "Recommendation", "VariantGate"]
-from roost.hub.contract.federated import LearnJob, LearnJobIn, LearnRound  # noqa: E402
+from roost.hub.contract.federated import LearnJob, LearnJobIn, LearnRejected, LearnRound  # noqa: E402
 
-__all__ += ["LearnJob", "LearnJobIn", "LearnRound"]
+__all__ += ["LearnJob", "LearnJobIn", "LearnRejected", "LearnRound"]

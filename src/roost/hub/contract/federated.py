@@ -8,6 +8,8 @@ Route (admin)                   Request               Response
 ``GET /v1/learn/jobs/{id}``                           :class:`LearnJob`
 ==============================  ====================  ===========================
 
+A job's ``rounds`` grow while it runs: each round is stored as the ServerApp records it.
+
 The spec's values are checked by :meth:`roost.learn.federated_job.JobSpec.check` at the hub, so each bad
 value gets its own ``LEARN_*`` code rather than pydantic's generic one.
 """
@@ -37,11 +39,23 @@ class LearnJobIn(_Wire):
     data_path: str = Field("/var/lib/roost/learn/wine.csv", min_length=1, max_length=4096)
 
 
+class LearnRejected(_Wire):
+    """A device's update the ServerApp did not aggregate: its Flower node id and why."""
+
+    node: int
+    reason: str
+
+
 class LearnRound(_Wire):
+    """One round as it landed: usable updates, RMSE of the aggregate on the hub's held-out set, model
+    bytes both ways, seconds, and the rejected updates with their reasons."""
+
     round: int
     participants: int
     metric: float | None = None
     bytes: int = 0
+    seconds: float | None = None
+    rejected: list[LearnRejected] = Field(default_factory=list)
 
 
 class LearnJob(_Wire):

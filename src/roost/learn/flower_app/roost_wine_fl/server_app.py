@@ -177,7 +177,10 @@ def main(grid: Grid, context: Context) -> None:
             recorder.write(entry)
         return MetricRecord({"rmse": value})
 
-    common: dict[str, Any] = {"fraction_evaluate": 0.0, "min_available_nodes": expected}
+    # Every round samples the SuperNodes online then: all of them joined before round 1 (``_joined``); a
+    # device that left is marked offline by the SuperLink (missed heartbeats) and its reply becomes an error
+    # (rejected, the round goes on with the rest). Waiting for ``expected`` here would hang the next round.
+    common: dict[str, Any] = {"fraction_evaluate": 0.0, "min_available_nodes": min_p}
     if strategy_name == "fedxgb-bagging":
         strategy = _wrap(FedXgbBagging, recorder)(min_train_nodes=min_p, **common)
     elif strategy_name == "fedxgb-cyclic":
