@@ -63,6 +63,8 @@ def start(
         "/var/lib/roost/learn/wine.csv"),
     device_data: Annotated[list[str] | None, typer.Option("--device-data", help="DEVICE=PATH: that device's own "
                                                                                "data path (repeatable).")] = None,
+    component: Annotated[str, typer.Option("--component", help="The serving component the model becomes the next "
+                                                              "version of.")] = "com.roost.WineQuality",
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end; exit 0 only if it SUCCEEDED.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds --wait waits.")] = 3600.0,
     hub: HubOpt = None,
@@ -85,7 +87,7 @@ def start(
     with admin_client(hub, token) as client:
         job = client.create_learn_job(LearnJobIn(target=target, task=task, strategy=strategy, rounds=rounds,
                                                  min_participants=min_participants, data_paths=paths,
-                                                 data_path=data_path))
+                                                 data_path=data_path, component=component))
         deadline = time.monotonic() + timeout
         while wait and job.status not in ("SUCCEEDED", "FAILED"):
             if time.monotonic() > deadline:
@@ -102,5 +104,7 @@ def start(
         console.print(f"learn job {job.job}: {job.status}" + (f" ({job.reason})" if job.reason else ""))
         for r in job.rounds:
             console.print(f"  round {r.round}: {r.participants} participants, RMSE {r.metric}, {r.bytes} bytes")
+        if job.component:
+            console.print(f"  published {job.component} (its validation report: roost component show)")
     if wait and job.status != "SUCCEEDED":
         raise typer.Exit(1)
