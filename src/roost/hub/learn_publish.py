@@ -35,11 +35,11 @@ from roost.hub.contract import BaselineComparison, LearnJob, ModelValidation
 from roost.hub.contract.federated import SERVING_COMPONENT
 from roost.hub.errors import HubConflictError
 from roost.hub.names import check_name
-from roost.hub.store.models_gate import check_validation, regression
 from roost.learn.assess import assess
 from roost.learn.errors import ServingComponentError
 from roost.learn.federated_model import MODEL_FILE, JobModel, job_model, write_job_holdout
 from roost.learn.publish import tabular_recipe
+from roost.learn.validation import regression
 from roost.recipe.resolve import sort_versions
 
 if TYPE_CHECKING:
@@ -146,6 +146,8 @@ def publish_job_model(store: Store, job: LearnJob, folder: Path) -> str:
 
     Raises ``LEARN_MODEL_MISSING`` / ``LEARN_MODEL_INVALID`` (the model), ``LEARN_COMPONENT_*`` (the
     component), a registry or validation error; nothing is published then."""
+    from roost.hub.store.models_gate import check_validation  # hub-only (sqlalchemy): imported when run
+
     name = job.serving_component
     current = check_serving_component(store, name)
     scratch = Path(tempfile.mkdtemp(prefix="roost-learn-publish-", dir=folder))
