@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,7 +195,3 @@ def job_model(out_dir: Path, strategy: str, dest_dir: Path) -> JobModel:
     log.info("folded the linear model of %s into a gblinear model %s", source, dest)
     return JobModel(dest, "linear", "xgboost", source, linear=doc)
 
-
-def finite(value: float | None) -> float | None:
-    """``value`` when it is a finite number, else None (for records written to JSON)."""
-    return value if value is not None and math.isfinite(value) else None
