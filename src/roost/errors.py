@@ -105,10 +105,13 @@ that every class is drawn here::
     │   │   ├── DataMissingError           LEARN_DATA_MISSING         learn.errors             also NotFoundError
     │   │   ├── FlowerMissingError         LEARN_FLOWER_MISSING       learn.errors             also NotFoundError
     │   │   ├── FlowerProcessError         LEARN_FLOWER_FAILED        learn.errors
+    │   │   ├── JobModelInvalidError       LEARN_MODEL_INVALID        learn.errors
+    │   │   ├── JobModelMissingError       LEARN_MODEL_MISSING        learn.errors             also NotFoundError
     │   │   ├── JobStateError              LEARN_JOB_STATE            learn.errors             also ConflictError
     │   │   ├── JoinTimeoutError           LEARN_JOIN_TIMEOUT         learn.errors
     │   │   ├── ParticipantsInvalidError   LEARN_PARTICIPANTS_INVALID learn.errors             also InvalidInputError
     │   │   ├── RoundsOutOfRangeError      LEARN_ROUNDS_OUT_OF_RANGE  learn.errors             also InvalidInputError
+    │   │   ├── ServingComponentError      LEARN_COMPONENT_UNKNOWN    learn.errors             also InvalidInputError
     │   │   ├── StrategyUnknownError       LEARN_STRATEGY_UNKNOWN     learn.errors             also InvalidInputError
     │   │   ├── TargetEmptyError           LEARN_TARGET_EMPTY         learn.errors             also InvalidInputError
     │   │   ├── TaskUnknownError           LEARN_TASK_UNKNOWN         learn.errors             also InvalidInputError
@@ -538,6 +541,14 @@ CODES: dict[str, dict[str, str]] = {
         "LEARN_HUB_RESTARTED": "The hub process running a federated job stopped (its SuperLink with it): the "
                                "restarted hub failed the job, naming its state and round, and removed the "
                                "SuperNode from its devices; start the job again.",
+        "LEARN_MODEL_MISSING": "A federated job ended without its final model file (model.json or linear.json); "
+                               "nothing was published.",
+        "LEARN_MODEL_INVALID": "A federated job's final model does not load, is not the wine task's model, or "
+                               "cannot be made servable; nothing was published.",
+        "LEARN_COMPONENT_UNKNOWN": "A learn job's --component names a component with no version in the registry "
+                                   "(only the default com.roost.WineQuality may start at 1.0.0).",
+        "LEARN_COMPONENT_NOT_SERVING": "A learn job's --component is not a model-serving component: its latest "
+                                       "version's recipe does not run `roost serve --model`.",
     },
     "roost.learn (joint inference with hard-example offload, parallel inference)": {
         "FILTER_UNKNOWN": "A hard-example filter name is not threshold, cross-entropy, margin or random (IBT is "

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from roost.learn.assess import assess
 from roost.learn.errors import FlowerMissingError, TooFewParticipantsError
 from roost.learn.federated_job import Device, JobSpec, JobState, run_job
+from roost.learn.federated_model import job_model, write_job_holdout
 from roost.learn.superlink import FlowerProcess, flower_bin
 from roost.learn.wine_task import write_partitions
 from tests.conftest import require_service
@@ -46,7 +48,10 @@ def test_fedavg_over_tls_on_three_supernodes(parts: list[Path], tmp_path: Path) 
     metrics = [r["metric"] for r in doc["rounds"]]
     assert metrics[-1] < metrics[0] and doc["final_metric"] == metrics[-1]
     assert doc["centralised_metric"] is not None and doc["centralised_metric"] < metrics[0]
-    assert (tmp_path / "run" / "out" / "linear.json").is_file()
+    # the final linear model folds into a servable gblinear model scoring what the ServerApp measured
+    model = job_model(tmp_path / "run" / "out", "fedavg", tmp_path / "pub")
+    measured = assess(model.path, write_job_holdout(tmp_path / "holdout.csv"), calls=5)
+    assert measured.value == pytest.approx(doc["final_metric"], rel=1e-5)
     # the messages carried 14 weights each way and metrics, never a row of the devices' data
     row = parts[0].read_text().splitlines()[1]
     blob = b"".join(p.read_bytes() for p in (tmp_path / "run" / "out" / "messages").glob("*.bin"))

@@ -19,6 +19,7 @@ def test_a_job_is_recorded_pending_with_its_groups_devices(hub_server: HubServer
         job = hub.create_learn_job(LearnJobIn(target="group:vineyard", task="wine", rounds=2))
         assert job.status == "PENDING" and job.devices == ["fl-a", "fl-b"] and job.min_participants == 2
         assert job.strategy == "fedavg" and job.rounds_planned == 2 and job.rounds == []
+        assert job.serving_component == "com.roost.WineQuality" and job.component is None  # nothing published yet
         assert [j.job for j in hub.learn_jobs()] == [job.job]
         # the runner takes it at once: without the SuperNode component published it cannot deploy, and says so
         ended = wait_until(lambda: (j := hub.learn_job(job.job)).status == "FAILED" and j, timeout=60,
@@ -35,6 +36,9 @@ def test_a_job_is_recorded_pending_with_its_groups_devices(hub_server: HubServer
     ({"target": "group:empty", "task": "wine", "rounds": 2}, 400, "LEARN_TARGET_EMPTY"),
     ({"target": "group:nowhere", "task": "wine", "rounds": 2}, 404, "GROUP_NOT_FOUND"),
     ({"target": "device:x", "task": "wine", "rounds": 2}, 422, "VALIDATION_ERROR"),
+    ({"target": "group:vineyard", "task": "wine", "rounds": 2, "component": "com.example.Nowhere"}, 400,
+     "LEARN_COMPONENT_UNKNOWN"),
+    ({"target": "group:vineyard", "task": "wine", "rounds": 2, "component": "a/b"}, 422, "VALIDATION_ERROR"),
 ])
 def test_bad_jobs_are_refused_with_their_code(hub_server: HubServer, body: dict[str, object], status: int,
                                               code: str) -> None:

@@ -129,6 +129,8 @@ def test_reports_that_contradict_their_numbers_are_refused(hub_server: HubServer
         assert r.status_code == 422 and "passed=True" in r.json()["error"]["message"]
         r = admin.put(url, json={**_report(0.8), "metric": "accuracy", "value": 1.5})
         assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_REPORT_INCONSISTENT"
+        r = admin.put(url, json={**_report(0.8), "baseline": {"version": "1.0.0", "value": 0.7, "regression": -0.1}})
+        assert r.status_code == 422 and "baseline 1.0.0" in r.json()["error"]["message"]  # 0.7 -> 0.8 is +14 %
         r = admin.get(url)
         assert r.status_code == 404 and r.json()["error"]["code"] == "VALIDATION_REPORT_MISSING"
 

@@ -47,6 +47,8 @@ def _print_job(job: LearnJob) -> None:
     console.print(f"learn job {job.job}: {job.status}" + (f" ({job.reason})" if job.reason else ""), markup=False)
     for r in job.rounds:
         console.print(_round_line(r), markup=False, highlight=False)
+    if job.component:
+        console.print(f"  published {job.component} (its validation report: roost component show)", markup=False)
 
 
 def _wait(client: HubClient, job: LearnJob, timeout: float, seen: set[int] | None = None,
@@ -118,6 +120,8 @@ def start(
         "/var/lib/roost/learn/wine.csv"),
     device_data: Annotated[list[str] | None, typer.Option("--device-data", help="DEVICE=PATH: that device's own "
                                                                                "data path (repeatable).")] = None,
+    component: Annotated[str, typer.Option("--component", help="The serving component the model becomes the next "
+                                                              "version of.")] = "com.roost.WineQuality",
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end; exit 0 only if it SUCCEEDED.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds --wait waits.")] = 3600.0,
     hub: HubOpt = None,
@@ -139,7 +143,7 @@ def start(
     with admin_client(hub, token) as client:
         job = client.create_learn_job(LearnJobIn(target=target, task=task, strategy=strategy, rounds=rounds,
                                                  min_participants=min_participants, data_paths=paths,
-                                                 data_path=data_path))
+                                                 data_path=data_path, component=component))
         if wait:
             job = _wait(client, job, timeout)
     if as_json:

@@ -6,8 +6,11 @@ starts in this hub process (``run_joined_job``, TLS with the job's CA, on ``host
 devices reach); then one hub deployment per device (``device:NAME``) adds ``com.roost.FlowerSuperNode``
 with the job's ``superlink``, ``caCert`` and ``job`` and that device's own ``dataPath``; the ServerApp
 waits for them (``LEARN_JOIN_TIMEOUT``); each round is stored as it lands (the ServerApp's
-``rounds.jsonl`` is read every half second), then the metrics and the final state. At the end the
-SuperNode component is removed from the devices again.
+``rounds.jsonl`` is read every half second), then the metrics and the final state. The job's model is
+published as the next version of its serving component, with its validation report
+(:mod:`roost.hub.learn_publish`): the job SUCCEEDS with ``component`` = ``NAME=VERSION``, or FAILS with the
+reason it could not be published (its rounds kept). At the end the SuperNode component is removed from
+the devices again.
 
 A job's SuperLink lives in the hub process that runs it: the job records that process (host, pid, runner
 id). When a hub starts, :meth:`LearnRunner.recover` fails each unfinished job whose process is gone
@@ -28,8 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from roost.errors import RoostError
-from roost.hub.contract import DeploymentCreate
+from roost.hub.contract import DeploymentCreate, LearnRound
 from roost.hub.errors import HubConflictError
+from roost.hub.learn_publish import publish_job_model
 from roost.learn.federated_job import JobSpec, JobState, JoinInfo, run_joined_job
 from roost.learn.superlink import kill_leftovers
 
@@ -146,6 +150,23 @@ class LearnRunner:
         self.store.create_deployment(DeploymentCreate.model_validate(
             {"target": f"device:{device}", "components": components, "configuration": configuration}))
 
+    def _publish(self, job_id: str, result: dict[str, Any]) -> tuple[JobState, dict[str, Any]]:
+        """The job's final state and record once its rounds ended: SUCCEEDED with ``component`` (the version
+        published from its model), or FAILED with the reason it was not published (its rounds kept)."""
+        try:
+            job = self.store.learn_job(job_id).model_copy(update={
+                "rounds": [LearnRound.model_validate(r) for r in result["rounds"]],
+                "final_metric": result["final_metric"], "centralised_metric": result["centralised_metric"]})
+            return JobState.SUCCEEDED, {**result, "component": publish_job_model(self.store, job,
+                                                                                 self.folder / job_id)}
+        except RoostError as err:
+            log.warning("learn job %s: its model was not published: %s: %s", job_id, err.code, err.message)
+            why = f"{err.code}: {err.message}"
+        except Exception as err:  # a job must not stay RUNNING: record it
+            log.exception("learn job %s: publishing its model failed", job_id)
+            why = f"LEARN_JOB_FAILED: {type(err).__name__}: {err}"
+        return JobState.FAILED, {**result, "reason": f"the rounds ended but the model was not published: {why}"}
+
     def run(self, job_id: str) -> None:
         job = self.store.learn_job(job_id)
         paths = self.store.learn_job_data_paths(job_id)
@@ -169,9 +190,9 @@ class LearnRunner:
             status = run_joined_job(job_id, spec, len(job.devices), self.folder / job_id, join, host=self.host,
                                     cancel=self._cancel, on_round=on_round)
             doc = status.as_json()
-            self.store.update_learn_job(job_id, JobState.SUCCEEDED, {
-                "rounds": doc["rounds"],
-                "final_metric": doc["final_metric"], "centralised_metric": doc["centralised_metric"]})
+            result: dict[str, Any] = {"rounds": doc["rounds"], "final_metric": doc["final_metric"],
+                                      "centralised_metric": doc["centralised_metric"]}
+            self.store.update_learn_job(job_id, *self._publish(job_id, result))
         except RoostError as err:
             log.warning("learn job %s failed: %s: %s", job_id, err.code, err.message)
             self.store.update_learn_job(job_id, JobState.FAILED, {"reason": f"{err.code}: {err.message}"})

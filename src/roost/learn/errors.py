@@ -188,3 +188,23 @@ class JoinTimeoutError(FederatedError):
     """Fewer SuperNodes than the job expects joined its SuperLink within the join timeout."""
 
     code = "LEARN_JOIN_TIMEOUT"
+
+
+# Publishing a job's aggregated model (roost.learn.federated_model, roost.hub.learn_publish).
+class JobModelMissingError(FederatedError, NotFoundError):
+    """The job ended without the final model file its strategy writes (``model.json`` or ``linear.json``)."""
+
+    code = "LEARN_MODEL_MISSING"
+
+
+class JobModelInvalidError(FederatedError):
+    """The job's final model file does not load, is not the wine task's model, or cannot be made servable."""
+
+    code = "LEARN_MODEL_INVALID"
+
+
+class ServingComponentError(FederatedError, InvalidInputError):
+    """The component a job publishes to is not in the registry (``LEARN_COMPONENT_UNKNOWN``) or its current
+    version does not serve a tabular model (``LEARN_COMPONENT_NOT_SERVING``)."""
+
+    code = "LEARN_COMPONENT_UNKNOWN"

@@ -5,6 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-XGB_PARAMS: Final[dict[str, Any]] = {"objective": "reg:squarederror", "base_score": 5.8, "max_depth": 4, "eta": 0.1,
+XGB_PARAMS: Final[dict[str, Any]] = {"objective": "reg:squarederror", "base_score": 5.8, "max_depth": 4, "eta": 0.05,
                                      "subsample": 0.8, "colsample_bytree": 0.9, "tree_method": "hist", "nthread": 1,
                                      "seed": 2}

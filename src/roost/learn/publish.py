@@ -28,7 +28,7 @@ from roost.learn.errors import GateFailedError, NotApplicableError, VariantError
 from roost.learn.lighten import REJECTED_FILE, VARIANT_FILE, Variant, read_variant
 from roost.serve.image import LABELS_FILE
 
-__all__ = ["check_publishable", "variant_recipe", "write_recipe"]
+__all__ = ["check_publishable", "tabular_recipe", "variant_recipe", "write_recipe"]
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,21 @@ def variant_recipe(variant: Variant, name: str, version: str) -> str:
                                          "--top-k {configuration:/topK}", topics], files)
     tree_model = "model.json" if "model.json" in variant.files else str(variant.report.details.get("tree_model"))
     engine = "compiled" if variant.target == "compiled" else "xgboost"
-    return _serving_recipe(name, version, description, {"maxBatch": 64}, ("local/inference", "local/result"),
-                           "inference", [f"roost serve --model {{artifacts:path}}/{tree_model} --engine {engine}",
+    return tabular_recipe(name, version, description, tree_model, files, engine=engine)
+
+
+def tabular_recipe(name: str, version: str, description: str, model_file: str, files: list[str], *,
+                   engine: str = "xgboost", configurable_engine: bool = False) -> str:
+    """The recipe (YAML) of a component serving the tabular model artifact ``model_file`` with ``roost serve``
+    on ``local/inference``; ``configurable_engine`` makes the engine the configuration's ``engine`` (default
+    ``engine``), as in the sample WineQuality recipe."""
+    topics = "--request-topic {configuration:/requestTopic} --result-topic {configuration:/resultTopic}"
+    config: dict[str, Any] = {"maxBatch": 64}
+    if configurable_engine:
+        config["engine"] = engine
+    chosen = "{configuration:/engine}" if configurable_engine else engine
+    return _serving_recipe(name, version, description, config, ("local/inference", "local/result"),
+                           "inference", [f"roost serve --model {{artifacts:path}}/{model_file} --engine {chosen}",
                                          f"--name {name} --version {version} --max-batch {{configuration:/maxBatch}}",
                                          topics], files, setenv={"ROOST_SERVE_CACHE": "{work:path}/cache"})
 

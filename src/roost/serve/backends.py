@@ -48,6 +48,7 @@ __all__ = [
     "OnnxTabularBackend",
     "TabularBackend",
     "XGBoostBackend",
+    "booster_kind",
     "compile_model",
     "model_digest",
     "onnx_model",
@@ -158,12 +159,20 @@ def _atomic_target(final: Path) -> Path:
 # xgboost
 
 
+def booster_kind(booster: xgb.Booster) -> str:
+    """The model's booster: ``gbtree``, ``dart`` or ``gblinear``."""
+    return str(json.loads(booster.save_config())["learner"]["gradient_booster"]["name"])
+
+
 class XGBoostBackend:
     """The reference engine: ``Booster.inplace_predict`` on the float32 matrix.
 
     Two boosters share the model: one single-threaded for batches under
     :data:`PARALLEL_MIN_ROWS`, one with ``nthread`` threads for larger ones (``nthread`` is a
-    booster-wide setting, so it cannot be switched per call safely).
+    booster-wide setting, so it cannot be switched per call safely). A linear model (``gblinear``,
+    e.g. a federated FedAvg model folded by :mod:`roost.learn.federated_model`) has no in-place
+    prediction: it predicts through a ``DMatrix``, one call at a time (XGBoost guarantees thread-safe
+    prediction for tree boosters only).
     """
 
     name = "xgboost"
@@ -180,11 +189,16 @@ class XGBoostBackend:
             self._parallel = self.booster.copy()
             self._parallel.set_param({"nthread": self.nthread})
         self._n_features = len(self.feature_names)
+        self.linear = booster_kind(self.booster) == "gblinear"
+        self._linear_lock = threading.Lock()
 
     def predict(self, x: Matrix) -> Matrix:
         x = _check_input(x, self._n_features)
         n = x.shape[0]
         booster = self.booster if n < PARALLEL_MIN_ROWS else self._parallel
+        if self.linear:
+            with self._linear_lock:
+                return _as_output(booster.predict(xgb.DMatrix(x, nthread=1), validate_features=False), n)
         return _as_output(booster.inplace_predict(x, validate_features=False), n)
 
 

@@ -207,6 +207,12 @@ def load_tabular(
             raise ModelError(f"calibration must be a non-empty (rows, {len(names)}) matrix, got {calib.shape}")
     if engine == "xgboost":  # nothing to compare it against: no calibration rows to make
         return LoadedModel(reference, "xgboost", names, digest, timings)
+    if reference.linear:  # the compiled and ONNX engines convert tree ensembles only
+        why = "a linear (gblinear) model: only the xgboost engine serves it"
+        if engine != "auto":
+            raise ModelError(f"engine {engine} cannot serve {model_path}: {why}")
+        log.info("model %s (%s): engine xgboost chosen (%s)", model_path.name, digest[:12], why)
+        return LoadedModel(reference, "xgboost", names, digest, timings, {"compiled": why, "onnx": why})
     if calibration is None:
         calib = calibration_rows(reference.booster)
     expected = reference.predict(calib)

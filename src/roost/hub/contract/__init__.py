@@ -79,6 +79,7 @@ __all__ = [
 ]
 
 from roost.hub.contract.learn import (
+    BaselineComparison,
     BenchmarkIn,
     BenchmarkRecord,
     Candidate,
@@ -100,8 +101,8 @@ from roost.hub.contract.metrics import (
 
 __all__ += ["DeviceMetrics", "MetricsPoint", "MetricsSnapshot", "MetricsToken", "MetricsTokenCreate", "ModelSample",
             "SnapshotAccepted"]
-__all__ += ["BenchmarkIn", "BenchmarkRecord", "Candidate", "GateCheck", "Measurement", "ModelValidation",
-            "Recommendation", "VariantGate"]
+__all__ += ["BaselineComparison", "BenchmarkIn", "BenchmarkRecord", "Candidate", "GateCheck", "Measurement",
+            "ModelValidation", "Recommendation", "VariantGate"]
 from roost.hub.contract.federated import LearnJob, LearnJobIn, LearnRejected, LearnRound  # noqa: E402
 
 __all__ += ["LearnJob", "LearnJobIn", "LearnRejected", "LearnRound"]

@@ -17,8 +17,12 @@ value gets its own ``LEARN_*`` code rather than pydantic's generic one.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
+
+#: The sample wine-serving component a job's model becomes a version of unless ``component`` names another.
+SERVING_COMPONENT: Final = "com.roost.WineQuality"
 
 
 class _Wire(BaseModel):
@@ -37,6 +41,8 @@ class LearnJobIn(_Wire):
     #: a device not named uses ``data_path``.
     data_paths: dict[str, str] = Field(default_factory=dict, max_length=32)
     data_path: str = Field("/var/lib/roost/learn/wine.csv", min_length=1, max_length=4096)
+    #: The serving component the aggregated model becomes a new version of (the next patch version).
+    component: str = Field(SERVING_COMPONENT, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f/]+$")
 
 
 class LearnRejected(_Wire):
@@ -71,6 +77,9 @@ class LearnJob(_Wire):
     final_metric: float | None = None
     centralised_metric: float | None = None
     reason: str | None = None
-    component: str = "com.roost.FlowerSuperNode"
+    #: The component the job publishes its model to.
+    serving_component: str = SERVING_COMPONENT
+    #: ``NAME=VERSION`` of the version published from the job's model (None until it is published).
+    component: str | None = None
     created_at: datetime
     updated_at: datetime

@@ -40,6 +40,17 @@ class VariantGate(_Wire):
     passed: bool
 
 
+class BaselineComparison(_Wire):
+    """This version against the component's version before it (a federated job's report: the version that was
+    the highest in the registry, validated on the same held-out file). Informational: the deployment gate
+    compares with the target's deployed version or the operator's ``baseline``."""
+
+    version: str = Field(..., min_length=1, max_length=64, pattern=_NAME)
+    value: float
+    #: Relative loss of this version's metric against ``value`` (negative: better).
+    regression: float
+
+
 class ModelValidation(_Wire):
     """A model version's validation report, as the hub stores it with the component version."""
 
@@ -54,6 +65,7 @@ class ModelValidation(_Wire):
     #: µs per row at batch 1, per device class (:func:`roost.learn.device_class.device_class`).
     latency_us: dict[str, float] = Field(default_factory=dict, max_length=64)
     variant: VariantGate | None = None
+    baseline: BaselineComparison | None = None
     measured_at: datetime | None = None
 
 

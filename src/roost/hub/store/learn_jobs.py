@@ -21,7 +21,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from roost.hub.contract import DeploymentStatus
-from roost.hub.contract.federated import LearnJob, LearnJobIn, LearnRound
+from roost.hub.contract.federated import SERVING_COMPONENT, LearnJob, LearnJobIn, LearnRound
 from roost.hub.errors import HubNotFoundError
 from roost.hub.models import Deployment, Device, Group, GroupMember, LearnJobRow
 from roost.hub.store.base import StoreBase
@@ -74,7 +74,8 @@ def _job(row: LearnJobRow) -> LearnJob:
                     rounds_planned=spec["rounds"], min_participants=spec["min_participants"], devices=list(row.devices),
                     status=row.status, rounds=[LearnRound.model_validate(r) for r in result.get("rounds", [])],
                     final_metric=result.get("final_metric"), centralised_metric=result.get("centralised_metric"),
-                    reason=result.get("reason"), created_at=row.created_at, updated_at=row.updated_at)
+                    reason=result.get("reason"), serving_component=spec.get("component", SERVING_COMPONENT),
+                    component=result.get("component"), created_at=row.created_at, updated_at=row.updated_at)
 
 
 class LearnJobStore(StoreBase):
@@ -96,7 +97,7 @@ class LearnJobStore(StoreBase):
                 raise ParticipantsInvalidError(f"data_paths names devices outside {body.target}: {', '.join(unknown)}")
             row = LearnJobRow(id=f"fl-{uuid.uuid4().hex[:12]}", target=body.target,
                               spec={"task": spec.task, "strategy": spec.strategy, "rounds": spec.rounds,
-                                    "min_participants": spec.min_participants,
+                                    "min_participants": spec.min_participants, "component": body.component,
                                     "data_paths": {d: body.data_paths.get(d, body.data_path) for d in devices}},
                               devices=devices, status=str(JobState.PENDING), result={}, created_at=now, updated_at=now)
             s.add(row)

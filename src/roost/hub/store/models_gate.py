@@ -98,6 +98,14 @@ def check_validation(report: ModelValidation) -> ModelValidation:
         if (gate.regression <= gate.max_regression) != gate.passed:
             raise bad(f"passed={gate.passed}, but the regression {gate.regression:.6g} against the gate "
                       f"{gate.max_regression:.6g} says otherwise")
+    base = report.baseline
+    if base is not None:
+        if not (math.isfinite(base.value) and base.value >= 0 and math.isfinite(base.regression)):
+            raise bad(f"its baseline {base.version} has a number that is not finite (or a negative value)")
+        expected = regression(base.value, report.value, report.metric)
+        if abs(expected - base.regression) > _TOLERANCE * max(1.0, abs(expected)):
+            raise bad(f"its regression {base.regression:.6g} against the baseline {base.version} is not what "
+                      f"{base.value:.6g} -> {report.value:.6g} ({report.metric}) gives ({expected:.6g})")
     return report
 
 

@@ -129,6 +129,12 @@ class RegistryStore(StoreBase):
                                        validation=reports.get((n, v))) for n, v, c in rows]
         return self._read(run)
 
+    def component_versions(self, name: str) -> list[str]:
+        """Every published version of ``name`` (any order; [] when none)."""
+        check_name(name, "component name")
+        return self._read(lambda s: [str(v) for v in s.scalars(
+            select(Component.version).where(Component.name == name))])
+
     def get_component(self, name: str, version: str) -> contract.Component:
         check_name(name, "component name")
         check_name(version, "component version")

@@ -1,8 +1,10 @@
 """The ClientApp: trains on the device's own CSV (node config ``data-path``) and sends only a model update.
 
 XGBoost strategies: the first round boosts ``local-rounds`` trees from scratch; later rounds load the
-global model and boost ``local-rounds`` more, sending only those new trees (Flower's bagging and cyclic
-strategies aggregate trees). FedAvg/FedProx: full-batch gradient descent on a linear model, with the
+global model and boost ``local-rounds`` more. Bagging sends only those new trees (FedXgbBagging appends
+every client's trees to the global model); cyclic sends the whole model (FedXgbCyclic takes the one
+client's model as the new global model: sending only the new trees made each round's global model just
+the last client's few trees). FedAvg/FedProx: full-batch gradient descent on a linear model, with the
 proximal term when the server sends ``proximal-mu``.
 """
 
@@ -39,7 +41,9 @@ def _train_xgb(msg: Message, context: Context, x: np.ndarray, y: np.ndarray) -> 
         booster = booster_from(raw)
         before = booster.num_boosted_rounds()
         booster = xgb.train(XGB_PARAMS, train, num_boost_round=local_rounds, xgb_model=booster)
-        booster = booster[before:booster.num_boosted_rounds()]
+        if str(context.run_config["strategy"]) == "fedxgb-bagging":  # bagging appends the new trees
+            booster = booster[before:booster.num_boosted_rounds()]
+        # cyclic: the global model is the last client's whole model, so it is sent whole
     else:
         booster = xgb.train(XGB_PARAMS, train, num_boost_round=local_rounds)
     update = bytes(booster.save_raw("json"))

@@ -10,6 +10,7 @@ accepted updates than ``min-participants`` ends the run: the line carries ``fail
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterable
@@ -113,6 +114,28 @@ class Recorder:
         return accepted
 
 
+def append_trees(global_bst: bytes, update: bytes) -> bytes:
+    """``global_bst`` with every tree of ``update`` appended, one boosting iteration per iteration of it.
+
+    Flower's ``aggregate_bagging`` appends ``num_parallel_tree`` trees of each update (one iteration):
+    with ``local-rounds`` > 1 the other trees a client boosted were dropped, so the global model held a
+    quarter of the trees the central baseline has. This keeps them all."""
+    if not global_bst:
+        return update
+    doc, new = json.loads(bytearray(global_bst)), json.loads(bytearray(update))
+    model, added = doc["learner"]["gradient_booster"]["model"], new["learner"]["gradient_booster"]["model"]
+    count = int(model["gbtree_model_param"]["num_trees"])
+    for i, tree in enumerate(added["trees"]):
+        tree["id"] = count + i
+        model["trees"].append(tree)
+        model["tree_info"].append(added["tree_info"][i])
+    model["gbtree_model_param"]["num_trees"] = str(count + len(added["trees"]))
+    steps = added["iteration_indptr"]
+    for before, after in itertools.pairwise(steps):
+        model["iteration_indptr"].append(model["iteration_indptr"][-1] + (after - before))
+    return json.dumps(doc).encode()
+
+
 def _wrap(base: type, recorder: Recorder) -> Any:
     class Screened(base):  # type: ignore[misc, valid-type]
         def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -125,7 +148,15 @@ def _wrap(base: type, recorder: Recorder) -> Any:
             return messages
 
         def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
-            return super().aggregate_train(server_round, recorder.screen(server_round, replies))
+            accepted = recorder.screen(server_round, replies)
+            if base is not FedXgbBagging:
+                return super().aggregate_train(server_round, accepted)
+            current = self.current_bst or b""
+            for msg in accepted:  # screened: exactly one array, an XGBoost JSON model
+                current = append_trees(current, msg.content["arrays"]["0"].numpy().tobytes())
+            self.current_bst = current
+            metrics = self.train_metrics_aggr_fn([m.content for m in accepted], self.weighted_by_key)
+            return ArrayRecord([np.frombuffer(current, dtype=np.uint8)]), metrics
 
     return Screened
 

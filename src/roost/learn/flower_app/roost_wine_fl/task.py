@@ -18,7 +18,7 @@ import xgboost as xgb
 NUMERIC = ("fixed acidity", "volatile acidity", "citric acid", "residual sugar", "chlorides",
            "free sulfur dioxide", "total sulfur dioxide", "density", "pH", "sulphates", "alcohol")
 FEATURES = (*NUMERIC, "color_red", "color_white")
-XGB_PARAMS: dict[str, Any] = {"objective": "reg:squarederror", "base_score": 5.8, "max_depth": 4, "eta": 0.1,
+XGB_PARAMS: dict[str, Any] = {"objective": "reg:squarederror", "base_score": 5.8, "max_depth": 4, "eta": 0.05,
                               "subsample": 0.8, "colsample_bytree": 0.9, "tree_method": "hist", "nthread": 1,
                               "seed": 2}
 XGB_STRATEGIES = ("fedxgb-bagging", "fedxgb-cyclic")
