@@ -113,7 +113,9 @@ def _start_over_ssh(run: Runner, fleet: Fleet, node: Node) -> None:
     run.ok(f"sshd on 127.0.0.1:{server.port}; account {account.name} holds the hub's public key")
     built = roost_json("hub", "wheelhouse", "build", "--root", str(fleet.hub.root), what="hub wheelhouse build",
                        timeout=900)
-    run.ok(f"the hub's wheelhouse: {built.get('wheels', '?')} wheels (the device installs from the hub alone)")
+    wheels = built.get("wheels") if isinstance(built, dict) else None
+    count = len(wheels) if isinstance(wheels, list) else wheels
+    run.ok(f"the hub's wheelhouse: {count} wheels (the device installs from the hub alone)")
     doc = roost_json(*fleet.hub.cli("device", "add", node.name, "--ssh", account.target(server), "--group", GROUP,
                                     "--label", f"machine={node.machine}", "--wheelhouse", "--timeout", "600"),
                      what=f"device add {node.name} --ssh", timeout=660)

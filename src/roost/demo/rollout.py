@@ -45,26 +45,30 @@ def start_rollout(run: Runner, fleet: Fleet, outcome: dict[str, Any], requests: 
             "max_per_minute": PER_MINUTE, "abort_failure_percent": 50}
     with fleet.api() as api:
         dep = api.create_deployment(body)
-        run.ok(f"deployment {dep.id} to group:{GROUP}: at most {PER_MINUTE} devices per minute, abort if half fail")
+        released = sorted(r.device for r in dep.devices or [] if r.released_at is not None)
+        held = sorted(r.device for r in dep.devices or [] if r.released_at is None)
+        run.ok(f"deployment {dep.id} to group:{GROUP}: at most {PER_MINUTE} devices per minute, abort if half "
+               f"fail; released now: {', '.join(released)}; held back for the next minute: {', '.join(held) or '-'}")
+        if len(released) != PER_MINUTE or not held:
+            raise StepFailed(f"expected {PER_MINUTE} devices released and the rest held back, got released "
+                             f"{released}, held {held}")
 
         def first_stage() -> Any:
             rows = api.deployment(dep.id).devices or []
-            done = [r for r in rows if r.status == "SUCCEEDED"]
             bad = [r for r in rows if r.status in ("FAILED", "ROLLED_BACK", "TIMED_OUT", "CANCELED")]
             if bad:
                 failed = ", ".join(f"{r.device} ({r.status}: {r.message})" for r in bad)
                 raise StepFailed(f"the rollout failed on {failed}")
-            return rows if len(done) >= PER_MINUTE else None
+            return rows if all(r.status == "SUCCEEDED" for r in rows if r.device in released) else None
 
-        rows = wait_until(first_stage, 420, f"the first stage ({PER_MINUTE} devices) to succeed", interval=0.5)
-    held = [r.device for r in rows if r.released_at is None]
+        rows = wait_until(first_stage, 420, f"the first stage ({', '.join(released)}) to succeed", interval=0.5)
     for r in sorted(rows, key=lambda r: r.device):
-        stage = "held back: released a minute after the first stage" if r.released_at is None else "released"
-        run.line(f"    {r.device:12} {r.status:10} {stage}")
-    outcome.update({"deployment": dep.id, "first_stage": sorted(r.device for r in rows if r.status == "SUCCEEDED"),
-                    "held_back": held})
-    run.ok(f"first stage done: {', '.join(outcome['first_stage'])} run the samples; "
-           f"{', '.join(held) or 'nobody'} waits for the next minute")
+        stage = "first stage" if r.device in released else (
+            "second stage: released" if r.released_at is not None else "second stage: not released yet")
+        run.line(f"    {r.device:12} {r.status:11} {stage}")
+    outcome.update({"deployment": dep.id, "first_stage": released, "held_back": held})
+    run.ok(f"first stage done: {', '.join(released)} run the samples; {', '.join(held)} follows a minute after "
+           "the first release")
     return str(dep.id)
 
 
