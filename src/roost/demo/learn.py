@@ -97,10 +97,14 @@ def run_learning(run: Runner, fleet: Fleet, outcome: dict[str, Any], rounds: int
             "configuration": {CONSUMER: sender_config(requests + 1, 1.0), REQUESTER: sender_config(requests, 1.0)},
             "max_regression": MAX_REGRESSION})
         for g in dep.gate:
-            run.ok(f"gate: {g.component} {g.version} {g.metric} {g.value:.4f} vs {g.baseline_version or '-'} "
-                   f"({g.baseline_source}) {'' if g.baseline_value is None else f'{g.baseline_value:.4f}'}, "
-                   f"regression {g.regression if g.regression is not None else '-'} <= {g.max_regression}: "
-                   f"{'passed' if g.passed else 'FAILED'}")
+            if g.baseline_source == "none":
+                run.ok(f"gate: {g.component} {g.version} carries its report ({g.metric} {g.value:.4f}); the version "
+                       "the fleet runs has none (1.0.0 trains on the device at install), so there was no baseline "
+                       f"to compare with: passed on the report alone (max regression {g.max_regression})")
+            else:
+                run.ok(f"gate: {g.component} {g.version} {g.metric} {g.value:.4f} against {g.baseline_version} "
+                       f"{g.baseline_value:.4f} ({g.baseline_source}): regression {g.regression:.2%} <= "
+                       f"{g.max_regression:.0%}: {'passed' if g.passed else 'FAILED'}")
         outcome.update({"version": version, "validation": report.model_dump(mode="json"), "deployment": dep.id,
                         "gate": [g.model_dump(mode="json") for g in dep.gate]})
 
