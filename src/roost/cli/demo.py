@@ -22,7 +22,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from roost.agent.daemon import start_detached, stop_agent
 from roost.agent.paths import AgentPaths
 from roost.cli import local
-from roost.cli.output import console, emit_json, handle_errors, styled, table
+from roost.cli.output import console, emit_json, exit_code_for, handle_errors, styled, table
 from roost.errors import RoostError
 from roost.samples import ARTIFACTS, RECIPES
 
@@ -63,9 +63,16 @@ def demo(quick: Annotated[bool, typer.Option("--quick", help="Only the device de
         _quick(rounds, interval, root, keep, as_json)
         return
     from roost.demo.run import Options, run_demo
+    from roost.demo.steps import DemoStepError
 
-    summary = run_demo(Options(requests=rounds, windows=windows, fl_rounds=fl_rounds, linger=linger, keep=keep,
-                               ssh=ssh, base=root), console, quiet=as_json)
+    try:
+        summary = run_demo(Options(requests=rounds, windows=windows, fl_rounds=fl_rounds, linger=linger, keep=keep,
+                                   ssh=ssh, base=root), console, quiet=as_json)
+    except DemoStepError as err:
+        if as_json:  # the error as every command prints it, with the steps that did run
+            emit_json({"error": {"code": err.code, "message": err.message}, **err.summary})
+            raise typer.Exit(exit_code_for(err)) from err
+        raise
     if as_json:
         emit_json(summary)
 

@@ -68,9 +68,10 @@ def run_demo(options: Options, console: Console, quiet: bool = False) -> dict[st
         failed = run.stop_all()
         if owned and not failed:
             shutil.rmtree(base, ignore_errors=True)
+    if failure is None and failed:
+        failure = DemoStepError("stop", "; ".join(failed))
     if failure is not None:
+        failure.summary = run.summary() | {"failed_step": failure.step, "cleanup_failures": failed}
         raise failure
-    if failed:
-        raise DemoStepError("stop", "; ".join(failed))
     run.ok("everything stopped")
     return run.summary()

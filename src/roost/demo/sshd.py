@@ -96,9 +96,12 @@ class Account:
         if roost_bin.exists() and (self.home / ".roost").exists():
             subprocess.run(["runuser", "-u", self.name, "--", str(roost_bin), "agent", "stop", "--root",
                             str(self.home / ".roost")], capture_output=True, timeout=150, check=False)
-        for _ in range(40):  # the agent's last processes may take a moment to exit after `agent stop`
-            if subprocess.run(["userdel", "-r", self.name], capture_output=True, check=False,
-                              timeout=30).returncode in (0, 6):
+        for _ in range(20):  # the agent's last processes may take a moment to exit after `agent stop`
+            try:  # userdel can take tens of seconds on a busy machine (it locks and rewrites /etc/passwd, shadow)
+                done = subprocess.run(["userdel", "-r", self.name], capture_output=True, check=False, timeout=180)
+            except subprocess.TimeoutExpired:
+                continue
+            if done.returncode in (0, 6):
                 return
             time.sleep(0.5)
         raise StepFailed(f"userdel {self.name} kept failing (processes of the account still running?)")

@@ -25,6 +25,8 @@ class DemoStepError(RoostError):
     def __init__(self, step: str, why: str) -> None:
         super().__init__(f"demo step '{step}' failed: {why}", code="DEMO_FAILED")
         self.step = step
+        #: The summary of the steps run so far (:meth:`Runner.summary`), set by the demo's driver.
+        self.summary: dict[str, Any] = {}
 
 
 class StepFailed(Exception):
