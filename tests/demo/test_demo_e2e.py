@@ -49,7 +49,7 @@ def test_the_whole_demo_runs_every_step_and_stops_everything(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
     steps = doc["steps"]
-    assert list(steps) == ["fleet", "rollout", "cluster", "rollout-complete", "learn", "endpoints"]
+    assert list(steps) == ["preflight", "fleet", "rollout", "cluster", "rollout-complete", "learn", "endpoints"]
 
     fleet = steps["fleet"]
     devices = fleet["devices"]
@@ -93,12 +93,17 @@ def test_the_whole_demo_runs_every_step_and_stops_everything(tmp_path: Path) -> 
 
 
 def test_a_failing_step_exits_non_zero_naming_it(tmp_path: Path) -> None:
+    """The learning step's precondition (the Flower venv) fails: the demo stops before starting anything."""
     base = tmp_path / "demo"
     base.mkdir()
-    (base / "hub").write_text("not a folder: the hub cannot be initialised here\n")
-    proc = _demo(base, "--no-ssh", timeout=120)
-    assert proc.returncode != 0
-    err = json.loads(proc.stdout)["error"]
-    assert err["code"] == "DEMO_FAILED" and err["message"].startswith("demo step 'fleet' failed: ")
-    assert "hub init" in err["message"]
+    missing = tmp_path / "no-flower-here"
+    proc = subprocess.run([sys.executable, "-m", "roost", "demo", "--root", str(base), "--linger", "0", "--json"],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "ROOST_FLOWER_BIN": str(missing)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["error"]["code"] == "DEMO_FAILED" and doc["failed_step"] == "preflight"
+    assert doc["error"]["message"].startswith("demo step 'preflight' failed: the learning step needs Flower: ")
+    assert str(missing / "flower-superlink") in doc["error"]["message"]
+    assert list(doc["steps"]) == ["preflight"] and not (base / "hub").exists()
     assert _left_running(base) == []

@@ -90,7 +90,8 @@ def _node_options(node: Node) -> list[str]:
 
 
 def _start_local(run: Runner, fleet: Fleet, node: Node) -> None:
-    token = roost_json(*fleet.hub.cli("device", "enroll-token", "--group", GROUP), what="a one-time token")["token"]
+    with fleet.api() as api:
+        token = api.create_enroll_token(GROUP).token
     node.root = fleet.base / node.name
     out = roost_json("agent", "start", "--root", str(node.root), "--detach", "--hub", fleet.hub.url,
                      "--enroll-token", token, "--thing-name", node.name, *_node_options(node),

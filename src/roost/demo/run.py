@@ -13,10 +13,11 @@ from rich.console import Console
 
 from roost.demo.cluster import run_cluster
 from roost.demo.fleet import chmod_searchable, start_fleet
-from roost.demo.learn import run_learning
+from roost.demo.learn import flower_missing, run_learning
 from roost.demo.linger import linger, show_endpoints
 from roost.demo.rollout import finish_rollout, start_rollout
-from roost.demo.steps import DemoStepError, Runner
+from roost.demo.sshd import unavailable as ssh_unavailable
+from roost.demo.steps import DemoStepError, Runner, StepFailed
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,18 @@ class Options:
     base: Path | None = None   # where everything lives (default: a fresh temp folder, removed at the end)
 
 
+def preflight(run: Runner, outcome: dict[str, Any], options: Options) -> None:
+    """Fail at once, not minutes in: the learning step needs the Flower venv. SSH is optional (a note)."""
+    why = flower_missing()
+    if why is not None:
+        raise StepFailed(f"the learning step needs Flower: {why}")
+    run.ok("the Flower venv answers (the learning step's SuperLink and SuperNodes)")
+    ssh = ssh_unavailable() if options.ssh else "--no-ssh"
+    run.ok("an sshd and an account can be made here: edge-tx2 will be registered over SSH" if ssh is None
+           else f"edge-tx2 will be enrolled with a token, not over SSH: {ssh}")
+    outcome.update({"flower": True, "ssh": ssh is None})
+
+
 def run_demo(options: Options, console: Console, quiet: bool = False) -> dict[str, Any]:
     """Run every step; returns the summary. A failing step raises DemoStepError naming it (after clean-up)."""
     run = Runner(console, quiet)
@@ -41,6 +54,8 @@ def run_demo(options: Options, console: Console, quiet: bool = False) -> dict[st
         chmod_searchable(base)
     failure: DemoStepError | None = None
     try:
+        with run.step("preflight", "what the later steps need, checked before anything starts") as out:
+            preflight(run, out, options)
         with run.step("fleet", "a hub (SQLite, a local process) and three agents enrolled with one-time tokens: "
                                "a Jetson Xavier, a TX2 and the centre") as out:
             fleet = start_fleet(run, base, out, ssh=options.ssh)
