@@ -81,8 +81,10 @@ def run_demo(options: Options, console: Console, quiet: bool = False) -> dict[st
     finally:
         run.say("\n[bold]Stopping[/] the agents, the hub and what the demo started")
         failed = run.stop_all()
-        if owned and not failed:
+        if owned and not failed and failure is None:
             shutil.rmtree(base, ignore_errors=True)
+        elif owned:
+            run.note(f"the demo's folder is kept for a look at the logs: {base}")
     if failure is None and failed:
         failure = DemoStepError("stop", "; ".join(failed))
     if failure is not None:
