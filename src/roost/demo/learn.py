@@ -13,8 +13,9 @@ import os
 import re
 from typing import Any
 
+from roost.cli import local
 from roost.demo.fleet import GROUP, LEARNERS, Fleet, Node
-from roost.demo.procs import roost, roost_json, wait_until
+from roost.demo.procs import roost_json, wait_until
 from roost.demo.rollout import CLASSIFIER, CONSUMER, REQUESTER, WINE, results, sender_config
 from roost.demo.steps import Runner, StepFailed
 from roost.learn.errors import FlowerMissingError
@@ -116,11 +117,21 @@ def run_learning(run: Runner, fleet: Fleet, outcome: dict[str, Any], rounds: int
             return d if d.status == "COMPLETED" else None
 
         wait_until(ended, 240, f"{WINE} {version} on every device", interval=0.5)
-    wait_until(lambda: all(len(results(n.logs / f"{CONSUMER}.log")) > mark[n.name] for n in fleet.nodes), 120,
-               "the consumers' first answer from the new model")
+    def answered() -> bool:
+        for n in fleet.learners:  # agents run from this checkout: their components can be listed here
+            state = _state(n, WINE)
+            if state in ("ERRORED", "BROKEN"):
+                tail = (n.logs / f"{WINE}.log").read_text(errors="replace").strip().splitlines()[-3:]
+                raise StepFailed(f"{WINE} {version} is {state} on {n.name}: {' | '.join(tail)}")
+        return all(len(results(n.logs / f"{CONSUMER}.log")) > mark[n.name] for n in fleet.nodes)
+
+    wait_until(answered, 120, "the consumers' first answer from the new model", interval=1.0)
     after = _prediction(watcher)
     run.ok(f"after: {watcher.name}'s consumer got {after} from {WINE} {version} (trained federated)")
     outcome.update({"after": after, "rolled_out": True})
-    proc = roost("component", "list", "--root", str(watcher.root), "--json")
-    if proc.returncode == 0 and f'"{version}"' not in proc.stdout:
-        raise StepFailed(f"{watcher.name} does not list {WINE} {version}")
+
+
+def _state(node: Node, name: str) -> str | None:
+    """``name``'s state on ``node`` (the agent's local IPC, as `roost component list` asks it)."""
+    comps = local.call(str(node.root), "ListComponents", {})["components"]
+    return next((str(c["state"]) for c in comps if c.get("componentName") == name), None)
