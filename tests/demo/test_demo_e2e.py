@@ -65,7 +65,7 @@ def test_the_whole_demo_runs_every_step_and_stops_everything(tmp_path: Path) -> 
     # staged: two devices released at once, the third held back, then all three COMPLETED
     assert len(steps["rollout"]["first_stage"]) == 2 and len(steps["rollout"]["held_back"]) == 1
     done = steps["rollout-complete"]
-    assert done["status"] == "COMPLETED" and done["counts"] == {"SUCCEEDED": 3}
+    assert done["status"] == "COMPLETED" and done["counts"]["SUCCEEDED"] == done["counts"]["total"] == 3
     for name in devices:
         wine = done["results"][name]["com.roost.WineConsumer"]
         labels = done["results"][name]["com.roost.ImageRequester"]
@@ -86,7 +86,8 @@ def test_the_whole_demo_runs_every_step_and_stops_everything(tmp_path: Path) -> 
     assert proc.returncode == 0 and "error" not in doc, doc.get("error")
     assert list(steps) == ["preflight", "fleet", "rollout", "cluster", "rollout-complete", "learn", "endpoints"]
     learn = steps["learn"]
-    assert learn["status"] == "SUCCEEDED" and [r["participants"] for r in learn["rounds"]] == [2, 2]
+    learners = 2 if fleet["ssh"] else 3  # the SSH-registered device has no Flower venv: it does not train
+    assert learn["status"] == "SUCCEEDED" and [r["participants"] for r in learn["rounds"]] == [learners] * 2
     assert learn["component"] == f"com.roost.WineQuality={learn['version']}"
     assert learn["gate"] and all(g["passed"] for g in learn["gate"])
     assert learn["rolled_out"] is True and learn["before"] != learn["after"]
