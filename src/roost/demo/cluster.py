@@ -94,8 +94,9 @@ def run_cluster(run: Runner, fleet: Fleet, outcome: dict[str, Any], windows: int
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         run.line("    " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+    # the hub's admission says where a session went (`roost stream --endpoint` streams without asking the hub)
+    chosen = {"edge": edge, "centre": centre}
     outcome.update({"admitted": admitted, "edge_full_after": len(sessions) - 1,
-                    "streams": {tier: {"node": (edge if tier == "edge" else centre).node, "windows": d["windows"],
-                                       "offloaded": d["offloaded"], "e2e_ms": d["e2e_ms"],
-                                       "server_ms": d["server_ms"], "bytes_per_window": d["bytes_per_window"]}
-                                for tier, d in reports.items()}})
+                    "streams": {tier: {"node": chosen[tier].node, "offloaded": chosen[tier].offloaded,
+                                       "windows": d["windows"], "e2e_ms": d["e2e_ms"], "server_ms": d["server_ms"],
+                                       "bytes_per_window": d["bytes_per_window"]} for tier, d in reports.items()}})
