@@ -1,4 +1,5 @@
-# Roost: the two commands are `make demo` and `make test`. Each sets up .venv on its own.
+# Roost: the two commands are `make demo` (the whole system on this machine; `roost demo --quick`: one device)
+# and `make test`. Each sets up .venv on its own.
 # The interpreter: python3, unless other users could not run it (scripts/pick-python says why).
 ifeq ($(origin PY),undefined)
 PY := $(shell scripts/pick-python)
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml scripts/pick-python
 	$(BIN)/pip install --quiet -e '.[hub,dev,bench]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) sshd flower
 	$(BIN)/roost demo
 
 test: $(STAMP) lint typecheck pytest

@@ -52,6 +52,7 @@ that every class is drawn here::
     ├── ConflictError                      CONFLICT                   errors
     │   ├── ComponentBusyError             COMPONENT_BUSY             agent.errors             also AgentError
     │   └── DirectChannelUnavailableError  DIRECT_CHANNEL_UNAVAILABLE agent.errors             also AgentError
+    ├── DemoStepError                      DEMO_FAILED                demo.steps
     ├── InvalidInputError                  INVALID_INPUT              errors
     │   ├── PosixUserError                 POSIX_USER_INVALID         agent.errors             also AgentError
     │   ├── RecipeError                    RECIPE_INVALID             recipe.errors

@@ -1,4 +1,5 @@
-"""`roost demo`: an agent in a fresh root, the sample inference components deployed, their logs shown.
+"""`roost demo`: the whole system on one machine (:mod:`roost.demo`); `roost demo --quick`: an agent in a fresh
+root, the sample inference components deployed, their logs shown.
 
 The four samples are the original system's scenario, on Roost: the wine-quality model served as a
 component (``com.roost.WineQuality``, trained at Install from the vendored UCI data) and a
@@ -21,7 +22,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from roost.agent.daemon import start_detached, stop_agent
 from roost.agent.paths import AgentPaths
 from roost.cli import local
-from roost.cli.output import console, emit_json, handle_errors, styled, table
+from roost.cli.output import console, emit_json, exit_code_for, handle_errors, styled, table
 from roost.errors import RoostError
 from roost.samples import ARTIFACTS, RECIPES
 
@@ -36,15 +37,48 @@ def _results(path: Path) -> list[str]:
 
 
 @handle_errors
-def demo(rounds: Annotated[int, typer.Option("--rounds", min=1, max=1000, help="Requests each requester sends.")]
+def demo(quick: Annotated[bool, typer.Option("--quick", help="Only the device demo: one agent, the samples over "
+                                                            "local pub/sub.")] = False,
+         rounds: Annotated[int, typer.Option("--rounds", min=1, max=1000, help="Requests each requester sends.")]
          = 3,
-         interval: Annotated[float, typer.Option("--interval", min=0.05, help="Seconds between requests.")] = 1.0,
-         root: Annotated[Path | None, typer.Option("--root", help="Agent root (default: a fresh temp dir).")]
-         = None,
-         keep: Annotated[bool, typer.Option("--keep", help="Leave the root folder in place.")] = False,
-         as_json: Annotated[bool, typer.Option("--json", help="No progress; print one JSON summary (deployment, "
-                                                              "components, each requester's results).")] = False,
+         interval: Annotated[float, typer.Option("--interval", min=0.05, help="--quick: seconds between requests.")]
+         = 1.0,
+         root: Annotated[Path | None, typer.Option("--root", help="Folder for everything (default: a fresh temp dir, "
+                                                                  "removed at the end).")] = None,
+         keep: Annotated[bool, typer.Option("--keep", help="Full demo: leave it up until Ctrl-C. --quick: leave the "
+                                                           "root folder in place.")] = False,
+         linger: Annotated[float, typer.Option("--linger", min=0, help="Full demo: seconds the endpoints stay up "
+                                                                       "at the end.")] = 60.0,
+         windows: Annotated[int, typer.Option("--windows", min=2, max=100000, help="Full demo: windows each "
+                                                                                 "cluster stream sends.")] = 20,
+         fl_rounds: Annotated[int, typer.Option("--fl-rounds", min=1, max=100, help="Full demo: federated "
+                                                                                     "rounds.")] = 2,
+         ssh: Annotated[bool, typer.Option("--ssh/--no-ssh", help="Full demo: register one device over SSH when an "
+                                                                  "sshd can be started here.")] = True,
+         as_json: Annotated[bool, typer.Option("--json", help="No progress; print one JSON summary.")] = False,
          ) -> None:
+    """The whole system on one machine: a hub, three agents, a staged rollout, the edge cluster, federated
+    learning, the metrics and the console (--quick: the device-only demo)."""
+    if quick:
+        _quick(rounds, interval, root, keep, as_json)
+        return
+    from roost.demo.run import Options, run_demo
+    from roost.demo.steps import DemoStepError
+
+    try:
+        summary = run_demo(Options(requests=rounds, windows=windows, fl_rounds=fl_rounds, linger=linger, keep=keep,
+                                   ssh=ssh, base=root), console, quiet=as_json)
+    except DemoStepError as err:
+        if as_json:  # the error as every command prints it, with the steps that did run
+            emit_json({"error": {"code": err.code, "message": err.message}, **err.summary})
+            raise typer.Exit(exit_code_for(err)) from err
+        raise
+    if as_json:
+        emit_json(summary)
+
+
+def _quick(rounds: int = 3, interval: float = 1.0, root: Path | None = None, keep: bool = False,
+           as_json: bool = False) -> None:
     """Start an agent, deploy the sample inference components, show requests and results, stop."""
     def say(*args: Any, **kwargs: Any) -> None:
         if not as_json:
