@@ -183,6 +183,13 @@ def test_the_gate_refuses_a_regression_unless_overridden_with_a_reason(hub_serve
                        recipe=_recipe("com.example.M", "0.9.0")).status_code == 201
     bare = deploy("0.9.0", "--max-regression", "0.01")
     assert bare.exit_code == 3 and _error(bare) == "VALIDATION_REPORT_MISSING"
+    # A client of the model (never validated: not a model) deploys beside it under an explicit gate.
+    with hub_server.client() as admin:
+        assert publish(admin, "com.example.Client", "1.0.0", files={"model.json": b"{}"},
+                       recipe=_recipe("com.example.Client", "1.0.0")).status_code == 201
+    both = deploy("1.1.0", "--component", "com.example.Client=1.0.0", "--max-regression", "0.2")
+    assert both.exit_code == 0, both.output
+    assert [g["component"] for g in json.loads(both.stdout)["gate"]] == ["com.example.M"]
 
 
 def test_recommendation_from_benchmarks_per_device_class(hub_server: HubServer) -> None:

@@ -52,7 +52,7 @@ def demo(quick: Annotated[bool, typer.Option("--quick", help="Only the device de
          windows: Annotated[int, typer.Option("--windows", min=2, max=100000, help="Full demo: windows each "
                                                                                  "cluster stream sends.")] = 20,
          fl_rounds: Annotated[int, typer.Option("--fl-rounds", min=1, max=100, help="Full demo: federated "
-                                                                                     "rounds.")] = 2,
+                                                                                     "rounds.")] = 4,
          ssh: Annotated[bool, typer.Option("--ssh/--no-ssh", help="Full demo: register one device over SSH when an "
                                                                   "sshd can be started here.")] = True,
          as_json: Annotated[bool, typer.Option("--json", help="No progress; print one JSON summary.")] = False,

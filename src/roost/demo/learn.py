@@ -1,10 +1,10 @@
-"""Step 5: collaborative AI. A short federated-learning job (Flower, FedXgbBagging) across the agents that can
-run the Flower venv, each training on its own part of the wine data; the hub publishes the aggregated model
-as a new ``com.roost.WineQuality`` version with its validation report, and a group deployment rolls it out
-through the hub's validation gate (its default ``max_regression``, 0.01, for the versions that carry a report:
-an explicit ``max_regression`` would demand a report of every component of the deployment, the consumer's
-too, VALIDATION_REPORT_MISSING). The consumer's prediction for the same two records is
-shown before (1.0.0) and after (the federated version)."""
+"""Step 5: collaborative AI. A short federated-learning job (Flower, FedAvg on the wine task's linear model)
+across the agents that can run the Flower venv, each training on its own part of the wine data; the hub
+publishes the aggregated model as a new ``com.roost.WineQuality`` version with its validation report, and a
+group deployment rolls it out through the hub's validation gate (its default ``max_regression``, 0.01). The
+fleet's 1.0.0 trains on the device at install and carries no report, so the gate has no baseline to compare
+with and says so. The consumer's prediction for the same two records is shown before (1.0.0) and after (the
+federated version)."""
 
 from __future__ import annotations
 

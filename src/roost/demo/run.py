@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class Options:
     requests: int = 2          # requests each consumer / requester sends
     windows: int = 20          # windows each cluster stream sends
-    fl_rounds: int = 2         # federated rounds
+    fl_rounds: int = 4         # federated rounds (FedAvg's held-out RMSE is within 3 % of its last by round 4)
     linger: float = 60.0       # seconds left up at the end
     keep: bool = False         # left up until Ctrl-C
     ssh: bool = True           # try to register one device over SSH

@@ -8,7 +8,9 @@
   deployment that carries a report is compared with its *baseline*: the version the operator
   names (``baseline``) or else the version of that component deployed on the target now. Its
   regression (relative loss of the metric, as in :mod:`roost.learn.validation`) must be at most
-  ``max_regression`` (default 0.01), and a variant's own gate must have passed. Versions measured
+  ``max_regression`` (default 0.01), and a variant's own gate must have passed. An explicit
+  ``max_regression`` demands a report of each *model* component (one with a validated version at the
+  hub; a deployment's clients carry none): ``VALIDATION_REPORT_MISSING``. Versions measured
   on different data, or with different metrics, cannot be compared (``GATE_BASELINE_INCOMPARABLE``).
   A failure refuses the deployment (``DEPLOYMENT_GATE_FAILED``) unless ``override_gate`` with an
   ``override_reason`` (``GATE_OVERRIDE_REASON_MISSING`` without one); the checks, overrides and the
@@ -123,6 +125,11 @@ def _report(s: Session, name: str, version: str) -> ModelValidation | None:
     return None if row is None else ModelValidation.model_validate(row.report)
 
 
+def _validated(s: Session, name: str) -> bool:
+    """Whether any version of component ``name`` carries a validation report (it is a model component)."""
+    return s.scalar(select(ComponentValidation.version).where(ComponentValidation.name == name).limit(1)) is not None
+
+
 def _deployed_version(s: Session, kind: str, target_name: str, name: str) -> str | None:
     """The version of ``name`` the target runs now: its latest deployment that was not aborted or canceled
     (an aborted rollout left the devices on the one before it, superseded by it)."""
@@ -149,7 +156,9 @@ def gate_checks(s: Session, req: DeploymentCreate, kind: str, target_name: str) 
     for name, version in sorted(req.components.items()):
         report = _report(s, name, version)
         if report is None:
-            if name in req.baseline or req.max_regression is not None:
+            # An explicit gate judges the model components: those with a validated version at the hub (a
+            # deployment's other components, its clients, are not models and carry no report).
+            if name in req.baseline or (req.max_regression is not None and _validated(s, name)):
                 raise UnprocessableError(
                     f"{name} {version} has no validation report at the hub, so the gate cannot judge it; attach "
                     f"one (`roost model validate`)", code="VALIDATION_REPORT_MISSING")
