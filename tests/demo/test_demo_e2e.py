@@ -38,6 +38,7 @@ def _left_running(base: Path) -> list[str]:
     return left
 
 
+@pytest.mark.demo  # 4 to 9 minutes: `make test-demo` and CI (.ci/run) run it, `make test` leaves it out
 def test_the_whole_demo_runs_every_step_and_stops_everything(tmp_path: Path) -> None:
     why = flower_missing()
     require_service("the Flower venv (make flower)", why is None, why or "")
