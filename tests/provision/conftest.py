@@ -1,7 +1,8 @@
 """Fixtures for provisioning over SSH: a real OpenSSH server and real accounts on this machine.
 
 * ``sshd`` — Debian's ``/usr/sbin/sshd`` as a child process on 127.0.0.1 (a free port; its own
-  sshd_config, host key and PID file in a temp dir; ``-D`` so the fixture kills it), module-scoped.
+  sshd_config, host key and PID file in a temp dir; ``-D`` so the fixture kills it), module-scoped:
+  :func:`roost.demo.sshd.start_sshd`, the one the demo uses.
 * ``accounts`` — ``make(authorized_key=None, sudo_password=None) -> Account``: a fresh local account
   (``useradd -m``, unique name) whose ``~/.ssh/authorized_keys`` holds the given key; with a sudo
   password, a sudoers entry that asks for it. Agents started in it are stopped, and the account,
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -25,21 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from roost.demo.sshd import SSHD, Sshd, start_sshd
 from tests.conftest import require_service
-
-SSHD = "/usr/sbin/sshd"
-
-
-@dataclass
-class Sshd:
-    port: int
-    host_key: str  # "ssh-ed25519 AAAA..." (the public key line, no comment)
-    folder: Path
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def log(self) -> str:
-        return (self.folder / "sshd.log").read_text(errors="replace")
 
 
 @dataclass
@@ -53,46 +40,15 @@ class Account:
         return f"{self.name}@127.0.0.1:{sshd.port}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     require_service("OpenSSH server", os.path.exists(SSHD), f"{SSHD} is missing (make sshd installs openssh-server)")
     require_service("root", os.geteuid() == 0, "creating accounts for sshd needs root")
-    folder = tmp_path_factory.mktemp("sshd")
-    os.chmod(folder, 0o755)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host_ed25519")], check=True)
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation folder
-    port = _free_port()
-    (folder / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_ed25519'}\nPidFile {folder / 'sshd.pid'}\n"
-        "AuthorizedKeysFile .ssh/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "UsePAM no\nPermitRootLogin no\nStrictModes yes\nLogLevel VERBOSE\n")
-    with open(folder / "sshd.log", "wb") as log:
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config")], stdout=log, stderr=log)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sshd did not start: {(folder / 'sshd.log').read_text()}") from None
-            time.sleep(0.05)
-    key = " ".join((folder / "host_ed25519.pub").read_text().split()[:2])
+    server = start_sshd(tmp_path_factory.mktemp("sshd"), log_level="VERBOSE")
     try:
-        yield Sshd(port, key, folder, proc)
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def _as_user(user: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -44,6 +44,15 @@ class Sshd:
     folder: Path
     proc: subprocess.Popen[bytes]
 
+    @property
+    def host_key(self) -> str:
+        """Its public host key line, ``ssh-ed25519 AAAA...`` (no comment)."""
+        return " ".join((self.folder / "host_ed25519.pub").read_text().split()[:2])
+
+    @property
+    def log(self) -> str:
+        return (self.folder / "sshd.log").read_text(errors="replace")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -54,7 +63,8 @@ class Sshd:
                 self.proc.wait(timeout=10)
 
 
-def start_sshd(folder: Path, timeout: float = 15.0) -> Sshd:
+def start_sshd(folder: Path, timeout: float = 15.0, log_level: str = "INFO") -> Sshd:
+    """sshd on 127.0.0.1 and a free port, keys only, its config, host key, PID file and log in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o755)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host_ed25519")], check=True,
@@ -64,7 +74,7 @@ def start_sshd(folder: Path, timeout: float = 15.0) -> Sshd:
     (folder / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_ed25519'}\nPidFile {folder / 'sshd.pid'}\n"
         "AuthorizedKeysFile .ssh/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "UsePAM no\nPermitRootLogin no\nStrictModes yes\n")
+        f"UsePAM no\nPermitRootLogin no\nStrictModes yes\nLogLevel {log_level}\n")
     with open(folder / "sshd.log", "wb") as out:
         proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config")], stdout=out, stderr=out,
                                 stdin=subprocess.DEVNULL)
