@@ -15,7 +15,6 @@ through ``require_service``.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.demo.sshd import SSHD, Sshd, start_sshd
+from roost.demo.sshd import SSHD, Sshd, authorize, start_sshd
 from tests.conftest import require_service
 
 
@@ -75,12 +74,7 @@ def accounts() -> Iterator[Callable[..., Account]]:
             sudoers.write_text(f"{name} ALL=(ALL) ALL\n")
             os.chmod(sudoers, 0o440)
         if authorized_key is not None:
-            ssh = account.home / ".ssh"
-            ssh.mkdir(mode=0o700)
-            (ssh / "authorized_keys").write_text(authorized_key.strip() + "\n")
-            os.chmod(ssh / "authorized_keys", 0o600)
-            shutil.chown(ssh, name, name)
-            shutil.chown(ssh / "authorized_keys", name, name)
+            authorize(name, account.home, authorized_key)
         return account
 
     try:

@@ -124,10 +124,16 @@ def make_account(authorized_key: str) -> Account:
     account = Account(name, Path(f"/home/{name}"))
     # '*' (no password, not locked): sshd refuses a locked account ('!') even for key logins
     subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True, timeout=30)
-    ssh = account.home / ".ssh"
-    ssh.mkdir(mode=0o700)
-    (ssh / "authorized_keys").write_text(authorized_key.strip() + "\n")
-    os.chmod(ssh / "authorized_keys", 0o600)
-    shutil.chown(ssh, name, name)
-    shutil.chown(ssh / "authorized_keys", name, name)
+    authorize(name, account.home, authorized_key)
     return account
+
+
+def authorize(user: str, home: Path, key: str) -> None:
+    """Make ``key`` the one line of ``user``'s ``~/.ssh/authorized_keys`` (modes and owner as sshd's
+    StrictModes wants them)."""
+    ssh = home / ".ssh"
+    ssh.mkdir(mode=0o700)
+    (ssh / "authorized_keys").write_text(key.strip() + "\n")
+    os.chmod(ssh / "authorized_keys", 0o600)
+    shutil.chown(ssh, user, user)
+    shutil.chown(ssh / "authorized_keys", user, user)
