@@ -28,7 +28,7 @@ def concrete_path(path: str) -> str:
 
 
 def test_every_endpoint_requires_a_token(hub_server: HubServer) -> None:
-    spec = httpx.get(hub_server.url + "/openapi.json").json()
+    spec = httpx.get(hub_server.url + "/openapi.json", timeout=40).json()  # built on the first read: slow when loaded
     checked = 0
     with hub_server.client(token=None) as anon, hub_server.client(token="rst_admin_wrong") as wrong:
         for path, methods in spec["paths"].items():
@@ -45,7 +45,7 @@ def test_every_endpoint_requires_a_token(hub_server: HubServer) -> None:
 
 def test_device_token_is_refused_on_admin_endpoints_and_admin_on_device_ones(hub_server: HubServer) -> None:
     credential = enroll_device(hub_server, "dev-a")
-    spec = httpx.get(hub_server.url + "/openapi.json").json()
+    spec = httpx.get(hub_server.url + "/openapi.json", timeout=40).json()  # built on the first read: slow when loaded
     with hub_server.client(token=credential) as dev, hub_server.client() as admin:
         for path, methods in spec["paths"].items():
             for method in methods:

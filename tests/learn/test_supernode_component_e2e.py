@@ -54,9 +54,10 @@ def test_a_missing_data_path_breaks_the_component_and_the_job_times_out_joining(
 
     def join(info: JoinInfo) -> None:
         assert info.ca_cert is not None
-        code, doc = _deploy(agents[0], {"job": info.job, "superlink": info.superlink, "dataPath": str(missing),
-                                        "caCert": str(info.ca_cert)}, "--failure-policy", "DO_NOTHING")
-        assert code != 0, doc
+        # The deployment fails when the SuperNode exits within the deployer's settle window (1 s), or succeeds and
+        # the component breaks just after (a slow start on a loaded machine): either way it ends BROKEN/ERRORED.
+        _deploy(agents[0], {"job": info.job, "superlink": info.superlink, "dataPath": str(missing),
+                            "caCert": str(info.ca_cert)}, "--failure-policy", "DO_NOTHING")
         wait_until(lambda: {c["componentName"]: c["state"] for c in agents[0].json("component", "list")}.get(NODE)
                    in ("BROKEN", "ERRORED"), timeout=60, what="the SuperNode component BROKEN")
 

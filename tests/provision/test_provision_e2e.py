@@ -23,7 +23,7 @@ from tests.hub.conftest import free_port, hub_init
 from tests.provision.conftest import Account, Sshd
 from tests.sync.conftest import Hub, roost, roost_json, wait_for, write_component
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the module's device: wheelhouse, pip over SSH
 
 COMPONENT = "com.example.Provisioned"
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from roost.hub.contract import LearnJob, LearnRound
 
 from roost.cli.hub import HubOpt, TokenOpt, admin_client
-from roost.cli.output import console, handle_errors
+from roost.cli.output import console, handle_errors, table
 from roost.cli.serve import JsonLogOpt, _logging
 
 app = typer.Typer(help="Federated learning on Flower: jobs at the hub, a device's SuperNode.", no_args_is_help=True)
@@ -203,18 +203,17 @@ def list_jobs(
     """List the hub's federated learning jobs, newest first (at most 100)."""
     import json
 
-    from rich.table import Table
-
     with admin_client(hub, token) as client:
         jobs = client.learn_jobs()
     if as_json:
         print(json.dumps([{**_doc(j), "target": j.target, "strategy": j.strategy, "rounds_planned": j.rounds_planned,
                            "created_at": j.created_at.isoformat()} for j in jobs]))
         return
-    table = Table("job", "target", "strategy", "status", "rounds", "RMSE", "created")
+    rows = []
     for j in jobs:
         last = j.rounds[-1] if j.rounds else None
-        table.add_row(j.job, j.target, j.strategy, j.status, f"{len(j.rounds)}/{j.rounds_planned}",
-                      "-" if last is None or last.metric is None else f"{last.metric:.4f}",
-                      j.created_at.isoformat(timespec="seconds"))
-    console.print(table)
+        rows.append((j.job, j.target, j.strategy, j.status, f"{len(j.rounds)}/{j.rounds_planned}",
+                     "-" if last is None or last.metric is None else f"{last.metric:.4f}",
+                     j.created_at.isoformat(timespec="seconds")))
+    table("Federated learning jobs", ["job", "target", "strategy", "status", "rounds", "RMSE", "created"], rows,
+          ids=("job",))
