@@ -435,9 +435,8 @@ class Supervisor:
         name = comp.spec.name
         try:
             try:
-                code: int | None
                 async with asyncio.timeout(timeout):
-                    code = await proc.wait()
+                    code: int | None = await proc.wait()
             except TimeoutError:
                 code = None
             if comp.epoch != epoch or comp.proc is not proc:
